@@ -1,0 +1,61 @@
+package sandbox
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+// cappedOutput copies a command's stream into a file up to a limit and
+// keeps draining the rest, so an action printing gigabytes neither
+// fills the disk nor blocks on a full pipe.
+type cappedOutput struct {
+	file      *os.File
+	limit     int64
+	written   int64
+	truncated bool
+}
+
+func newCappedOutput(path string, limit int64) (*cappedOutput, error) {
+	if path == "" {
+		return &cappedOutput{limit: limit}, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: create output file: %w", err)
+	}
+	return &cappedOutput{file: f, limit: limit}, nil
+}
+
+func (o *cappedOutput) copyFrom(r io.Reader) {
+	buf := make([]byte, 64*1024)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			o.write(buf[:n])
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (o *cappedOutput) write(data []byte) {
+	if o.limit > 0 && o.written+int64(len(data)) > o.limit {
+		data = data[:o.limit-o.written]
+		o.truncated = true
+	}
+	if len(data) == 0 || o.file == nil {
+		o.written += int64(len(data))
+		return
+	}
+	n, _ := o.file.Write(data)
+	o.written += int64(n)
+}
+
+func (o *cappedOutput) Close() error {
+	if o.file == nil {
+		return nil
+	}
+	return o.file.Close()
+}

@@ -1,0 +1,135 @@
+package sandbox
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// cgroupV1 manages action cgroups in the legacy hierarchies, one per
+// controller (memory, pids, cpu), under a subtree the worker creates
+// and removes itself.
+type cgroupV1 struct {
+	// dirs maps a controller to the worker's subtree in its hierarchy.
+	dirs map[string]string
+}
+
+var cgroupV1Controllers = []string{"memory", "pids", "cpu"}
+
+// NewCgroupV1Manager creates the subtree name in the hierarchy of each
+// controller (mounts maps a controller to where its hierarchy is
+// mounted), below the worker's own cgroup there (ownPaths).
+func NewCgroupV1Manager(mounts, ownPaths map[string]string, name string) (CgroupManager, error) {
+	m := &cgroupV1{dirs: map[string]string{}}
+	for _, controller := range cgroupV1Controllers {
+		if mounts[controller] == "" {
+			return nil, fmt.Errorf("cgroup v1: no %s hierarchy is mounted", controller)
+		}
+		dir := filepath.Join(mounts[controller], ownPaths[controller], name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			m.Close()
+			return nil, fmt.Errorf("cgroup v1 %s: %w", controller, err)
+		}
+		m.dirs[controller] = dir
+	}
+	// Groups of an earlier run that died with actions in flight.
+	for _, dir := range m.dirs {
+		entries, _ := os.ReadDir(dir)
+		for _, entry := range entries {
+			if entry.IsDir() {
+				removeCgroup(filepath.Join(dir, entry.Name()))
+			}
+		}
+	}
+	return m, nil
+}
+
+func (m *cgroupV1) String() string { return fmt.Sprintf("cgroup v1 at %s", m.dirs["memory"]) }
+
+func (m *cgroupV1) Close() error {
+	var first error
+	for _, dir := range m.dirs {
+		if err := removeCgroup(dir); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func (m *cgroupV1) Create(name string, limits Limits) (ActionCgroup, error) {
+	c := &cgroupV1Action{dirs: map[string]string{}}
+	for controller, parent := range m.dirs {
+		dir := filepath.Join(parent, name)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			c.Remove()
+			return nil, fmt.Errorf("cgroup v1 %s: %w", controller, err)
+		}
+		c.dirs[controller] = dir
+	}
+	if err := c.setLimits(limits); err != nil {
+		c.Remove()
+		return nil, err
+	}
+	return c, nil
+}
+
+type cgroupV1Action struct {
+	dirs map[string]string
+}
+
+func (c *cgroupV1Action) setLimits(limits Limits) error {
+	if limits.MemoryBytes > 0 {
+		if err := writeCgroupFile(c.dirs["memory"], "memory.limit_in_bytes", fmt.Sprint(limits.MemoryBytes)); err != nil {
+			return err
+		}
+	}
+	if limits.MaxProcesses > 0 {
+		if err := writeCgroupFile(c.dirs["pids"], "pids.max", fmt.Sprint(limits.MaxProcesses)); err != nil {
+			return err
+		}
+	}
+	if limits.CPUMillis > 0 {
+		const period = 100000
+		if err := writeCgroupFile(c.dirs["cpu"], "cpu.cfs_period_us", fmt.Sprint(period)); err != nil {
+			return err
+		}
+		if err := writeCgroupFile(c.dirs["cpu"], "cpu.cfs_quota_us", fmt.Sprint(limits.CPUMillis*period/1000)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// v1 has no CLONE_INTO_CGROUP.
+func (c *cgroupV1Action) CloneFD() (int, bool) { return -1, false }
+
+func (c *cgroupV1Action) Join(pid int) error {
+	for _, dir := range c.dirs {
+		if err := writeCgroupFile(dir, "cgroup.procs", fmt.Sprint(pid)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *cgroupV1Action) Stats() CgroupStats {
+	var stats CgroupStats
+	memory := c.dirs["memory"]
+	if n, ok := readKeyedValue(filepath.Join(memory, "memory.oom_control"), "oom_kill"); ok && n > 0 {
+		stats.OOMKilled = true
+	}
+	if n, ok := readInt(filepath.Join(memory, "memory.max_usage_in_bytes")); ok {
+		stats.MemoryPeakBytes = n
+	}
+	return stats
+}
+
+func (c *cgroupV1Action) Remove() error {
+	var first error
+	for _, dir := range c.dirs {
+		if err := removeCgroup(dir); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}

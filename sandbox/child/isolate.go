@@ -1,0 +1,105 @@
+package child
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// keptCapabilities is Docker's default set: enough for a BitBake
+// do_install to chown, chmod setuid and bind low ports as the
+// namespace's root, without CAP_SYS_ADMIN (mount, unshare),
+// CAP_SYS_PTRACE or CAP_NET_ADMIN, which only widen what an action
+// could do to its own sandbox.
+var keptCapabilities = map[int]bool{
+	unix.CAP_CHOWN:            true,
+	unix.CAP_DAC_OVERRIDE:     true,
+	unix.CAP_FSETID:           true,
+	unix.CAP_FOWNER:           true,
+	unix.CAP_MKNOD:            true,
+	unix.CAP_NET_RAW:          true,
+	unix.CAP_SETGID:           true,
+	unix.CAP_SETUID:           true,
+	unix.CAP_SETFCAP:          true,
+	unix.CAP_SETPCAP:          true,
+	unix.CAP_NET_BIND_SERVICE: true,
+	unix.CAP_SYS_CHROOT:       true,
+	unix.CAP_KILL:             true,
+	unix.CAP_AUDIT_WRITE:      true,
+}
+
+// isolate finishes the sandbox after the file system is in place:
+// hostname, loopback, and what the command may inherit.
+func isolate(config *Config) error {
+	if err := unix.Sethostname([]byte(config.Hostname)); err != nil {
+		return fmt.Errorf("set hostname: %w", err)
+	}
+	if err := unix.Setdomainname([]byte("localdomain")); err != nil {
+		return fmt.Errorf("set domain name: %w", err)
+	}
+	if err := bringUpLoopback(); err != nil {
+		return err
+	}
+	if config.MaxProcesses > 0 {
+		limit := unix.Rlimit{Cur: config.MaxProcesses, Max: config.MaxProcesses}
+		if err := unix.Setrlimit(unix.RLIMIT_NPROC, &limit); err != nil {
+			return fmt.Errorf("limit processes: %w", err)
+		}
+	}
+	if err := dropCapabilities(); err != nil {
+		return err
+	}
+	// Set last: no_new_privs also stops setuid binaries of the host
+	// userland from gaining anything.
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("set no_new_privs: %w", err)
+	}
+	return nil
+}
+
+// bringUpLoopback sets IFF_UP on lo, the only interface of a new
+// network namespace, so builds that talk to themselves over 127.0.0.1
+// work while nothing else is reachable.
+func bringUpLoopback() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("loopback: socket: %w", err)
+	}
+	defer unix.Close(fd)
+	ifreq, err := unix.NewIfreq("lo")
+	if err != nil {
+		return fmt.Errorf("loopback: %w", err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifreq); err != nil {
+		return fmt.Errorf("loopback: get flags: %w", err)
+	}
+	ifreq.SetUint16(ifreq.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifreq); err != nil {
+		return fmt.Errorf("loopback: set up: %w", err)
+	}
+	return nil
+}
+
+// dropCapabilities removes everything outside keptCapabilities from
+// the bounding set, which is what the command's capabilities are
+// computed from when it is executed as uid 0.
+func dropCapabilities() error {
+	last := unix.CAP_LAST_CAP
+	if data, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil {
+			last = n
+		}
+	}
+	for c := 0; c <= last; c++ {
+		if keptCapabilities[c] {
+			continue
+		}
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && err != unix.EINVAL {
+			return fmt.Errorf("drop capability %d: %w", c, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,253 @@
+package child
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// devices are bound from the host: creating device nodes needs
+// CAP_MKNOD in the initial user namespace, which a sandbox never has.
+var devices = []string{"null", "zero", "full", "random", "urandom", "tty"}
+
+// buildRoot assembles the sandbox's root file system on config.NewRoot
+// and makes it the root. It follows runc's prepareRoot/pivotRoot: make
+// every mount private first so nothing propagates to the host, mount
+// everything under the new root, then pivot_root and detach the old
+// root so no host path stays reachable.
+func buildRoot(config *Config) error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make mounts private: %w", err)
+	}
+	newRoot := config.NewRoot
+	execRoot := newRoot
+	if config.ExecRootIsRoot {
+		if err := mountOverlay(&config.Overlays[0], newRoot, config.LegacyOverlay); err != nil {
+			return fmt.Errorf("exec root as root file system: %w", err)
+		}
+	} else {
+		// Mount points only; remounted read-only once populated.
+		if err := unix.Mount("tmpfs", newRoot, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=1m,nr_inodes=4096"); err != nil {
+			return fmt.Errorf("mount root tmpfs on %q: %w", newRoot, err)
+		}
+		for _, hostPath := range config.HostPaths {
+			if err := bindHostPath(hostPath, filepath.Join(newRoot, hostPath)); err != nil {
+				return err
+			}
+		}
+		execRoot = filepath.Join(newRoot, config.ExecRootPath)
+		if err := os.MkdirAll(execRoot, 0o755); err != nil {
+			return fmt.Errorf("create exec root mount point: %w", err)
+		}
+		if err := mountOverlay(&config.Overlays[0], execRoot, config.LegacyOverlay); err != nil {
+			return fmt.Errorf("exec root: %w", err)
+		}
+	}
+	for i := range config.Overlays[1:] {
+		overlay := &config.Overlays[i+1]
+		target := filepath.Join(execRoot, overlay.Path)
+		// The planner only mounts at directories of the input tree,
+		// which exist in the parent's layers; MkdirAll covers an
+		// upper that a previous mount in this list shadows.
+		if err := os.MkdirAll(target, 0o755); err != nil {
+			return fmt.Errorf("overlay at %q: create mount point: %w", overlay.Path, err)
+		}
+		if err := mountOverlay(overlay, target, config.LegacyOverlay); err != nil {
+			return fmt.Errorf("overlay at %q: %w", overlay.Path, err)
+		}
+	}
+	if err := mountSpecialFileSystems(newRoot, config.TmpSizeBytes); err != nil {
+		return err
+	}
+	return pivotRoot(newRoot, !config.ExecRootIsRoot)
+}
+
+// bindHostPath makes a host path visible read-only at target. Symlinks
+// (the /bin -> usr/bin of a merged-/usr system) are recreated, not
+// followed, so the sandbox sees the same layout as the host.
+func bindHostPath(hostPath, target string) error {
+	info, err := os.Lstat(hostPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("host path %q: %w", hostPath, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		return fmt.Errorf("host path %q: create parent: %w", hostPath, err)
+	}
+	switch {
+	case info.Mode()&os.ModeSymlink != 0:
+		link, err := os.Readlink(hostPath)
+		if err != nil {
+			return fmt.Errorf("host path %q: %w", hostPath, err)
+		}
+		if err := os.Symlink(link, target); err != nil {
+			return fmt.Errorf("host path %q: recreate symlink: %w", hostPath, err)
+		}
+		return nil
+	case info.IsDir():
+		if err := os.Mkdir(target, 0o755); err != nil {
+			return fmt.Errorf("host path %q: create mount point: %w", hostPath, err)
+		}
+	default:
+		if err := createFile(target); err != nil {
+			return fmt.Errorf("host path %q: create mount point: %w", hostPath, err)
+		}
+	}
+	if err := bindReadOnly(hostPath, target); err != nil {
+		return fmt.Errorf("host path %q: %w", hostPath, err)
+	}
+	return nil
+}
+
+// bindReadOnly binds source recursively at target, read-only all the
+// way down. mount_setattr with AT_RECURSIVE does in one call what the
+// old API can only do mount by mount, and cannot leave a writable
+// submount behind.
+func bindReadOnly(source, target string) error {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if errors.Is(err, unix.ENOSYS) {
+		return bindReadOnlyLegacy(source, target)
+	} else if err != nil {
+		return fmt.Errorf("open_tree: %w", err)
+	}
+	defer unix.Close(fd)
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+		return fmt.Errorf("mount_setattr read-only: %w", err)
+	}
+	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("move_mount: %w", err)
+	}
+	return nil
+}
+
+// bindReadOnlyLegacy is for kernels before 5.12. A bind remount must
+// repeat the flags the kernel locked on the source, or it fails with
+// EPERM inside a user namespace.
+func bindReadOnlyLegacy(source, target string) error {
+	if err := unix.Mount(source, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind: %w", err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(target, &st); err != nil {
+		return fmt.Errorf("statfs: %w", err)
+	}
+	locked := uintptr(st.Flags) & (unix.MS_NOEXEC | unix.MS_NOATIME | unix.MS_NODIRATIME | unix.MS_RELATIME)
+	flags := unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | locked
+	if err := unix.Mount("", target, "", flags, ""); err != nil {
+		return fmt.Errorf("remount read-only: %w", err)
+	}
+	return nil
+}
+
+func createFile(path string) error {
+	fd, err := unix.Open(path, unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return err
+	}
+	return unix.Close(fd)
+}
+
+// mountSpecialFileSystems gives the sandbox its own /proc (of its pid
+// namespace), a minimal /dev and a private, size-limited /tmp.
+func mountSpecialFileSystems(root string, tmpSizeBytes int64) error {
+	proc := filepath.Join(root, "proc")
+	if err := os.MkdirAll(proc, 0o555); err != nil {
+		return fmt.Errorf("create /proc: %w", err)
+	}
+	if err := unix.Mount("proc", proc, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		// A container runtime that masks parts of its /proc prevents
+		// a fresh proc mount in a nested user namespace.
+		return fmt.Errorf("mount /proc (a container's masked /proc prevents this; Docker needs --security-opt systempaths=unconfined): %w", err)
+	}
+	if err := mountDev(filepath.Join(root, "dev")); err != nil {
+		return err
+	}
+	tmp := filepath.Join(root, "tmp")
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return fmt.Errorf("create /tmp: %w", err)
+	}
+	options := "mode=1777"
+	if tmpSizeBytes > 0 {
+		options += fmt.Sprintf(",size=%d", tmpSizeBytes)
+	}
+	if err := unix.Mount("tmpfs", tmp, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, options); err != nil {
+		return fmt.Errorf("mount /tmp: %w", err)
+	}
+	return nil
+}
+
+func mountDev(dev string) error {
+	if err := os.MkdirAll(dev, 0o755); err != nil {
+		return fmt.Errorf("create /dev: %w", err)
+	}
+	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755,size=64k,nr_inodes=64"); err != nil {
+		return fmt.Errorf("mount /dev: %w", err)
+	}
+	for _, name := range devices {
+		target := filepath.Join(dev, name)
+		if err := createFile(target); err != nil {
+			return fmt.Errorf("create /dev/%s: %w", name, err)
+		}
+		if err := unix.Mount("/dev/"+name, target, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind /dev/%s: %w", name, err)
+		}
+	}
+	pts := filepath.Join(dev, "pts")
+	if err := os.Mkdir(pts, 0o755); err != nil {
+		return fmt.Errorf("create /dev/pts: %w", err)
+	}
+	if err := unix.Mount("devpts", pts, "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); err != nil {
+		return fmt.Errorf("mount /dev/pts: %w", err)
+	}
+	shm := filepath.Join(dev, "shm")
+	if err := os.Mkdir(shm, 0o755); err != nil {
+		return fmt.Errorf("create /dev/shm: %w", err)
+	}
+	if err := unix.Mount("tmpfs", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777,size=64m"); err != nil {
+		return fmt.Errorf("mount /dev/shm: %w", err)
+	}
+	links := [][2]string{
+		{"pts/ptmx", "ptmx"},
+		{"/proc/self/fd", "fd"},
+		{"/proc/self/fd/0", "stdin"},
+		{"/proc/self/fd/1", "stdout"},
+		{"/proc/self/fd/2", "stderr"},
+	}
+	for _, link := range links {
+		if err := os.Symlink(link[0], filepath.Join(dev, link[1])); err != nil {
+			return fmt.Errorf("create /dev/%s: %w", link[1], err)
+		}
+	}
+	return nil
+}
+
+// pivotRoot makes newRoot the root and detaches the old one, using the
+// pivot_root(".", ".") idiom so no directory for the old root is
+// needed. A tmpfs root holding only mount points is then made
+// read-only, so an action cannot park files outside its exec root and
+// /tmp.
+func pivotRoot(newRoot string, readOnly bool) error {
+	if err := unix.Chdir(newRoot); err != nil {
+		return fmt.Errorf("chdir to new root: %w", err)
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root: %w", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach old root: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return fmt.Errorf("chdir to /: %w", err)
+	}
+	if readOnly {
+		if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+			return fmt.Errorf("remount / read-only: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,465 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/bitzel/bitzel-worker/sandbox/child"
+	"golang.org/x/sys/unix"
+)
+
+// InitBinaryName is the small sandbox init built from
+// cmd/bitzel-sandbox-init. When it sits next to the running
+// executable it is preferred over re-executing the worker itself.
+const InitBinaryName = "bitzel-sandbox-init"
+
+// DefaultExecRootPath is where the exec root appears in a sandbox that
+// binds the host userland.
+const DefaultExecRootPath = "/bitzel/execroot"
+
+// DefaultHostPaths are the parts of the host userland an action sees,
+// read-only: what a shell, coreutils and a compiler need. Never /root,
+// /home, /var, the host /tmp or the worker's data directory.
+var DefaultHostPaths = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt"}
+
+// Config configures a namespace Runner.
+type Config struct {
+	// InitPath is the binary that becomes PID 1 of each sandbox. Empty
+	// means InitBinaryName next to the running executable if present,
+	// else the running executable (which must dispatch the child mode
+	// by importing sandbox/child).
+	InitPath string
+	// StateDir holds the worker's sandbox state (the new-root mount
+	// point). When running as root it must be searchable by the
+	// mapped ids.
+	StateDir string
+	// ExecRootPath is where the exec root appears in the sandbox.
+	ExecRootPath string
+	// ExecRootIsRoot makes the exec root the whole root file system
+	// (the action supplies its userland as layers); HostPaths are then
+	// not bound.
+	ExecRootIsRoot bool
+	// HostPaths are bound read-only; nil means DefaultHostPaths.
+	HostPaths []string
+	// Hostname of every sandbox.
+	Hostname string
+	// HostIDBase and HostIDCount: when the worker runs as root, the
+	// action's uids and gids 0..HostIDCount-1 map to this host range,
+	// so an action's root is never the host's root. A rootless worker
+	// maps 0 to its own ids instead.
+	HostIDBase  uint32
+	HostIDCount uint32
+	// Cgroups enforces Limits; nil means no cgroups.
+	Cgroups CgroupManager
+	// LegacyOverlay forces the mount(2) overlay options (for tests).
+	LegacyOverlay bool
+}
+
+// Defaults for the id mapping of a worker running as root. The range is
+// high enough not to collide with ordinary users or /etc/subuid ranges.
+const (
+	DefaultHostIDBase  = 1_000_000_000
+	DefaultHostIDCount = 65536
+)
+
+type namespaceRunner struct {
+	config   Config
+	initPath string
+	initEnv  []string
+	newRoot  string
+	rootless bool
+	uidMap   []syscall.SysProcIDMap
+	gidMap   []syscall.SysProcIDMap
+	sequence atomic.Uint64
+}
+
+// NewNamespaceRunner checks what it can up front, so that a worker
+// without user namespaces or with a bad state directory says so at
+// start-up rather than on the first action.
+func NewNamespaceRunner(config Config) (Runner, error) {
+	if config.StateDir == "" {
+		return nil, errors.New("sandbox: no state directory configured")
+	}
+	if config.ExecRootPath == "" {
+		config.ExecRootPath = DefaultExecRootPath
+	}
+	if !filepath.IsAbs(config.ExecRootPath) || filepath.Clean(config.ExecRootPath) == "/" {
+		return nil, fmt.Errorf("sandbox: exec root path %q must be absolute and not /", config.ExecRootPath)
+	}
+	if config.HostPaths == nil {
+		config.HostPaths = DefaultHostPaths
+	}
+	if config.Hostname == "" {
+		config.Hostname = "localhost"
+	}
+	r := &namespaceRunner{config: config, newRoot: filepath.Join(config.StateDir, "root")}
+	if err := os.MkdirAll(r.newRoot, 0o755); err != nil {
+		return nil, fmt.Errorf("sandbox: create new-root mount point: %w", err)
+	}
+	if err := r.resolveInit(); err != nil {
+		return nil, err
+	}
+	if err := r.setIDMappings(); err != nil {
+		return nil, err
+	}
+	if !r.rootless {
+		if err := checkSearchable(r.newRoot); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkUserNamespaces(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *namespaceRunner) resolveInit() error {
+	r.initEnv = []string{child.EnvMarker + "=1"}
+	if r.config.InitPath != "" {
+		if _, err := os.Stat(r.config.InitPath); err != nil {
+			return fmt.Errorf("sandbox: init binary: %w", err)
+		}
+		r.initPath = r.config.InitPath
+		return nil
+	}
+	r.initPath = "/proc/self/exe"
+	if self, err := os.Executable(); err == nil {
+		sibling := filepath.Join(filepath.Dir(self), InitBinaryName)
+		if info, err := os.Stat(sibling); err == nil && info.Mode().IsRegular() {
+			r.initPath = sibling
+		}
+	}
+	return nil
+}
+
+func (r *namespaceRunner) setIDMappings() error {
+	uid, gid := os.Geteuid(), os.Getegid()
+	if uid != 0 {
+		r.rootless = true
+		r.uidMap = []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}}
+		r.gidMap = []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}}
+		return nil
+	}
+	base, count := r.config.HostIDBase, r.config.HostIDCount
+	if base == 0 {
+		base = DefaultHostIDBase
+	}
+	if count == 0 {
+		count = DefaultHostIDCount
+	}
+	if uint64(base)+uint64(count) >= 1<<32-1 {
+		return fmt.Errorf("sandbox: host id range %d+%d does not fit in 32 bits", base, count)
+	}
+	r.config.HostIDBase, r.config.HostIDCount = base, count
+	r.uidMap = []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(base), Size: int(count)}}
+	r.gidMap = r.uidMap
+	return nil
+}
+
+// checkSearchable makes sure the ids a root worker maps actions to can
+// reach path: every directory on the way must be searchable by others.
+// t.TempDir and mktemp -d make 0700 directories, which would otherwise
+// fail inside the child with a bare "permission denied".
+func checkSearchable(path string) error {
+	for dir := path; ; dir = filepath.Dir(dir) {
+		info, err := os.Stat(dir)
+		if err != nil {
+			return fmt.Errorf("sandbox: %w", err)
+		}
+		if info.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("sandbox: %q is not searchable by others (mode %v); the unprivileged ids actions run as could not reach %q", dir, info.Mode().Perm(), path)
+		}
+		if dir == "/" {
+			return nil
+		}
+	}
+}
+
+// checkUserNamespaces turns the kernel's knobs into a message a person
+// can act on; otherwise the first clone fails with a bare EPERM.
+func checkUserNamespaces() error {
+	if _, err := os.Stat("/proc/self/ns/user"); err != nil {
+		return errors.New("sandbox: this kernel has no user namespaces (CONFIG_USER_NS)")
+	}
+	if data, err := os.ReadFile("/proc/sys/user/max_user_namespaces"); err == nil && string(data) == "0\n" {
+		return errors.New("sandbox: user namespaces are disabled (/proc/sys/user/max_user_namespaces is 0)")
+	}
+	if data, err := os.ReadFile("/proc/sys/kernel/unprivileged_userns_clone"); err == nil && string(data) == "0\n" && os.Geteuid() != 0 {
+		return errors.New("sandbox: unprivileged user namespaces are disabled (sysctl kernel.unprivileged_userns_clone=0)")
+	}
+	return nil
+}
+
+func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) {
+	if err := r.validate(spec); err != nil {
+		return nil, err
+	}
+	if !r.rootless {
+		if err := r.chownUppers(spec); err != nil {
+			return nil, err
+		}
+	}
+	config := r.childConfig(spec)
+
+	var cgroup ActionCgroup
+	if r.config.Cgroups != nil {
+		var err error
+		cgroup, err = r.config.Cgroups.Create(fmt.Sprintf("action-%d-%d", os.Getpid(), r.sequence.Add(1)), spec.Limits)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox: create cgroup: %w", err)
+		}
+		defer cgroup.Remove()
+	} else {
+		config.MaxProcesses = uint64(spec.Limits.MaxProcesses)
+	}
+	cgroupFD, useCgroupFD := -1, false
+	if cgroup != nil {
+		cgroupFD, useCgroupFD = cgroup.CloneFD()
+		config.WaitForStart = !useCgroupFD
+	}
+
+	p, err := newPipes(config.WaitForStart)
+	if err != nil {
+		return nil, err
+	}
+	defer p.closeAll()
+	stdout, err := newCappedOutput(spec.StdoutPath, spec.OutputLimitBytes)
+	if err != nil {
+		return nil, err
+	}
+	defer stdout.Close()
+	stderr, err := newCappedOutput(spec.StderrPath, spec.OutputLimitBytes)
+	if err != nil {
+		return nil, err
+	}
+	defer stderr.Close()
+
+	var credential *syscall.Credential
+	if !r.rootless {
+		// A root worker's child is still host uid 0 after the clone,
+		// which the new namespace does not map: it must become the
+		// namespace's root, i.e. the first id of the host range.
+		credential = &syscall.Credential{Uid: 0, Gid: 0}
+	}
+	cmd := &exec.Cmd{
+		Path:       r.initPath,
+		Args:       []string{InitBinaryName},
+		Env:        r.initEnv,
+		Stdout:     p.stdoutW,
+		Stderr:     p.stderrW,
+		ExtraFiles: p.childFiles(),
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
+				syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS,
+			Credential:                 credential,
+			UidMappings:                r.uidMap,
+			GidMappings:                r.gidMap,
+			GidMappingsEnableSetgroups: !r.rootless,
+			// The whole sandbox dies with the worker: PID 1's death
+			// tears down its pid namespace.
+			Pdeathsig:   syscall.SIGKILL,
+			UseCgroupFD: useCgroupFD,
+			CgroupFD:    cgroupFD,
+		},
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("sandbox: start init %q: %w (are unprivileged user namespaces allowed?)", r.initPath, err)
+	}
+	p.closeChildEnds()
+
+	var copies sync.WaitGroup
+	copies.Add(2)
+	go func() { defer copies.Done(); stdout.copyFrom(p.stdoutR) }()
+	go func() { defer copies.Done(); stderr.copyFrom(p.stderrR) }()
+
+	configErr := make(chan error, 1)
+	go func() {
+		err := json.NewEncoder(p.configW).Encode(config)
+		p.configW.Close()
+		configErr <- err
+	}()
+	if config.WaitForStart {
+		if err := cgroup.Join(cmd.Process.Pid); err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			copies.Wait()
+			return nil, fmt.Errorf("sandbox: join cgroup: %w", err)
+		}
+		p.startW.Write([]byte{1})
+		p.startW.Close()
+	}
+
+	// Killing PID 1 makes the kernel kill every process of its pid
+	// namespace, daemonised grandchildren included.
+	var timedOut, cancelled atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		var timeout <-chan time.Time
+		if spec.Timeout > 0 {
+			timer := time.NewTimer(spec.Timeout)
+			defer timer.Stop()
+			timeout = timer.C
+		}
+		select {
+		case <-done:
+			return
+		case <-timeout:
+			timedOut.Store(true)
+		case <-ctx.Done():
+			cancelled.Store(true)
+		}
+		cmd.Process.Kill()
+	}()
+	waitErr := cmd.Wait()
+	close(done)
+	wall := time.Since(start)
+	copies.Wait()
+	<-configErr
+
+	statusData, _ := io.ReadAll(p.statusR)
+	result := &Result{
+		WallTime:        wall,
+		TimedOut:        timedOut.Load(),
+		StdoutTruncated: stdout.truncated,
+		StderrTruncated: stderr.truncated,
+	}
+	if cgroup != nil {
+		stats := cgroup.Stats()
+		result.OOMKilled = stats.OOMKilled
+		result.CgroupMemoryPeak = stats.MemoryPeakBytes
+	}
+	if cancelled.Load() {
+		return nil, fmt.Errorf("sandbox: %w", context.Cause(ctx))
+	}
+	var status child.Status
+	if len(statusData) == 0 || json.Unmarshal(statusData, &status) != nil {
+		if !result.TimedOut && !result.OOMKilled {
+			return nil, fmt.Errorf("sandbox: init exited without reporting (%v)", waitErr)
+		}
+		// Killed before it could report: take what wait4 saw.
+		if usage, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			result.UserTime = time.Duration(usage.Utime.Nano())
+			result.SystemTime = time.Duration(usage.Stime.Nano())
+			result.PeakRSSBytes = usage.Maxrss * 1024
+		}
+		result.ExitCode = 128 + int(syscall.SIGKILL)
+		result.Signal = syscall.SIGKILL
+		return result, nil
+	}
+	if status.Error != "" && !status.NotFound {
+		return nil, fmt.Errorf("sandbox: %s: %s", status.Stage, status.Error)
+	}
+	result.ExitCode = status.ExitCode
+	result.Signal = syscall.Signal(status.Signal)
+	result.NotFound = status.NotFound
+	result.UserTime = time.Duration(status.UserTimeNanos)
+	result.SystemTime = time.Duration(status.SystemTimeNanos)
+	result.PeakRSSBytes = status.MaxRSSBytes
+	result.SetupTime = time.Duration(status.SetupNanos)
+	return result, nil
+}
+
+func (r *namespaceRunner) childConfig(spec *Spec) *child.Config {
+	overlays := make([]child.Overlay, len(spec.Mounts))
+	for i, m := range spec.Mounts {
+		overlays[i] = child.Overlay{Path: m.Path, Lowers: m.Layers, Upper: m.UpperDir, Work: m.WorkDir}
+	}
+	config := &child.Config{
+		Overlays:         overlays,
+		NewRoot:          r.newRoot,
+		ExecRootPath:     r.config.ExecRootPath,
+		ExecRootIsRoot:   r.config.ExecRootIsRoot,
+		TmpSizeBytes:     spec.Limits.TmpSizeBytes,
+		Hostname:         r.config.Hostname,
+		Argv:             spec.Argv,
+		Env:              spec.Env,
+		WorkingDirectory: spec.WorkingDirectory,
+		LegacyOverlay:    r.config.LegacyOverlay,
+	}
+	if !r.config.ExecRootIsRoot {
+		config.HostPaths = r.config.HostPaths
+	}
+	return config
+}
+
+// validate catches what would otherwise surface as an errno from deep
+// inside the child, and names the offending path.
+func (r *namespaceRunner) validate(spec *Spec) error {
+	if len(spec.Argv) == 0 {
+		return errors.New("sandbox: no command")
+	}
+	if len(spec.Mounts) == 0 || spec.Mounts[0].Path != "" {
+		return errors.New("sandbox: the first mount must be the exec root (empty path)")
+	}
+	if !filepath.IsLocal(spec.WorkingDirectory) && spec.WorkingDirectory != "" {
+		return fmt.Errorf("sandbox: working directory %q is not a relative path inside the exec root", spec.WorkingDirectory)
+	}
+	for i, m := range spec.Mounts {
+		if i > 0 && !filepath.IsLocal(m.Path) {
+			return fmt.Errorf("sandbox: mount path %q is not a relative path inside the exec root", m.Path)
+		}
+		if len(m.Layers) == 0 {
+			return fmt.Errorf("sandbox: mount %q has no layers", m.Path)
+		}
+		if len(m.Layers) > child.MaxLowers {
+			return fmt.Errorf("sandbox: mount %q has %d layers; the kernel allows %d", m.Path, len(m.Layers), child.MaxLowers)
+		}
+		for _, dir := range append([]string{m.UpperDir, m.WorkDir}, m.Layers...) {
+			if !filepath.IsAbs(dir) {
+				return fmt.Errorf("sandbox: mount %q: %q is not an absolute path", m.Path, dir)
+			}
+			var st unix.Stat_t
+			if err := unix.Stat(dir, &st); err != nil {
+				return fmt.Errorf("sandbox: mount %q: %q: %w", m.Path, dir, err)
+			}
+			if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+				return fmt.Errorf("sandbox: mount %q: %q is not a directory", m.Path, dir)
+			}
+		}
+	}
+	return nil
+}
+
+// chownUppers hands the upper and work directories (and whatever the
+// worker created in them, such as the parents of outputs) to the
+// action's root. Inside the user namespace, files owned by an unmapped
+// uid are not writable even by its root.
+func (r *namespaceRunner) chownUppers(spec *Spec) error {
+	id := int(r.config.HostIDBase)
+	for _, m := range spec.Mounts {
+		for _, dir := range []string{m.UpperDir, m.WorkDir} {
+			err := filepath.WalkDir(dir, func(path string, _ fs.DirEntry, err error) error {
+				if err != nil {
+					return err
+				}
+				return os.Lchown(path, id, id)
+			})
+			if err != nil {
+				return fmt.Errorf("sandbox: hand %q to the action's uid: %w", dir, err)
+			}
+		}
+	}
+	return nil
+}
+
+// String says how action ids map to host ids, for logs.
+func (r *namespaceRunner) String() string {
+	if r.rootless {
+		return fmt.Sprintf("rootless: action uid 0 = host uid %d", os.Geteuid())
+	}
+	return fmt.Sprintf("root: action uids 0..%d = host uids %d..%d", r.config.HostIDCount-1, r.config.HostIDBase, r.config.HostIDBase+r.config.HostIDCount-1)
+}
+
+var _ fmt.Stringer = (*namespaceRunner)(nil)

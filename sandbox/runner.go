@@ -1,0 +1,82 @@
+// Package sandbox runs one command in fresh user, mount, pid, network,
+// IPC and UTS namespaces on an exec root that is an overlay of
+// read-only layer directories, and reports what happened.
+package sandbox
+
+import (
+	"context"
+	"syscall"
+	"time"
+)
+
+// Runner runs commands in sandboxes. Run returns an error only when
+// the sandbox could not be built or supervised; whatever the command
+// did (non-zero exit, signal, timeout, OOM kill) is in the Result.
+type Runner interface {
+	Run(ctx context.Context, spec *Spec) (*Result, error)
+}
+
+// Spec describes one sandboxed command.
+type Spec struct {
+	// Mounts[0] is the exec root (its Path is ""); the others are
+	// overlays at sub-paths of it, parents before children.
+	Mounts []Mount
+	// Argv, Env and WorkingDirectory (relative to the exec root) are
+	// the command. Env is the whole environment: nothing of the
+	// worker's leaks in.
+	Argv             []string
+	Env              []string
+	WorkingDirectory string
+	// Timeout bounds the wall-clock time from start to the death of
+	// every process of the action. Zero means no timeout.
+	Timeout time.Duration
+	// StdoutPath and StderrPath receive the command's output, at most
+	// OutputLimitBytes each (0: unlimited); the rest is discarded and
+	// reported as truncated.
+	StdoutPath       string
+	StderrPath       string
+	OutputLimitBytes int64
+	Limits           Limits
+}
+
+// Mount is one overlay: read-only Layers (topmost first) under a
+// private UpperDir, with WorkDir on the same file system as UpperDir.
+type Mount struct {
+	Path     string
+	Layers   []string
+	UpperDir string
+	WorkDir  string
+}
+
+// Limits bound the resources of one action. Zero means unlimited.
+type Limits struct {
+	MemoryBytes  int64
+	MaxProcesses int64
+	// CPUMillis is the CPU bandwidth in thousandths of a CPU.
+	CPUMillis    int64
+	TmpSizeBytes int64
+}
+
+// Result is what happened to the command.
+type Result struct {
+	// ExitCode is the command's exit status, or 128+signal when it
+	// was killed by a signal (as a shell reports it).
+	ExitCode int
+	// Signal is the signal that killed the command, or 0.
+	Signal syscall.Signal
+	// TimedOut: the Timeout expired and every process was killed.
+	TimedOut bool
+	// OOMKilled: the memory limit was hit and the kernel killed a
+	// process of the action.
+	OOMKilled bool
+	// NotFound: argv[0] could not be executed (exit code 127).
+	NotFound         bool
+	StdoutTruncated  bool
+	StderrTruncated  bool
+	WallTime         time.Duration
+	SetupTime        time.Duration
+	UserTime         time.Duration
+	SystemTime       time.Duration
+	PeakRSSBytes     int64
+	CgroupMemoryPeak int64
+}
