@@ -1,0 +1,228 @@
+package cas
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/buildbarn/bb-storage/pkg/blobstore"
+	"github.com/buildbarn/bb-storage/pkg/blobstore/grpcclients"
+	"github.com/buildbarn/bb-storage/pkg/blobstore/local"
+	"github.com/buildbarn/bb-storage/pkg/blockdevice"
+	"github.com/buildbarn/bb-storage/pkg/capabilities"
+	"github.com/buildbarn/bb-storage/pkg/clock"
+	"github.com/buildbarn/bb-storage/pkg/digest"
+	"github.com/buildbarn/bb-storage/pkg/filesystem"
+	"github.com/buildbarn/bb-storage/pkg/filesystem/path"
+	"github.com/buildbarn/bb-storage/pkg/util"
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// DefaultMaximumMessageSizeBytes matches gRPC-Go's default receive
+// limit; batches and Directory messages are kept below it.
+const DefaultMaximumMessageSizeBytes = 16 << 20
+
+// Storage bundles the Content Addressable Storage and the Action Cache.
+// Both are bb-storage BlobAccess objects, so the embedded server can
+// expose them with bb-storage's gRPC servers and the executor can use
+// them the same way whether they are local or remote.
+type Storage struct {
+	ContentAddressableStorage blobstore.BlobAccess
+	ActionCache               blobstore.BlobAccess
+	// MaximumMessageSizeBytes bounds protos read from storage and the
+	// size of batched requests.
+	MaximumMessageSizeBytes int
+
+	// batch is set for remote storage, where many small blobs are
+	// cheaper in one BatchReadBlobs/BatchUpdateBlobs round trip than
+	// in one ByteStream call each. Local storage reads blobs directly.
+	batch batchBlobAccess
+	close func() error
+}
+
+// Close flushes persistent state of a local store. Writes after Close
+// fail. It is a no-op for remote storage.
+func (s *Storage) Close() error {
+	if s.close == nil {
+		return nil
+	}
+	c := s.close
+	s.close = nil
+	return c()
+}
+
+var (
+	localCASCapabilities = capabilities.NewStaticProvider(&remoteexecution.ServerCapabilities{
+		CacheCapabilities: &remoteexecution.CacheCapabilities{
+			DigestFunctions: digest.SupportedDigestFunctions,
+		},
+	})
+	localACCapabilities = capabilities.NewStaticProvider(&remoteexecution.ServerCapabilities{
+		CacheCapabilities: &remoteexecution.CacheCapabilities{
+			ActionCacheUpdateCapabilities: &remoteexecution.ActionCacheUpdateCapabilities{
+				UpdateEnabled: true,
+			},
+			SymlinkAbsolutePathStrategy: remoteexecution.SymlinkAbsolutePathStrategy_ALLOWED,
+		},
+	})
+)
+
+// NewLocalStorage opens (creating when needed) a persistent CAS and AC
+// under dir, each a bb-storage block-device-backed local store on a
+// plain file. This repeats what bb-storage's configuration package does
+// for a "local" backend with "blocksOnBlockDevice" and "persistent",
+// without linking that package (it pulls in every cloud backend).
+func NewLocalStorage(dir string, casSizeBytes, acSizeBytes int64) (*Storage, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	cas, err := newLocalBlobAccess(ctx, &wg, filepath.Join(dir, "cas"), casSizeBytes, true)
+	if err != nil {
+		cancel()
+		return nil, util.StatusWrap(err, "Failed to open local CAS")
+	}
+	ac, err := newLocalBlobAccess(ctx, &wg, filepath.Join(dir, "ac"), acSizeBytes, false)
+	if err != nil {
+		cancel()
+		wg.Wait()
+		return nil, util.StatusWrap(err, "Failed to open local AC")
+	}
+	return &Storage{
+		ContentAddressableStorage: cas,
+		ActionCache:               ac,
+		MaximumMessageSizeBytes:   DefaultMaximumMessageSizeBytes,
+		close: func() error {
+			// Cancelling makes the syncers do a final sync and
+			// write the persistent state before returning.
+			cancel()
+			wg.Wait()
+			return nil
+		},
+	}, nil
+}
+
+// Block counts as in bb-storage's sample configurations.
+const (
+	localOldBlocks     = 8
+	localCurrentBlocks = 24
+	localSpareBlocks   = 3
+)
+
+func newLocalBlobAccess(ctx context.Context, wg *sync.WaitGroup, dir string, sizeBytes int64, isCAS bool) (blobstore.BlobAccess, error) {
+	if err := os.MkdirAll(filepath.Join(dir, "state"), 0o700); err != nil {
+		return nil, util.StatusWrapWithCode(err, codes.Internal, "Failed to create storage directory")
+	}
+	newBlocks := 1
+	readBufferFactory := blobstore.ACReadBufferFactory
+	storageType := "ac"
+	digestKeyFormat := digest.KeyWithInstance
+	capabilitiesProvider := localACCapabilities
+	if isCAS {
+		// CAS objects are immutable, so several blocks may take
+		// writes at once; AC entries must be overwritable and
+		// therefore need exactly one "new" block.
+		newBlocks = 3
+		readBufferFactory = blobstore.CASReadBufferFactory
+		storageType = "cas"
+		digestKeyFormat = digest.KeyWithoutInstance
+		capabilitiesProvider = localCASCapabilities
+	}
+	blockCount := localOldBlocks + localCurrentBlocks + newBlocks + localSpareBlocks
+	if sizeBytes < int64(blockCount)*1<<20 {
+		sizeBytes = int64(blockCount) * 1 << 20
+	}
+
+	blocksDevice, sectorSizeBytes, sectorCount, err := blockdevice.NewBlockDeviceFromFile(filepath.Join(dir, "blocks"), int(sizeBytes), false)
+	if err != nil {
+		return nil, util.StatusWrap(err, "Failed to open blocks file")
+	}
+	blockSectorCount := sectorCount / int64(blockCount)
+	blockAllocator := local.NewBlockDeviceBackedBlockAllocator(blocksDevice, readBufferFactory, sectorSizeBytes, blockSectorCount, blockCount, storageType)
+
+	stateDirectory, err := filesystem.NewLocalDirectory(path.LocalFormat.NewParser(filepath.Join(dir, "state")))
+	if err != nil {
+		return nil, util.StatusWrap(err, "Failed to open persistent state directory")
+	}
+	stateStore := local.NewDirectoryBackedPersistentStateStore(stateDirectory)
+	state, err := stateStore.ReadPersistentState()
+	if err != nil {
+		return nil, util.StatusWrap(err, "Failed to reload persistent state")
+	}
+	blockList, initialBlockCount := local.NewPersistentBlockList(blockAllocator, state.OldestEpochId, state.Blocks)
+
+	var globalLock sync.RWMutex
+	syncer := local.NewPeriodicSyncer(blockList, &globalLock, stateStore, clock.SystemClock, util.DefaultErrorLogger,
+		10*time.Second, 5*time.Second, state.KeyLocationMapHashInitialization, blocksDevice.Sync)
+	go func() {
+		for {
+			syncer.ProcessBlockRelease()
+		}
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for syncer.ProcessBlockPut(ctx) {
+		}
+	}()
+
+	var growthPolicy local.BlockListGrowthPolicy
+	if isCAS {
+		growthPolicy = local.NewImmutableBlockListGrowthPolicy(localCurrentBlocks, newBlocks)
+	} else {
+		growthPolicy = local.NewMutableBlockListGrowthPolicy(localCurrentBlocks)
+	}
+	locationBlobMap := local.NewOldCurrentNewLocationBlobMap(blockList, growthPolicy, util.DefaultErrorLogger, storageType,
+		int64(sectorSizeBytes)*blockSectorCount, localOldBlocks, newBlocks, initialBlockCount)
+
+	// One hash table slot per 2 KiB of data, at least 64Ki: the file
+	// is sparse, so unused slots cost address space, not disk.
+	entries := max(sizeBytes/2048, 1<<16)
+	keyLocationDevice, klSectorSize, klSectorCount, err := blockdevice.NewBlockDeviceFromFile(
+		filepath.Join(dir, "key_location_map"), int(entries*local.BlockDeviceBackedLocationRecordSize), false)
+	if err != nil {
+		return nil, util.StatusWrap(err, "Failed to open key-location map file")
+	}
+	recordCount := int(int64(klSectorSize) * klSectorCount / local.BlockDeviceBackedLocationRecordSize)
+	// FNV-1a modulo a prime disperses best, as bb-storage does.
+	for recordCount > 3 && !isPrime(recordCount) {
+		recordCount--
+	}
+	keyLocationMap := local.NewHashingKeyLocationMap(
+		local.NewBlockDeviceBackedLocationRecordArray(keyLocationDevice, locationBlobMap),
+		recordCount, state.KeyLocationMapHashInitialization, 16, 64, storageType)
+	return local.NewFlatBlobAccess(keyLocationMap, locationBlobMap, digestKeyFormat, &globalLock, storageType, capabilitiesProvider), nil
+}
+
+func isPrime(n int) bool {
+	if n < 2 {
+		return false
+	}
+	for i := 2; i*i <= n; i++ {
+		if n%i == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// NewGRPCStorage talks to a remote REAPI CAS and AC (bb_storage or any
+// other implementation). The two connections may be the same.
+func NewGRPCStorage(casConn, acConn grpc.ClientConnInterface, maximumMessageSizeBytes int) (*Storage, error) {
+	if casConn == nil || acConn == nil {
+		return nil, status.Error(codes.InvalidArgument, "No gRPC connection provided")
+	}
+	if maximumMessageSizeBytes <= 0 {
+		maximumMessageSizeBytes = DefaultMaximumMessageSizeBytes
+	}
+	return &Storage{
+		ContentAddressableStorage: grpcclients.NewCASBlobAccess(casConn, uuid.NewRandom, 64<<10, nil),
+		ActionCache:               grpcclients.NewACBlobAccess(acConn, maximumMessageSizeBytes),
+		MaximumMessageSizeBytes:   maximumMessageSizeBytes,
+		batch:                     newGRPCBatchBlobAccess(casConn, maximumMessageSizeBytes),
+	}, nil
+}

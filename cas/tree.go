@@ -1,0 +1,269 @@
+package cas
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+
+	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/buildbarn/bb-storage/pkg/digest"
+)
+
+// LayersPropertyName is the Directory node property by which a client
+// declares a union: its value lists Directory digests ("<hash>/<size>",
+// space-separated, topmost first) that are stacked below the
+// directory's own entries. Capabilities advertises it in
+// ExecutionCapabilities.supported_node_properties.
+const LayersPropertyName = "bitzel.layers"
+
+// dirInfo is a Directory message as fetched and checked on its own,
+// shared by every tree that contains it (it is content-addressed, so
+// everything derived from it is the same wherever it appears).
+type dirInfo struct {
+	digest digest.Digest
+	dir    *remoteexecution.Directory
+	// protoSize is the encoded size, used to bound the cache.
+	protoSize int
+
+	// Parsed digests, aligned with dir.Files and dir.Directories.
+	fileDigests []digest.Digest
+	dirDigests  []digest.Digest
+
+	// localErr is the first problem found in this message alone,
+	// with a path relative to this directory.
+	localErr *treeError
+	// climb is how many levels above this directory the worst of its
+	// own symlinks reaches (0 when none leaves it upwards).
+	climb     int
+	climbPath string
+
+	// layers is the parsed bitzel.layers property; layersErr is set
+	// when the property is malformed. Only interpreted for
+	// directories of the input root proper, not for listed trees.
+	hasLayers bool
+	layers    []digest.Digest
+	layersErr string
+
+	summaryOnce sync.Once
+	summary     subtreeSummary
+}
+
+// subtreeSummary holds facts about a whole subtree, computed once per
+// Directory digest, so that validating a tree costs O(distinct
+// directories) rather than O(entries).
+type subtreeSummary struct {
+	files   int64 // regular files and symlinks, counted with multiplicity
+	entries int64 // files, symlinks and directories
+	bytes   int64 // file contents
+	height  int   // 0 for a directory without subdirectories
+	// climb is how far above the subtree's root its symlinks reach.
+	climb     int
+	climbPath string
+	// unionPath names the first descendant (not the root itself)
+	// carrying bitzel.layers, "" when there is none.
+	unionPath string
+	err       *treeError
+}
+
+type treeError struct {
+	path string
+	msg  string
+}
+
+func (e *treeError) under(name string) *treeError {
+	return &treeError{path: joinPath(name, e.path), msg: e.msg}
+}
+
+func (e *treeError) toStatus(prefix string) error {
+	return invalidInputError(joinPath(prefix, e.path), "%s", e.msg)
+}
+
+func validName(name string) string {
+	switch {
+	case name == "":
+		return "empty name"
+	case name == "." || name == "..":
+		return "name may not be \".\" or \"..\""
+	case strings.ContainsAny(name, "/\x00"):
+		return "name contains \"/\" or NUL"
+	}
+	return ""
+}
+
+// symlinkClimb resolves target lexically from the symlink's directory
+// and returns how many levels above that directory it gets at its
+// highest point. "a/../../x" climbs 1: Clean-style resolution would
+// pop above the start, which is what makes it escape.
+func symlinkClimb(target string) int {
+	depth, lowest := 0, 0
+	for _, c := range strings.Split(target, "/") {
+		switch c {
+		case "", ".":
+		case "..":
+			depth--
+			lowest = min(lowest, depth)
+		default:
+			depth++
+		}
+	}
+	return -lowest
+}
+
+// newDirInfo checks a Directory message on its own: names, order,
+// collisions, digests and symlink targets.
+func newDirInfo(d digest.Digest, dir *remoteexecution.Directory, protoSize int) *dirInfo {
+	di := &dirInfo{digest: d, dir: dir, protoSize: protoSize}
+	fail := func(p, format string, args ...any) {
+		if di.localErr == nil {
+			di.localErr = &treeError{path: p, msg: fmt.Sprintf(format, args...)}
+		}
+	}
+	function := d.GetDigestFunction()
+	kinds := make(map[string]string, len(dir.Files)+len(dir.Directories)+len(dir.Symlinks))
+	checkName := func(kind, name, previous string, i int) {
+		if msg := validName(name); msg != "" {
+			fail(name, "%s", msg)
+			return
+		}
+		if i > 0 && name <= previous {
+			if name == previous {
+				fail(name, "duplicate %s name", kind)
+			} else {
+				fail(name, "%s names are not sorted (%q comes after %q)", kind, name, previous)
+			}
+		}
+		if other, ok := kinds[name]; ok && other != kind {
+			fail(name, "name is both a %s and a %s", other, kind)
+		}
+		kinds[name] = kind
+	}
+
+	di.fileDigests = make([]digest.Digest, len(dir.Files))
+	for i, f := range dir.Files {
+		prev := ""
+		if i > 0 {
+			prev = dir.Files[i-1].Name
+		}
+		checkName("file", f.Name, prev, i)
+		fd, err := function.NewDigestFromProto(f.Digest)
+		if err != nil {
+			fail(f.Name, "invalid digest: %s", err)
+			continue
+		}
+		di.fileDigests[i] = fd
+	}
+	di.dirDigests = make([]digest.Digest, len(dir.Directories))
+	for i, c := range dir.Directories {
+		prev := ""
+		if i > 0 {
+			prev = dir.Directories[i-1].Name
+		}
+		checkName("directory", c.Name, prev, i)
+		cd, err := function.NewDigestFromProto(c.Digest)
+		if err != nil {
+			fail(c.Name, "invalid digest: %s", err)
+			continue
+		}
+		di.dirDigests[i] = cd
+	}
+	for i, s := range dir.Symlinks {
+		prev := ""
+		if i > 0 {
+			prev = dir.Symlinks[i-1].Name
+		}
+		checkName("symlink", s.Name, prev, i)
+		switch {
+		case s.Target == "":
+			fail(s.Name, "symlink has an empty target")
+		case strings.HasPrefix(s.Target, "/"):
+			fail(s.Name, "symlink target %q is absolute", s.Target)
+		case strings.ContainsRune(s.Target, 0):
+			fail(s.Name, "symlink target contains NUL")
+		default:
+			if c := symlinkClimb(s.Target); c > di.climb {
+				di.climb, di.climbPath = c, s.Name
+			}
+		}
+	}
+
+	for _, p := range dir.GetNodeProperties().GetProperties() {
+		if p.Name != LayersPropertyName {
+			continue
+		}
+		if di.hasLayers {
+			di.layersErr = "property " + LayersPropertyName + " is given more than once"
+			break
+		}
+		di.hasLayers = true
+		di.layers, di.layersErr = parseLayersProperty(function, p.Value)
+	}
+	return di
+}
+
+func parseLayersProperty(function digest.Function, value string) ([]digest.Digest, string) {
+	var layers []digest.Digest
+	seen := map[digest.Digest]bool{}
+	for _, field := range strings.Fields(value) {
+		hash, sizeString, ok := strings.Cut(field, "/")
+		size, err := strconv.ParseInt(sizeString, 10, 64)
+		if !ok || err != nil {
+			return nil, fmt.Sprintf("%s: %q is not of the form <hash>/<size>", LayersPropertyName, field)
+		}
+		d, err := function.NewDigest(hash, size)
+		if err != nil {
+			return nil, fmt.Sprintf("%s: %q: %s", LayersPropertyName, field, err)
+		}
+		if seen[d] {
+			return nil, fmt.Sprintf("%s: %q is listed more than once", LayersPropertyName, field)
+		}
+		seen[d] = true
+		layers = append(layers, d)
+	}
+	return layers, ""
+}
+
+// tree is the set of Directory messages reachable from a root,
+// indexed by digest.
+type tree map[digest.Digest]*dirInfo
+
+// summarize computes (once per digest) the facts about the subtree of
+// di. All its descendants must be present in t.
+func (t tree) summarize(di *dirInfo) *subtreeSummary {
+	di.summaryOnce.Do(func() {
+		s := &di.summary
+		if di.localErr != nil {
+			s.err = di.localErr
+			return
+		}
+		s.files = int64(len(di.dir.Files) + len(di.dir.Symlinks))
+		s.entries = s.files + int64(len(di.dir.Directories))
+		for _, f := range di.dir.Files {
+			s.bytes += f.Digest.GetSizeBytes()
+		}
+		s.climb, s.climbPath = di.climb, di.climbPath
+		for i, c := range di.dir.Directories {
+			child := t[di.dirDigests[i]]
+			cs := t.summarize(child)
+			if cs.err != nil {
+				s.err = cs.err.under(c.Name)
+				return
+			}
+			s.files += cs.files
+			s.entries += cs.entries
+			s.bytes += cs.bytes
+			s.height = max(s.height, cs.height+1)
+			if cs.climb-1 > s.climb {
+				s.climb, s.climbPath = cs.climb-1, joinPath(c.Name, cs.climbPath)
+			}
+			if s.unionPath == "" {
+				if child.hasLayers {
+					s.unionPath = c.Name
+				} else if cs.unionPath != "" {
+					s.unionPath = joinPath(c.Name, cs.unionPath)
+				}
+			}
+		}
+	})
+	return &di.summary
+}
