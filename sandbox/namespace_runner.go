@@ -73,6 +73,24 @@ const (
 	DefaultHostIDCount = 65536
 )
 
+// ActionRootIDs returns the host uid and gid that an action's root
+// maps to. Layer files and directories must belong to them: inside the
+// user namespace, a file whose owner is not mapped cannot be written or
+// copied up even by the namespace's root, so an action could not modify
+// its inputs (in its upper directory) as it can under Bazel's sandbox.
+// Ownership gives no access to the cached inode itself, which the
+// action only ever sees through the overlay.
+func (c Config) ActionRootIDs() (uid, gid int) {
+	if os.Geteuid() != 0 {
+		return os.Geteuid(), os.Getegid()
+	}
+	base := c.HostIDBase
+	if base == 0 {
+		base = DefaultHostIDBase
+	}
+	return int(base), int(base)
+}
+
 type namespaceRunner struct {
 	config   Config
 	initPath string

@@ -29,6 +29,9 @@ func runCommand(config *Config) *Status {
 	if config.ExecRootIsRoot {
 		dir = filepath.Join("/", config.WorkingDirectory)
 	}
+	if info, err := os.Stat(dir); err != nil || !info.IsDir() {
+		return failure("start", fmt.Errorf("working directory %q does not exist in the exec root", config.WorkingDirectory))
+	}
 	path, err := lookPath(config.Argv[0], dir, config.Env)
 	if err != nil {
 		return notFound(err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -18,25 +19,41 @@ const MaxLowers = 500
 // overlayfs predates "lowerdir+" (added in 6.8).
 var errNoLowerdirPlus = errors.New("overlayfs does not support lowerdir+")
 
-// mountOverlay mounts one overlay at target. userxattr is required for
-// an overlay mounted inside a user namespace; it also disables
-// redirects and metacopy, so an upper directory is self-contained,
-// which the worker relies on when it reads outputs from the upper
-// directory after the mount namespace is gone.
-func mountOverlay(overlay *Overlay, target string, legacy bool) error {
+// overlayMounter mounts overlays. userxattr is required for an
+// overlay mounted inside a user namespace; it also disables redirects
+// and metacopy, so an upper directory is self-contained, which the
+// worker relies on when it reads outputs from the upper directory after
+// the mount namespace is gone.
+type overlayMounter struct {
+	legacy bool
+	// linkDir, on the sandbox's tmpfs root, holds short names for the
+	// layers of a legacy mount whose option string would not fit.
+	linkDir string
+	links   int
+}
+
+func (m *overlayMounter) mount(overlay *Overlay, target string) error {
 	if len(overlay.Lowers) == 0 {
 		return fmt.Errorf("overlay has no lower layer")
 	}
 	if len(overlay.Lowers) > MaxLowers {
 		return fmt.Errorf("overlay has %d lower layers, the kernel allows %d", len(overlay.Lowers), MaxLowers)
 	}
-	if !legacy {
+	if !m.legacy {
 		err := mountOverlayWithFsopen(overlay, target)
 		if err == nil || !(errors.Is(err, unix.ENOSYS) || errors.Is(err, errNoLowerdirPlus)) {
 			return err
 		}
 	}
-	return mountOverlayLegacy(overlay, target)
+	return m.mountLegacy(overlay, target)
+}
+
+// cleanup removes the layer links: the mounts hold their layers by
+// reference, and the links would dangle inside the sandbox.
+func (m *overlayMounter) cleanup() {
+	if m.links > 0 {
+		os.RemoveAll(m.linkDir)
+	}
 }
 
 // mountOverlayWithFsopen passes each lower layer as its own
@@ -101,35 +118,43 @@ func logSuffix(fsfd int) string {
 	return ""
 }
 
-// mountOverlayLegacy builds the option string of mount(2). The data
-// page holds 4095 bytes; when absolute paths do not fit, they are made
-// relative to their common parent, the way containerd shortens them.
-func mountOverlayLegacy(overlay *Overlay, target string) error {
-	lowers := overlay.Lowers
-	upper, work := overlay.Upper, overlay.Work
-	options := legacyOptions(lowers, upper, work)
-	if len(options) >= os.Getpagesize()-1 {
-		common := commonParent(append([]string{upper, work}, lowers...))
-		if common == "" || common == "/" {
-			return fmt.Errorf("overlay options are %d bytes, over the %d of a page, and the layers share no parent directory", len(options), os.Getpagesize()-1)
+// mountLegacy builds the option string of mount(2), for kernels
+// before 6.8. The data page holds 4095 bytes: 400 cache paths are far
+// longer, so when they do not fit, each layer gets a short symlink
+// ("0", "1", ...) in linkDir and the options name those relative to it.
+// overlayfs resolves the links when it mounts.
+func (m *overlayMounter) mountLegacy(overlay *Overlay, target string) error {
+	options := legacyOptions(overlay.Lowers, overlay.Upper, overlay.Work)
+	limit := os.Getpagesize() - 1
+	if len(options) < limit {
+		if err := unix.Mount("overlay", target, "overlay", 0, options); err != nil {
+			return fmt.Errorf("mount overlay on %q: %w", target, err)
 		}
-		cwd, err := os.Getwd()
-		if err != nil {
-			return fmt.Errorf("get working directory: %w", err)
-		}
-		if err := unix.Chdir(common); err != nil {
-			return fmt.Errorf("chdir to layer parent %q: %w", common, err)
-		}
-		defer unix.Chdir(cwd)
-		relative := make([]string, len(lowers))
-		for i, lower := range lowers {
-			relative[i] = strings.TrimPrefix(lower, common+"/")
-		}
-		options = legacyOptions(relative, strings.TrimPrefix(upper, common+"/"), strings.TrimPrefix(work, common+"/"))
-		if len(options) >= os.Getpagesize()-1 {
-			return fmt.Errorf("overlay options are %d bytes even with relative paths, over the %d of a page", len(options), os.Getpagesize()-1)
+		return nil
+	}
+	if err := os.MkdirAll(m.linkDir, 0o700); err != nil {
+		return fmt.Errorf("create layer links: %w", err)
+	}
+	names := make([]string, len(overlay.Lowers))
+	for i, lower := range overlay.Lowers {
+		names[i] = strconv.Itoa(m.links)
+		m.links++
+		if err := os.Symlink(lower, filepath.Join(m.linkDir, names[i])); err != nil {
+			return fmt.Errorf("link layer %q: %w", lower, err)
 		}
 	}
+	options = legacyOptions(names, overlay.Upper, overlay.Work)
+	if len(options) >= limit {
+		return fmt.Errorf("overlay options are %d bytes even with short layer names, over the %d of a page", len(options), limit)
+	}
+	cwd, err := os.Getwd()
+	if err != nil {
+		return fmt.Errorf("get working directory: %w", err)
+	}
+	if err := unix.Chdir(m.linkDir); err != nil {
+		return fmt.Errorf("chdir to layer links: %w", err)
+	}
+	defer unix.Chdir(cwd)
 	if err := unix.Mount("overlay", target, "overlay", 0, options); err != nil {
 		return fmt.Errorf("mount overlay on %q: %w", target, err)
 	}
@@ -150,14 +175,4 @@ func legacyOptions(lowers []string, upper, work string) string {
 // escapeOverlayPath protects the separators of the option string.
 func escapeOverlayPath(path string) string {
 	return strings.NewReplacer(`\`, `\\`, `:`, `\:`, `,`, `\,`).Replace(path)
-}
-
-func commonParent(paths []string) string {
-	common := filepath.Dir(paths[0])
-	for _, path := range paths[1:] {
-		for common != "/" && !strings.HasPrefix(path, common+"/") {
-			common = filepath.Dir(common)
-		}
-	}
-	return common
 }

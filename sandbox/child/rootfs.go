@@ -23,16 +23,19 @@ func buildRoot(config *Config) error {
 		return fmt.Errorf("make mounts private: %w", err)
 	}
 	newRoot := config.NewRoot
+	// Mount points only; remounted read-only once populated. In the
+	// hermetic mode the exec root is mounted on top of it and this
+	// tmpfs only holds the short layer links of a legacy mount.
+	if err := unix.Mount("tmpfs", newRoot, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=1m,nr_inodes=4096"); err != nil {
+		return fmt.Errorf("mount root tmpfs on %q: %w", newRoot, err)
+	}
+	mounter := &overlayMounter{legacy: config.LegacyOverlay, linkDir: filepath.Join(newRoot, ".layers")}
 	execRoot := newRoot
 	if config.ExecRootIsRoot {
-		if err := mountOverlay(&config.Overlays[0], newRoot, config.LegacyOverlay); err != nil {
+		if err := mounter.mount(&config.Overlays[0], newRoot); err != nil {
 			return fmt.Errorf("exec root as root file system: %w", err)
 		}
 	} else {
-		// Mount points only; remounted read-only once populated.
-		if err := unix.Mount("tmpfs", newRoot, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=1m,nr_inodes=4096"); err != nil {
-			return fmt.Errorf("mount root tmpfs on %q: %w", newRoot, err)
-		}
 		for _, hostPath := range config.HostPaths {
 			if err := bindHostPath(hostPath, filepath.Join(newRoot, hostPath)); err != nil {
 				return err
@@ -42,7 +45,7 @@ func buildRoot(config *Config) error {
 		if err := os.MkdirAll(execRoot, 0o755); err != nil {
 			return fmt.Errorf("create exec root mount point: %w", err)
 		}
-		if err := mountOverlay(&config.Overlays[0], execRoot, config.LegacyOverlay); err != nil {
+		if err := mounter.mount(&config.Overlays[0], execRoot); err != nil {
 			return fmt.Errorf("exec root: %w", err)
 		}
 	}
@@ -55,10 +58,11 @@ func buildRoot(config *Config) error {
 		if err := os.MkdirAll(target, 0o755); err != nil {
 			return fmt.Errorf("overlay at %q: create mount point: %w", overlay.Path, err)
 		}
-		if err := mountOverlay(overlay, target, config.LegacyOverlay); err != nil {
+		if err := mounter.mount(overlay, target); err != nil {
 			return fmt.Errorf("overlay at %q: %w", overlay.Path, err)
 		}
 	}
+	mounter.cleanup()
 	if err := mountSpecialFileSystems(newRoot, config.TmpSizeBytes); err != nil {
 		return err
 	}

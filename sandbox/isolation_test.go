@@ -1,0 +1,154 @@
+package sandbox
+
+import (
+	"net"
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestCommandIsChildOfPID1(t *testing.T) {
+	e := newEnv(t)
+	o := e.shell(`echo ppid=$PPID; cat /proc/1/comm; ls /proc | grep -c '^[0-9]'`)
+	o.expectExit(t, 0)
+	got := lines(o.stdout)
+	if got[0] != "ppid=1" {
+		t.Errorf("command's parent is %s, want PID 1 of its own namespace", got[0])
+	}
+	if !strings.Contains(got[1], "bitzel") && !strings.Contains(got[1], "exe") && !strings.Contains(got[1], ".test") {
+		t.Errorf("PID 1 is %q, want the sandbox init", got[1])
+	}
+	// The sandbox's /proc shows its own processes only (init, sh, ls,
+	// grep), not the host's hundreds.
+	if got[2] > "9" || len(got[2]) > 1 {
+		t.Errorf("sandbox /proc lists %s processes; the pid namespace leaks", got[2])
+	}
+}
+
+func TestOnlyLoopbackIsUp(t *testing.T) {
+	e := newEnv(t)
+	helper := e.helperLayer()
+	o := e.run(&Spec{
+		Mounts: []Mount{e.mount("", helper)},
+		Argv:   []string{"./helper"},
+		Env:    []string{helperEnv + "=interfaces"},
+	})
+	o.expectExit(t, 0)
+	if strings.TrimSpace(o.stdout) != "lo true" {
+		t.Errorf("interfaces in the sandbox:\n%s\nwant only lo, up", o.stdout)
+	}
+	o = e.run(&Spec{
+		Mounts: []Mount{e.mount("", helper)},
+		Argv:   []string{"./helper"},
+		Env:    []string{helperEnv + "=loopback"},
+	})
+	o.expectExit(t, 0)
+	if strings.TrimSpace(o.stdout) != "pong" {
+		t.Errorf("loopback inside the sandbox: %q", o.stdout)
+	}
+}
+
+func TestCannotReachHostLoopback(t *testing.T) {
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close()
+	accepted := make(chan struct{}, 1)
+	go func() {
+		if c, err := listener.Accept(); err == nil {
+			c.Close()
+			accepted <- struct{}{}
+		}
+	}()
+	e := newEnv(t)
+	o := e.run(&Spec{
+		Mounts: []Mount{e.mount("", e.helperLayer())},
+		Argv:   []string{"./helper", listener.Addr().String()},
+		Env:    []string{helperEnv + "=connect"},
+	})
+	o.expectExit(t, 0)
+	if !strings.HasPrefix(o.stdout, "refused") {
+		t.Errorf("action reached the host's %s: %s", listener.Addr(), o.stdout)
+	}
+	select {
+	case <-accepted:
+		t.Error("host listener accepted a connection from the sandbox")
+	default:
+	}
+}
+
+func TestHostname(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.Hostname = "bitzel-test" })
+	o := e.shell(`cat /proc/sys/kernel/hostname`)
+	o.expectExit(t, 0)
+	if got := strings.TrimSpace(o.stdout); got != "bitzel-test" {
+		t.Errorf("hostname %q, want bitzel-test", got)
+	}
+	if host, _ := os.Hostname(); host == "bitzel-test" {
+		t.Error("the sandbox changed the host's hostname")
+	}
+}
+
+func TestHostPrivatePathsAreInvisible(t *testing.T) {
+	e := newEnv(t)
+	// The worker's own state (the data dir in production) must not be
+	// reachable either.
+	o := e.shell(`for p in /root /home /var /srv /mnt ` + e.base + `; do test -e $p && echo visible: $p; done; ls /tmp | wc -l; test -x /usr/bin/env && echo userland`)
+	o.expectExit(t, 0)
+	got := lines(o.stdout)
+	for _, line := range got {
+		if strings.HasPrefix(line, "visible") {
+			t.Error(line)
+		}
+	}
+	if len(got) < 2 || got[len(got)-2] != "0" {
+		t.Errorf("the sandbox's /tmp is not empty: %v", got)
+	}
+	if got[len(got)-1] != "userland" {
+		t.Errorf("the host userland is not visible: %v", got)
+	}
+}
+
+func TestHostUserlandIsReadOnly(t *testing.T) {
+	e := newEnv(t)
+	o := e.shell(`touch /usr/bitzel-was-here 2>&1; touch /etc/bitzel-was-here 2>&1; touch /bitzel-was-here 2>&1; mount -t tmpfs none /tmp 2>&1; true`)
+	o.expectExit(t, 0)
+	for _, p := range []string{"/usr/bitzel-was-here", "/etc/bitzel-was-here"} {
+		if _, err := os.Stat(p); err == nil {
+			os.Remove(p)
+			t.Errorf("the action created %s on the host", p)
+		}
+	}
+	if n := strings.Count(o.stdout, "Read-only file system") + strings.Count(o.stdout, "Permission denied"); n < 3 {
+		t.Errorf("writes outside the exec root were not refused:\n%s", o.stdout)
+	}
+	if !strings.Contains(o.stdout, "mount") {
+		t.Errorf("mount was not refused:\n%s", o.stdout)
+	}
+}
+
+func TestActionIsRootAndCanChown(t *testing.T) {
+	e := newEnv(t)
+	o := e.shell(`id -u; id -g; touch f && chown 0:0 f && chmod 4755 f && stat -c '%u:%g %a' f; install -o root -g root -m 4755 f g && stat -c '%u:%g %a' g`)
+	o.expectExit(t, 0)
+	want := []string{"0", "0", "0:0 4755", "0:0 4755"}
+	if got := lines(o.stdout); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("got %q, want %q (stderr %s)", got, want, o.stderr)
+	}
+}
+
+func TestEnvironmentIsExactlyTheSpec(t *testing.T) {
+	os.Setenv("BITZEL_HOST_SECRET", "leak")
+	defer os.Unsetenv("BITZEL_HOST_SECRET")
+	e := newEnv(t)
+	o := e.run(&Spec{
+		Mounts: []Mount{e.mount("", e.dir("layers/empty"))},
+		Argv:   []string{"/usr/bin/env"},
+		Env:    []string{"A=1", "B=two words"},
+	})
+	o.expectExit(t, 0)
+	if got := strings.TrimSpace(o.stdout); got != "A=1\nB=two words" {
+		t.Errorf("environment:\n%s", got)
+	}
+}
