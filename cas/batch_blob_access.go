@@ -117,6 +117,18 @@ func (s *Storage) smallBlobSizeBytes() int64 {
 // concurrently; one call invokes fn sequentially.
 func (s *Storage) readSmallBlobs(ctx context.Context, digests []digest.Digest, fn func(d digest.Digest, data []byte) error) ([]digest.Digest, error) {
 	var missing []digest.Digest
+	// REAPI: the empty blob is always present, whether stored or not.
+	nonEmpty := digests[:0:0]
+	for _, d := range digests {
+		if d.GetSizeBytes() == 0 {
+			if err := fn(d, nil); err != nil {
+				return nil, err
+			}
+		} else {
+			nonEmpty = append(nonEmpty, d)
+		}
+	}
+	digests = nonEmpty
 	if s.batch == nil {
 		// Local storage: a direct read is as cheap as it gets.
 		for _, d := range digests {

@@ -1,0 +1,392 @@
+package cas
+
+import (
+	"context"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/buildbarn/bb-storage/pkg/digest"
+	"github.com/buildbarn/bb-storage/pkg/util"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// OutputCapturer turns what an action left in its exec root into the
+// output fields of an ActionResult, uploading what the CAS lacks.
+type OutputCapturer interface {
+	// Capture reads the outputs Command asks for from the merged view
+	// of root with uppers[i] as the upperdir of root.Mounts[i], and
+	// fills the output_* fields of the result (nothing else).
+	Capture(ctx context.Context, instanceName digest.InstanceName, root *InputRoot, uppers []string, command *remoteexecution.Command) (*remoteexecution.ActionResult, error)
+	// UploadFile stores a plain file (e.g. a log) and returns its
+	// digest.
+	UploadFile(ctx context.Context, instanceName digest.InstanceName, digestFunction digest.Function, path string) (digest.Digest, error)
+}
+
+// OutputCapturerOptions tune an OutputCapturer.
+type OutputCapturerOptions struct {
+	// SymlinkAbsolutePathStrategy is the one the worker advertises;
+	// DISALLOWED makes outputs with absolute symlink targets fail.
+	SymlinkAbsolutePathStrategy remoteexecution.SymlinkAbsolutePathStrategy_Value
+	// HashParallelism bounds files hashed and uploaded at once.
+	HashParallelism int
+}
+
+type outputCapturer struct {
+	storage *Storage
+	options OutputCapturerOptions
+}
+
+// NewOutputCapturer creates an OutputCapturer writing to storage.
+func NewOutputCapturer(storage *Storage, options OutputCapturerOptions) OutputCapturer {
+	registerMetrics()
+	if options.HashParallelism <= 0 {
+		options.HashParallelism = 4
+	}
+	return &outputCapturer{storage: storage, options: options}
+}
+
+// outputPath resolves an output path against the working directory
+// and refuses any that leaves the exec root.
+func outputPath(workingDirectory, p string) (string, error) {
+	if strings.HasPrefix(p, "/") || strings.HasPrefix(workingDirectory, "/") {
+		return "", status.Errorf(codes.InvalidArgument, "Output path %q: absolute paths are not allowed", p)
+	}
+	joined := path.Clean(path.Join(workingDirectory, p))
+	if joined == ".." || strings.HasPrefix(joined, "../") {
+		return "", status.Errorf(codes.InvalidArgument, "Output path %q leaves the exec root", p)
+	}
+	if joined == "." {
+		joined = ""
+	}
+	return joined, nil
+}
+
+type outputKind int
+
+const (
+	wantAny outputKind = iota
+	wantFile
+	wantDirectory
+)
+
+func (c *outputCapturer) Capture(ctx context.Context, instanceName digest.InstanceName, root *InputRoot, uppers []string, command *remoteexecution.Command) (*remoteexecution.ActionResult, error) {
+	mv, err := newMergedView(root, uppers)
+	if err != nil {
+		return nil, err
+	}
+	want := map[string]bool{}
+	for _, p := range command.OutputNodeProperties {
+		want[p] = true
+	}
+	cs := &capture{
+		oc:     c,
+		mv:     mv,
+		fn:     root.Root.GetDigestFunction(),
+		want:   want,
+		hashes: map[string]*vnode{},
+		result: &remoteexecution.ActionResult{},
+	}
+
+	type request struct {
+		path string
+		kind outputKind
+	}
+	var requests []request
+	legacy := len(command.OutputPaths) == 0
+	if legacy {
+		for _, p := range command.OutputFiles {
+			requests = append(requests, request{p, wantFile})
+		}
+		for _, p := range command.OutputDirectories {
+			requests = append(requests, request{p, wantDirectory})
+		}
+	} else {
+		for _, p := range command.OutputPaths {
+			requests = append(requests, request{p, wantAny})
+		}
+	}
+	for _, r := range requests {
+		if err := cs.addOutput(r.path, command.WorkingDirectory, r.kind, legacy); err != nil {
+			return nil, err
+		}
+	}
+	if err := cs.hashFiles(ctx); err != nil {
+		return nil, err
+	}
+	if err := cs.finish(ctx); err != nil {
+		return nil, err
+	}
+	res := cs.result
+	sort.Slice(res.OutputFiles, func(i, j int) bool { return res.OutputFiles[i].Path < res.OutputFiles[j].Path })
+	sort.Slice(res.OutputDirectories, func(i, j int) bool { return res.OutputDirectories[i].Path < res.OutputDirectories[j].Path })
+	sort.Slice(res.OutputSymlinks, func(i, j int) bool { return res.OutputSymlinks[i].Path < res.OutputSymlinks[j].Path })
+	sort.Slice(res.OutputFileSymlinks, func(i, j int) bool { return res.OutputFileSymlinks[i].Path < res.OutputFileSymlinks[j].Path })
+	sort.Slice(res.OutputDirectorySymlinks, func(i, j int) bool {
+		return res.OutputDirectorySymlinks[i].Path < res.OutputDirectorySymlinks[j].Path
+	})
+	return res, nil
+}
+
+// capture is the state of one Capture call.
+type capture struct {
+	oc     *outputCapturer
+	mv     *mergedView
+	fn     digest.Function
+	want   map[string]bool
+	hashes map[string]*vnode // upper files to hash, by host path
+	files  []pendingOutputFile
+	dirs   []pendingOutputDirectory
+	result *remoteexecution.ActionResult
+}
+
+type pendingOutputFile struct {
+	path  string
+	node  *vnode
+	props *remoteexecution.NodeProperties
+}
+
+type pendingOutputDirectory struct {
+	path string
+	root *outDir
+}
+
+// outDir is an output directory before its files are hashed.
+type outDir struct {
+	node     *vnode
+	props    *remoteexecution.NodeProperties
+	files    []pendingOutputFile // path = name
+	dirs     []outDirChild
+	symlinks []*remoteexecution.SymlinkNode
+}
+
+type outDirChild struct {
+	name string
+	dir  *outDir
+}
+
+func (c *capture) symlinkAllowed(p, target string) error {
+	if strings.HasPrefix(target, "/") && c.oc.options.SymlinkAbsolutePathStrategy == remoteexecution.SymlinkAbsolutePathStrategy_DISALLOWED {
+		return status.Errorf(codes.InvalidArgument, "Output symlink %q has absolute target %q, which this worker does not allow", p, target)
+	}
+	return nil
+}
+
+func (c *capture) addOutput(p, workingDirectory string, kind outputKind, legacy bool) error {
+	rel, err := outputPath(workingDirectory, p)
+	if err != nil {
+		return err
+	}
+	n, err := c.mv.lookup(rel)
+	if err != nil {
+		return err
+	}
+	if n == nil {
+		return nil // a missing output is simply absent
+	}
+	switch n.kind {
+	case kindSymlink:
+		if err := c.symlinkAllowed(p, n.target); err != nil {
+			return err
+		}
+		props, err := nodeProperties(n, c.want)
+		if err != nil {
+			return err
+		}
+		s := &remoteexecution.OutputSymlink{Path: p, Target: n.target, NodeProperties: props}
+		c.result.OutputSymlinks = append(c.result.OutputSymlinks, s)
+		// Clients of REAPI 2.0 read the per-kind fields.
+		switch {
+		case legacy && kind == wantFile:
+			c.result.OutputFileSymlinks = append(c.result.OutputFileSymlinks, s)
+		case legacy && kind == wantDirectory:
+			c.result.OutputDirectorySymlinks = append(c.result.OutputDirectorySymlinks, s)
+		}
+	case kindFile:
+		if kind == wantDirectory {
+			return status.Errorf(codes.FailedPrecondition, "Output directory %q is a regular file", p)
+		}
+		props, err := nodeProperties(n, c.want)
+		if err != nil {
+			return err
+		}
+		c.noteFile(n)
+		c.files = append(c.files, pendingOutputFile{path: p, node: n, props: props})
+	case kindDirectory:
+		if kind == wantFile {
+			return status.Errorf(codes.FailedPrecondition, "Output file %q is a directory", p)
+		}
+		d, err := c.walkDirectory(p, n)
+		if err != nil {
+			return err
+		}
+		c.dirs = append(c.dirs, pendingOutputDirectory{path: p, root: d})
+	}
+	return nil
+}
+
+func (c *capture) noteFile(n *vnode) {
+	if n.fromUpper {
+		c.hashes[n.hostPath] = n
+	}
+}
+
+func (c *capture) walkDirectory(p string, n *vnode) (*outDir, error) {
+	props, err := nodeProperties(n, c.want)
+	if err != nil {
+		return nil, err
+	}
+	d := &outDir{node: n, props: props}
+	nodes, names, err := c.mv.children(n.dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range names {
+		child := nodes[name]
+		childPath := joinPath(p, name)
+		switch child.kind {
+		case kindFile:
+			props, err := nodeProperties(child, c.want)
+			if err != nil {
+				return nil, err
+			}
+			c.noteFile(child)
+			d.files = append(d.files, pendingOutputFile{path: name, node: child, props: props})
+		case kindSymlink:
+			if err := c.symlinkAllowed(childPath, child.target); err != nil {
+				return nil, err
+			}
+			props, err := nodeProperties(child, c.want)
+			if err != nil {
+				return nil, err
+			}
+			d.symlinks = append(d.symlinks, &remoteexecution.SymlinkNode{Name: name, Target: child.target, NodeProperties: props})
+		case kindDirectory:
+			cd, err := c.walkDirectory(childPath, child)
+			if err != nil {
+				return nil, err
+			}
+			d.dirs = append(d.dirs, outDirChild{name: name, dir: cd})
+		}
+	}
+	return d, nil
+}
+
+// hashFiles computes the digests of every output file the action wrote.
+func (c *capture) hashFiles(ctx context.Context) error {
+	nodes := make([]*vnode, 0, len(c.hashes))
+	for _, n := range c.hashes {
+		nodes = append(nodes, n)
+	}
+	return runParallel(ctx, c.oc.options.HashParallelism, len(nodes), func(ctx context.Context, i int) error {
+		d, err := hashFile(c.fn, nodes[i].hostPath)
+		if err != nil {
+			return err
+		}
+		nodes[i].digest = d
+		return nil
+	})
+}
+
+// finish builds Tree messages, uploads what the CAS lacks and fills
+// the result.
+func (c *capture) finish(ctx context.Context) error {
+	u := newUploader(c.oc.storage, c.oc.options.HashParallelism)
+	for _, n := range c.hashes {
+		u.addFile(n.digest, n.hostPath)
+	}
+	for _, f := range c.files {
+		c.result.OutputFiles = append(c.result.OutputFiles, &remoteexecution.OutputFile{
+			Path:           f.path,
+			Digest:         f.node.digest.GetProto(),
+			IsExecutable:   f.node.executable,
+			NodeProperties: f.props,
+		})
+	}
+	for _, od := range c.dirs {
+		tb := &treeBuilder{fn: c.fn, seen: map[digest.Digest]bool{}}
+		rootDir, _, err := tb.directory(od.root)
+		if err != nil {
+			return err
+		}
+		data, err := proto.MarshalOptions{Deterministic: true}.Marshal(&remoteexecution.Tree{Root: rootDir, Children: tb.children})
+		if err != nil {
+			return util.StatusWrapWithCode(err, codes.Internal, "Failed to marshal tree")
+		}
+		treeDigest := u.addBlob(c.fn, data)
+		c.result.OutputDirectories = append(c.result.OutputDirectories, &remoteexecution.OutputDirectory{
+			Path:       od.path,
+			TreeDigest: treeDigest.GetProto(),
+		})
+	}
+	return u.upload(ctx)
+}
+
+// treeBuilder turns an outDir into Directory messages, each distinct
+// child listed once in the Tree.
+type treeBuilder struct {
+	fn       digest.Function
+	seen     map[digest.Digest]bool
+	children []*remoteexecution.Directory
+}
+
+func (tb *treeBuilder) directory(d *outDir) (*remoteexecution.Directory, digest.Digest, error) {
+	dir := &remoteexecution.Directory{Symlinks: d.symlinks, NodeProperties: d.props}
+	for _, f := range d.files {
+		dir.Files = append(dir.Files, &remoteexecution.FileNode{
+			Name:           f.path,
+			Digest:         f.node.digest.GetProto(),
+			IsExecutable:   f.node.executable,
+			NodeProperties: f.props,
+		})
+	}
+	for _, c := range d.dirs {
+		child, childDigest, err := tb.directory(c.dir)
+		if err != nil {
+			return nil, digest.BadDigest, err
+		}
+		if !tb.seen[childDigest] {
+			tb.seen[childDigest] = true
+			tb.children = append(tb.children, child)
+		}
+		dir.Directories = append(dir.Directories, &remoteexecution.DirectoryNode{Name: c.name, Digest: childDigest.GetProto()})
+	}
+	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(dir)
+	if err != nil {
+		return nil, digest.BadDigest, util.StatusWrapWithCode(err, codes.Internal, "Failed to marshal directory")
+	}
+	g := tb.fn.NewGenerator(int64(len(data)))
+	g.Write(data)
+	return dir, g.Sum(), nil
+}
+
+func statNodeProperties(st *unix.Stat_t, want map[string]bool) *remoteexecution.NodeProperties {
+	np := &remoteexecution.NodeProperties{}
+	if want["unix_mode"] {
+		np.UnixMode = wrapperspb.UInt32(st.Mode & 0o7777)
+	}
+	if want["mtime"] {
+		np.Mtime = timestamppb.New(time.Unix(st.Mtim.Sec, st.Mtim.Nsec))
+	}
+	return np
+}
+
+func (c *outputCapturer) UploadFile(ctx context.Context, instanceName digest.InstanceName, digestFunction digest.Function, p string) (digest.Digest, error) {
+	d, err := hashFile(digestFunction, p)
+	if err != nil {
+		return digest.BadDigest, err
+	}
+	u := newUploader(c.storage, 1)
+	u.addFile(d, p)
+	if err := u.upload(ctx); err != nil {
+		return digest.BadDigest, err
+	}
+	return d, nil
+}
