@@ -10,21 +10,22 @@ import (
 // keeps draining the rest, so an action printing gigabytes neither
 // fills the disk nor blocks on a full pipe.
 type cappedOutput struct {
-	file      *os.File
+	file      io.Writer
+	closer    io.Closer
 	limit     int64
 	written   int64
 	truncated bool
 }
 
-func newCappedOutput(path string, limit int64) (*cappedOutput, error) {
+func newCappedOutput(path string, w io.Writer, limit int64) (*cappedOutput, error) {
 	if path == "" {
-		return &cappedOutput{limit: limit}, nil
+		return &cappedOutput{file: w, limit: limit}, nil
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: create output file: %w", err)
 	}
-	return &cappedOutput{file: f, limit: limit}, nil
+	return &cappedOutput{file: f, closer: f, limit: limit}, nil
 }
 
 func (o *cappedOutput) copyFrom(r io.Reader) {
@@ -54,8 +55,8 @@ func (o *cappedOutput) write(data []byte) {
 }
 
 func (o *cappedOutput) Close() error {
-	if o.file == nil {
+	if o.closer == nil {
 		return nil
 	}
-	return o.file.Close()
+	return o.closer.Close()
 }

@@ -252,12 +252,12 @@ func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) 
 		return nil, err
 	}
 	defer p.closeAll()
-	stdout, err := newCappedOutput(spec.StdoutPath, spec.OutputLimitBytes)
+	stdout, err := newCappedOutput(spec.StdoutPath, spec.Stdout, spec.OutputLimitBytes)
 	if err != nil {
 		return nil, err
 	}
 	defer stdout.Close()
-	stderr, err := newCappedOutput(spec.StderrPath, spec.OutputLimitBytes)
+	stderr, err := newCappedOutput(spec.StderrPath, spec.Stderr, spec.OutputLimitBytes)
 	if err != nil {
 		return nil, err
 	}

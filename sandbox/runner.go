@@ -5,6 +5,7 @@ package sandbox
 
 import (
 	"context"
+	"io"
 	"syscall"
 	"time"
 )
@@ -36,6 +37,10 @@ type Spec struct {
 	StdoutPath       string
 	StderrPath       string
 	OutputLimitBytes int64
+	// Stdout and Stderr, when their path is empty, receive the
+	// streams instead (the debugging subcommand passes its own).
+	Stdout io.Writer
+	Stderr io.Writer
 	Limits           Limits
 }
 

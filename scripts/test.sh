@@ -1,0 +1,69 @@
+#!/bin/sh
+# The test suite, from a fresh Debian machine: installs what the tests
+# need, then runs every package's tests as root and again as an
+# ordinary user (rootless sandboxes), and checks formatting and vet.
+# Usage: sudo scripts/test.sh
+set -eu
+
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+export PATH="/usr/local/go/bin:$PATH"
+export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
+test_user=bzltest
+
+if [ "$(id -u)" != 0 ]; then
+	echo "scripts/test.sh installs packages and creates a test user: run it as root" >&2
+	exit 2
+fi
+
+echo "== installing test dependencies"
+# bubblewrap: the benchmarks' baseline; busybox-static: a hermetic
+# userland layer for the exec-root-as-root-fs test.
+packages="bubblewrap busybox-static"
+missing=""
+for p in $packages; do
+	dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+id "$test_user" >/dev/null 2>&1 || useradd --create-home --shell /bin/sh "$test_user"
+go mod download
+
+echo "== gofmt and go vet"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "not gofmt-clean:" $unformatted >&2
+	exit 1
+fi
+go vet ./...
+
+echo "== build"
+go build -o bin/ ./cmd/...
+
+echo "== tests as root"
+go test -count=1 ./...
+
+echo "== tests as the ordinary user $test_user (rootless)"
+# Test binaries are built here and run as the user from a copy of the
+# tree it can read, so the user needs neither Go nor the module cache.
+work=$(mktemp -d /tmp/bitzel-rootless-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+chmod 755 "$work"
+tar -C "$repo" --exclude=.git --exclude=bin -cf - . | tar -C "$work" -xf -
+mkdir -p "$work/bin"
+cp bin/* "$work/bin/"
+chmod -R a+rX "$work"
+status=0
+for pkg in $(go list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}{{end}}' ./...); do
+	rel=${pkg#github.com/bitzel/bitzel-worker}
+	rel=${rel#/}
+	name=$(echo "${rel:-root}" | tr / _)
+	go test -c -o "$work/$name.test" "./$rel"
+	echo "-- $pkg"
+	if ! (cd "$work/$rel" && runuser -u "$test_user" -- env HOME="/home/$test_user" BITZEL_BIN_DIR="$work/bin" "$work/$name.test" -test.count=1); then
+		status=1
+	fi
+done
+exit $status
