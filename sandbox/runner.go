@@ -41,7 +41,7 @@ type Spec struct {
 	// streams instead (the debugging subcommand passes its own).
 	Stdout io.Writer
 	Stderr io.Writer
-	Limits           Limits
+	Limits Limits
 }
 
 // Mount is one overlay: read-only Layers (topmost first) under a
