@@ -2,7 +2,7 @@ package cas
 
 import (
 	"context"
-		"os"
+	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
