@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -41,11 +42,27 @@ type (
 type countingBlobAccess struct {
 	blobstore.BlobAccess
 	puts atomic.Int64
+	mu   sync.Mutex
+	put  map[digest.Digest]int
 }
 
 func (c *countingBlobAccess) Put(ctx context.Context, d digest.Digest, b buffer.Buffer) error {
 	c.puts.Add(1)
+	c.mu.Lock()
+	if c.put == nil {
+		c.put = map[digest.Digest]int{}
+	}
+	c.put[digest.MustNewDigest("", d.GetDigestFunction().GetEnumValue(), d.GetHashString(), d.GetSizeBytes())]++
+	c.mu.Unlock()
 	return c.BlobAccess.Put(ctx, d, b)
+}
+
+func (c *countingBlobAccess) reset() map[digest.Digest]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.put
+	c.put = map[digest.Digest]int{}
+	return old
 }
 
 type testEnv struct {
