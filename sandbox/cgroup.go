@@ -11,11 +11,11 @@ type CgroupManager interface {
 
 // ActionCgroup is the cgroup of one action.
 type ActionCgroup interface {
-	// CloneFD returns a descriptor for CLONE_INTO_CGROUP when the
-	// hierarchy supports it (v2), so the child starts inside.
-	CloneFD() (int, bool)
-	// Join moves a started process in (v1). The child waits for the
-	// start signal until this is done.
+	// Join moves a sandbox's PID 1 in. PID 1 does nothing on the
+	// action's behalf before it receives the action, which the runner
+	// sends only after Join, so every process of the action is
+	// accounted. (CLONE_INTO_CGROUP cannot serve: sandboxes are
+	// started before their action is known.)
 	Join(pid int) error
 	Stats() CgroupStats
 	// Remove deletes the cgroup once its processes are gone.

@@ -126,8 +126,11 @@ func TestCgroupV2WritesLimitsAndReadsEvents(t *testing.T) {
 			t.Errorf("%s = %q, want %q", file, data, want)
 		}
 	}
-	if fd, ok := c.CloneFD(); !ok || fd < 0 {
-		t.Error("no descriptor for CLONE_INTO_CGROUP")
+	if err := c.Join(4242); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile(filepath.Join(parent, "a1", "cgroup.procs")); string(data) != "4242" {
+		t.Errorf("cgroup.procs %q", data)
 	}
 	if stats := c.Stats(); stats.OOMKilled {
 		t.Error("OOM reported without memory.events")

@@ -100,9 +100,6 @@ func (c *cgroupV1Action) setLimits(limits Limits) error {
 	return nil
 }
 
-// v1 has no CLONE_INTO_CGROUP.
-func (c *cgroupV1Action) CloneFD() (int, bool) { return -1, false }
-
 func (c *cgroupV1Action) Join(pid int) error {
 	for _, dir := range c.dirs {
 		if err := writeCgroupFile(dir, "cgroup.procs", fmt.Sprint(pid)); err != nil {

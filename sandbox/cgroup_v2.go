@@ -5,8 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-
-	"golang.org/x/sys/unix"
 )
 
 // cgroupV2 manages action cgroups under a delegated cgroup v2
@@ -49,23 +47,16 @@ func (m *cgroupV2) Create(name string, limits Limits) (ActionCgroup, error) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("cgroup v2: %w", err)
 	}
-	c := &cgroupV2Action{dir: dir, fd: -1}
+	c := &cgroupV2Action{dir: dir}
 	if err := c.setLimits(limits); err != nil {
 		c.Remove()
 		return nil, err
 	}
-	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		c.Remove()
-		return nil, fmt.Errorf("cgroup v2: open %s: %w", dir, err)
-	}
-	c.fd = fd
 	return c, nil
 }
 
 type cgroupV2Action struct {
 	dir string
-	fd  int
 }
 
 func (c *cgroupV2Action) setLimits(limits Limits) error {
@@ -93,8 +84,6 @@ func (c *cgroupV2Action) setLimits(limits Limits) error {
 	return nil
 }
 
-func (c *cgroupV2Action) CloneFD() (int, bool) { return c.fd, c.fd >= 0 }
-
 func (c *cgroupV2Action) Join(pid int) error {
 	return writeCgroupFile(c.dir, "cgroup.procs", fmt.Sprint(pid))
 }
@@ -111,10 +100,6 @@ func (c *cgroupV2Action) Stats() CgroupStats {
 }
 
 func (c *cgroupV2Action) Remove() error {
-	if c.fd >= 0 {
-		unix.Close(c.fd)
-		c.fd = -1
-	}
 	// cgroup.kill ends anything that escaped the pid namespace's
 	// teardown (nothing should have).
 	writeCgroupFile(c.dir, "cgroup.kill", "1")

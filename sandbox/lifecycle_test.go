@@ -132,17 +132,26 @@ func TestCancelKillsTheAction(t *testing.T) {
 }
 
 func TestNoMountsOrProcessesLeftAfterRun(t *testing.T) {
-	e := newEnv(t)
-	before := hostMounts(t)
-	for i := 0; i < 5; i++ {
-		e.shell(`mkdir -p a/b && echo x > a/b/c && cat /proc/mounts > /dev/null`).expectExit(t, 0)
-	}
-	if after := hostMounts(t); after != before {
-		t.Errorf("host mount table changed:\nbefore:\n%s\nafter:\n%s", before, after)
-	}
-	// Every sandbox's PID 1 runs with argv[0] InitBinaryName.
-	if procs := processesWithArgument(t, InitBinaryName+"\x00"); len(procs) > 0 {
-		t.Errorf("sandbox init processes left: %v", procs)
+	for _, warm := range []int{0, 3} {
+		t.Run(fmt.Sprintf("warm=%d", warm), func(t *testing.T) {
+			e := newEnv(t, func(c *Config) { c.WarmSandboxes = warm })
+			before := hostMounts(t)
+			for i := 0; i < 5; i++ {
+				e.shell(`mkdir -p a/b && echo x > a/b/c && cat /proc/mounts > /dev/null`).expectExit(t, 0)
+			}
+			if after := hostMounts(t); after != before {
+				t.Errorf("host mount table changed:\nbefore:\n%s\nafter:\n%s", before, after)
+			}
+			// Every sandbox's PID 1 runs with argv[0] InitBinaryName;
+			// only the warm ones may remain until Close.
+			if procs := sandboxInits(t); len(procs) > warm+1 {
+				t.Errorf("%d sandbox init processes with %d kept warm: %v", len(procs), warm, procs)
+			}
+			e.runner.Close()
+			if procs := sandboxInits(t); len(procs) > 0 {
+				t.Errorf("sandbox init processes left after Close: %v", procs)
+			}
+		})
 	}
 }
 

@@ -64,6 +64,10 @@ type Config struct {
 	Cgroups CgroupManager
 	// LegacyOverlay forces the mount(2) overlay options (for tests).
 	LegacyOverlay bool
+	// WarmSandboxes is how many sandboxes are kept started and
+	// prepared ahead of need (0: each Run starts its own). Each costs
+	// an idle PID 1 of a few MiB and a set of namespaces.
+	WarmSandboxes int
 }
 
 // Defaults for the id mapping of a worker running as root. The range is
@@ -93,6 +97,7 @@ func (c Config) ActionRootIDs() (uid, gid int) {
 
 type namespaceRunner struct {
 	config   Config
+	prepare  *child.Prepare
 	initPath string
 	initEnv  []string
 	newRoot  string
@@ -100,6 +105,11 @@ type namespaceRunner struct {
 	uidMap   []syscall.SysProcIDMap
 	gidMap   []syscall.SysProcIDMap
 	sequence atomic.Uint64
+
+	pool       chan *warmSandbox
+	closing    chan struct{}
+	closeOnce  sync.Once
+	fillerDone chan struct{}
 }
 
 // NewNamespaceRunner checks what it can up front, so that a worker
@@ -138,6 +148,22 @@ func NewNamespaceRunner(config Config) (Runner, error) {
 	}
 	if err := checkUserNamespaces(); err != nil {
 		return nil, err
+	}
+	r.prepare = &child.Prepare{
+		NewRoot:        r.newRoot,
+		ExecRootPath:   config.ExecRootPath,
+		ExecRootIsRoot: config.ExecRootIsRoot,
+		Hostname:       config.Hostname,
+		LegacyOverlay:  config.LegacyOverlay,
+	}
+	if !config.ExecRootIsRoot {
+		r.prepare.HostPaths = config.HostPaths
+	}
+	r.closing = make(chan struct{})
+	if config.WarmSandboxes > 0 {
+		r.pool = make(chan *warmSandbox, config.WarmSandboxes)
+		r.fillerDone = make(chan struct{})
+		go r.keepWarm()
 	}
 	return r, nil
 }
@@ -219,50 +245,20 @@ func checkUserNamespaces() error {
 	return nil
 }
 
-func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) {
-	if err := r.validate(spec); err != nil {
-		return nil, err
-	}
-	if !r.rootless {
-		if err := r.chownUppers(spec); err != nil {
-			return nil, err
-		}
-	}
-	config := r.childConfig(spec)
+// warmSandbox is a started PID 1 that has done its Prepare phase (or
+// is doing it) and waits for an Action.
+type warmSandbox struct {
+	cmd   *exec.Cmd
+	pipes *pipes
+}
 
-	var cgroup ActionCgroup
-	if r.config.Cgroups != nil {
-		var err error
-		cgroup, err = r.config.Cgroups.Create(fmt.Sprintf("action-%d-%d", os.Getpid(), r.sequence.Add(1)), spec.Limits)
-		if err != nil {
-			return nil, fmt.Errorf("sandbox: create cgroup: %w", err)
-		}
-		defer cgroup.Remove()
-	} else {
-		config.MaxProcesses = uint64(spec.Limits.MaxProcesses)
-	}
-	cgroupFD, useCgroupFD := -1, false
-	if cgroup != nil {
-		cgroupFD, useCgroupFD = cgroup.CloneFD()
-		config.WaitForStart = !useCgroupFD
-	}
-
-	p, err := newPipes(config.WaitForStart)
+// startSandbox starts a PID 1 in new namespaces and sends it the
+// Prepare message; it does not wait for the preparation to finish.
+func (r *namespaceRunner) startSandbox() (*warmSandbox, error) {
+	p, err := newPipes()
 	if err != nil {
 		return nil, err
 	}
-	defer p.closeAll()
-	stdout, err := newCappedOutput(spec.StdoutPath, spec.Stdout, spec.OutputLimitBytes)
-	if err != nil {
-		return nil, err
-	}
-	defer stdout.Close()
-	stderr, err := newCappedOutput(spec.StderrPath, spec.Stderr, spec.OutputLimitBytes)
-	if err != nil {
-		return nil, err
-	}
-	defer stderr.Close()
-
 	var credential *syscall.Credential
 	if !r.rootless {
 		// A root worker's child is still host uid 0 after the clone,
@@ -286,38 +282,138 @@ func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) 
 			GidMappingsEnableSetgroups: !r.rootless,
 			// The whole sandbox dies with the worker: PID 1's death
 			// tears down its pid namespace.
-			Pdeathsig:   syscall.SIGKILL,
-			UseCgroupFD: useCgroupFD,
-			CgroupFD:    cgroupFD,
+			Pdeathsig: syscall.SIGKILL,
 		},
 	}
-	start := time.Now()
 	if err := cmd.Start(); err != nil {
+		p.closeAll()
 		return nil, fmt.Errorf("sandbox: start init %q: %w (are unprivileged user namespaces allowed?)", r.initPath, err)
 	}
 	p.closeChildEnds()
+	// The pipe buffer holds the message whether or not PID 1 reads it
+	// yet; a PID 1 that died shows up as a missing status later.
+	json.NewEncoder(p.configW).Encode(r.prepare)
+	return &warmSandbox{cmd: cmd, pipes: p}, nil
+}
 
+// discard ends a warm sandbox that will get no action: EOF on its
+// config pipe makes PID 1 exit quietly.
+func (s *warmSandbox) discard() {
+	s.pipes.configW.Close()
+	s.cmd.Wait()
+	s.pipes.closeAll()
+}
+
+// keepWarm keeps the pool full, so that an action's critical path
+// starts at its own mounts rather than at clone(): namespace creation,
+// the init's start-up and the shared mounts cost more than the
+// action's part of the sandbox.
+func (r *namespaceRunner) keepWarm() {
+	defer close(r.fillerDone)
+	for {
+		s, err := r.startSandbox()
+		if err != nil {
+			// Run starts its own sandbox and reports the error there.
+			select {
+			case <-r.closing:
+				return
+			case <-time.After(time.Second):
+				continue
+			}
+		}
+		select {
+		case r.pool <- s:
+		case <-r.closing:
+			s.discard()
+			return
+		}
+	}
+}
+
+func (r *namespaceRunner) takeSandbox() (*warmSandbox, error) {
+	select {
+	case s := <-r.pool:
+		return s, nil
+	default:
+		return r.startSandbox()
+	}
+}
+
+// Close discards the warm sandboxes.
+func (r *namespaceRunner) Close() error {
+	r.closeOnce.Do(func() {
+		close(r.closing)
+		if r.pool != nil {
+			<-r.fillerDone
+			for {
+				select {
+				case s := <-r.pool:
+					s.discard()
+					continue
+				default:
+				}
+				break
+			}
+		}
+	})
+	return nil
+}
+
+func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) {
+	if err := r.validate(spec); err != nil {
+		return nil, err
+	}
+	if !r.rootless {
+		if err := r.chownUppers(spec); err != nil {
+			return nil, err
+		}
+	}
+	action := r.action(spec)
+
+	var cgroup ActionCgroup
+	if r.config.Cgroups != nil {
+		var err error
+		cgroup, err = r.config.Cgroups.Create(fmt.Sprintf("action-%d-%d", os.Getpid(), r.sequence.Add(1)), spec.Limits)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox: create cgroup: %w", err)
+		}
+		defer cgroup.Remove()
+	} else {
+		action.MaxProcesses = uint64(spec.Limits.MaxProcesses)
+	}
+
+	stdout, err := newCappedOutput(spec.StdoutPath, spec.Stdout, spec.OutputLimitBytes)
+	if err != nil {
+		return nil, err
+	}
+	defer stdout.Close()
+	stderr, err := newCappedOutput(spec.StderrPath, spec.Stderr, spec.OutputLimitBytes)
+	if err != nil {
+		return nil, err
+	}
+	defer stderr.Close()
+
+	s, err := r.takeSandbox()
+	if err != nil {
+		return nil, err
+	}
+	p, cmd := s.pipes, s.cmd
+	defer p.closeAll()
+	if cgroup != nil {
+		if err := cgroup.Join(cmd.Process.Pid); err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			return nil, fmt.Errorf("sandbox: join cgroup: %w", err)
+		}
+	}
+
+	start := time.Now()
 	var copies sync.WaitGroup
 	copies.Add(2)
 	go func() { defer copies.Done(); stdout.copyFrom(p.stdoutR) }()
 	go func() { defer copies.Done(); stderr.copyFrom(p.stderrR) }()
-
-	configErr := make(chan error, 1)
-	go func() {
-		err := json.NewEncoder(p.configW).Encode(config)
-		p.configW.Close()
-		configErr <- err
-	}()
-	if config.WaitForStart {
-		if err := cgroup.Join(cmd.Process.Pid); err != nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-			copies.Wait()
-			return nil, fmt.Errorf("sandbox: join cgroup: %w", err)
-		}
-		p.startW.Write([]byte{1})
-		p.startW.Close()
-	}
+	json.NewEncoder(p.configW).Encode(action)
+	p.configW.Close()
 
 	// Killing PID 1 makes the kernel kill every process of its pid
 	// namespace, daemonised grandchildren included.
@@ -344,7 +440,6 @@ func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) 
 	close(done)
 	wall := time.Since(start)
 	copies.Wait()
-	<-configErr
 
 	statusData, _ := io.ReadAll(p.statusR)
 	result := &Result{
@@ -389,27 +484,18 @@ func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) 
 	return result, nil
 }
 
-func (r *namespaceRunner) childConfig(spec *Spec) *child.Config {
+func (r *namespaceRunner) action(spec *Spec) *child.Action {
 	overlays := make([]child.Overlay, len(spec.Mounts))
 	for i, m := range spec.Mounts {
 		overlays[i] = child.Overlay{Path: m.Path, Lowers: m.Layers, Upper: m.UpperDir, Work: m.WorkDir}
 	}
-	config := &child.Config{
+	return &child.Action{
 		Overlays:         overlays,
-		NewRoot:          r.newRoot,
-		ExecRootPath:     r.config.ExecRootPath,
-		ExecRootIsRoot:   r.config.ExecRootIsRoot,
 		TmpSizeBytes:     spec.Limits.TmpSizeBytes,
-		Hostname:         r.config.Hostname,
 		Argv:             spec.Argv,
 		Env:              spec.Env,
 		WorkingDirectory: spec.WorkingDirectory,
-		LegacyOverlay:    r.config.LegacyOverlay,
 	}
-	if !r.config.ExecRootIsRoot {
-		config.HostPaths = r.config.HostPaths
-	}
-	return config
 }
 
 // validate catches what would otherwise surface as an errno from deep

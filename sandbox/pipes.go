@@ -5,29 +5,23 @@ import (
 	"os"
 )
 
-// pipes connects the worker to a sandbox's PID 1: its config going in,
-// its status, stdout and stderr coming out, and optionally the start
-// signal sent once the child is in its cgroups.
+// pipes connects the worker to a sandbox's PID 1: its Prepare and
+// Action going in, its status, stdout and stderr coming out.
 type pipes struct {
 	configR, configW *os.File
 	statusR, statusW *os.File
 	stdoutR, stdoutW *os.File
 	stderrR, stderrW *os.File
-	startR, startW   *os.File
 }
 
-func newPipes(withStart bool) (*pipes, error) {
+func newPipes() (*pipes, error) {
 	p := &pipes{}
-	pairs := []struct{ r, w **os.File }{
+	for _, pair := range []struct{ r, w **os.File }{
 		{&p.configR, &p.configW},
 		{&p.statusR, &p.statusW},
 		{&p.stdoutR, &p.stdoutW},
 		{&p.stderrR, &p.stderrW},
-	}
-	if withStart {
-		pairs = append(pairs, struct{ r, w **os.File }{&p.startR, &p.startW})
-	}
-	for _, pair := range pairs {
+	} {
 		r, w, err := os.Pipe()
 		if err != nil {
 			p.closeAll()
@@ -38,20 +32,16 @@ func newPipes(withStart bool) (*pipes, error) {
 	return p, nil
 }
 
-// childFiles are passed as descriptors 3, 4 and 5 (child.ConfigFD,
-// StatusFD, StartFD).
+// childFiles are passed as descriptors 3 and 4 (child.ConfigFD,
+// child.StatusFD).
 func (p *pipes) childFiles() []*os.File {
-	files := []*os.File{p.configR, p.statusW}
-	if p.startR != nil {
-		files = append(files, p.startR)
-	}
-	return files
+	return []*os.File{p.configR, p.statusW}
 }
 
 // closeChildEnds drops the worker's copies of the child's ends, so
 // that reads see EOF once every process of the sandbox is gone.
 func (p *pipes) closeChildEnds() {
-	for _, f := range []**os.File{&p.configR, &p.statusW, &p.stdoutW, &p.stderrW, &p.startR} {
+	for _, f := range []**os.File{&p.configR, &p.statusW, &p.stdoutW, &p.stderrW} {
 		if *f != nil {
 			(*f).Close()
 			*f = nil
@@ -60,7 +50,7 @@ func (p *pipes) closeChildEnds() {
 }
 
 func (p *pipes) closeAll() {
-	for _, f := range []*os.File{p.configR, p.configW, p.statusR, p.statusW, p.stdoutR, p.stdoutW, p.stderrR, p.stderrW, p.startR, p.startW} {
+	for _, f := range []*os.File{p.configR, p.configW, p.statusR, p.statusW, p.stdoutR, p.stdoutW, p.stderrR, p.stderrW} {
 		if f != nil {
 			f.Close()
 		}

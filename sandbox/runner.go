@@ -15,6 +15,9 @@ import (
 // did (non-zero exit, signal, timeout, OOM kill) is in the Result.
 type Runner interface {
 	Run(ctx context.Context, spec *Spec) (*Result, error)
+	// Close releases what the runner keeps between runs (sandboxes
+	// started ahead of need).
+	Close() error
 }
 
 // Spec describes one sandboxed command.

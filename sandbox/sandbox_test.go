@@ -127,7 +127,9 @@ func newEnv(t *testing.T, configure ...func(*Config)) *env {
 			t.Errorf("remove test dir: %v", err)
 		}
 	})
-	config := Config{StateDir: filepath.Join(base, "state")}
+	// Like the worker, keep sandboxes warm; tests of the cold path
+	// configure 0.
+	config := Config{StateDir: filepath.Join(base, "state"), WarmSandboxes: 2}
 	for _, c := range configure {
 		c(&config)
 	}
@@ -135,6 +137,7 @@ func newEnv(t *testing.T, configure ...func(*Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { runner.Close() })
 	uid, gid := config.ActionRootIDs()
 	return &env{t: t, base: base, runner: runner, owner: uid, grp: gid}
 }
@@ -271,6 +274,26 @@ func hostMounts(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return string(data)
+}
+
+// sandboxInits lists the sandbox PID 1s this test process started
+// (other test binaries may run sandboxes at the same time).
+func sandboxInits(t *testing.T) []string {
+	t.Helper()
+	var mine []string
+	for _, proc := range processesWithArgument(t, InitBinaryName+"\x00") {
+		pid, _, _ := strings.Cut(proc, ":")
+		stat, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(fields) > 1 && fields[1] == fmt.Sprint(os.Getpid()) {
+			mine = append(mine, proc)
+		}
+	}
+	return mine
 }
 
 // processesWithArgument lists host processes whose command line holds

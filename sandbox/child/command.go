@@ -19,20 +19,20 @@ const defaultSearchPath = "/usr/local/bin:/usr/bin:/bin"
 // runCommand starts the command and, as PID 1, reaps every process
 // until the command itself has exited. Whatever it left running is
 // then killed: an action ends when its command does.
-func runCommand(config *Config) *Status {
+func runCommand(prepare *Prepare, action *Action) *Status {
 	// A signal handler, unlike SIG_IGN, is reset by execve, so the
 	// command still gets default dispositions while PID 1 survives a
 	// `kill -TERM 1` from inside.
 	signal.Notify(make(chan os.Signal, 1), unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)
 
-	dir := filepath.Join(config.ExecRootPath, config.WorkingDirectory)
-	if config.ExecRootIsRoot {
-		dir = filepath.Join("/", config.WorkingDirectory)
+	dir := filepath.Join(prepare.ExecRootPath, action.WorkingDirectory)
+	if prepare.ExecRootIsRoot {
+		dir = filepath.Join("/", action.WorkingDirectory)
 	}
 	if info, err := os.Stat(dir); err != nil || !info.IsDir() {
-		return failure("start", fmt.Errorf("working directory %q does not exist in the exec root", config.WorkingDirectory))
+		return failure("start", fmt.Errorf("working directory %q does not exist in the exec root", action.WorkingDirectory))
 	}
-	path, err := lookPath(config.Argv[0], dir, config.Env)
+	path, err := lookPath(action.Argv[0], dir, action.Env)
 	if err != nil {
 		return notFound(err)
 	}
@@ -40,18 +40,18 @@ func runCommand(config *Config) *Status {
 	if err != nil {
 		return failure("start", fmt.Errorf("open /dev/null: %w", err))
 	}
-	pid, err := syscall.ForkExec(path, config.Argv, &syscall.ProcAttr{
+	pid, err := syscall.ForkExec(path, action.Argv, &syscall.ProcAttr{
 		Dir:   dir,
-		Env:   config.Env,
+		Env:   action.Env,
 		Files: []uintptr{devNull.Fd(), 1, 2},
 		Sys:   &syscall.SysProcAttr{Setsid: true},
 	})
 	devNull.Close()
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.ENOEXEC) || errors.Is(err, unix.ENOTDIR) {
-			return notFound(fmt.Errorf("cannot run %q: %w", config.Argv[0], err))
+			return notFound(fmt.Errorf("cannot run %q: %w", action.Argv[0], err))
 		}
-		return failure("start", fmt.Errorf("start %q: %w", config.Argv[0], err))
+		return failure("start", fmt.Errorf("start %q: %w", action.Argv[0], err))
 	}
 	return reap(pid)
 }

@@ -4,32 +4,34 @@
 // starts in about a millisecond: a Go binary's start-up cost grows with
 // its size (itab setup, package initialisers), and the worker binary,
 // which links gRPC and bb-storage, takes several times longer.
+//
+// PID 1 lives in two phases. Started ahead of need, it builds what
+// every action shares (namespaces, the root tmpfs, host binds, /dev,
+// /proc, hostname, loopback) from a Prepare message, then waits. The
+// Action message, sent when an action arrives and after PID 1 is in
+// the action's cgroups, completes the root (overlays, /tmp), pivots
+// into it and runs the command. Only the second phase is on the
+// action's critical path.
 package child
 
-// The file descriptors the parent passes to the child, in order, after
-// stdin, stdout and stderr.
+// The file descriptors the parent passes to the child, after stdin,
+// stdout and stderr.
 const (
-	// ConfigFD carries the Config as JSON; the parent closes its end
-	// after writing it.
+	// ConfigFD carries a Prepare then an Action, as JSON values; the
+	// parent closes its end after the Action. EOF before the Action
+	// means the worker is shutting down: PID 1 exits quietly.
 	ConfigFD = 3
 	// StatusFD receives the Status as JSON just before PID 1 exits.
 	StatusFD = 4
-	// StartFD, when Config.WaitForStart is set, delivers one byte once
-	// the parent has placed the child in its cgroups. EOF without the
-	// byte means the parent gave up; the child exits.
-	StartFD = 5
 )
 
 // EnvMarker is set in the environment of a worker binary re-executed
 // as the sandbox init; its package initialiser dispatches on it.
 const EnvMarker = "BITZEL_SANDBOX_INIT"
 
-// Config is everything PID 1 needs to build the action's view of the
-// world. Paths are host paths unless the field says otherwise.
-type Config struct {
-	// Overlays[0] is the exec root; the rest are mounted at their
-	// Path relative to the exec root, parents before children.
-	Overlays []Overlay `json:"overlays"`
+// Prepare is what every sandbox of a worker shares. Paths are host
+// paths unless the field says otherwise.
+type Prepare struct {
 	// NewRoot is an empty host directory. A tmpfs mounted on it in
 	// the child's private mount namespace becomes the root, so one
 	// directory serves every concurrent sandbox.
@@ -43,9 +45,19 @@ type Config struct {
 	// HostPaths are bound read-only at the same path (or recreated as
 	// the same symlink when the host path is one).
 	HostPaths []string `json:"host_paths,omitempty"`
+	Hostname  string   `json:"hostname"`
+	// LegacyOverlay forces the mount(2) option string instead of the
+	// fsopen API, to test the fallback on kernels that have both.
+	LegacyOverlay bool `json:"legacy_overlay,omitempty"`
+}
+
+// Action is one action's part of the sandbox and its command.
+type Action struct {
+	// Overlays[0] is the exec root; the rest are mounted at their
+	// Path relative to the exec root, parents before children.
+	Overlays []Overlay `json:"overlays"`
 	// TmpSizeBytes bounds the private tmpfs on /tmp.
-	TmpSizeBytes int64  `json:"tmp_size_bytes"`
-	Hostname     string `json:"hostname"`
+	TmpSizeBytes int64 `json:"tmp_size_bytes"`
 	// Argv, Env and WorkingDirectory (relative to the exec root)
 	// describe the command.
 	Argv             []string `json:"argv"`
@@ -55,11 +67,6 @@ type Config struct {
 	// becomes RLIMIT_NPROC of the command, counted per user in the
 	// sandbox's own user namespace.
 	MaxProcesses uint64 `json:"max_processes,omitempty"`
-	// WaitForStart makes PID 1 block on StartFD before doing anything.
-	WaitForStart bool `json:"wait_for_start,omitempty"`
-	// LegacyOverlay forces the mount(2) option string instead of the
-	// fsopen API, to test the fallback on kernels that have both.
-	LegacyOverlay bool `json:"legacy_overlay,omitempty"`
 }
 
 // Overlay is one overlay mount: read-only lowers (topmost first) under
@@ -88,6 +95,7 @@ type Status struct {
 	UserTimeNanos   int64 `json:"user_time_nanos"`
 	SystemTimeNanos int64 `json:"system_time_nanos"`
 	MaxRSSBytes     int64 `json:"max_rss_bytes"`
-	// SetupNanos is how long building the sandbox took inside.
+	// SetupNanos is how long the action's part of the sandbox took,
+	// from receiving the Action to starting the command.
 	SetupNanos int64 `json:"setup_nanos"`
 }

@@ -31,20 +31,22 @@ var keptCapabilities = map[int]bool{
 	unix.CAP_AUDIT_WRITE:      true,
 }
 
-// isolate finishes the sandbox after the file system is in place:
-// hostname, loopback, and what the command may inherit.
-func isolate(config *Config) error {
-	if err := unix.Sethostname([]byte(config.Hostname)); err != nil {
+// prepareIsolation sets what every sandbox shares: hostname and
+// loopback.
+func prepareIsolation(prepare *Prepare) error {
+	if err := unix.Sethostname([]byte(prepare.Hostname)); err != nil {
 		return fmt.Errorf("set hostname: %w", err)
 	}
 	if err := unix.Setdomainname([]byte("localdomain")); err != nil {
 		return fmt.Errorf("set domain name: %w", err)
 	}
-	if err := bringUpLoopback(); err != nil {
-		return err
-	}
-	if config.MaxProcesses > 0 {
-		limit := unix.Rlimit{Cur: config.MaxProcesses, Max: config.MaxProcesses}
+	return bringUpLoopback()
+}
+
+// isolateAction limits what the command inherits.
+func isolateAction(action *Action) error {
+	if action.MaxProcesses > 0 {
+		limit := unix.Rlimit{Cur: action.MaxProcesses, Max: action.MaxProcesses}
 		if err := unix.Setrlimit(unix.RLIMIT_NPROC, &limit); err != nil {
 			return fmt.Errorf("limit processes: %w", err)
 		}

@@ -2,6 +2,7 @@ package child
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -22,73 +23,67 @@ func init() {
 	}
 }
 
-// Main runs PID 1 of a sandbox and never returns. It reads its Config,
-// builds the file system, runs the command, reaps every process and
-// reports a Status.
+// Main runs PID 1 of a sandbox and never returns. It reads its Prepare
+// and Action, builds the file system, runs the command, reaps every
+// process and reports a Status.
 func Main() {
 	status := run()
-	report(status)
+	if status != nil {
+		report(status)
+	}
 	// The exit code of PID 1 only matters when the status pipe could
 	// not be written; the parent treats a missing status as failure.
 	os.Exit(0)
 }
 
+// run returns nil when the worker closed the config pipe without
+// sending an action: a warm sandbox discarded at shutdown.
 func run() *Status {
 	// Inherited descriptors lose close-on-exec; the command must not
-	// see the config, status or start pipes.
-	for _, fd := range []int{ConfigFD, StatusFD, StartFD} {
-		unix.CloseOnExec(fd)
+	// see the config or status pipes.
+	unix.CloseOnExec(ConfigFD)
+	unix.CloseOnExec(StatusFD)
+	configFile := os.NewFile(ConfigFD, "config")
+	decoder := json.NewDecoder(configFile)
+
+	var prepare Prepare
+	if err := decoder.Decode(&prepare); err != nil {
+		return failure("config", fmt.Errorf("decode prepare: %w", err))
+	}
+	root, prepareErr := prepareRoot(&prepare)
+	if prepareErr == nil {
+		prepareErr = prepareIsolation(&prepare)
+	}
+
+	var action Action
+	if err := decoder.Decode(&action); errors.Is(err, io.EOF) {
+		return nil
+	} else if err != nil {
+		return failure("config", fmt.Errorf("decode action: %w", err))
+	}
+	configFile.Close()
+	// A failed preparation is reported once there is an action to
+	// report it to.
+	if prepareErr != nil {
+		return failure("prepare", prepareErr)
+	}
+	if len(action.Overlays) == 0 {
+		return failure("config", errors.New("action has no exec root overlay"))
+	}
+	if len(action.Argv) == 0 {
+		return failure("config", errors.New("action has no command"))
 	}
 	start := time.Now()
-	config, err := readConfig()
-	if err != nil {
-		return failure("config", err)
-	}
-	if config.WaitForStart {
-		if err := waitForStart(); err != nil {
-			return failure("start", err)
-		}
-	}
-	if err := buildRoot(config); err != nil {
+	if err := root.finish(&action); err != nil {
 		return failure("mount", err)
 	}
-	if err := isolate(config); err != nil {
+	if err := isolateAction(&action); err != nil {
 		return failure("isolate", err)
 	}
 	setup := time.Since(start)
-	status := runCommand(config)
+	status := runCommand(&prepare, &action)
 	status.SetupNanos = setup.Nanoseconds()
 	return status
-}
-
-func readConfig() (*Config, error) {
-	f := os.NewFile(ConfigFD, "config")
-	defer f.Close()
-	data, err := io.ReadAll(f)
-	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
-	}
-	var config Config
-	if err := json.Unmarshal(data, &config); err != nil {
-		return nil, fmt.Errorf("decode config: %w", err)
-	}
-	if len(config.Overlays) == 0 {
-		return nil, fmt.Errorf("config has no exec root overlay")
-	}
-	if len(config.Argv) == 0 {
-		return nil, fmt.Errorf("config has no command")
-	}
-	return &config, nil
-}
-
-func waitForStart() error {
-	f := os.NewFile(StartFD, "start")
-	defer f.Close()
-	var b [1]byte
-	if n, _ := f.Read(b[:]); n != 1 {
-		return fmt.Errorf("parent did not signal start")
-	}
-	return nil
 }
 
 func failure(stage string, err error) *Status {

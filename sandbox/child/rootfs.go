@@ -13,60 +13,87 @@ import (
 // CAP_MKNOD in the initial user namespace, which a sandbox never has.
 var devices = []string{"null", "zero", "full", "random", "urandom", "tty"}
 
-// buildRoot assembles the sandbox's root file system on config.NewRoot
-// and makes it the root. It follows runc's prepareRoot/pivotRoot: make
+// rootBuilder assembles the sandbox's root file system on NewRoot and
+// makes it the root. It follows runc's prepareRoot/pivotRoot: make
 // every mount private first so nothing propagates to the host, mount
 // everything under the new root, then pivot_root and detach the old
 // root so no host path stays reachable.
-func buildRoot(config *Config) error {
+type rootBuilder struct {
+	prepare  *Prepare
+	mounter  *overlayMounter
+	execRoot string
+}
+
+// prepareRoot does the part every action shares.
+func prepareRoot(prepare *Prepare) (*rootBuilder, error) {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make mounts private: %w", err)
+		return nil, fmt.Errorf("make mounts private: %w", err)
 	}
-	newRoot := config.NewRoot
+	newRoot := prepare.NewRoot
 	// Mount points only; remounted read-only once populated. In the
 	// hermetic mode the exec root is mounted on top of it and this
 	// tmpfs only holds the short layer links of a legacy mount.
 	if err := unix.Mount("tmpfs", newRoot, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=1m,nr_inodes=4096"); err != nil {
-		return fmt.Errorf("mount root tmpfs on %q: %w", newRoot, err)
+		return nil, fmt.Errorf("mount root tmpfs on %q: %w", newRoot, err)
 	}
-	mounter := &overlayMounter{legacy: config.LegacyOverlay, linkDir: filepath.Join(newRoot, ".layers")}
-	execRoot := newRoot
-	if config.ExecRootIsRoot {
-		if err := mounter.mount(&config.Overlays[0], newRoot); err != nil {
-			return fmt.Errorf("exec root as root file system: %w", err)
-		}
-	} else {
-		for _, hostPath := range config.HostPaths {
-			if err := bindHostPath(hostPath, filepath.Join(newRoot, hostPath)); err != nil {
-				return err
-			}
-		}
-		execRoot = filepath.Join(newRoot, config.ExecRootPath)
-		if err := os.MkdirAll(execRoot, 0o755); err != nil {
-			return fmt.Errorf("create exec root mount point: %w", err)
-		}
-		if err := mounter.mount(&config.Overlays[0], execRoot); err != nil {
-			return fmt.Errorf("exec root: %w", err)
+	b := &rootBuilder{
+		prepare:  prepare,
+		mounter:  &overlayMounter{legacy: prepare.LegacyOverlay, linkDir: filepath.Join(newRoot, ".layers")},
+		execRoot: newRoot,
+	}
+	if prepare.ExecRootIsRoot {
+		// /proc, /dev and /tmp go inside the exec root, which only
+		// exists once the action is known.
+		return b, nil
+	}
+	for _, hostPath := range prepare.HostPaths {
+		if err := bindHostPath(hostPath, filepath.Join(newRoot, hostPath)); err != nil {
+			return nil, err
 		}
 	}
-	for i := range config.Overlays[1:] {
-		overlay := &config.Overlays[i+1]
-		target := filepath.Join(execRoot, overlay.Path)
+	b.execRoot = filepath.Join(newRoot, prepare.ExecRootPath)
+	if err := os.MkdirAll(b.execRoot, 0o755); err != nil {
+		return nil, fmt.Errorf("create exec root mount point: %w", err)
+	}
+	if err := mountProcAndDev(newRoot); err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(filepath.Join(newRoot, "tmp"), 0o755); err != nil {
+		return nil, fmt.Errorf("create /tmp: %w", err)
+	}
+	return b, nil
+}
+
+// finish mounts the action's overlays and /tmp and pivots into the
+// root.
+func (b *rootBuilder) finish(action *Action) error {
+	if err := b.mounter.mount(&action.Overlays[0], b.execRoot); err != nil {
+		return fmt.Errorf("exec root: %w", err)
+	}
+	for i := range action.Overlays[1:] {
+		overlay := &action.Overlays[i+1]
+		target := filepath.Join(b.execRoot, overlay.Path)
 		// The planner only mounts at directories of the input tree,
 		// which exist in the parent's layers; MkdirAll covers an
 		// upper that a previous mount in this list shadows.
 		if err := os.MkdirAll(target, 0o755); err != nil {
 			return fmt.Errorf("overlay at %q: create mount point: %w", overlay.Path, err)
 		}
-		if err := mounter.mount(overlay, target); err != nil {
+		if err := b.mounter.mount(overlay, target); err != nil {
 			return fmt.Errorf("overlay at %q: %w", overlay.Path, err)
 		}
 	}
-	mounter.cleanup()
-	if err := mountSpecialFileSystems(newRoot, config.TmpSizeBytes); err != nil {
+	b.mounter.cleanup()
+	newRoot := b.prepare.NewRoot
+	if b.prepare.ExecRootIsRoot {
+		if err := mountProcAndDev(newRoot); err != nil {
+			return err
+		}
+	}
+	if err := mountTmp(filepath.Join(newRoot, "tmp"), action.TmpSizeBytes); err != nil {
 		return err
 	}
-	return pivotRoot(newRoot, !config.ExecRootIsRoot)
+	return pivotRoot(newRoot, !b.prepare.ExecRootIsRoot)
 }
 
 // bindHostPath makes a host path visible read-only at target. Symlinks
@@ -156,9 +183,9 @@ func createFile(path string) error {
 	return unix.Close(fd)
 }
 
-// mountSpecialFileSystems gives the sandbox its own /proc (of its pid
-// namespace), a minimal /dev and a private, size-limited /tmp.
-func mountSpecialFileSystems(root string, tmpSizeBytes int64) error {
+// mountProcAndDev gives the sandbox its own /proc (of its pid
+// namespace) and a minimal /dev.
+func mountProcAndDev(root string) error {
 	proc := filepath.Join(root, "proc")
 	if err := os.MkdirAll(proc, 0o555); err != nil {
 		return fmt.Errorf("create /proc: %w", err)
@@ -168,16 +195,17 @@ func mountSpecialFileSystems(root string, tmpSizeBytes int64) error {
 		// a fresh proc mount in a nested user namespace.
 		return fmt.Errorf("mount /proc (a container's masked /proc prevents this; Docker needs --security-opt systempaths=unconfined): %w", err)
 	}
-	if err := mountDev(filepath.Join(root, "dev")); err != nil {
-		return err
-	}
-	tmp := filepath.Join(root, "tmp")
+	return mountDev(filepath.Join(root, "dev"))
+}
+
+// mountTmp gives the action a private, size-limited /tmp.
+func mountTmp(tmp string, sizeBytes int64) error {
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return fmt.Errorf("create /tmp: %w", err)
 	}
 	options := "mode=1777"
-	if tmpSizeBytes > 0 {
-		options += fmt.Sprintf(",size=%d", tmpSizeBytes)
+	if sizeBytes > 0 {
+		options += fmt.Sprintf(",size=%d", sizeBytes)
 	}
 	if err := unix.Mount("tmpfs", tmp, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, options); err != nil {
 		return fmt.Errorf("mount /tmp: %w", err)
