@@ -214,13 +214,18 @@ func (s *slot) synchronize(ctx context.Context, draining bool) error {
 	}
 
 	response, err := s.operationQueue.Synchronize(callCtx, &s.request)
-	if s.schedulerMayThinkExecutingUntil.IsZero() {
-		s.touchSchedulerMayThinkExecuting()
-	}
 	if err != nil {
+		if s.schedulerMayThinkExecutingUntil.IsZero() && !isRefusal(err) {
+			// The scheduler may have handed us an action in
+			// the response that got lost.
+			s.touchSchedulerMayThinkExecuting()
+		}
 		return util.StatusWrap(err, "Failed to synchronize with scheduler")
 	}
 	if err := response.NextSynchronizationAt.CheckValid(); err != nil {
+		if s.schedulerMayThinkExecutingUntil.IsZero() {
+			s.touchSchedulerMayThinkExecuting()
+		}
 		return util.StatusWrapWithCode(err, codes.Internal, "Scheduler sent an invalid next_synchronization_at")
 	}
 	s.nextSynchronizationAt = response.NextSynchronizationAt.AsTime()
@@ -245,6 +250,22 @@ func (s *slot) synchronize(ctx context.Context, draining bool) error {
 	default:
 		return status.Errorf(codes.Internal, "Scheduler sent an unknown desired state %T", desired)
 	}
+}
+
+// isRefusal tells whether a failed call was answered by the scheduler
+// with a verdict on the request (a wrong size class, a bad instance
+// name, no permission), as opposed to a failure on the way (connection
+// lost, timeout, a response too large to receive) after which the
+// scheduler may have assigned us work that we never heard of. Codes
+// that gRPC also produces on the client side count as failures.
+func isRefusal(err error) bool {
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange,
+		codes.PermissionDenied, codes.Unauthenticated, codes.Unimplemented,
+		codes.NotFound, codes.AlreadyExists:
+		return true
+	}
+	return false
 }
 
 // startExecution replaces whatever the slot is doing with the action
