@@ -81,7 +81,7 @@ func newTestEnv(t testing.TB, options MaterializerOptions) *testEnv {
 
 func newTestEnvWithLink(t testing.TB, options MaterializerOptions, link linkFunc) *testEnv {
 	t.Helper()
-	dir := t.TempDir()
+	dir := tempDir(t)
 	storage, err := NewLocalStorage(filepath.Join(dir, "storage"), 256<<20, 16<<20)
 	if err != nil {
 		t.Fatal(err)
@@ -259,4 +259,16 @@ func missingSubjects(t testing.TB, err error) []string {
 
 func subject(d digest.Digest) string {
 	return "blobs/" + d.GetHashString() + "/" + strconv.FormatInt(d.GetSizeBytes(), 10)
+}
+
+// tempDir is t.TempDir for trees holding read-only directories, which
+// an unprivileged test must make writable again before removal.
+func tempDir(t testing.TB) string {
+	dir := t.TempDir()
+	t.Cleanup(func() {
+		if err := removeTree(dir); err != nil {
+			t.Error(err)
+		}
+	})
+	return dir
 }

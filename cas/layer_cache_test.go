@@ -33,7 +33,7 @@ func buildFiles(n int, size int) LayerBuildFunc {
 }
 
 func TestLayerCacheConcurrentGetOrBuildBuildsOnce(t *testing.T) {
-	lc, err := newLayerCache(t.TempDir(), 1<<30, 1<<20)
+	lc, err := newLayerCache(tempDir(t), 1<<30, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestLayerCacheConcurrentGetOrBuildBuildsOnce(t *testing.T) {
 
 func TestLayerCacheNeverEvictsLeasedLayer(t *testing.T) {
 	// Budget: one layer of 100 bytes.
-	lc, err := newLayerCache(t.TempDir(), 150, 1<<20)
+	lc, err := newLayerCache(tempDir(t), 150, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestLayerCacheCrashHelper(t *testing.T) {
 }
 
 func TestLayerCacheCrashLeavesNothingServed(t *testing.T) {
-	dir := t.TempDir()
+	dir := tempDir(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestLayerCacheCrashHelper$")
 	cmd.Env = append(os.Environ(), "BITZEL_CAS_CRASH_DIR="+dir)
 	err := cmd.Run()
@@ -197,7 +197,7 @@ func TestLayerCacheCrashLeavesNothingServed(t *testing.T) {
 }
 
 func TestCacheWipedAfterUncleanReboot(t *testing.T) {
-	dir := t.TempDir()
+	dir := tempDir(t)
 	lc, err := newLayerCache(dir, 1<<30, 1<<20)
 	if err != nil {
 		t.Fatal(err)

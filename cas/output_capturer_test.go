@@ -306,7 +306,7 @@ func TestMkdirAllInMergedView(t *testing.T) {
 
 func TestUploadFile(t *testing.T) {
 	e := newTestEnv(t, MaterializerOptions{})
-	p := filepath.Join(t.TempDir(), "stdout")
+	p := filepath.Join(tempDir(t), "stdout")
 	must(t, os.WriteFile(p, []byte("log line\n"), 0o644))
 	oc := NewOutputCapturer(e.storage, OutputCapturerOptions{})
 	d, err := oc.UploadFile(context.Background(), digest.EmptyInstanceName, sha256Function, p)

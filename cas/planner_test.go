@@ -180,4 +180,3 @@ func TestLayersPropertyValidation(t *testing.T) {
 		requireCode(t, err, codes.InvalidArgument, "escapes", `"u [bitzel.layers`)
 	})
 }
-
