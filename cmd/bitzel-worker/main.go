@@ -15,6 +15,7 @@ import (
 const usage = `usage: bitzel-worker COMMAND [flags]
 
 commands:
+  serve     serve the Remote Execution API and run actions on this machine (zero config)
   sandbox   run one command in a sandbox on layer directories, for debugging
   version   print the version
 
@@ -24,6 +25,7 @@ Run "bitzel-worker COMMAND -h" for the flags of a command.
 // commands maps a subcommand to its entry point, which returns the
 // process exit code.
 var commands = map[string]func(args []string) int{
+	"serve":   serveCommand,
 	"sandbox": sandboxCommand,
 	"version": func([]string) int { fmt.Println("bitzel-worker", version); return 0 },
 }

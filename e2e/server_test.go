@@ -1,0 +1,416 @@
+// Package e2e tests bitzel-worker end to end: the real binary, started
+// as `serve`, driven by a REAPI client over gRPC.
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"google.golang.org/genproto/googleapis/bytestream"
+	"google.golang.org/genproto/googleapis/longrunning"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+var (
+	binariesOnce sync.Once
+	binDir       string
+	binErr       error
+)
+
+// binaries returns the directory holding bitzel-worker and
+// bitzel-sandbox-init: BITZEL_BIN_DIR (the test script builds them) or
+// a fresh build.
+func binaries(t testing.TB) string {
+	binariesOnce.Do(func() {
+		if dir := os.Getenv("BITZEL_BIN_DIR"); dir != "" {
+			binDir = dir
+			return
+		}
+		dir, err := os.MkdirTemp("", "bitzel-e2e-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		os.Chmod(dir, 0o755)
+		out, err := exec.Command("go", "build", "-o", dir+"/", "../cmd/bitzel-worker", "../cmd/bitzel-sandbox-init").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("build: %v\n%s", err, out)
+		}
+		binDir = dir
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binDir
+}
+
+// server is a running `bitzel-worker serve`.
+type server struct {
+	t           testing.TB
+	cmd         *exec.Cmd
+	dataDir     string
+	address     string
+	metricsAddr string
+	conn        *grpc.ClientConn
+	logMu       sync.Mutex
+	log         strings.Builder
+	exited      chan struct{}
+}
+
+var (
+	servingRE = regexp.MustCompile(`serving REAPI on (\S+)`)
+	metricsRE = regexp.MustCompile(`metrics on (\S+)`)
+)
+
+// startServer starts serve on free ports with a fresh data directory.
+func startServer(t testing.TB, extraArgs ...string) *server {
+	t.Helper()
+	dataDir, err := os.MkdirTemp("", "bitzel-e2e-data-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A root worker's actions run as unprivileged ids that must reach
+	// the caches.
+	os.Chmod(dataDir, 0o755)
+	s := startServerIn(t, dataDir, extraArgs...)
+	t.Cleanup(func() {
+		s.stop()
+		removeAll(dataDir)
+	})
+	return s
+}
+
+func startServerIn(t testing.TB, dataDir string, extraArgs ...string) *server {
+	t.Helper()
+	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--data-dir", dataDir,
+		"--cas-size", "1073741824", "--concurrency", fmt.Sprint(runtime.NumCPU())}, extraArgs...)
+	cmd := exec.Command(filepath.Join(binaries(t), "bitzel-worker"), args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &server{t: t, cmd: cmd, dataDir: dataDir, exited: make(chan struct{})}
+	ready := make(chan struct{})
+	go func() {
+		scanner := bufio.NewScanner(stderr)
+		signalled := false
+		for scanner.Scan() {
+			line := scanner.Text()
+			s.logMu.Lock()
+			s.log.WriteString(line + "\n")
+			if m := metricsRE.FindStringSubmatch(line); m != nil {
+				s.metricsAddr = m[1]
+			}
+			if m := servingRE.FindStringSubmatch(line); m != nil && !signalled {
+				s.address = m[1]
+				signalled = true
+				close(ready)
+			}
+			s.logMu.Unlock()
+		}
+		io.Copy(io.Discard, stderr)
+		cmd.Wait()
+		close(s.exited)
+	}()
+	select {
+	case <-ready:
+	case <-s.exited:
+		t.Fatalf("serve exited at start-up:\n%s", s.logs())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("serve did not start:\n%s", s.logs())
+	}
+	s.conn, err = grpc.NewClient(s.address, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (s *server) logs() string {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	return s.log.String()
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (s *server) stop() {
+	if s.conn != nil {
+		s.conn.Close()
+	}
+	select {
+	case <-s.exited:
+		return
+	default:
+	}
+	s.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-s.exited:
+	case <-time.After(60 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.exited
+		s.t.Errorf("serve did not stop on SIGINT:\n%s", s.logs())
+	}
+}
+
+func removeAll(dir string) {
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && info.IsDir() {
+			os.Chmod(p, 0o755)
+		}
+		return nil
+	})
+	os.RemoveAll(dir)
+}
+
+// client is a REAPI client for one instance name.
+type client struct {
+	t        testing.TB
+	instance string
+	cas      remoteexecution.ContentAddressableStorageClient
+	ac       remoteexecution.ActionCacheClient
+	exec     remoteexecution.ExecutionClient
+	bs       bytestream.ByteStreamClient
+	caps     remoteexecution.CapabilitiesClient
+}
+
+func (s *server) client() *client {
+	return &client{
+		t:    s.t,
+		cas:  remoteexecution.NewContentAddressableStorageClient(s.conn),
+		ac:   remoteexecution.NewActionCacheClient(s.conn),
+		exec: remoteexecution.NewExecutionClient(s.conn),
+		bs:   bytestream.NewByteStreamClient(s.conn),
+		caps: remoteexecution.NewCapabilitiesClient(s.conn),
+	}
+}
+
+func digestOf(data []byte) *remoteexecution.Digest {
+	sum := sha256.Sum256(data)
+	return &remoteexecution.Digest{Hash: hex.EncodeToString(sum[:]), SizeBytes: int64(len(data))}
+}
+
+func key(d *remoteexecution.Digest) string { return fmt.Sprintf("%s/%d", d.Hash, d.SizeBytes) }
+
+// upload stores blobs and returns their digests.
+func (c *client) upload(blobs ...[]byte) []*remoteexecution.Digest {
+	c.t.Helper()
+	request := &remoteexecution.BatchUpdateBlobsRequest{InstanceName: c.instance}
+	digests := make([]*remoteexecution.Digest, len(blobs))
+	for i, b := range blobs {
+		digests[i] = digestOf(b)
+		request.Requests = append(request.Requests, &remoteexecution.BatchUpdateBlobsRequest_Request{Digest: digests[i], Data: b})
+	}
+	response, err := c.cas.BatchUpdateBlobs(context.Background(), request)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, r := range response.Responses {
+		if r.Status.GetCode() != 0 {
+			c.t.Fatalf("upload %s: %v", key(r.Digest), r.Status)
+		}
+	}
+	return digests
+}
+
+func (c *client) uploadProto(m proto.Message) *remoteexecution.Digest {
+	c.t.Helper()
+	data, err := proto.Marshal(m)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return c.upload(data)[0]
+}
+
+func (c *client) read(d *remoteexecution.Digest) []byte {
+	c.t.Helper()
+	if d == nil {
+		return nil
+	}
+	response, err := c.cas.BatchReadBlobs(context.Background(), &remoteexecution.BatchReadBlobsRequest{InstanceName: c.instance, Digests: []*remoteexecution.Digest{d}})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if r := response.Responses[0]; r.Status.GetCode() != 0 {
+		c.t.Fatalf("read %s: %v", key(d), r.Status)
+	}
+	return response.Responses[0].Data
+}
+
+// entry is a file or symlink of an input tree built with tree().
+type entry struct {
+	content    string
+	executable bool
+	symlink    string
+}
+
+// tree uploads an input tree given as path -> entry (a path ending in
+// "/" is an empty directory) and returns the root Directory's digest.
+func (c *client) tree(files map[string]entry) *remoteexecution.Digest {
+	c.t.Helper()
+	type dir struct {
+		files    map[string]entry
+		children map[string]*dir
+	}
+	newDir := func() *dir { return &dir{files: map[string]entry{}, children: map[string]*dir{}} }
+	root := newDir()
+	for p, e := range files {
+		parts := strings.Split(strings.TrimSuffix(p, "/"), "/")
+		d := root
+		last := len(parts) - 1
+		if strings.HasSuffix(p, "/") {
+			last = len(parts)
+		}
+		for _, part := range parts[:last] {
+			if d.children[part] == nil {
+				d.children[part] = newDir()
+			}
+			d = d.children[part]
+		}
+		if !strings.HasSuffix(p, "/") {
+			d.files[parts[last]] = e
+		}
+	}
+	var build func(d *dir) *remoteexecution.Digest
+	build = func(d *dir) *remoteexecution.Digest {
+		msg := &remoteexecution.Directory{}
+		for _, name := range sortedKeys(d.files) {
+			e := d.files[name]
+			if e.symlink != "" {
+				msg.Symlinks = append(msg.Symlinks, &remoteexecution.SymlinkNode{Name: name, Target: e.symlink})
+				continue
+			}
+			digest := c.upload([]byte(e.content))[0]
+			msg.Files = append(msg.Files, &remoteexecution.FileNode{Name: name, Digest: digest, IsExecutable: e.executable})
+		}
+		for _, name := range sortedKeys(d.children) {
+			msg.Directories = append(msg.Directories, &remoteexecution.DirectoryNode{Name: name, Digest: build(d.children[name])})
+		}
+		return c.uploadProto(msg)
+	}
+	return build(root)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// action describes an action for newAction.
+type action struct {
+	args        []string
+	env         map[string]string
+	workingDir  string
+	outputFiles []string
+	outputDirs  []string
+	outputPaths []string
+	nodeProps   []string
+	timeout     time.Duration
+	doNotCache  bool
+	platform    map[string]string
+	input       *remoteexecution.Digest
+}
+
+func (c *client) newAction(a action) *remoteexecution.Digest {
+	c.t.Helper()
+	command := &remoteexecution.Command{
+		Arguments:                 a.args,
+		WorkingDirectory:          a.workingDir,
+		OutputFiles:               a.outputFiles,
+		OutputDirectories:         a.outputDirs,
+		OutputPaths:               a.outputPaths,
+		OutputNodeProperties:      a.nodeProps,
+	}
+	for _, name := range sortedKeys(a.env) {
+		command.EnvironmentVariables = append(command.EnvironmentVariables, &remoteexecution.Command_EnvironmentVariable{Name: name, Value: a.env[name]})
+	}
+	if a.input == nil {
+		a.input = c.tree(map[string]entry{})
+	}
+	msg := &remoteexecution.Action{CommandDigest: c.uploadProto(command), InputRootDigest: a.input, DoNotCache: a.doNotCache}
+	if a.timeout > 0 {
+		msg.Timeout = durationpb.New(a.timeout)
+	}
+	if a.platform != nil {
+		msg.Platform = &remoteexecution.Platform{}
+		for _, name := range sortedKeys(a.platform) {
+			msg.Platform.Properties = append(msg.Platform.Properties, &remoteexecution.Platform_Property{Name: name, Value: a.platform[name]})
+		}
+	}
+	return c.uploadProto(msg)
+}
+
+// execute runs an action to completion and returns the final
+// operation's response and the operations seen on the stream.
+func (c *client) execute(actionDigest *remoteexecution.Digest, skipCache bool) (*remoteexecution.ExecuteResponse, []*longrunning.Operation) {
+	c.t.Helper()
+	stream, err := c.exec.Execute(context.Background(), &remoteexecution.ExecuteRequest{
+		InstanceName: c.instance, ActionDigest: actionDigest, SkipCacheLookup: skipCache,
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return c.drain(stream)
+}
+
+func (c *client) drain(stream interface {
+	Recv() (*longrunning.Operation, error)
+}) (*remoteexecution.ExecuteResponse, []*longrunning.Operation) {
+	c.t.Helper()
+	var ops []*longrunning.Operation
+	for {
+		op, err := stream.Recv()
+		if err == io.EOF {
+			c.t.Fatalf("stream ended before the operation was done (%d updates)", len(ops))
+		}
+		if err != nil {
+			c.t.Fatalf("execute: %v", err)
+		}
+		ops = append(ops, op)
+		if op.Done {
+			response := &remoteexecution.ExecuteResponse{}
+			if err := op.GetResponse().UnmarshalTo(response); err != nil {
+				c.t.Fatalf("operation %s done without an ExecuteResponse: %v", op.Name, op)
+			}
+			return response, ops
+		}
+	}
+}
+
+// run executes an action and fails on a non-OK status.
+func (c *client) run(a action) *remoteexecution.ActionResult {
+	c.t.Helper()
+	response, _ := c.execute(c.newAction(a), false)
+	if st := status.FromProto(response.Status); st.Code() != 0 {
+		c.t.Fatalf("action %v failed: %v", a.args, st.Err())
+	}
+	return response.Result
+}
+
+func sh(script string) []string { return []string{"/bin/sh", "-c", script} }

@@ -1,0 +1,190 @@
+package worker
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/buildbarn/bb-storage/pkg/blobstore"
+	"github.com/buildbarn/bb-storage/pkg/digest"
+	"github.com/buildbarn/bb-storage/pkg/util"
+	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// ExecutionServerOptions configure the embedded Execution service.
+type ExecutionServerOptions struct {
+	Executor Executor
+	// ActionCache is consulted before an action takes a slot; it
+	// should check that the outputs it refers to are still in the CAS
+	// (bb-storage's completeness checking does).
+	ActionCache blobstore.BlobAccess
+	// MaximumMessageSizeBytes bounds ActionResults read from the AC.
+	MaximumMessageSizeBytes int
+	// Concurrency is the number of actions run at once; the rest wait
+	// in the queue.
+	Concurrency int
+	// CompletedRetention is how long a finished operation can still
+	// be waited on by name (a client that lost its stream reconnects
+	// with WaitExecution).
+	CompletedRetention time.Duration
+}
+
+// actionKey identifies an action for merging identical in-flight
+// executions.
+type actionKey struct {
+	instanceName string
+	digest       digest.Digest
+}
+
+// ExecutionServer is the REAPI Execution service of `serve`: an
+// in-process queue in front of an Executor.
+type ExecutionServer struct {
+	options ExecutionServerOptions
+	slots   chan struct{}
+	// ctx is what running actions see; Shutdown cancels it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu         sync.Mutex
+	inFlight   map[actionKey]*operation
+	operations map[string]*operation
+}
+
+var _ remoteexecution.ExecutionServer = (*ExecutionServer)(nil)
+
+// NewExecutionServer creates the Execution service.
+func NewExecutionServer(options ExecutionServerOptions) *ExecutionServer {
+	if options.Concurrency <= 0 {
+		options.Concurrency = 1
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &ExecutionServer{
+		options:    options,
+		slots:      make(chan struct{}, options.Concurrency),
+		ctx:        ctx,
+		cancel:     cancel,
+		inFlight:   map[actionKey]*operation{},
+		operations: map[string]*operation{},
+	}
+}
+
+func (s *ExecutionServer) Execute(request *remoteexecution.ExecuteRequest, stream remoteexecution.Execution_ExecuteServer) error {
+	ctx := stream.Context()
+	instanceName, err := digest.NewInstanceName(request.InstanceName)
+	if err != nil {
+		return util.StatusWrapf(err, "Invalid instance name %q", request.InstanceName)
+	}
+	digestFunction, err := instanceName.GetDigestFunction(request.DigestFunction, len(request.ActionDigest.GetHash()))
+	if err != nil {
+		return err
+	}
+	actionDigest, err := digestFunction.NewDigestFromProto(request.ActionDigest)
+	if err != nil {
+		return util.StatusWrap(err, "Invalid action digest")
+	}
+	if !request.SkipCacheLookup {
+		if op := s.lookupCache(ctx, actionDigest); op != nil {
+			return op.stream(ctx, stream.Send)
+		}
+	}
+	op := s.enqueue(&Request{
+		InstanceName:    instanceName,
+		DigestFunction:  digestFunction,
+		ActionDigest:    actionDigest,
+		SkipCacheLookup: request.SkipCacheLookup,
+	})
+	return op.stream(ctx, stream.Send)
+}
+
+// lookupCache returns a completed operation for an action whose result
+// is in the Action Cache.
+func (s *ExecutionServer) lookupCache(ctx context.Context, actionDigest digest.Digest) *operation {
+	m, err := s.options.ActionCache.Get(ctx, actionDigest).ToProto(&remoteexecution.ActionResult{}, s.options.MaximumMessageSizeBytes)
+	if err != nil {
+		// NotFound, or an incomplete result whose outputs are gone:
+		// run the action. Other errors do not stop it either.
+		return nil
+	}
+	op := newOperation(uuid.NewString(), actionDigest)
+	op.complete(&remoteexecution.ExecuteResponse{Result: m.(*remoteexecution.ActionResult), CachedResult: true})
+	// Registered like any operation, so WaitExecution finds it.
+	s.mu.Lock()
+	s.operations[op.name] = op
+	s.mu.Unlock()
+	s.forgetLater(op)
+	return op
+}
+
+func (s *ExecutionServer) enqueue(request *Request) *operation {
+	key := actionKey{instanceName: request.InstanceName.String(), digest: request.ActionDigest}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// A client that skips the cache asks for a fresh run, so it does
+	// not join one that is in flight (Buildbarn does the same).
+	if !request.SkipCacheLookup {
+		if op, ok := s.inFlight[key]; ok {
+			return op
+		}
+	}
+	op := newOperation(uuid.NewString(), request.ActionDigest)
+	s.operations[op.name] = op
+	if !request.SkipCacheLookup {
+		s.inFlight[key] = op
+	}
+	s.wg.Add(1)
+	go s.run(key, op, request)
+	return op
+}
+
+func (s *ExecutionServer) run(key actionKey, op *operation, request *Request) {
+	defer s.wg.Done()
+	var response *remoteexecution.ExecuteResponse
+	select {
+	case s.slots <- struct{}{}:
+		response = s.options.Executor.Execute(s.ctx, request, func(Stage) {
+			op.setStage(remoteexecution.ExecutionStage_EXECUTING)
+		})
+		<-s.slots
+	case <-s.ctx.Done():
+		response = &remoteexecution.ExecuteResponse{
+			Status: status.New(codes.Unavailable, "The worker is shutting down; the action was not started").Proto(),
+		}
+	}
+	s.mu.Lock()
+	if s.inFlight[key] == op {
+		delete(s.inFlight, key)
+	}
+	s.mu.Unlock()
+	op.complete(response)
+	s.forgetLater(op)
+}
+
+// forgetLater drops a completed operation after the retention period.
+func (s *ExecutionServer) forgetLater(op *operation) {
+	time.AfterFunc(s.options.CompletedRetention, func() {
+		s.mu.Lock()
+		delete(s.operations, op.name)
+		s.mu.Unlock()
+	})
+}
+
+func (s *ExecutionServer) WaitExecution(request *remoteexecution.WaitExecutionRequest, stream remoteexecution.Execution_WaitExecutionServer) error {
+	s.mu.Lock()
+	op, ok := s.operations[request.Name]
+	s.mu.Unlock()
+	if !ok {
+		return status.Errorf(codes.NotFound, "Operation %q not found; it is unknown or finished more than %v ago", request.Name, s.options.CompletedRetention)
+	}
+	return op.stream(stream.Context(), stream.Send)
+}
+
+// Shutdown stops running and queued actions (they complete with an
+// error their clients see) and waits for them to be cleaned up.
+func (s *ExecutionServer) Shutdown() {
+	s.cancel()
+	s.wg.Wait()
+}

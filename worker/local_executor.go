@@ -1,0 +1,324 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/sandbox"
+	"github.com/buildbarn/bb-storage/pkg/util"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// LocalExecutorOptions configure the executor that runs actions on
+// this machine.
+type LocalExecutorOptions struct {
+	Storage      *cas.Storage
+	Materializer cas.Materializer
+	Outputs      cas.OutputCapturer
+	Runner       sandbox.Runner
+	// BuildDirectory holds each running action's upper, work and log
+	// files. It is wiped at start-up.
+	BuildDirectory string
+	// WorkerName goes into ExecutedActionMetadata.worker.
+	WorkerName string
+	// Platform is what this worker offers; an action asking for a
+	// property it lacks is refused.
+	Platform *remoteexecution.Platform
+	// DefaultTimeout applies to actions without one; MaximumTimeout
+	// bounds what an action may ask for.
+	DefaultTimeout time.Duration
+	MaximumTimeout time.Duration
+	// OutputLimitBytes caps each of stdout and stderr.
+	OutputLimitBytes int64
+	// Limits bound each action's resources.
+	Limits sandbox.Limits
+}
+
+type localExecutor struct {
+	options  LocalExecutorOptions
+	platform *platformMatcher
+	sequence atomic.Uint64
+}
+
+// NewLocalExecutor creates the Executor at the bottom of every
+// decorator stack: it fetches, materialises, runs and uploads.
+func NewLocalExecutor(options LocalExecutorOptions) (Executor, error) {
+	if err := sandbox.RemoveAll(options.BuildDirectory); err != nil {
+		return nil, fmt.Errorf("wipe build directory: %w", err)
+	}
+	if err := os.MkdirAll(options.BuildDirectory, 0o711); err != nil {
+		return nil, fmt.Errorf("create build directory: %w", err)
+	}
+	return &localExecutor{options: options, platform: newPlatformMatcher(options.Platform)}, nil
+}
+
+// execution is the state of one action as it goes through the stages.
+type execution struct {
+	request  *Request
+	action   *remoteexecution.Action
+	command  *remoteexecution.Command
+	metadata *remoteexecution.ExecutedActionMetadata
+	result   *remoteexecution.ActionResult
+}
+
+func (e *localExecutor) Execute(ctx context.Context, request *Request, observer Observer) *remoteexecution.ExecuteResponse {
+	x := &execution{
+		request: request,
+		metadata: &remoteexecution.ExecutedActionMetadata{
+			Worker:               e.options.WorkerName,
+			WorkerStartTimestamp: timestamppb.Now(),
+		},
+		result: &remoteexecution.ActionResult{},
+	}
+	x.result.ExecutionMetadata = x.metadata
+	observer(StageStarted)
+	err := e.execute(ctx, x, observer)
+	x.metadata.WorkerCompletedTimestamp = timestamppb.Now()
+	response := &remoteexecution.ExecuteResponse{Result: x.result}
+	if err != nil {
+		response.Status = status.Convert(err).Proto()
+	}
+	return response
+}
+
+func (e *localExecutor) execute(ctx context.Context, x *execution, observer Observer) error {
+	observer(StageFetchingInputs)
+	x.metadata.InputFetchStartTimestamp = timestamppb.Now()
+	if err := e.fetchActionAndCommand(ctx, x); err != nil {
+		return err
+	}
+	timeout, err := e.timeout(x.action)
+	if err != nil {
+		return err
+	}
+	if err := e.platform.check(actionPlatform(x.action, x.command)); err != nil {
+		return err
+	}
+	workingDirectory, err := cleanRelativePath(x.command.WorkingDirectory, "working directory")
+	if err != nil {
+		return err
+	}
+	outputPaths, err := outputPaths(x.command, workingDirectory)
+	if err != nil {
+		return err
+	}
+
+	rootDigest, err := x.request.DigestFunction.NewDigestFromProto(x.action.InputRootDigest)
+	if err != nil {
+		return util.StatusWrap(err, "Invalid input root digest")
+	}
+	root, err := e.options.Materializer.Materialize(ctx, x.request.InstanceName, rootDigest)
+	if err != nil {
+		return util.StatusWrap(err, "Failed to materialise the input root")
+	}
+	defer root.Release()
+
+	dir := filepath.Join(e.options.BuildDirectory, fmt.Sprint(e.sequence.Add(1)))
+	if err := os.Mkdir(dir, 0o711); err != nil {
+		return status.Errorf(codes.Internal, "Failed to create the action directory: %v", err)
+	}
+	defer sandbox.RemoveAll(dir)
+	mounts := make([]sandbox.Mount, len(root.Mounts))
+	uppers := make([]string, len(root.Mounts))
+	for i, m := range root.Mounts {
+		uppers[i] = filepath.Join(dir, fmt.Sprintf("upper%d", i))
+		work := filepath.Join(dir, fmt.Sprintf("work%d", i))
+		for _, d := range []string{uppers[i], work} {
+			if err := os.Mkdir(d, 0o755); err != nil {
+				return status.Errorf(codes.Internal, "Failed to create %s: %v", d, err)
+			}
+		}
+		mounts[i] = sandbox.Mount{Path: m.Path, Layers: m.Layers, UpperDir: uppers[i], WorkDir: work}
+	}
+	// Clients of REAPI 2.0 (Bazel 4) expect the parents of outputs and
+	// the working directory to exist before the action runs.
+	for _, p := range append([]string{workingDirectory}, outputPaths...) {
+		parent := p
+		if p != workingDirectory {
+			parent = path.Dir(p)
+		}
+		if err := root.MkdirAll(uppers, parent); err != nil {
+			return util.StatusWrapf(err, "Failed to create the parent directory of output %q", p)
+		}
+	}
+	x.metadata.InputFetchCompletedTimestamp = timestamppb.Now()
+
+	observer(StageRunning)
+	spec := &sandbox.Spec{
+		Mounts:           mounts,
+		Argv:             x.command.Arguments,
+		Env:              environment(x.command),
+		WorkingDirectory: workingDirectory,
+		Timeout:          timeout,
+		StdoutPath:       filepath.Join(dir, "stdout"),
+		StderrPath:       filepath.Join(dir, "stderr"),
+		OutputLimitBytes: e.options.OutputLimitBytes,
+		Limits:           e.options.Limits,
+	}
+	x.metadata.ExecutionStartTimestamp = timestamppb.Now()
+	run, err := e.options.Runner.Run(ctx, spec)
+	x.metadata.ExecutionCompletedTimestamp = timestamppb.Now()
+	if err != nil {
+		if ctx.Err() != nil {
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		return status.Errorf(codes.Internal, "Failed to run the action: %v", err)
+	}
+	x.result.ExitCode = int32(run.ExitCode)
+	x.metadata.AuxiliaryMetadata = append(x.metadata.AuxiliaryMetadata, resourceUsage(run))
+
+	observer(StageUploadingOutputs)
+	x.metadata.OutputUploadStartTimestamp = timestamppb.Now()
+	// Logs first: a timed-out or failed action still shows them.
+	for _, log := range []struct {
+		path   string
+		digest **remoteexecution.Digest
+	}{
+		{spec.StdoutPath, &x.result.StdoutDigest},
+		{spec.StderrPath, &x.result.StderrDigest},
+	} {
+		d, err := e.options.Outputs.UploadFile(ctx, x.request.InstanceName, x.request.DigestFunction, log.path)
+		if err != nil {
+			return util.StatusWrap(err, "Failed to upload the action's log")
+		}
+		*log.digest = d.GetProto()
+	}
+	outputs, err := e.options.Outputs.Capture(ctx, x.request.InstanceName, root, uppers, x.command)
+	if err != nil {
+		return util.StatusWrap(err, "Failed to capture outputs")
+	}
+	mergeOutputs(x.result, outputs)
+	x.metadata.OutputUploadCompletedTimestamp = timestamppb.Now()
+
+	if run.TimedOut {
+		return status.Errorf(codes.DeadlineExceeded, "Action timed out after %v; every process of it was killed", timeout)
+	}
+	return nil
+}
+
+func (e *localExecutor) fetchActionAndCommand(ctx context.Context, x *execution) error {
+	storage := e.options.Storage
+	x.action = x.request.Action
+	if x.action == nil {
+		action, err := fetchMessage(ctx, storage, x.request.ActionDigest, &remoteexecution.Action{})
+		if err != nil {
+			return util.StatusWrap(err, "Failed to obtain the action")
+		}
+		x.action = action
+	}
+	commandDigest, err := x.request.DigestFunction.NewDigestFromProto(x.action.CommandDigest)
+	if err != nil {
+		return util.StatusWrap(err, "Invalid command digest")
+	}
+	x.command, err = fetchMessage(ctx, storage, commandDigest, &remoteexecution.Command{})
+	if err != nil {
+		return util.StatusWrap(err, "Failed to obtain the command")
+	}
+	if len(x.command.Arguments) == 0 {
+		return status.Error(codes.InvalidArgument, "The command has no arguments")
+	}
+	return nil
+}
+
+func (e *localExecutor) timeout(action *remoteexecution.Action) (time.Duration, error) {
+	if action.Timeout == nil {
+		return e.options.DefaultTimeout, nil
+	}
+	if err := action.Timeout.CheckValid(); err != nil {
+		return 0, status.Errorf(codes.InvalidArgument, "Invalid action timeout: %v", err)
+	}
+	timeout := action.Timeout.AsDuration()
+	if timeout < 0 || (e.options.MaximumTimeout > 0 && timeout > e.options.MaximumTimeout) {
+		return 0, status.Errorf(codes.InvalidArgument, "Timeout of %v is outside the permitted range [0s, %v]", timeout, e.options.MaximumTimeout)
+	}
+	if timeout == 0 {
+		return e.options.DefaultTimeout, nil
+	}
+	return timeout, nil
+}
+
+// actionPlatform prefers Action.platform (REAPI 2.2+) to the legacy
+// Command.platform.
+func actionPlatform(action *remoteexecution.Action, command *remoteexecution.Command) *remoteexecution.Platform {
+	if action.Platform != nil {
+		return action.Platform
+	}
+	return command.Platform
+}
+
+// environment turns the Command's variables into the sandbox's whole
+// environment; nothing of the worker's leaks in.
+func environment(command *remoteexecution.Command) []string {
+	env := make([]string, 0, len(command.EnvironmentVariables))
+	for _, v := range command.EnvironmentVariables {
+		env = append(env, v.Name+"="+v.Value)
+	}
+	return env
+}
+
+// cleanRelativePath validates a path the client gives relative to the
+// exec root, naming it in the error.
+func cleanRelativePath(p, what string) (string, error) {
+	if p == "" {
+		return "", nil
+	}
+	if strings.HasPrefix(p, "/") {
+		return "", status.Errorf(codes.InvalidArgument, "The %s %q is absolute; it must be relative to the input root", what, p)
+	}
+	clean := path.Clean(p)
+	if clean == ".." || strings.HasPrefix(clean, "../") {
+		return "", status.Errorf(codes.InvalidArgument, "The %s %q leaves the input root", what, p)
+	}
+	if clean == "." {
+		return "", nil
+	}
+	return clean, nil
+}
+
+// outputPaths returns every output path relative to the exec root,
+// from output_paths (2.1+) or the legacy fields.
+func outputPaths(command *remoteexecution.Command, workingDirectory string) ([]string, error) {
+	paths := command.OutputPaths
+	if len(paths) == 0 {
+		paths = append(append([]string{}, command.OutputFiles...), command.OutputDirectories...)
+	}
+	result := make([]string, 0, len(paths))
+	for _, p := range paths {
+		if p == "" && len(command.OutputDirectories) > 0 {
+			// An empty output directory is the working directory.
+			result = append(result, workingDirectory)
+			continue
+		}
+		if strings.HasPrefix(p, "/") {
+			return nil, status.Errorf(codes.InvalidArgument, "Output path %q is absolute; it must be relative to the working directory", p)
+		}
+		joined, err := cleanRelativePath(path.Join(workingDirectory, p), "output path")
+		if err != nil {
+			return nil, err
+		}
+		if joined == "" {
+			return nil, status.Errorf(codes.InvalidArgument, "Output path %q is the input root itself", p)
+		}
+		result = append(result, joined)
+	}
+	return result, nil
+}
+
+// mergeOutputs copies the output fields Capture filled in.
+func mergeOutputs(result, outputs *remoteexecution.ActionResult) {
+	result.OutputFiles = outputs.OutputFiles
+	result.OutputDirectories = outputs.OutputDirectories
+	result.OutputSymlinks = outputs.OutputSymlinks
+	result.OutputFileSymlinks = outputs.OutputFileSymlinks
+	result.OutputDirectorySymlinks = outputs.OutputDirectorySymlinks
+}
