@@ -200,9 +200,9 @@ func TestBadTreesAreInvalidArgumentNamingThePath(t *testing.T) {
 		dir  *remoteexecution.Directory
 		want string
 	}{
-		"unsorted": {&remoteexecution.Directory{Files: []*remoteexecution.FileNode{{Name: "b", Digest: file}, {Name: "a", Digest: file}}}, `"a"`},
-		"dotdot":   {&remoteexecution.Directory{Files: []*remoteexecution.FileNode{{Name: "..", Digest: file}}}, `".."`},
-		"slash":    {&remoteexecution.Directory{Files: []*remoteexecution.FileNode{{Name: "a/b", Digest: file}}}, `"a/b"`},
+		"unsorted":         {&remoteexecution.Directory{Files: []*remoteexecution.FileNode{{Name: "b", Digest: file}, {Name: "a", Digest: file}}}, `"a"`},
+		"dotdot":           {&remoteexecution.Directory{Files: []*remoteexecution.FileNode{{Name: "..", Digest: file}}}, `".."`},
+		"slash":            {&remoteexecution.Directory{Files: []*remoteexecution.FileNode{{Name: "a/b", Digest: file}}}, `"a/b"`},
 		"escaping symlink": {&remoteexecution.Directory{Symlinks: []*remoteexecution.SymlinkNode{{Name: "up", Target: "../../etc/passwd"}}}, `"up"`},
 		"absolute symlink": {&remoteexecution.Directory{Symlinks: []*remoteexecution.SymlinkNode{{Name: "abs", Target: "/etc/passwd"}}}, `"abs"`},
 	}

@@ -340,12 +340,12 @@ type action struct {
 func (c *client) newAction(a action) *remoteexecution.Digest {
 	c.t.Helper()
 	command := &remoteexecution.Command{
-		Arguments:                 a.args,
-		WorkingDirectory:          a.workingDir,
-		OutputFiles:               a.outputFiles,
-		OutputDirectories:         a.outputDirs,
-		OutputPaths:               a.outputPaths,
-		OutputNodeProperties:      a.nodeProps,
+		Arguments:            a.args,
+		WorkingDirectory:     a.workingDir,
+		OutputFiles:          a.outputFiles,
+		OutputDirectories:    a.outputDirs,
+		OutputPaths:          a.outputPaths,
+		OutputNodeProperties: a.nodeProps,
 	}
 	for _, name := range sortedKeys(a.env) {
 		command.EnvironmentVariables = append(command.EnvironmentVariables, &remoteexecution.Command_EnvironmentVariable{Name: name, Value: a.env[name]})
@@ -414,3 +414,38 @@ func (c *client) run(a action) *remoteexecution.ActionResult {
 }
 
 func sh(script string) []string { return []string{"/bin/sh", "-c", script} }
+
+// startClientOn opens a second connection to a running server.
+func startClientOn(t testing.TB, s *server) *client {
+	t.Helper()
+	conn, err := grpc.NewClient(s.address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &client{
+		t:    t,
+		cas:  remoteexecution.NewContentAddressableStorageClient(conn),
+		ac:   remoteexecution.NewActionCacheClient(conn),
+		exec: remoteexecution.NewExecutionClient(conn),
+		bs:   bytestream.NewByteStreamClient(conn),
+		caps: remoteexecution.NewCapabilitiesClient(conn),
+	}
+}
+
+// sandboxProcesses lists sandbox PID 1s of any worker started by this
+// test process (their argv[0] is bitzel-sandbox-init).
+func sandboxProcesses(t testing.TB) []string {
+	t.Helper()
+	entries, _ := os.ReadDir("/proc")
+	var found []string
+	for _, e := range entries {
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !strings.HasPrefix(string(cmdline), "bitzel-sandbox-init\x00") {
+			continue
+		}
+		status, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
+		found = append(found, e.Name()+" "+strings.ReplaceAll(string(status), "\n", " "))
+	}
+	return found
+}

@@ -79,7 +79,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.workerName, "worker-name", hostname, "name reported in ExecutedActionMetadata")
 	fs.StringVar(&f.cgroups, "cgroups", "auto", "cgroup hierarchy for limits: auto, v1, v2 or none")
 	fs.IntVar(&f.warmSandboxes, "warm-sandboxes", runtime.NumCPU(), "sandboxes kept started ahead of need")
-	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long running actions may finish before they are cancelled")
+	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long running actions may finish before they are cancelled (a second signal cancels them at once)")
 }
 
 func serveCommand(args []string) int {
@@ -207,7 +207,9 @@ func serve(f *serveFlags) error {
 	select {
 	case <-stopped:
 	case <-time.After(f.shutdownGrace):
-		logger.Printf("cancelling the actions still running")
+		logger.Printf("grace period over: cancelling the actions still running")
+	case sig := <-signals:
+		logger.Printf("%v again: cancelling the actions still running", sig)
 	}
 	execution.Shutdown()
 	server.Stop()

@@ -1,0 +1,176 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+func TestIdenticalInFlightExecutionsAreMerged(t *testing.T) {
+	c := startServer(t).client()
+	// The action records each run; merged executions run it once.
+	a := c.newAction(action{args: sh(`sleep 1; date +%s%N > out`), outputFiles: []string{"out"}})
+	const n = 5
+	names := make([]string, n)
+	outs := make([]string, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			response, ops := c.execute(a, false)
+			names[i] = ops[len(ops)-1].Name
+			outs[i] = string(c.read(response.Result.OutputFiles[0].Digest))
+		}(i)
+		time.Sleep(50 * time.Millisecond)
+	}
+	wg.Wait()
+	for i := 1; i < n; i++ {
+		if names[i] != names[0] || outs[i] != outs[0] {
+			t.Errorf("execution %d: operation %s output %q; execution 0: %s %q", i, names[i], outs[i], names[0], outs[0])
+		}
+	}
+}
+
+func TestWaitExecutionAfterReconnect(t *testing.T) {
+	s := startServer(t)
+	c := s.client()
+	a := c.newAction(action{args: sh(`sleep 2; echo finished`)})
+	ctx, cancel := context.WithCancel(context.Background())
+	stream, err := c.exec.Execute(ctx, &remoteexecution.ExecuteRequest{ActionDigest: a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The client goes away mid-action...
+	cancel()
+	// ... and comes back on a new connection.
+	c2 := startClientOn(t, s)
+	wait, err := c2.exec.WaitExecution(context.Background(), &remoteexecution.WaitExecutionRequest{Name: first.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	response, ops := c2.drain(wait)
+	if ops[len(ops)-1].Name != first.Name {
+		t.Errorf("WaitExecution returned operation %s, want %s", ops[len(ops)-1].Name, first.Name)
+	}
+	if got := string(c2.read(response.Result.GetStdoutDigest())); got != "finished\n" {
+		t.Errorf("stdout %q, status %v", got, response.Status)
+	}
+	// Unknown names are NOT_FOUND.
+	unknown, err := c2.exec.WaitExecution(context.Background(), &remoteexecution.WaitExecutionRequest{Name: "no-such-operation"})
+	if err == nil {
+		_, err = unknown.Recv()
+	}
+	if status.Code(err) != codes.NotFound {
+		t.Errorf("WaitExecution of an unknown name: %v", err)
+	}
+}
+
+func TestTwoHundredConcurrentExecuteStreams(t *testing.T) {
+	c := startServer(t).client()
+	const n = 200
+	digests := make([]*remoteexecution.Digest, n)
+	for i := range digests {
+		digests[i] = c.newAction(action{args: sh(fmt.Sprintf(`echo %d > out`, i)), outputFiles: []string{"out"}})
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, n)
+	for i := range digests {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			stream, err := c.exec.Execute(context.Background(), &remoteexecution.ExecuteRequest{ActionDigest: digests[i]})
+			if err != nil {
+				errs <- err.Error()
+				return
+			}
+			for {
+				op, err := stream.Recv()
+				if err != nil {
+					errs <- fmt.Sprintf("action %d: %v", i, err)
+					return
+				}
+				if op.Done {
+					response := &remoteexecution.ExecuteResponse{}
+					op.GetResponse().UnmarshalTo(response)
+					if response.Status.GetCode() != 0 || len(response.Result.GetOutputFiles()) != 1 {
+						errs <- fmt.Sprintf("action %d: %v", i, response)
+						return
+					}
+					if got := strings.TrimSpace(string(c.read(response.Result.OutputFiles[0].Digest))); got != fmt.Sprint(i) {
+						errs <- fmt.Sprintf("action %d: output %q", i, got)
+					}
+					return
+				}
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}
+
+func TestShutdownLeavesNoMountsOrProcesses(t *testing.T) {
+	mountsBefore, _ := os.ReadFile("/proc/self/mountinfo")
+	s := startServer(t)
+	c := s.client()
+	a := c.newAction(action{args: sh(`sleep 600`)})
+	stream, err := c.exec.Execute(context.Background(), &remoteexecution.ExecuteRequest{ActionDigest: a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait until it runs.
+	for {
+		op, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		metadata := &remoteexecution.ExecuteOperationMetadata{}
+		op.Metadata.UnmarshalTo(metadata)
+		if metadata.Stage == remoteexecution.ExecutionStage_EXECUTING {
+			break
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	s.cmd.Process.Signal(os.Interrupt)
+	time.Sleep(500 * time.Millisecond)
+	// A second signal cancels running actions without waiting out
+	// the grace period.
+	s.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-s.exited:
+	case <-time.After(90 * time.Second):
+		t.Fatal("serve did not exit")
+	}
+	if elapsed := time.Since(start); elapsed > 20*time.Second {
+		t.Errorf("stopping took %v despite the second signal", elapsed)
+	}
+	if mountsAfter, _ := os.ReadFile("/proc/self/mountinfo"); string(mountsAfter) != string(mountsBefore) {
+		t.Errorf("mounts changed:\n%s\n---\n%s", mountsBefore, mountsAfter)
+	}
+	if procs := sandboxProcesses(t); len(procs) > 0 {
+		t.Errorf("sandbox processes left: %v", procs)
+	}
+	// The client saw the action end with an error, not a hang.
+	for {
+		op, err := stream.Recv()
+		if err != nil || op.Done {
+			break
+		}
+	}
+}
