@@ -19,11 +19,13 @@ import (
 // rootless, so it is made readable first: the sandbox is gone, and the
 // mode to report was recorded before.
 func openForRead(p string) (*os.File, error) {
-	f, err := os.Open(p)
+	// O_NOFOLLOW: outputs were classified with lstat; a symlink
+	// here would be a swap, and is not followed.
+	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if errors.Is(err, os.ErrPermission) {
 		var st unix.Stat_t
-		if unix.Lstat(p, &st) == nil && unix.Chmod(p, (st.Mode&0o7777)|0o400) == nil {
-			f, err = os.Open(p)
+		if unix.Lstat(p, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && unix.Chmod(p, (st.Mode&0o7777)|0o400) == nil {
+			f, err = os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 		}
 	}
 	return f, err
@@ -102,16 +104,20 @@ func (u *uploader) upload(ctx context.Context) error {
 	small := map[digest.Digest][]byte{}
 	var large []digest.Digest
 	for _, d := range missing {
-		if data, ok := u.blobs[d]; ok && d.GetSizeBytes() <= u.storage.smallBlobSizeBytes() {
-			small[d] = data
-		} else if d.GetSizeBytes() <= u.storage.smallBlobSizeBytes() {
+		_, isBlob := u.blobs[d]
+		if d.GetSizeBytes() > u.storage.smallBlobSizeBytes() || (!isBlob && u.storage.batch == nil) {
+			// Streamed from the file. Locally there is no
+			// request to fill, so reading files into memory
+			// first would only cost a copy.
+			large = append(large, d)
+		} else if isBlob {
+			small[d] = u.blobs[d]
+		} else {
 			data, err := readWhole(u.files[d], d.GetSizeBytes())
 			if err != nil {
 				return err
 			}
 			small[d] = data
-		} else {
-			large = append(large, d)
 		}
 	}
 	if err := u.storage.writeSmallBlobs(ctx, small); err != nil {

@@ -1,0 +1,331 @@
+package cas
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/buildbarn/bb-storage/pkg/digest"
+)
+
+// Benchmarks print ratios against baselines measured in the same run
+// (cp -a, cp -al, sha256sum), since absolute times drift between
+// machines. They never assert on time.
+
+// benchTree is an input tree generated once per run: on disk under
+// src (for the cp baselines) and in the local CAS of env.
+type benchTree struct {
+	env  *testEnv
+	src  string
+	root digest.Digest
+}
+
+var (
+	benchTrees   = map[string]*benchTree{}
+	benchTreesMu sync.Mutex
+)
+
+// getBenchTree builds dirs×perDir files; distinct is the number of
+// distinct contents (files cycle through them), each size bytes.
+// The tree is written to src only when withSrc (for cp baselines).
+func getBenchTree(b *testing.B, name string, dirs, perDir, distinct, size int, withSrc bool) *benchTree {
+	benchTreesMu.Lock()
+	defer benchTreesMu.Unlock()
+	if bt, ok := benchTrees[name]; ok {
+		return bt
+	}
+	b.Helper()
+	base, err := os.MkdirTemp("", "bitzel-cas-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchCleanups = append(benchCleanups, func() { removeTree(base) })
+	env := newBenchEnv(b, base, 2<<30)
+	rng := rand.New(rand.NewSource(1))
+	contents := make([][]byte, distinct)
+	digests := make([]*remoteexecution.Digest, distinct)
+	for i := range contents {
+		contents[i] = make([]byte, size)
+		rng.Read(contents[i])
+		digests[i] = env.putBlob(contents[i]).GetProto()
+	}
+	src := filepath.Join(base, "src")
+	root := &remoteexecution.Directory{}
+	n := 0
+	for d := 0; d < dirs; d++ {
+		dname := fmt.Sprintf("d%04d", d)
+		dpath := filepath.Join(src, dname)
+		if withSrc {
+			if err := os.MkdirAll(dpath, 0o755); err != nil {
+				b.Fatal(err)
+			}
+		}
+		sub := &remoteexecution.Directory{}
+		for f := 0; f < perDir; f++ {
+			fname := fmt.Sprintf("f%05d.c", f)
+			if withSrc {
+				if err := os.WriteFile(filepath.Join(dpath, fname), contents[n%distinct], 0o644); err != nil {
+					b.Fatal(err)
+				}
+			}
+			sub.Files = append(sub.Files, &remoteexecution.FileNode{Name: fname, Digest: digests[n%distinct]})
+			n++
+		}
+		root.Directories = append(root.Directories, &remoteexecution.DirectoryNode{Name: dname, Digest: env.putDirectory(sub).GetProto()})
+	}
+	bt := &benchTree{env: env, src: src, root: env.putDirectory(root)}
+	benchTrees[name] = bt
+	return bt
+}
+
+var benchCleanups []func()
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, c := range benchCleanups {
+		c()
+	}
+	os.Exit(code)
+}
+
+// newBenchEnv is newTestEnv outside a test's temp dir, so that the
+// data outlives one benchmark function.
+func newBenchEnv(b *testing.B, base string, casSize int64) *testEnv {
+	storage, err := NewLocalStorage(filepath.Join(base, "storage"), casSize, 16<<20)
+	if err != nil {
+		b.Fatal(err)
+	}
+	counting := &countingBlobAccess{BlobAccess: storage.ContentAddressableStorage}
+	storage.ContentAddressableStorage = counting
+	e := &testEnv{t: b, dir: base, storage: storage, cas: counting}
+	e.resetCaches(b, true)
+	return e
+}
+
+// resetCaches opens new caches; files=false keeps the file cache.
+func (e *testEnv) resetCaches(b *testing.B, files bool) {
+	var err error
+	if files {
+		removeTree(filepath.Join(e.dir, "files"))
+		if e.files, err = newFileCache(filepath.Join(e.dir, "files"), 8<<30, 1<<22, sysLinkat); err != nil {
+			b.Fatal(err)
+		}
+	}
+	removeTree(filepath.Join(e.dir, "layers"))
+	if e.layers, err = newLayerCache(filepath.Join(e.dir, "layers"), 8<<30, 1<<24); err != nil {
+		b.Fatal(err)
+	}
+	e.m = NewMaterializer(e.storage, e.files, e.layers, MaterializerOptions{})
+}
+
+func run(b *testing.B, name string, args ...string) time.Duration {
+	start := time.Now()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		b.Fatalf("%s: %v: %s", name, err, out)
+	}
+	return time.Since(start)
+}
+
+// cpBaseline times `cp flag src dst` once per iteration count, with
+// removal of dst outside the measurement.
+func cpBaseline(b *testing.B, flag, src string, iterations int) time.Duration {
+	var total time.Duration
+	for i := 0; i < iterations; i++ {
+		dst := filepath.Join(filepath.Dir(src), "cp-dst")
+		removeTree(dst)
+		total += run(b, "cp", flag, src, dst)
+		removeTree(dst)
+	}
+	return total / time.Duration(iterations)
+}
+
+func (bt *benchTree) materialize(b *testing.B) *InputRoot {
+	r, err := bt.env.m.Materialize(context.Background(), digest.EmptyInstanceName, bt.root)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return r
+}
+
+func tree10k(b *testing.B) *benchTree {
+	// 100 dirs × 100 files of 4 KiB, all distinct: ~40 MB.
+	return getBenchTree(b, "10k", 100, 100, 10000, 4096, true)
+}
+
+// BenchmarkMaterialize10kCold: empty file and layer caches, blobs read
+// from the local CAS. Baseline: cp -a of the same tree.
+func BenchmarkMaterialize10kCold(b *testing.B) {
+	bt := tree10k(b)
+	var ours time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		bt.env.resetCaches(b, true)
+		b.StartTimer()
+		start := time.Now()
+		bt.materialize(b).Release()
+		ours += time.Since(start)
+	}
+	b.StopTimer()
+	base := cpBaseline(b, "-a", bt.src, min(b.N, 3))
+	b.ReportMetric(float64(ours/time.Duration(b.N))/float64(base), "x_cp-a")
+	b.ReportMetric(float64(base.Microseconds())/1000, "cp-a_ms")
+}
+
+// BenchmarkMaterialize10kWarmFiles: files already in the file cache,
+// the layer is built from hardlinks. Baseline: cp -al.
+func BenchmarkMaterialize10kWarmFiles(b *testing.B) {
+	bt := tree10k(b)
+	bt.env.resetCaches(b, true)
+	bt.materialize(b).Release()
+	var ours time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		bt.env.resetCaches(b, false)
+		b.StartTimer()
+		start := time.Now()
+		bt.materialize(b).Release()
+		ours += time.Since(start)
+	}
+	b.StopTimer()
+	base := cpBaseline(b, "-al", bt.src, min(b.N, 5))
+	b.ReportMetric(float64(ours/time.Duration(b.N))/float64(base), "x_cp-al")
+	b.ReportMetric(float64(base.Microseconds())/1000, "cp-al_ms")
+}
+
+// warmPlacement times placing an already cached input root, in the
+// same process (plan cached) and after a restart (plan recomputed
+// from the Directory messages in the CAS).
+func warmPlacement(b *testing.B, bt *benchTree) (time.Duration, time.Duration) {
+	bt.env.resetCaches(b, true)
+	bt.materialize(b).Release()
+	start := time.Now()
+	const reps = 200
+	for i := 0; i < reps; i++ {
+		bt.materialize(b).Release()
+	}
+	warm := time.Since(start) / reps
+	// A new Materializer has no plan and no Directory cache.
+	bt.env.m = NewMaterializer(bt.env.storage, bt.env.files, bt.env.layers, MaterializerOptions{})
+	start = time.Now()
+	bt.materialize(b).Release()
+	restart := time.Since(start)
+	return warm, restart
+}
+
+var warm10k time.Duration
+
+// BenchmarkMaterialize10kWarm: the layer is cached; placing it is a
+// lease. Baseline: cp -al (what a hardlinking worker does per action).
+func BenchmarkMaterialize10kWarm(b *testing.B) {
+	bt := tree10k(b)
+	warm, restart := warmPlacement(b, bt)
+	warm10k = warm
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		bt.materialize(b).Release()
+	}
+	b.StopTimer()
+	base := cpBaseline(b, "-al", bt.src, 3)
+	b.ReportMetric(float64(warm.Nanoseconds())/1e6, "warm_ms")
+	b.ReportMetric(float64(warm)/float64(base), "x_cp-al")
+	b.ReportMetric(float64(restart.Nanoseconds())/1e6, "after_restart_ms")
+}
+
+// BenchmarkMaterialize100kWarm: ten times the files; placement must
+// stay O(1): the metric x_10k_warm compares with the 10k tree in the
+// same run.
+func BenchmarkMaterialize100kWarm(b *testing.B) {
+	small := tree10k(b)
+	w10, _ := warmPlacement(b, small)
+	// 1000 dirs × 100 files; 1000 distinct 256-byte contents, so the
+	// one-time build is links, not writes.
+	bt := getBenchTree(b, "100k", 1000, 100, 1000, 256, false)
+	warm, restart := warmPlacement(b, bt)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		bt.materialize(b).Release()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(warm.Nanoseconds())/1e6, "warm_ms")
+	b.ReportMetric(float64(warm)/float64(w10), "x_10k_warm")
+	b.ReportMetric(float64(restart.Nanoseconds())/1e6, "after_restart_ms")
+}
+
+// BenchmarkUpload1GB: 1000 output files of 1 MiB captured as an output
+// directory into an empty local CAS. Baseline: sha256sum of the files.
+func BenchmarkUpload1GB(b *testing.B) {
+	base, err := os.MkdirTemp("", "bitzel-cas-upload-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer removeTree(base)
+	upper := filepath.Join(base, "upper")
+	out := filepath.Join(upper, "out")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewSource(2))
+	data := make([]byte, 1<<20)
+	var names []string
+	for i := 0; i < 1000; i++ {
+		rng.Read(data)
+		name := filepath.Join(out, fmt.Sprintf("o%04d", i))
+		if err := os.WriteFile(name, data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		names = append(names, name)
+	}
+	const total = 1000 << 20
+	b.SetBytes(total)
+	var ours, hashOnly time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		dir := filepath.Join(base, fmt.Sprintf("run%d", i))
+		e := newBenchEnv(b, dir, 3<<30)
+		r, err := e.m.Materialize(context.Background(), digest.EmptyInstanceName, digestOf(nil))
+		if err != nil {
+			b.Fatal(err)
+		}
+		oc := NewOutputCapturer(e.storage, OutputCapturerOptions{})
+		b.StartTimer()
+		start := time.Now()
+		if _, err := oc.Capture(context.Background(), digest.EmptyInstanceName, r, []string{upper}, &remoteexecution.Command{OutputDirectories: []string{"out"}}); err != nil {
+			b.Fatal(err)
+		}
+		ours += time.Since(start)
+		b.StopTimer()
+		if n := e.cas.puts.Load(); n != 1001 {
+			b.Fatalf("%d uploads, want 1001", n)
+		}
+		// Again, now that the CAS has everything: hashing and
+		// FindMissing only, without the disk writes of the store.
+		start = time.Now()
+		if _, err := oc.Capture(context.Background(), digest.EmptyInstanceName, r, []string{upper}, &remoteexecution.Command{OutputDirectories: []string{"out"}}); err != nil {
+			b.Fatal(err)
+		}
+		hashOnly += time.Since(start)
+		r.Release()
+		e.storage.Close()
+		removeTree(dir)
+		b.StartTimer()
+	}
+	b.StopTimer()
+	shaTime := run(b, "sha256sum", names...)
+	oursMBs := float64(total) / 1e6 / (ours.Seconds() / float64(b.N))
+	shaMBs := float64(total) / 1e6 / shaTime.Seconds()
+	b.ReportMetric(oursMBs, "MB/s")
+	b.ReportMetric(shaMBs, "sha256sum_MB/s")
+	b.ReportMetric(oursMBs/shaMBs, "x_sha256sum")
+	hashMBs := float64(total) / 1e6 / (hashOnly.Seconds() / float64(b.N))
+	b.ReportMetric(hashMBs/shaMBs, "present_x_sha256sum")
+}
