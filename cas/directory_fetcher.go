@@ -65,7 +65,11 @@ func (f *directoryFetcher) insert(di *dirInfo) {
 // directories reached through ordinary entries: a listed tree is
 // materialised whole, so properties inside it mean nothing and must
 // not make the fetch fail. All missing digests are returned together.
-func (f *directoryFetcher) fetchTree(ctx context.Context, root digest.Digest) (tree, []digest.Digest, error) {
+//
+// A tree deeper than maxDepth is rejected while fetching, so that a
+// long chain of directories can neither cost unbounded round trips nor
+// deep recursion later.
+func (f *directoryFetcher) fetchTree(ctx context.Context, root digest.Digest, maxDepth int) (tree, []digest.Digest, error) {
 	type item struct {
 		d         digest.Digest
 		interpret bool
@@ -74,7 +78,12 @@ func (f *directoryFetcher) fetchTree(ctx context.Context, root digest.Digest) (t
 	visited := map[item]bool{}
 	var missing []digest.Digest
 	level := []item{{root, true}}
-	for len(level) > 0 {
+	for depth := 0; len(level) > 0; depth++ {
+		// Listed trees sit one level lower in this walk than in
+		// the tree they are stacked in, hence the +1.
+		if depth > maxDepth+1 {
+			return nil, nil, status.Errorf(codes.InvalidArgument, "input root: directory depth exceeds the limit of %d", maxDepth)
+		}
 		var toFetch []digest.Digest
 		queued := map[digest.Digest]bool{}
 		for _, it := range level {

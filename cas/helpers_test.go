@@ -15,6 +15,7 @@ import (
 	"github.com/buildbarn/bb-storage/pkg/blobstore"
 	"github.com/buildbarn/bb-storage/pkg/blobstore/buffer"
 	"github.com/buildbarn/bb-storage/pkg/digest"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -271,4 +272,12 @@ func tempDir(t testing.TB) string {
 		}
 	})
 	return dir
+}
+
+func layerCacheEvictionsCount() float64 {
+	var m dto.Metric
+	if err := layerCacheEvictions.Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetCounter().GetValue()
 }

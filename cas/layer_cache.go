@@ -64,6 +64,7 @@ type layerEntry struct {
 }
 
 type layerCache struct {
+	removals  sync.WaitGroup
 	dir       string
 	maxBytes  int64
 	maxInodes int64
@@ -185,6 +186,7 @@ func readLayerMeta(p string) (LayerStats, bool) {
 }
 
 func (lc *layerCache) Close() error {
+	lc.removals.Wait()
 	return closeCacheState(lc.dir)
 }
 
@@ -337,8 +339,19 @@ func (lc *layerCache) evictLocked() []string {
 	return victims
 }
 
+// remove deletes evicted layers in the background: they are already
+// unpublished (renamed into tmp/), and deleting a large tree must not
+// delay the action whose lease release triggered it. Whatever a crash
+// leaves in tmp/ is removed at start-up.
 func (lc *layerCache) remove(victims []string) {
-	for _, v := range victims {
-		removeTree(v)
+	if len(victims) == 0 {
+		return
 	}
+	lc.removals.Add(1)
+	go func() {
+		defer lc.removals.Done()
+		for _, v := range victims {
+			removeTree(v)
+		}
+	}()
 }

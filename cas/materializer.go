@@ -75,7 +75,7 @@ func (m *materializer) Materialize(ctx context.Context, instanceName digest.Inst
 		}
 	}
 
-	t, missing, err := m.fetcher.fetchTree(ctx, root)
+	t, missing, err := m.fetcher.fetchTree(ctx, root, m.options.Planner.MaxDepth)
 	if err != nil {
 		return nil, util.StatusWrap(err, "Failed to fetch input root")
 	}

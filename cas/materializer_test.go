@@ -305,3 +305,47 @@ func TestEMLINKFallsBackToCopies(t *testing.T) {
 		t.Fatal("no fresh inodes were made")
 	}
 }
+
+// TestEvictionRacingWithMaterialisation materialises several roots
+// concurrently with caches far too small for them: layers and files
+// are evicted constantly, yet every action sees its complete input
+// for as long as it holds the lease.
+func TestEvictionRacingWithMaterialisation(t *testing.T) {
+	e := newTestEnv(t, MaterializerOptions{})
+	fc, err := newFileCache(filepath.Join(e.dir, "small-files"), 64, 3, sysLinkat)
+	must(t, err)
+	lc, err := newLayerCache(filepath.Join(e.dir, "small-layers"), 40, 1<<20)
+	must(t, err)
+	m := NewMaterializer(e.storage, fc, lc, MaterializerOptions{})
+	var roots []digest.Digest
+	var want [][]string
+	for i := 0; i < 5; i++ {
+		tree := dir{"shared": file("shared"), "own": file("own " + string(rune('a'+i))), "d": dir{"x": file(string(rune('a'+i)) + " in d")}}
+		roots = append(roots, e.putTree(tree))
+		want = append(want, []string{". dir -r-xr-xr-x", "d dir -r-xr-xr-x", "d/x file -r--r--r-- " + string(rune('a'+i)) + " in d", "own file -r--r--r-- own " + string(rune('a'+i)), "shared file -r--r--r-- shared"})
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 25; i++ {
+				k := (g + i) % len(roots)
+				r, err := m.Materialize(context.Background(), digest.EmptyInstanceName, roots[k])
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if got := readTree(t, r.Mounts[0].Layers[0]); !reflect.DeepEqual(got, want[k]) {
+					t.Errorf("root %d: got %q", k, got)
+				}
+				r.Release()
+			}
+		}(g)
+	}
+	wg.Wait()
+	lc.Close()
+	if n := layerCacheEvictionsCount(); n == 0 {
+		t.Fatal("nothing was evicted; the test proves nothing")
+	}
+}

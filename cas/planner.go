@@ -33,7 +33,7 @@ var DefaultPlannerOptions = PlannerOptions{
 	SplitThreshold: 1000,
 	MaxMounts:      256,
 	MaxLowerDirs:   500,
-	MaxDepth:       128,
+	MaxDepth:       256,
 	MaxEntries:     10_000_000,
 }
 
@@ -114,6 +114,10 @@ func planInputRoot(t tree, root digest.Digest, o PlannerOptions) (*plan, error) 
 		return nil, status.Errorf(codes.InvalidArgument, "input root: directory depth %d exceeds the limit of %d", s.height+1, o.MaxDepth)
 	}
 
+	// Checked before walking, which is bounded by the entry count.
+	if s.entries > o.MaxEntries {
+		return nil, status.Errorf(codes.InvalidArgument, "input root: %d entries exceed the limit of %d", s.entries, o.MaxEntries)
+	}
 	p := &planner{t: t, o: o, entries: s.entries}
 	if err := p.walk(rootInfo, "", 0, rootInfo.hasLayers); err != nil {
 		return nil, err
@@ -252,7 +256,7 @@ func (p *planner) checkUnion(di *dirInfo, dirPath string, depth int) error {
 		if depth+ls.height+1 > p.o.MaxDepth {
 			return invalidInputError(where, "directory depth %d exceeds the limit of %d", depth+ls.height+1, p.o.MaxDepth)
 		}
-		p.entries += ls.entries
+		p.entries = satAdd(p.entries, ls.entries)
 	}
 	return nil
 }

@@ -249,9 +249,12 @@ func (t tree) summarize(di *dirInfo) *subtreeSummary {
 				s.err = cs.err.under(c.Name)
 				return
 			}
-			s.files += cs.files
-			s.entries += cs.entries
-			s.bytes += cs.bytes
+			// Saturating: a small DAG can describe a tree with more
+			// entries than an int64 holds, and must still fail the
+			// entry limit rather than wrap around.
+			s.files = satAdd(s.files, cs.files)
+			s.entries = satAdd(s.entries, cs.entries)
+			s.bytes = satAdd(s.bytes, cs.bytes)
 			s.height = max(s.height, cs.height+1)
 			if cs.climb-1 > s.climb {
 				s.climb, s.climbPath = cs.climb-1, joinPath(c.Name, cs.climbPath)
@@ -266,4 +269,12 @@ func (t tree) summarize(di *dirInfo) *subtreeSummary {
 		}
 	})
 	return &di.summary
+}
+
+func satAdd(a, b int64) int64 {
+	const limit = 1 << 62
+	if a >= limit-b {
+		return limit
+	}
+	return a + b
 }

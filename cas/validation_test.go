@@ -61,3 +61,30 @@ func TestEntryLimit(t *testing.T) {
 	_, err := e.materialize(e.putTree(dir{"a": file("a"), "b": dir{"c": file("c"), "d": file("d")}}))
 	requireCode(t, err, codes.InvalidArgument, "entries exceed")
 }
+
+func TestDeepChainRejectedWhileFetching(t *testing.T) {
+	e := newTestEnv(t, MaterializerOptions{Planner: PlannerOptions{MaxDepth: 8}})
+	d := e.putDirectory(&remoteexecution.Directory{})
+	for i := 0; i < 40; i++ {
+		d = e.putDirectory(&remoteexecution.Directory{Directories: []*remoteexecution.DirectoryNode{{Name: "d", Digest: d.GetProto()}}})
+	}
+	before := e.cas.puts.Load()
+	_, err := e.materialize(d)
+	requireCode(t, err, codes.InvalidArgument, "depth")
+	if e.cas.puts.Load() != before {
+		t.Fatal("storage written")
+	}
+}
+
+func TestExponentialTreeRejected(t *testing.T) {
+	// 60 levels, each holding its child twice: 2^60 entries in a DAG
+	// of 60 messages. It must fail the entry limit, not wrap around
+	// or try to materialise.
+	e := newTestEnv(t, MaterializerOptions{})
+	d := e.putDirectory(&remoteexecution.Directory{Files: []*remoteexecution.FileNode{{Name: "f", Digest: e.putBlob([]byte("f")).GetProto()}}})
+	for i := 0; i < 70; i++ {
+		d = e.putDirectory(&remoteexecution.Directory{Directories: []*remoteexecution.DirectoryNode{{Name: "a", Digest: d.GetProto()}, {Name: "b", Digest: d.GetProto()}}})
+	}
+	_, err := e.materialize(d)
+	requireCode(t, err, codes.InvalidArgument, "entries exceed")
+}
