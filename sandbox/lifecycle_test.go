@@ -204,3 +204,12 @@ func TestTmpIsPrivateAndLimited(t *testing.T) {
 		t.Error("the action wrote into the host's /tmp")
 	}
 }
+
+func TestExecRootPathMayNotOverlapSandboxMounts(t *testing.T) {
+	for _, p := range []string{"/tmp/build", "/usr/src/x", "/proc", "/", "relative"} {
+		_, err := NewNamespaceRunner(Config{StateDir: t.TempDir(), ExecRootPath: p})
+		if err == nil {
+			t.Errorf("exec root path %q accepted", p)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -128,6 +129,15 @@ func NewNamespaceRunner(config Config) (Runner, error) {
 	if config.HostPaths == nil {
 		config.HostPaths = DefaultHostPaths
 	}
+	// The exec root is mounted before /tmp and must not be hidden by
+	// it, nor hide (or be hidden by) a host bind or /proc or /dev.
+	if !config.ExecRootIsRoot {
+		for _, reserved := range append([]string{"/tmp", "/proc", "/dev"}, config.HostPaths...) {
+			if within(config.ExecRootPath, reserved) || within(reserved, config.ExecRootPath) {
+				return nil, fmt.Errorf("sandbox: exec root path %q overlaps %s, which the sandbox mounts", config.ExecRootPath, reserved)
+			}
+		}
+	}
 	if config.Hostname == "" {
 		config.Hostname = "localhost"
 	}
@@ -209,6 +219,12 @@ func (r *namespaceRunner) setIDMappings() error {
 	r.uidMap = []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(base), Size: int(count)}}
 	r.gidMap = r.uidMap
 	return nil
+}
+
+// within reports whether path is dir or below it.
+func within(path, dir string) bool {
+	path, dir = filepath.Clean(path), filepath.Clean(dir)
+	return path == dir || strings.HasPrefix(path, dir+"/")
 }
 
 // checkSearchable makes sure the ids a root worker maps actions to can
