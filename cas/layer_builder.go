@@ -3,6 +3,7 @@ package cas
 import (
 	"context"
 
+	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/buildbarn/bb-storage/pkg/util"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
@@ -37,7 +38,7 @@ func buildLayer(ctx context.Context, t tree, root *dirInfo, dst string, files *F
 	}
 	b := &layerBuilder{ctx: ctx, t: t, files: files}
 	b.stats.Inodes = 1
-	err = b.fill(fd, root, "")
+	err = b.fillTop(fd, root)
 	unix.Close(fd)
 	if err != nil {
 		return LayerStats{}, err
@@ -46,6 +47,54 @@ func buildLayer(ctx context.Context, t tree, root *dirInfo, dst string, files *F
 		return LayerStats{}, util.StatusWrapWithCode(err, codes.Internal, "Failed to make layer directory read-only")
 	}
 	return b.stats, nil
+}
+
+// fillTop fills the layer's root and builds its subdirectories with
+// two goroutines: entries of different directories don't contend for
+// one directory lock, so a second core helps a little.
+func (b *layerBuilder) fillTop(fd int, di *dirInfo) error {
+	dir := di.dir
+	if len(dir.Directories) < 2 {
+		return b.fill(fd, di, "")
+	}
+	top := &dirInfo{dir: &remoteexecution.Directory{Files: dir.Files, Symlinks: dir.Symlinks}, fileDigests: di.fileDigests}
+	if err := b.fill(fd, top, ""); err != nil {
+		return err
+	}
+	b.stats.Inodes += int64(len(dir.Directories))
+	builders := make([]*layerBuilder, len(dir.Directories))
+	err := runParallel(b.ctx, 2, len(dir.Directories), func(ctx context.Context, i int) error {
+		c := dir.Directories[i]
+		sub := &layerBuilder{ctx: ctx, t: b.t, files: b.files}
+		builders[i] = sub
+		return sub.subdirectory(fd, c.Name, b.t[di.dirDigests[i]], c.Name)
+	})
+	for _, sub := range builders {
+		if sub != nil {
+			b.stats.Bytes += sub.stats.Bytes
+			b.stats.Inodes += sub.stats.Inodes
+		}
+	}
+	return err
+}
+
+func (b *layerBuilder) subdirectory(fd int, name string, child *dirInfo, childPath string) error {
+	if err := unix.Mkdirat(fd, name, layerDirBuildMode); err != nil {
+		return util.StatusWrapfWithCode(err, codes.Internal, "Failed to create directory %q", childPath)
+	}
+	cfd, err := unix.Openat(fd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return util.StatusWrapfWithCode(err, codes.Internal, "Failed to open directory %q", childPath)
+	}
+	err = b.fill(cfd, child, childPath)
+	unix.Close(cfd)
+	if err != nil {
+		return err
+	}
+	if err := unix.Fchmodat(fd, name, layerDirMode, 0); err != nil {
+		return util.StatusWrapfWithCode(err, codes.Internal, "Failed to make directory %q read-only", childPath)
+	}
+	return nil
 }
 
 func (b *layerBuilder) fill(fd int, di *dirInfo, dirPath string) error {
@@ -71,21 +120,8 @@ func (b *layerBuilder) fill(fd int, di *dirInfo, dirPath string) error {
 		}
 	}
 	for i, c := range dir.Directories {
-		childPath := joinPath(dirPath, c.Name)
-		if err := unix.Mkdirat(fd, c.Name, layerDirBuildMode); err != nil {
-			return util.StatusWrapfWithCode(err, codes.Internal, "Failed to create directory %q", childPath)
-		}
-		cfd, err := unix.Openat(fd, c.Name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return util.StatusWrapfWithCode(err, codes.Internal, "Failed to open directory %q", childPath)
-		}
-		err = b.fill(cfd, b.t[di.dirDigests[i]], childPath)
-		unix.Close(cfd)
-		if err != nil {
+		if err := b.subdirectory(fd, c.Name, b.t[di.dirDigests[i]], joinPath(dirPath, c.Name)); err != nil {
 			return err
-		}
-		if err := unix.Fchmodat(fd, c.Name, layerDirMode, 0); err != nil {
-			return util.StatusWrapfWithCode(err, codes.Internal, "Failed to make directory %q read-only", childPath)
 		}
 	}
 	return nil
