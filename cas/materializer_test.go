@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/buildbarn/bb-storage/pkg/blobstore/buffer"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"golang.org/x/sys/unix"
@@ -347,5 +348,45 @@ func TestEvictionRacingWithMaterialisation(t *testing.T) {
 	lc.Close()
 	if n := layerCacheEvictionsCount(); n == 0 {
 		t.Fatal("nothing was evicted; the test proves nothing")
+	}
+}
+
+// TestOtherDigestFunctions materialises and captures with every digest
+// function bb-storage supports. BLAKE3 and SHA-256 hashes have the same
+// length, so the caches must keep them apart by function too.
+func TestOtherDigestFunctions(t *testing.T) {
+	e := newTestEnv(t, MaterializerOptions{})
+	for _, f := range digest.SupportedDigestFunctions {
+		fn := digest.MustNewFunction("", f)
+		t.Run(f.String(), func(t *testing.T) {
+			put := func(data []byte) digest.Digest {
+				g := fn.NewGenerator(int64(len(data)))
+				g.Write(data)
+				d := g.Sum()
+				must(t, e.storage.ContentAddressableStorage.Put(context.Background(), d, bufferFromBytes(data)))
+				return d
+			}
+			content := []byte("content under " + f.String())
+			dirMsg := &remoteexecution.Directory{Files: []*remoteexecution.FileNode{{Name: "f", Digest: put(content).GetProto(), IsExecutable: true}}}
+			root := put(marshal(dirMsg))
+			r, err := e.m.Materialize(context.Background(), digest.EmptyInstanceName, root)
+			must(t, err)
+			defer r.Release()
+			got, err := os.ReadFile(filepath.Join(r.Mounts[0].Layers[0], "f"))
+			must(t, err)
+			if string(got) != string(content) {
+				t.Fatalf("content %q", got)
+			}
+			upper := tempDir(t)
+			must(t, os.WriteFile(filepath.Join(upper, "out"), []byte("out"), 0o644))
+			res, err := NewOutputCapturer(e.storage, OutputCapturerOptions{}).Capture(context.Background(), digest.EmptyInstanceName, r, []string{upper}, &remoteexecution.Command{OutputPaths: []string{"out", "f"}})
+			must(t, err)
+			if len(res.OutputFiles) != 2 || res.OutputFiles[0].Digest.Hash != dirMsg.Files[0].Digest.Hash {
+				t.Fatalf("outputs %v", res.OutputFiles)
+			}
+			if len(res.OutputFiles[1].Digest.Hash) != len(dirMsg.Files[0].Digest.Hash) {
+				t.Fatal("output hashed with another function")
+			}
+		})
 	}
 }
