@@ -1,0 +1,80 @@
+package cas
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestFileCacheSurvivesRestartAndDropsDamagedFiles(t *testing.T) {
+	e := newTestEnv(t, MaterializerOptions{})
+	dir := filepath.Join(e.dir, "fc")
+	fc, err := newFileCache(dir, 1<<20, 100, sysLinkat)
+	must(t, err)
+	keys := []FileKey{{Digest: e.putBlob([]byte("one"))}, {Digest: e.putBlob([]byte("two")), Executable: true}}
+	set, missing, err := fc.Acquire(context.Background(), e.storage, keys)
+	must(t, err)
+	if len(missing) != 0 {
+		t.Fatal(missing)
+	}
+	set.Release()
+
+	// Damage one cache file (as a torn write would) and leave a
+	// temporary file behind (as a crash mid-write would).
+	damaged := filepath.Join(dir, "files", fileName(keys[0]))
+	must(t, os.Chmod(damaged, 0o644))
+	must(t, os.WriteFile(damaged, []byte("on"), 0o444))
+	must(t, os.Chmod(damaged, 0o444)) // only the size gives it away
+	must(t, os.WriteFile(filepath.Join(dir, "tmp", "123"), []byte("partial"), 0o600))
+
+	fc, err = newFileCache(dir, 1<<20, 100, sysLinkat)
+	must(t, err)
+	if entries, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(entries) != 0 {
+		t.Fatal("temporary files kept")
+	}
+	if _, ok := fc.entries[keys[0]]; ok {
+		t.Fatal("damaged file indexed")
+	}
+	if _, ok := fc.entries[keys[1]]; !ok {
+		t.Fatal("intact file lost on restart")
+	}
+	before := e.cas.puts.Load()
+	set, _, err = fc.Acquire(context.Background(), e.storage, keys)
+	must(t, err)
+	defer set.Release()
+	data, err := os.ReadFile(damaged)
+	must(t, err)
+	if string(data) != "one" || e.cas.puts.Load() != before {
+		t.Fatalf("refetched content %q", data)
+	}
+	var st unix.Stat_t
+	must(t, unix.Stat(filepath.Join(dir, "files", fileName(keys[1])), &st))
+	if st.Mode&0o7777 != 0o555 {
+		t.Fatalf("executable cache file mode %o", st.Mode&0o7777)
+	}
+}
+
+func TestFileCacheEvictsUnpinnedOnly(t *testing.T) {
+	e := newTestEnv(t, MaterializerOptions{})
+	fc, err := newFileCache(filepath.Join(e.dir, "fc"), 1<<20, 2, sysLinkat)
+	must(t, err)
+	var keys []FileKey
+	for _, s := range []string{"a", "b", "c"} {
+		keys = append(keys, FileKey{Digest: e.putBlob([]byte(s))})
+	}
+	// All three pinned: over the count budget, none may go.
+	set, _, err := fc.Acquire(context.Background(), e.storage, keys)
+	must(t, err)
+	for _, k := range keys {
+		if _, err := os.Stat(filepath.Join(e.dir, "fc", "files", fileName(k))); err != nil {
+			t.Fatalf("pinned file evicted: %v", err)
+		}
+	}
+	set.Release()
+	if n := len(fc.entries); n != 2 {
+		t.Fatalf("%d files after release, budget 2", n)
+	}
+}
