@@ -23,9 +23,11 @@ type MaterializerOptions struct {
 	// DirectoryCacheBytes bounds the Directory messages kept in
 	// memory (encoded size).
 	DirectoryCacheBytes int64
-	// PlanCacheEntries bounds how many input roots' plans are kept,
-	// which makes placing an already seen input root O(mounts).
+	// PlanCacheEntries and PlanCacheBytes (encoded Directory bytes
+	// the plans hold on to) bound how many input roots' plans are
+	// kept, which makes placing an already seen input root O(mounts).
 	PlanCacheEntries int
+	PlanCacheBytes   int64
 }
 
 type materializer struct {
@@ -35,8 +37,9 @@ type materializer struct {
 	options MaterializerOptions
 	fetcher *directoryFetcher
 
-	mu    sync.Mutex
-	plans *lruIndex[digest.Digest, *plan]
+	mu        sync.Mutex
+	plans     *lruIndex[digest.Digest, *plan]
+	planBytes int64
 }
 
 // NewMaterializer creates a Materializer that reads from storage and
@@ -52,6 +55,9 @@ func NewMaterializer(storage *Storage, files FileCache, layers LayerCache, optio
 	}
 	if options.PlanCacheEntries <= 0 {
 		options.PlanCacheEntries = 256
+	}
+	if options.PlanCacheBytes <= 0 {
+		options.PlanCacheBytes = 256 << 20
 	}
 	return &materializer{
 		storage: storage,
@@ -90,13 +96,21 @@ func (m *materializer) Materialize(ctx context.Context, instanceName digest.Inst
 	if err != nil {
 		return nil, err
 	}
+	for _, di := range p.t {
+		p.sizeBytes += int64(di.protoSize)
+	}
 	m.mu.Lock()
+	if old, ok := m.plans.peek(root); ok {
+		m.planBytes -= old.sizeBytes
+	}
 	m.plans.put(root, p)
-	m.plans.oldestFirst(func(d digest.Digest, _ *plan) bool {
-		if m.plans.len() <= m.options.PlanCacheEntries {
+	m.planBytes += p.sizeBytes
+	m.plans.oldestFirst(func(d digest.Digest, old *plan) bool {
+		if m.plans.len() <= m.options.PlanCacheEntries && m.planBytes <= m.options.PlanCacheBytes {
 			return false
 		}
 		m.plans.remove(d)
+		m.planBytes -= old.sizeBytes
 		return true
 	})
 	m.mu.Unlock()

@@ -74,8 +74,9 @@ type plannedMount struct {
 // plan is the result of planning an input root. t holds every
 // Directory the layers refer to, rewritten ones included.
 type plan struct {
-	mounts []plannedMount
-	t      tree
+	mounts    []plannedMount
+	t         tree
+	sizeBytes int64 // encoded size of the Directories in t
 }
 
 // planInputRoot validates the input root and decides its mounts.
