@@ -44,6 +44,7 @@ go build -o bin/ ./cmd/...
 
 echo "== tests as root"
 go test -count=1 ./...
+sh e2e/bazel/run.sh # real Bazel 4.2.3 against serve: every spawn remote, then all remote cache hits
 
 echo "== tests as the ordinary user $test_user (rootless)"
 # Test binaries are built here and run as the user from a copy of the
