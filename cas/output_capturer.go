@@ -91,17 +91,19 @@ func (c *outputCapturer) Capture(ctx context.Context, instanceName digest.Instan
 		mv:     mv,
 		fn:     root.Root.GetDigestFunction(),
 		want:   want,
-		hashes: map[string]*vnode{},
+		hashes: map[string][]*vnode{},
 		result: &remoteexecution.ActionResult{},
 	}
 
+	// REAPI 2.1+ clients send output_paths, and then the legacy
+	// fields are to be ignored for what to capture; 2.0 clients (Bazel
+	// 4.2.3) send only output_files and output_directories.
 	type request struct {
 		path string
 		kind outputKind
 	}
 	var requests []request
-	legacy := len(command.OutputPaths) == 0
-	if legacy {
+	if len(command.OutputPaths) == 0 {
 		for _, p := range command.OutputFiles {
 			requests = append(requests, request{p, wantFile})
 		}
@@ -113,8 +115,17 @@ func (c *outputCapturer) Capture(ctx context.Context, instanceName digest.Instan
 			requests = append(requests, request{p, wantAny})
 		}
 	}
+	// Symlinks also go to the per-kind fields of REAPI 2.0 for paths
+	// the client listed in its legacy fields.
+	legacyKind := map[string]outputKind{}
+	for _, p := range command.OutputFiles {
+		legacyKind[p] = wantFile
+	}
+	for _, p := range command.OutputDirectories {
+		legacyKind[p] = wantDirectory
+	}
 	for _, r := range requests {
-		if err := cs.addOutput(r.path, command.WorkingDirectory, r.kind, legacy); err != nil {
+		if err := cs.addOutput(r.path, command.WorkingDirectory, r.kind, legacyKind[r.path]); err != nil {
 			return nil, err
 		}
 	}
@@ -137,11 +148,14 @@ func (c *outputCapturer) Capture(ctx context.Context, instanceName digest.Instan
 
 // capture is the state of one Capture call.
 type capture struct {
-	oc     *outputCapturer
-	mv     *mergedView
-	fn     digest.Function
-	want   map[string]bool
-	hashes map[string]*vnode // upper files to hash, by host path
+	oc   *outputCapturer
+	mv   *mergedView
+	fn   digest.Function
+	want map[string]bool
+	// hashes lists the upper files to hash by host path; one file
+	// can be reached as several outputs (a file output inside a
+	// directory output), each with its own vnode.
+	hashes map[string][]*vnode
 	files  []pendingOutputFile
 	dirs   []pendingOutputDirectory
 	result *remoteexecution.ActionResult
@@ -179,7 +193,7 @@ func (c *capture) symlinkAllowed(p, target string) error {
 	return nil
 }
 
-func (c *capture) addOutput(p, workingDirectory string, kind outputKind, legacy bool) error {
+func (c *capture) addOutput(p, workingDirectory string, kind, legacyKind outputKind) error {
 	rel, err := outputPath(workingDirectory, p)
 	if err != nil {
 		return err
@@ -204,9 +218,9 @@ func (c *capture) addOutput(p, workingDirectory string, kind outputKind, legacy 
 		c.result.OutputSymlinks = append(c.result.OutputSymlinks, s)
 		// Clients of REAPI 2.0 read the per-kind fields.
 		switch {
-		case legacy && kind == wantFile:
+		case legacyKind == wantFile:
 			c.result.OutputFileSymlinks = append(c.result.OutputFileSymlinks, s)
-		case legacy && kind == wantDirectory:
+		case legacyKind == wantDirectory:
 			c.result.OutputDirectorySymlinks = append(c.result.OutputDirectorySymlinks, s)
 		}
 	case kindFile:
@@ -234,7 +248,7 @@ func (c *capture) addOutput(p, workingDirectory string, kind outputKind, legacy 
 
 func (c *capture) noteFile(n *vnode) {
 	if n.fromUpper {
-		c.hashes[n.hostPath] = n
+		c.hashes[n.hostPath] = append(c.hashes[n.hostPath], n)
 	}
 }
 
@@ -281,16 +295,18 @@ func (c *capture) walkDirectory(p string, n *vnode) (*outDir, error) {
 
 // hashFiles computes the digests of every output file the action wrote.
 func (c *capture) hashFiles(ctx context.Context) error {
-	nodes := make([]*vnode, 0, len(c.hashes))
-	for _, n := range c.hashes {
-		nodes = append(nodes, n)
+	paths := make([]string, 0, len(c.hashes))
+	for p := range c.hashes {
+		paths = append(paths, p)
 	}
-	return runParallel(ctx, c.oc.options.HashParallelism, len(nodes), func(ctx context.Context, i int) error {
-		d, err := hashFile(c.fn, nodes[i].hostPath)
+	return runParallel(ctx, c.oc.options.HashParallelism, len(paths), func(ctx context.Context, i int) error {
+		d, err := hashFile(c.fn, paths[i])
 		if err != nil {
 			return err
 		}
-		nodes[i].digest = d
+		for _, n := range c.hashes[paths[i]] {
+			n.digest = d
+		}
 		return nil
 	})
 }
@@ -299,8 +315,8 @@ func (c *capture) hashFiles(ctx context.Context) error {
 // the result.
 func (c *capture) finish(ctx context.Context) error {
 	u := newUploader(c.oc.storage, c.oc.options.HashParallelism)
-	for _, n := range c.hashes {
-		u.addFile(n.digest, n.hostPath)
+	for p, nodes := range c.hashes {
+		u.addFile(nodes[0].digest, p)
 	}
 	for _, f := range c.files {
 		c.result.OutputFiles = append(c.result.OutputFiles, &remoteexecution.OutputFile{

@@ -244,13 +244,16 @@ func TestCaptureOutputPaths(t *testing.T) {
 	f.act(t)
 	res, err := f.oc.Capture(context.Background(), digest.EmptyInstanceName, f.r, f.uppers, &remoteexecution.Command{
 		WorkingDirectory: "out",
-		OutputPaths:      []string{"ln", "new.bin", "sub", "old.txt", "../src"},
+		OutputPaths:      []string{"ln", "sub/fresh.txt", "new.bin", "sub", "old.txt", "../src"},
 	})
 	must(t, err)
 	if len(res.OutputSymlinks) != 1 || res.OutputSymlinks[0].Path != "ln" || len(res.OutputFileSymlinks) != 0 {
 		t.Fatalf("symlinks %v / %v", res.OutputSymlinks, res.OutputFileSymlinks)
 	}
-	if len(res.OutputFiles) != 1 || res.OutputFiles[0].Path != "new.bin" || !res.OutputFiles[0].IsExecutable {
+	// sub/fresh.txt is reached twice (as a file and inside sub):
+	// both must carry its digest.
+	if len(res.OutputFiles) != 2 || res.OutputFiles[0].Path != "new.bin" || !res.OutputFiles[0].IsExecutable ||
+		res.OutputFiles[1].Digest.Hash != digestOf([]byte("fresh")).GetHashString() {
 		t.Fatalf("files %v", res.OutputFiles)
 	}
 	if len(res.OutputDirectories) != 2 {
@@ -262,6 +265,18 @@ func TestCaptureOutputPaths(t *testing.T) {
 	}
 	if got := describe(t, f.tree(t, res.OutputDirectories[1].TreeDigest)); !reflect.DeepEqual(got, []string{"/ dir", "/fresh.txt file " + h8("fresh")}) {
 		t.Fatalf("sub tree %q", got)
+	}
+
+	// A client sending both generations (output_paths wins) still
+	// gets the per-kind symlink fields of REAPI 2.0.
+	res, err = f.oc.Capture(context.Background(), digest.EmptyInstanceName, f.r, f.uppers, &remoteexecution.Command{
+		OutputPaths:       []string{"out/ln", "out"},
+		OutputFiles:       []string{"out/ln", "out/ignored"},
+		OutputDirectories: []string{"out"},
+	})
+	must(t, err)
+	if len(res.OutputFileSymlinks) != 1 || len(res.OutputSymlinks) != 1 || len(res.OutputDirectories) != 1 || len(res.OutputFiles) != 0 {
+		t.Fatalf("result %v", res)
 	}
 }
 
