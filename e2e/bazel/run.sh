@@ -117,6 +117,8 @@ if [ -n "$worker_user" ]; then
 	chown "$worker_user" "$tmp/data"
 	run_as="setpriv --reuid=$(id -u "$worker_user") --regid=$(id -g "$worker_user") --init-groups"
 fi
+# Created here: the background job opens it only when it gets to run.
+: >"$tmp/server.log"
 $run_as "$tmp/bin/bitzel-worker" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
 	--data-dir "$tmp/data" --cas-size 1073741824 >"$tmp/server.log" 2>&1 &
 server_pid=$!
