@@ -260,3 +260,20 @@ func TestPlatformMismatchIsRefused(t *testing.T) {
 		t.Errorf("status %v", st)
 	}
 }
+
+func TestEmptyOutputsStillGiveActionCacheHits(t *testing.T) {
+	c := startServer(t).client()
+	// Empty stdout, stderr and output file: all the empty blob, which
+	// must count as present or the completeness check drops the entry.
+	a := c.newAction(action{args: sh(`: > empty`), outputFiles: []string{"empty"}})
+	first, _ := c.execute(a, false)
+	if first.Result.GetExitCode() != 0 || first.Status.GetCode() != 0 {
+		t.Fatalf("first run: %v", first)
+	}
+	if _, err := c.ac.GetActionResult(context.Background(), &remoteexecution.GetActionResultRequest{ActionDigest: a}); err != nil {
+		t.Errorf("GetActionResult of a result with empty logs: %v", err)
+	}
+	if second, _ := c.execute(a, false); !second.CachedResult {
+		t.Error("second run was not an Action Cache hit")
+	}
+}

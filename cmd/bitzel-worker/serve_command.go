@@ -18,6 +18,7 @@ import (
 	"github.com/bitzel/bitzel-worker/cas"
 	"github.com/bitzel/bitzel-worker/sandbox"
 	"github.com/bitzel/bitzel-worker/worker"
+	"github.com/buildbarn/bb-storage/pkg/blobstore"
 	"github.com/buildbarn/bb-storage/pkg/blobstore/completenesschecking"
 	"github.com/buildbarn/bb-storage/pkg/blobstore/grpcservers"
 	"github.com/buildbarn/bb-storage/pkg/capabilities"
@@ -118,6 +119,10 @@ func serve(f *serveFlags) error {
 		return err
 	}
 	defer storage.Close()
+	// The empty blob is always present (REAPI): actions with empty
+	// stdout or stderr refer to it, and without it the completeness
+	// check would turn every such Action Cache entry into a miss.
+	storage.ContentAddressableStorage = blobstore.NewEmptyBlobInjectingBlobAccess(storage.ContentAddressableStorage)
 
 	// Sandbox: namespaces and limits.
 	runner, cgroupNote, err := newRunner(f)
