@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"sort"
 	"testing"
+	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/buildbarn/bb-storage/pkg/digest"
@@ -333,5 +334,32 @@ func TestUploadFile(t *testing.T) {
 	must(t, err)
 	if string(data) != "log line\n" {
 		t.Fatalf("stored %q", data)
+	}
+}
+
+func TestCaptureMtime(t *testing.T) {
+	f := newOutputFixture(t)
+	f.write(t, 1, "stamped", "s", 0o644)
+	stamp := time.Date(2001, 2, 3, 4, 5, 6, 7000, time.UTC)
+	must(t, os.Chtimes(filepath.Join(f.uppers[1], "stamped"), stamp, stamp))
+	res, err := f.oc.Capture(context.Background(), digest.EmptyInstanceName, f.r, f.uppers, &remoteexecution.Command{
+		OutputPaths:          []string{"out/stamped", "out/keep.txt"},
+		OutputNodeProperties: []string{"mtime"},
+	})
+	must(t, err)
+	if len(res.OutputFiles) != 2 {
+		t.Fatalf("files %v", res.OutputFiles)
+	}
+	if got := res.OutputFiles[1].NodeProperties.GetMtime().AsTime(); !got.Equal(stamp) {
+		t.Fatalf("mtime %v, want %v", got, stamp)
+	}
+	if res.OutputFiles[1].NodeProperties.GetUnixMode() != nil {
+		t.Fatal("unix_mode reported without being asked for")
+	}
+	// An untouched input reports the mtime of its inode in the layer.
+	info, err := os.Stat(filepath.Join(f.r.Mounts[1].Layers[0], "keep.txt"))
+	must(t, err)
+	if got := res.OutputFiles[0].NodeProperties.GetMtime().AsTime(); !got.Equal(info.ModTime()) {
+		t.Fatalf("input mtime %v, want %v", got, info.ModTime())
 	}
 }
