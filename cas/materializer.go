@@ -70,6 +70,17 @@ func NewMaterializer(storage *Storage, files FileCache, layers LayerCache, optio
 }
 
 func (m *materializer) Materialize(ctx context.Context, instanceName digest.InstanceName, root digest.Digest) (*InputRoot, error) {
+	// Every blob of the tree is read in the action's instance, with
+	// the digest function of its root.
+	if root.GetInstanceName() != instanceName {
+		function, err := instanceName.GetDigestFunction(root.GetDigestFunction().GetEnumValue(), 0)
+		if err != nil {
+			return nil, util.StatusWrap(err, "Input root")
+		}
+		if root, err = function.NewDigest(root.GetHashString(), root.GetSizeBytes()); err != nil {
+			return nil, util.StatusWrap(err, "Input root")
+		}
+	}
 	// Fast path: a known input root whose layers are all cached is
 	// placed without looking at its contents.
 	m.mu.Lock()

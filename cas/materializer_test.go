@@ -390,3 +390,15 @@ func TestOtherDigestFunctions(t *testing.T) {
 		})
 	}
 }
+
+func TestMaterializeInInstance(t *testing.T) {
+	e := newTestEnv(t, MaterializerOptions{})
+	root := e.putTree(dir{"f": file("f")})
+	instance := digest.MustNewInstanceName("some/instance")
+	r, err := e.m.Materialize(context.Background(), instance, root)
+	must(t, err)
+	defer r.Release()
+	if r.Root.GetInstanceName() != instance {
+		t.Fatalf("root in instance %q", r.Root.GetInstanceName())
+	}
+}
