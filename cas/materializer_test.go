@@ -394,7 +394,8 @@ func TestOtherDigestFunctions(t *testing.T) {
 func TestMaterializeInInstance(t *testing.T) {
 	e := newTestEnv(t, MaterializerOptions{})
 	root := e.putTree(dir{"f": file("f")})
-	instance := digest.MustNewInstanceName("some/instance")
+	instance, err := digest.NewInstanceName("some/instance")
+	must(t, err)
 	r, err := e.m.Materialize(context.Background(), instance, root)
 	must(t, err)
 	defer r.Release()
