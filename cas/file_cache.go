@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/buildbarn/bb-storage/pkg/digest"
@@ -58,8 +59,27 @@ type fileCacheEntry struct {
 	failed   bool          // the fetch ended without a file
 }
 
+// Owner is who cached files and layer directories belong to. A worker
+// running as root gives them to the uid its actions' root maps to:
+// inside the user namespace a file whose owner is not mapped cannot be
+// copied up for writing, even by root, so an action could not modify
+// its inputs in its own upper directory. Ownership gives no access to
+// the cached inodes themselves, which actions only see through the
+// overlay. nil leaves files to the worker's own uid.
+type Owner struct {
+	UID, GID int
+}
+
+// InputTimestamp is the modification time of every cached file, and so
+// of every input file an action sees: 2000-01-01T00:00:00Z, as
+// Buildbarn sets. One inode serves many actions, so the time cannot be
+// the input's own; a fixed one makes `make` and other mtime-driven
+// tools behave the same on every run and every worker.
+var InputTimestamp = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
 type fileCache struct {
 	dir      string
+	owner    *Owner
 	dirFd    int
 	link     linkFunc
 	maxBytes int64
@@ -74,8 +94,13 @@ type fileCache struct {
 
 // NewFileCache opens (creating when needed) a file cache under dir,
 // reusing files left by a previous run.
-func NewFileCache(dir string, maxBytes int64, maxFiles int) (FileCache, error) {
-	return newFileCache(dir, maxBytes, maxFiles, sysLinkat)
+func NewFileCache(dir string, maxBytes int64, maxFiles int, owner *Owner) (FileCache, error) {
+	fc, err := newFileCache(dir, maxBytes, maxFiles, sysLinkat)
+	if err != nil {
+		return nil, err
+	}
+	fc.owner = owner
+	return fc, nil
 }
 
 func newFileCache(dir string, maxBytes int64, maxFiles int, link linkFunc) (*fileCache, error) {
@@ -400,8 +425,7 @@ func (fc *fileCache) writeFile(k FileKey, fill func(f *os.File) error) error {
 	}
 	err = fill(f)
 	if err == nil {
-		// Explicit chmod: the umask must not decide who can read.
-		err = f.Chmod(fileMode(k.Executable))
+		err = fc.finishFile(f, k)
 	}
 	if closeErr := f.Close(); err == nil {
 		err = closeErr
@@ -414,6 +438,22 @@ func (fc *fileCache) writeFile(k FileKey, fill func(f *os.File) error) error {
 		return util.StatusWrapf(err, "Failed to write %s to the file cache", k.Digest)
 	}
 	return nil
+}
+
+// finishFile gives a freshly written file its final mode, owner and
+// timestamp.
+func (fc *fileCache) finishFile(f *os.File, k FileKey) error {
+	// Explicit chmod: the umask must not decide who can read.
+	if err := f.Chmod(fileMode(k.Executable)); err != nil {
+		return err
+	}
+	if fc.owner != nil {
+		if err := f.Chown(fc.owner.UID, fc.owner.GID); err != nil {
+			return err
+		}
+	}
+	t := unix.NsecToTimeval(InputTimestamp.UnixNano())
+	return unix.Futimes(int(f.Fd()), []unix.Timeval{t, t})
 }
 
 func (fc *fileCache) publish(tmp string, k FileKey) error {
@@ -508,7 +548,7 @@ func (s *FileSet) Link(k FileKey, dirFd int, name string) error {
 	f := os.NewFile(uintptr(fd), name)
 	err = copyFileAt(fc.dirFd, fileName(k), f)
 	if err == nil {
-		err = f.Chmod(fileMode(k.Executable))
+		err = fc.finishFile(f, k)
 	}
 	if closeErr := f.Close(); err == nil {
 		err = closeErr

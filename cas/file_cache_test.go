@@ -78,3 +78,36 @@ func TestFileCacheEvictsUnpinnedOnly(t *testing.T) {
 		t.Fatalf("%d files after release, budget 2", n)
 	}
 }
+
+func TestCachedFilesAndLayersHaveTheFixedTimestampAndTheOwner(t *testing.T) {
+	owner := &Owner{UID: os.Getuid(), GID: os.Getgid()}
+	if os.Getuid() == 0 {
+		// As root, a worker gives its caches to the actions' root.
+		owner = &Owner{UID: 1234567, GID: 7654321}
+	}
+	e := newTestEnv(t, MaterializerOptions{Owner: owner})
+	fc, err := NewFileCache(filepath.Join(e.dir, "owned"), 1<<20, 100, owner)
+	must(t, err)
+	key := FileKey{Digest: e.putBlob([]byte("owned content"))}
+	set, _, err := fc.Acquire(context.Background(), e.storage, []FileKey{key})
+	must(t, err)
+	defer set.Release()
+	var st unix.Stat_t
+	must(t, unix.Stat(filepath.Join(e.dir, "owned", "files", fileName(key)), &st))
+	if st.Mtim.Sec != InputTimestamp.Unix() {
+		t.Errorf("cached file mtime %d, want %d", st.Mtim.Sec, InputTimestamp.Unix())
+	}
+	if int(st.Uid) != owner.UID || int(st.Gid) != owner.GID {
+		t.Errorf("cached file owned by %d:%d, want %d:%d", st.Uid, st.Gid, owner.UID, owner.GID)
+	}
+
+	// Layer directories go to the same owner.
+	r := e.mustMaterialize(e.putTree(dir{"sub": dir{"deeper": dir{"f": file("x")}}}))
+	defer r.Release()
+	for _, p := range []string{"", "sub", "sub/deeper"} {
+		must(t, unix.Lstat(filepath.Join(r.Mounts[0].Layers[0], p), &st))
+		if int(st.Uid) != owner.UID || int(st.Gid) != owner.GID {
+			t.Errorf("layer directory %q owned by %d:%d, want %d:%d", p, st.Uid, st.Gid, owner.UID, owner.GID)
+		}
+	}
+}

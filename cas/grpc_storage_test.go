@@ -56,7 +56,7 @@ func TestGRPCStorage(t *testing.T) {
 	storage, err := NewGRPCStorage(conn, conn, 0)
 	must(t, err)
 	work := tempDir(t)
-	fc, err := NewFileCache(filepath.Join(work, "files"), 1<<30, 1<<20)
+	fc, err := NewFileCache(filepath.Join(work, "files"), 1<<30, 1<<20, nil)
 	must(t, err)
 	lc, err := NewLayerCache(filepath.Join(work, "layers"), 1<<30, 1<<20)
 	must(t, err)

@@ -21,6 +21,7 @@ const (
 // operations go through directory fds, so no path is resolved twice
 // and no component is followed as a symlink.
 type layerBuilder struct {
+	owner *Owner
 	ctx   context.Context
 	t     tree
 	files *FileSet
@@ -28,15 +29,20 @@ type layerBuilder struct {
 	ops   int
 }
 
-func buildLayer(ctx context.Context, t tree, root *dirInfo, dst string, files *FileSet) (LayerStats, error) {
+func buildLayer(ctx context.Context, t tree, root *dirInfo, dst string, files *FileSet, owner *Owner) (LayerStats, error) {
 	if err := unix.Mkdir(dst, layerDirBuildMode); err != nil {
 		return LayerStats{}, util.StatusWrapWithCode(err, codes.Internal, "Failed to create layer directory")
+	}
+	if owner != nil {
+		if err := unix.Lchown(dst, owner.UID, owner.GID); err != nil {
+			return LayerStats{}, util.StatusWrapWithCode(err, codes.Internal, "Failed to give the layer directory to its owner")
+		}
 	}
 	fd, err := unix.Open(dst, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return LayerStats{}, util.StatusWrapWithCode(err, codes.Internal, "Failed to open layer directory")
 	}
-	b := &layerBuilder{ctx: ctx, t: t, files: files}
+	b := &layerBuilder{ctx: ctx, t: t, files: files, owner: owner}
 	b.stats.Inodes = 1
 	err = b.fillTop(fd, root)
 	unix.Close(fd)
@@ -65,7 +71,7 @@ func (b *layerBuilder) fillTop(fd int, di *dirInfo) error {
 	builders := make([]*layerBuilder, len(dir.Directories))
 	err := runParallel(b.ctx, 2, len(dir.Directories), func(ctx context.Context, i int) error {
 		c := dir.Directories[i]
-		sub := &layerBuilder{ctx: ctx, t: b.t, files: b.files}
+		sub := &layerBuilder{ctx: ctx, t: b.t, files: b.files, owner: b.owner}
 		builders[i] = sub
 		return sub.subdirectory(fd, c.Name, b.t[di.dirDigests[i]], c.Name)
 	})
@@ -81,6 +87,11 @@ func (b *layerBuilder) fillTop(fd int, di *dirInfo) error {
 func (b *layerBuilder) subdirectory(fd int, name string, child *dirInfo, childPath string) error {
 	if err := unix.Mkdirat(fd, name, layerDirBuildMode); err != nil {
 		return util.StatusWrapfWithCode(err, codes.Internal, "Failed to create directory %q", childPath)
+	}
+	if b.owner != nil {
+		if err := unix.Fchownat(fd, name, b.owner.UID, b.owner.GID, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return util.StatusWrapfWithCode(err, codes.Internal, "Failed to give directory %q to its owner", childPath)
+		}
 	}
 	cfd, err := unix.Openat(fd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {

@@ -18,6 +18,9 @@ type Materializer interface {
 // MaterializerOptions tune a Materializer; zero fields take defaults.
 type MaterializerOptions struct {
 	Planner PlannerOptions
+	// Owner receives the directories of every layer built (see
+	// Owner); the file cache must be given the same.
+	Owner *Owner
 	// FetchParallelism bounds concurrent CAS requests of one action.
 	FetchParallelism int
 	// DirectoryCacheBytes bounds the Directory messages kept in
@@ -199,7 +202,7 @@ func (m *materializer) build(ctx context.Context, root digest.Digest, p *plan) (
 		}
 		if !ok {
 			lease, err = m.layers.GetOrBuild(ctx, l.key, func(ctx context.Context, dir string) (LayerStats, error) {
-				return buildLayer(ctx, p.t, l.root, dir, files)
+				return buildLayer(ctx, p.t, l.root, dir, files, m.options.Owner)
 			})
 			if err != nil {
 				r.Release()

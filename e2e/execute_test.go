@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -275,5 +276,30 @@ func TestEmptyOutputsStillGiveActionCacheHits(t *testing.T) {
 	}
 	if second, _ := c.execute(a, false); !second.CachedResult {
 		t.Error("second run was not an Action Cache hit")
+	}
+}
+
+func TestActionsCanModifyTheirInputsWithoutTouchingTheCache(t *testing.T) {
+	s := startServer(t)
+	c := s.client()
+	input := c.tree(map[string]entry{"src/a.txt": {content: "original\n"}, "src/tool": {content: "#!/bin/sh\n", executable: true}})
+	// What Bazel's cc link does (new files next to inputs) and what a
+	// BitBake task does (edit an input in place, chmod it).
+	script := `echo new > src/new.txt && echo appended >> src/a.txt && chmod 600 src/a.txt && rm src/tool && cat src/a.txt`
+	for i := 0; i < 2; i++ {
+		result := c.run(action{args: sh(script + fmt.Sprintf("; echo run %d >/dev/null", i)), input: input, outputFiles: []string{"src/new.txt"}})
+		if result.ExitCode != 0 {
+			t.Fatalf("run %d: exit %d: %s", i, result.ExitCode, c.read(result.StderrDigest))
+		}
+		// The second run sees the original input again: the first
+		// one's edits never reached the cached layer.
+		if got := string(c.read(result.StdoutDigest)); got != "original\nappended\n" {
+			t.Errorf("run %d: a.txt = %q", i, got)
+		}
+	}
+	// Inputs carry the fixed timestamp, whichever run cached them.
+	result := c.run(action{args: sh(`stat -c %Y src/a.txt`), input: input})
+	if got := strings.TrimSpace(string(c.read(result.StdoutDigest))); got != "946684800" {
+		t.Errorf("input mtime %s, want 946684800 (2000-01-01)", got)
 	}
 }

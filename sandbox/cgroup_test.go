@@ -20,13 +20,7 @@ func cgroupEnv(t *testing.T) (*env, CgroupManager) {
 	if os.Geteuid() == 0 && err != nil {
 		t.Fatalf("running as root on a host with cgroups, but none usable: %v", err)
 	}
-	if manager != nil {
-		t.Cleanup(func() {
-			if err := manager.Close(); err != nil {
-				t.Errorf("remove the worker's cgroups: %v", err)
-			}
-		})
-	}
+	// The runner owns the manager; newEnv's cleanup closes it.
 	return newEnv(t, func(c *Config) { c.Cgroups = manager }), manager
 }
 

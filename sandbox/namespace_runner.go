@@ -61,7 +61,8 @@ type Config struct {
 	// maps 0 to its own ids instead.
 	HostIDBase  uint32
 	HostIDCount uint32
-	// Cgroups enforces Limits; nil means no cgroups.
+	// Cgroups enforces Limits; nil means no cgroups. The runner owns
+	// it: Close closes it.
 	Cgroups CgroupManager
 	// LegacyOverlay forces the mount(2) overlay options (for tests).
 	LegacyOverlay bool
@@ -355,9 +356,15 @@ func (r *namespaceRunner) takeSandbox() (*warmSandbox, error) {
 	}
 }
 
-// Close discards the warm sandboxes.
+// Close discards the warm sandboxes and removes the cgroups.
 func (r *namespaceRunner) Close() error {
+	var err error
 	r.closeOnce.Do(func() {
+		defer func() {
+			if r.config.Cgroups != nil {
+				err = r.config.Cgroups.Close()
+			}
+		}()
 		close(r.closing)
 		if r.pool != nil {
 			<-r.fillerDone
@@ -372,7 +379,7 @@ func (r *namespaceRunner) Close() error {
 			}
 		}
 	})
-	return nil
+	return err
 }
 
 func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) {

@@ -141,7 +141,6 @@ going to the upper directory, then prints what happened.
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "bitzel-worker sandbox: no cgroups (%v); the memory limit is not enforced, processes are limited by RLIMIT_NPROC\n", err)
 		} else {
-			defer manager.Close()
 			config.Cgroups = manager
 		}
 	}
@@ -149,6 +148,7 @@ going to the upper directory, then prints what happened.
 	if err != nil {
 		return fail("%v", err)
 	}
+	defer runner.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	result, err := runner.Run(ctx, spec)

@@ -125,7 +125,7 @@ func serve(f *serveFlags) error {
 	storage.ContentAddressableStorage = blobstore.NewEmptyBlobInjectingBlobAccess(storage.ContentAddressableStorage)
 
 	// Sandbox: namespaces and limits.
-	runner, cgroupNote, err := newRunner(f)
+	runner, owner, cgroupNote, err := newRunner(f)
 	if err != nil {
 		return err
 	}
@@ -134,10 +134,11 @@ func serve(f *serveFlags) error {
 
 	// Executor: caches, materialisation, outputs, and the decorator
 	// stack every action goes through.
-	executor, err := newExecutor(f, storage, runner, logger)
+	executor, closeCaches, err := newExecutor(f, storage, runner, owner, logger)
 	if err != nil {
 		return err
 	}
+	defer closeCaches()
 
 	// gRPC services.
 	var serverOptions []grpc.ServerOption
@@ -222,7 +223,9 @@ func serve(f *serveFlags) error {
 	return nil
 }
 
-func newRunner(f *serveFlags) (sandbox.Runner, string, error) {
+// newRunner also returns who cached inputs must belong to: the host
+// uid of the actions' root.
+func newRunner(f *serveFlags) (sandbox.Runner, *cas.Owner, string, error) {
 	config := sandbox.Config{
 		StateDir:       filepath.Join(f.dataDir, "sandbox"),
 		ExecRootPath:   f.execRootPath,
@@ -242,24 +245,31 @@ func newRunner(f *serveFlags) (sandbox.Runner, string, error) {
 		if manager != nil {
 			manager.Close()
 		}
-		return nil, "", err
+		return nil, nil, "", err
 	}
-	return runner, note, nil
+	uid, gid := config.ActionRootIDs()
+	return runner, &cas.Owner{UID: uid, GID: gid}, note, nil
 }
 
-func newExecutor(f *serveFlags, storage *cas.Storage, runner sandbox.Runner, logger *log.Logger) (worker.Executor, error) {
-	files, err := cas.NewFileCache(filepath.Join(f.dataDir, "files"), f.fileCacheSize, f.fileCacheFiles)
+func newExecutor(f *serveFlags, storage *cas.Storage, runner sandbox.Runner, owner *cas.Owner, logger *log.Logger) (worker.Executor, func(), error) {
+	files, err := cas.NewFileCache(filepath.Join(f.dataDir, "files"), f.fileCacheSize, f.fileCacheFiles, owner)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	layers, err := cas.NewLayerCache(filepath.Join(f.dataDir, "layers"), f.layerCacheSize, f.layerCacheInodes)
 	if err != nil {
-		return nil, err
+		files.Close()
+		return nil, nil, err
+	}
+	// Closing marks the caches clean, so a restart keeps them.
+	closeCaches := func() {
+		layers.Close()
+		files.Close()
 	}
 	var executor worker.Executor
 	executor, err = worker.NewLocalExecutor(worker.LocalExecutorOptions{
 		Storage:      storage,
-		Materializer: cas.NewMaterializer(storage, files, layers, cas.MaterializerOptions{}),
+		Materializer: cas.NewMaterializer(storage, files, layers, cas.MaterializerOptions{Owner: owner}),
 		Outputs: cas.NewOutputCapturer(storage, cas.OutputCapturerOptions{
 			SymlinkAbsolutePathStrategy: remoteexecution.SymlinkAbsolutePathStrategy_DISALLOWED,
 		}),
@@ -276,12 +286,13 @@ func newExecutor(f *serveFlags, storage *cas.Storage, runner sandbox.Runner, log
 		},
 	})
 	if err != nil {
-		return nil, err
+		closeCaches()
+		return nil, nil, err
 	}
 	executor = worker.NewCachingExecutor(executor, storage)
 	executor = worker.NewMetricsExecutor(executor)
 	executor = worker.NewLoggingExecutor(executor, logger)
-	return executor, nil
+	return executor, closeCaches, nil
 }
 
 func serveMetrics(listener net.Listener, logger *log.Logger) {

@@ -29,8 +29,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 classes="$here/classes/base.bbclass.sh"
 
 # The recipe sets PN and PV, bitbake.conf derives the paths from them,
-# and the recipe is read again so that its own values win.
+# and the recipe is read again so that its own values win (the first
+# time, its references to those paths are still unset).
+set +u
 . "$recipe"
+set -u
 . "$here/conf/bitbake.conf"
 . "$recipe"
 if [ "$task" = compile ]; then
