@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -56,7 +57,9 @@ func TestReportsEveryStageInOrderThenTheResult(t *testing.T) {
 		t.Errorf("registered with prefix %q, size class %d", request.InstanceNamePrefix, request.SizeClass)
 	}
 	if !proto.Equal(request.Platform, sortedPlatform) {
-		t.Errorf("platform sent as %v, want sorted %v", request.Platform, sortedPlatform)
+		// The scheduler would file the worker under another
+		// platform queue and never give it this work.
+		t.Fatalf("platform sent as %v, want sorted %v", request.Platform, sortedPlatform)
 	}
 
 	actionDigest, action := testAction("compile")
@@ -531,4 +534,27 @@ func TestDrainGivesUpOnUnreachableSchedulerOnceItHasForgottenUs(t *testing.T) {
 		t.Errorf("gave up at %s, before the scheduler would have forgotten us at %s", clock.Now(), giveUp)
 	}
 	r.waitReturned(t)
+}
+
+func TestRunIsSingleUse(t *testing.T) {
+	clock := newFakeClock()
+	d := newSchedulerDouble(clock, sortedPlatform, 0)
+	h := newHarness(t, clock, d)
+	client, err := cluster.NewClient(h.queue, h.executor, cluster.Options{Concurrency: 1, Clock: clock, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	// Shut down before it started: nothing was ever assigned, so
+	// there is nothing to drain.
+	if err := client.Run(ctx); err != nil {
+		t.Fatalf("first Run returned %v", err)
+	}
+	if err := client.Run(ctx); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("second Run returned %v, want FAILED_PRECONDITION", err)
+	}
+	if n := d.pendingRequests(map[string]string{}); n != 0 {
+		t.Errorf("a worker shut down before starting sent %d requests", n)
+	}
 }
