@@ -146,6 +146,11 @@ func TestShutdownLeavesNoMountsOrProcesses(t *testing.T) {
 		}
 	}
 	time.Sleep(200 * time.Millisecond)
+	// The server's sandboxes: the running action's and the warm ones.
+	ours := sandboxProcesses(t, s.cmd.Process.Pid)
+	if len(ours) == 0 {
+		t.Fatal("no sandbox of the server found while an action runs")
+	}
 	start := time.Now()
 	s.cmd.Process.Signal(os.Interrupt)
 	time.Sleep(500 * time.Millisecond)
@@ -163,8 +168,11 @@ func TestShutdownLeavesNoMountsOrProcesses(t *testing.T) {
 	if mountsAfter, _ := os.ReadFile("/proc/self/mountinfo"); string(mountsAfter) != string(mountsBefore) {
 		t.Errorf("mounts changed:\n%s\n---\n%s", mountsBefore, mountsAfter)
 	}
-	if procs := sandboxProcesses(t); len(procs) > 0 {
-		t.Errorf("sandbox processes left: %v", procs)
+	for _, pid := range ours {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+			t.Errorf("sandbox process %d outlived the server: %s", pid, status)
+		}
 	}
 	// The client saw the action end with an error, not a hang.
 	for {

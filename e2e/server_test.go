@@ -433,19 +433,25 @@ func startClientOn(t testing.TB, s *server) *client {
 	}
 }
 
-// sandboxProcesses lists sandbox PID 1s of any worker started by this
-// test process (their argv[0] is bitzel-sandbox-init).
-func sandboxProcesses(t testing.TB) []string {
+// sandboxProcesses lists the sandbox PID 1s (argv[0]
+// bitzel-sandbox-init) whose parent is parent.
+func sandboxProcesses(t testing.TB, parent int) []int {
 	t.Helper()
 	entries, _ := os.ReadDir("/proc")
-	var found []string
+	var found []int
 	for _, e := range entries {
 		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
 		if err != nil || !strings.HasPrefix(string(cmdline), "bitzel-sandbox-init\x00") {
 			continue
 		}
 		status, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
-		found = append(found, e.Name()+" "+strings.ReplaceAll(string(status), "\n", " "))
+		for _, line := range strings.Split(string(status), "\n") {
+			if ppid, ok := strings.CutPrefix(line, "PPid:"); ok && strings.TrimSpace(ppid) == fmt.Sprint(parent) {
+				var pid int
+				fmt.Sscan(e.Name(), &pid)
+				found = append(found, pid)
+			}
+		}
 	}
 	return found
 }
