@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // ExecutionServerOptions configure the embedded Execution service.
@@ -96,6 +97,7 @@ func (s *ExecutionServer) Execute(request *remoteexecution.ExecuteRequest, strea
 		DigestFunction:  digestFunction,
 		ActionDigest:    actionDigest,
 		SkipCacheLookup: request.SkipCacheLookup,
+		QueuedTimestamp: timestamppb.Now(),
 	})
 	return op.stream(ctx, stream.Send)
 }

@@ -5,6 +5,8 @@ import (
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/buildbarn/bb-storage/pkg/digest"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // Executor runs one REAPI action to completion. Both front ends use it:
@@ -33,6 +35,12 @@ type Request struct {
 	Action *remoteexecution.Action
 	// SkipCacheLookup asks the caching decorator not to consult the AC.
 	SkipCacheLookup bool
+	// QueuedTimestamp is when the front end queued the action; it goes
+	// into ExecutedActionMetadata.queued_timestamp.
+	QueuedTimestamp *timestamppb.Timestamp
+	// AuxiliaryMetadata from the front end (Buildbarn's scheduler
+	// sends some) is reported along with the worker's own.
+	AuxiliaryMetadata []*anypb.Any
 }
 
 // Stage is the part of its life an action is in. The values follow

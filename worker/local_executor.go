@@ -16,6 +16,7 @@ import (
 	"github.com/buildbarn/bb-storage/pkg/util"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -76,7 +77,9 @@ func (e *localExecutor) Execute(ctx context.Context, request *Request, observer 
 		request: request,
 		metadata: &remoteexecution.ExecutedActionMetadata{
 			Worker:               e.options.WorkerName,
+			QueuedTimestamp:      request.QueuedTimestamp,
 			WorkerStartTimestamp: timestamppb.Now(),
+			AuxiliaryMetadata:    append([]*anypb.Any{}, request.AuxiliaryMetadata...),
 		},
 		result: &remoteexecution.ActionResult{},
 	}
@@ -175,7 +178,9 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 		return status.Errorf(codes.Internal, "Failed to run the action: %v", err)
 	}
 	x.result.ExitCode = int32(run.ExitCode)
-	x.metadata.AuxiliaryMetadata = append(x.metadata.AuxiliaryMetadata, resourceUsage(run))
+	if usage := resourceUsage(run); usage != nil {
+		x.metadata.AuxiliaryMetadata = append(x.metadata.AuxiliaryMetadata, usage)
+	}
 
 	observer(StageUploadingOutputs)
 	x.metadata.OutputUploadStartTimestamp = timestamppb.Now()
