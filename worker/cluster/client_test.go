@@ -8,6 +8,7 @@ import (
 
 	"github.com/bitzel/bitzel-worker/worker"
 	"github.com/bitzel/bitzel-worker/worker/cluster"
+	"github.com/bitzel/bitzel-worker/worker/cluster/schedulertest"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"google.golang.org/grpc/codes"
@@ -41,7 +42,7 @@ func testAction(name string) (*remoteexecution.Digest, *remoteexecution.Action) 
 
 func TestReportsEveryStageInOrderThenTheResult(t *testing.T) {
 	clock := newFakeClock()
-	d := newSchedulerDouble(clock, sortedPlatform, 4)
+	d := schedulertest.New(clock, sortedPlatform, 4)
 	h := newHarness(t, clock, d)
 	workerID := map[string]string{"hostname": "builder1"}
 	h.start(cluster.Options{
@@ -67,12 +68,12 @@ func TestReportsEveryStageInOrderThenTheResult(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	queued := d.enqueue(&task{
-		instanceName:   "main/team",
-		actionDigest:   actionDigest,
-		action:         action,
-		digestFunction: remoteexecution.DigestFunction_SHA256,
-		auxiliary:      []*anypb.Any{auxiliary},
+	queued := d.Enqueue(&schedulertest.Task{
+		InstanceName:   "main/team",
+		ActionDigest:   actionDigest,
+		Action:         action,
+		DigestFunction: remoteexecution.DigestFunction_SHA256,
+		Auxiliary:      []*anypb.Any{auxiliary},
 	})
 
 	call := h.executor.nextCall(t)
@@ -112,31 +113,31 @@ func TestReportsEveryStageInOrderThenTheResult(t *testing.T) {
 	if response.GetResult().GetExitCode() != 3 || response.Result.ExecutionMetadata.GetWorker() != "fake" {
 		t.Errorf("completed with %v", response)
 	}
-	if !proto.Equal(response.Result.ExecutionMetadata.QueuedTimestamp, queued.queued) {
-		t.Errorf("queued_timestamp %v, want the scheduler's %v", response.Result.ExecutionMetadata.QueuedTimestamp, queued.queued)
+	if !proto.Equal(response.Result.ExecutionMetadata.QueuedTimestamp, queued.Queued) {
+		t.Errorf("queued_timestamp %v, want the scheduler's %v", response.Result.ExecutionMetadata.QueuedTimestamp, queued.Queued)
 	}
 	if metadata := response.Result.ExecutionMetadata.AuxiliaryMetadata; len(metadata) != 1 || !proto.Equal(metadata[0], auxiliary) {
 		t.Errorf("auxiliary_metadata %v, want the scheduler's", metadata)
 	}
-	completions := d.completed()
-	if len(completions) != 1 || !proto.Equal(completions[0].digest, actionDigest) || !proto.Equal(completions[0].response, response) {
+	completions := d.Completed()
+	if len(completions) != 1 || !proto.Equal(completions[0].Digest, actionDigest) || !proto.Equal(completions[0].Response, response) {
 		t.Errorf("scheduler recorded %v", completions)
 	}
-	if d.pendingRequests(workerID) != 0 {
-		t.Errorf("%d requests after the completion, which the scheduler holds open", d.pendingRequests(workerID))
+	if d.PendingRequests(workerID) != 0 {
+		t.Errorf("%d requests after the completion, which the scheduler holds open", d.PendingRequests(workerID))
 	}
 }
 
 func TestSchedulerGoingIdleCancelsTheRunningAction(t *testing.T) {
 	clock := newFakeClock()
-	d := newSchedulerDouble(clock, sortedPlatform, 0)
+	d := schedulertest.New(clock, sortedPlatform, 0)
 	h := newHarness(t, clock, d)
 	workerID := map[string]string{"hostname": "builder1"}
 	h.start(cluster.Options{WorkerID: workerID, Platform: configuredPlatform, Concurrency: 1})
 	expectRequest(t, d, workerID, "idle", false)
 
 	actionDigest, action := testAction("long")
-	running := d.enqueue(&task{actionDigest: actionDigest, action: action, digestFunction: remoteexecution.DigestFunction_SHA256})
+	running := d.Enqueue(&schedulertest.Task{ActionDigest: actionDigest, Action: action, DigestFunction: remoteexecution.DigestFunction_SHA256})
 	call := h.executor.nextCall(t)
 	expectRequest(t, d, workerID, "started", false)
 	call.report(t, worker.StageRunning)
@@ -144,9 +145,9 @@ func TestSchedulerGoingIdleCancelsTheRunningAction(t *testing.T) {
 
 	// The clients went away. The worker learns it at its next
 	// scheduled synchronization, busyInterval after the last one.
-	d.cancel(running)
-	clock.waitForTimerOf(t, d.busyInterval)
-	clock.advance(d.busyInterval)
+	d.Cancel(running)
+	clock.waitForTimerOf(t, d.BusyInterval)
+	clock.advance(d.BusyInterval)
 	expectRequest(t, d, workerID, "running", false)
 
 	call.waitReturned(t)
@@ -154,13 +155,13 @@ func TestSchedulerGoingIdleCancelsTheRunningAction(t *testing.T) {
 		t.Errorf("Execute's context ended with %v, want it cancelled", call.ctxErr)
 	}
 	expectRequest(t, d, workerID, "idle", false)
-	if completions := d.completed(); len(completions) != 0 {
+	if completions := d.Completed(); len(completions) != 0 {
 		t.Errorf("abandoned action was reported: %v", completions)
 	}
 
 	// And the slot is usable again.
 	nextDigest, nextAction := testAction("next")
-	d.enqueue(&task{actionDigest: nextDigest, action: nextAction, digestFunction: remoteexecution.DigestFunction_SHA256})
+	d.Enqueue(&schedulertest.Task{ActionDigest: nextDigest, Action: nextAction, DigestFunction: remoteexecution.DigestFunction_SHA256})
 	next := h.executor.nextCall(t)
 	if !proto.Equal(next.request.ActionDigest.GetProto(), nextDigest) {
 		t.Errorf("then executed %s", next.request.ActionDigest)
@@ -169,7 +170,7 @@ func TestSchedulerGoingIdleCancelsTheRunningAction(t *testing.T) {
 
 func TestDrainFinishesTheRunningActionAndTakesNoMoreWork(t *testing.T) {
 	clock := newFakeClock()
-	d := newSchedulerDouble(clock, sortedPlatform, 0)
+	d := schedulertest.New(clock, sortedPlatform, 0)
 	h := newHarness(t, clock, d)
 	busyID := map[string]string{"hostname": "builder1", "thread": "0"}
 	idleID := map[string]string{"hostname": "builder1", "thread": "1"}
@@ -178,10 +179,10 @@ func TestDrainFinishesTheRunningActionAndTakesNoMoreWork(t *testing.T) {
 	expectRequest(t, d, idleID, "idle", false)
 
 	actionDigest, action := testAction("drained")
-	d.enqueue(&task{actionDigest: actionDigest, action: action, digestFunction: remoteexecution.DigestFunction_SHA256})
+	d.Enqueue(&schedulertest.Task{ActionDigest: actionDigest, Action: action, DigestFunction: remoteexecution.DigestFunction_SHA256})
 	call := h.executor.nextCall(t)
 	// Which slot took it is up to the double: the one that reports.
-	if d.firstToRequest(t, busyID, idleID)["thread"] != busyID["thread"] {
+	if d.FirstToRequest(t, busyID, idleID)["thread"] != busyID["thread"] {
 		busyID, idleID = idleID, busyID
 	}
 	expectRequest(t, d, busyID, "started", false)
@@ -193,7 +194,7 @@ func TestDrainFinishesTheRunningActionAndTakesNoMoreWork(t *testing.T) {
 
 	// Work queued now must stay queued: the whole worker is draining.
 	otherDigest, otherAction := testAction("not taken")
-	d.enqueue(&task{actionDigest: otherDigest, action: otherAction, digestFunction: remoteexecution.DigestFunction_SHA256})
+	d.Enqueue(&schedulertest.Task{ActionDigest: otherDigest, Action: otherAction, DigestFunction: remoteexecution.DigestFunction_SHA256})
 
 	call.report(t, worker.StageUploadingOutputs)
 	expectRequest(t, d, busyID, "uploading_outputs", true)
@@ -210,18 +211,18 @@ func TestDrainFinishesTheRunningActionAndTakesNoMoreWork(t *testing.T) {
 	if call.ctxErr != nil {
 		t.Errorf("draining cancelled the action: %v", call.ctxErr)
 	}
-	if completions := d.completed(); len(completions) != 1 || !proto.Equal(completions[0].digest, actionDigest) {
+	if completions := d.Completed(); len(completions) != 1 || !proto.Equal(completions[0].Digest, actionDigest) {
 		t.Errorf("scheduler recorded %v", completions)
 	}
-	if d.queued() != 1 {
-		t.Errorf("%d tasks left queued, want the one queued during the drain", d.queued())
+	if d.Queued() != 1 {
+		t.Errorf("%d tasks left queued, want the one queued during the drain", d.Queued())
 	}
 	h.executor.expectNoCall(t)
 }
 
 func TestReconnectsWithExponentialBackoffAfterSchedulerRestart(t *testing.T) {
 	clock := newFakeClock()
-	first := newSchedulerDouble(clock, sortedPlatform, 0)
+	first := schedulertest.New(clock, sortedPlatform, 0)
 	h := newHarness(t, clock, first)
 	workerID := map[string]string{"hostname": "builder1"}
 	const initial, maximum = time.Second, 8 * time.Second
@@ -248,14 +249,14 @@ func TestReconnectsWithExponentialBackoffAfterSchedulerRestart(t *testing.T) {
 
 	// The scheduler is back, with no memory of us. Retry until the
 	// connection is up again (gRPC reconnects in real time).
-	second := newSchedulerDouble(clock, sortedPlatform, 0)
+	second := schedulertest.New(clock, sortedPlatform, 0)
 	h.scheduler.start(second)
 	deadline := time.Now().Add(realTimeLimit)
 	for {
 		if time.Now().After(deadline) {
 			t.Fatal("worker did not come back to the restarted scheduler")
 		}
-		delay, retrying := clock.waitForTimerOr(t, second.hasPendingRequests(workerID))
+		delay, retrying := clock.waitForTimerOr(t, second.HasPendingRequests(workerID))
 		if !retrying {
 			break
 		}
@@ -267,7 +268,7 @@ func TestReconnectsWithExponentialBackoffAfterSchedulerRestart(t *testing.T) {
 	expectRequest(t, second, workerID, "idle", false)
 
 	actionDigest, action := testAction("after restart")
-	second.enqueue(&task{actionDigest: actionDigest, action: action, digestFunction: remoteexecution.DigestFunction_SHA256})
+	second.Enqueue(&schedulertest.Task{ActionDigest: actionDigest, Action: action, DigestFunction: remoteexecution.DigestFunction_SHA256})
 	call := h.executor.nextCall(t)
 	expectRequest(t, second, workerID, "started", false)
 	call.complete(t, okResponse(0))
@@ -282,7 +283,7 @@ func TestReconnectsWithExponentialBackoffAfterSchedulerRestart(t *testing.T) {
 
 func TestWrongSizeClassIsRefusedAndRetriedWithoutTakingWork(t *testing.T) {
 	clock := newFakeClock()
-	d := newSchedulerDouble(clock, sortedPlatform, 4)
+	d := schedulertest.New(clock, sortedPlatform, 4)
 	h := newHarness(t, clock, d)
 	tooBig := map[string]string{"hostname": "big"}
 	fits := map[string]string{"hostname": "fits"}
@@ -308,7 +309,7 @@ func TestWrongSizeClassIsRefusedAndRetriedWithoutTakingWork(t *testing.T) {
 	h.start(cluster.Options{WorkerID: fits, Platform: configuredPlatform, SizeClass: 4, Concurrency: 1})
 	expectRequest(t, d, fits, "idle", false)
 	actionDigest, action := testAction("sized")
-	d.enqueue(&task{actionDigest: actionDigest, action: action, digestFunction: remoteexecution.DigestFunction_SHA256})
+	d.Enqueue(&schedulertest.Task{ActionDigest: actionDigest, Action: action, DigestFunction: remoteexecution.DigestFunction_SHA256})
 	call := h.executor.nextCall(t)
 	expectRequest(t, d, fits, "started", false)
 	call.complete(t, okResponse(0))
@@ -348,14 +349,14 @@ func TestInstanceNameIsPrefixPlusSuffixAndDigestFunctionComesFromTheScheduler(t 
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			clock := newFakeClock()
-			d := newSchedulerDouble(clock, sortedPlatform, 0)
+			d := schedulertest.New(clock, sortedPlatform, 0)
 			h := newHarness(t, clock, d)
 			workerID := map[string]string{"hostname": "builder1"}
 			h.start(cluster.Options{WorkerID: workerID, InstanceNamePrefix: mustInstanceName(t, c.prefix), Platform: configuredPlatform, Concurrency: 1})
 			if request := expectRequest(t, d, workerID, "idle", false); request.InstanceNamePrefix != c.prefix {
 				t.Fatalf("announced prefix %q", request.InstanceNamePrefix)
 			}
-			d.enqueue(&task{instanceName: c.taskInstanceName, actionDigest: c.digest, action: &remoteexecution.Action{}, digestFunction: c.digestFunction})
+			d.Enqueue(&schedulertest.Task{InstanceName: c.taskInstanceName, ActionDigest: c.digest, Action: &remoteexecution.Action{}, DigestFunction: c.digestFunction})
 
 			if c.wantInvalidArgument {
 				// Reported to the client at once, never run.
@@ -388,11 +389,11 @@ func TestInstanceNameIsPrefixPlusSuffixAndDigestFunctionComesFromTheScheduler(t 
 
 func TestNextSynchronizationAtIsHonoured(t *testing.T) {
 	clock := newFakeClock()
-	d := newSchedulerDouble(clock, sortedPlatform, 0)
+	d := schedulertest.New(clock, sortedPlatform, 0)
 	// A scheduler that answers idle workers at once and tells them
 	// when to come back, rather than holding the call open.
-	d.idleInterval = 7 * time.Second
-	d.busyInterval = 13 * time.Second
+	d.IdleInterval = 7 * time.Second
+	d.BusyInterval = 13 * time.Second
 	h := newHarness(t, clock, d)
 	workerID := map[string]string{"hostname": "builder1"}
 	h.start(cluster.Options{WorkerID: workerID, Platform: configuredPlatform, Concurrency: 1})
@@ -400,16 +401,16 @@ func TestNextSynchronizationAtIsHonoured(t *testing.T) {
 
 	// Nothing can wake the idle slot but its timer, so checking the
 	// request log right after moving time is exact, not a race.
-	clock.waitForTimerOf(t, d.idleInterval)
-	clock.advance(d.idleInterval - time.Millisecond)
-	if n := d.pendingRequests(workerID); n != 0 {
+	clock.waitForTimerOf(t, d.IdleInterval)
+	clock.advance(d.IdleInterval - time.Millisecond)
+	if n := d.PendingRequests(workerID); n != 0 {
 		t.Fatalf("%d requests before next_synchronization_at", n)
 	}
-	if pending := clock.pendingTimers(); len(pending) != 1 || pending[0] != d.idleInterval {
+	if pending := clock.pendingTimers(); len(pending) != 1 || pending[0] != d.IdleInterval {
 		t.Fatalf("pending timers %v", pending)
 	}
 	actionDigest, action := testAction("timed")
-	d.enqueue(&task{actionDigest: actionDigest, action: action, digestFunction: remoteexecution.DigestFunction_SHA256})
+	d.Enqueue(&schedulertest.Task{ActionDigest: actionDigest, Action: action, DigestFunction: remoteexecution.DigestFunction_SHA256})
 	clock.advance(time.Millisecond)
 	expectRequest(t, d, workerID, "idle", false)
 
@@ -417,23 +418,23 @@ func TestNextSynchronizationAtIsHonoured(t *testing.T) {
 	// at next_synchronization_at.
 	call := h.executor.nextCall(t)
 	expectRequest(t, d, workerID, "started", false)
-	clock.waitForTimerOf(t, d.busyInterval)
-	clock.advance(d.busyInterval - time.Millisecond)
-	if n := d.pendingRequests(workerID); n != 0 {
+	clock.waitForTimerOf(t, d.BusyInterval)
+	clock.advance(d.BusyInterval - time.Millisecond)
+	if n := d.PendingRequests(workerID); n != 0 {
 		t.Fatalf("%d requests before next_synchronization_at", n)
 	}
 	clock.advance(time.Millisecond)
 	expectRequest(t, d, workerID, "started", false)
 
 	// News comes before the schedule.
-	clock.waitForTimerOf(t, d.busyInterval)
+	clock.waitForTimerOf(t, d.BusyInterval)
 	call.report(t, worker.StageRunning)
 	expectRequest(t, d, workerID, "running", false)
 }
 
 func TestEachSlotHasItsOwnWorkerIDAndRunsInParallel(t *testing.T) {
 	clock := newFakeClock()
-	d := newSchedulerDouble(clock, sortedPlatform, 0)
+	d := schedulertest.New(clock, sortedPlatform, 0)
 	h := newHarness(t, clock, d)
 	h.start(cluster.Options{WorkerID: map[string]string{"hostname": "builder1", "pod": "p"}, Platform: configuredPlatform, Concurrency: 3})
 	var ids []map[string]string
@@ -446,7 +447,7 @@ func TestEachSlotHasItsOwnWorkerIDAndRunsInParallel(t *testing.T) {
 	var calls []*executeCall
 	for _, name := range []string{"a", "b", "c"} {
 		actionDigest, action := testAction(name)
-		d.enqueue(&task{actionDigest: actionDigest, action: action, digestFunction: remoteexecution.DigestFunction_SHA256})
+		d.Enqueue(&schedulertest.Task{ActionDigest: actionDigest, Action: action, DigestFunction: remoteexecution.DigestFunction_SHA256})
 	}
 	for range 3 {
 		// All three are running at once before any finishes.
@@ -462,8 +463,8 @@ func TestEachSlotHasItsOwnWorkerIDAndRunsInParallel(t *testing.T) {
 	for _, id := range ids {
 		expectRequest(t, d, id, "completed", false)
 	}
-	for _, c := range d.completed() {
-		workers[c.worker] = true
+	for _, c := range d.Completed() {
+		workers[c.Worker] = true
 	}
 	if len(workers) != 3 {
 		t.Errorf("completions came from %d workers, want 3: %v", len(workers), workers)
@@ -472,14 +473,14 @@ func TestEachSlotHasItsOwnWorkerIDAndRunsInParallel(t *testing.T) {
 
 func TestExecutorFailuresBecomeResults(t *testing.T) {
 	clock := newFakeClock()
-	d := newSchedulerDouble(clock, sortedPlatform, 0)
+	d := schedulertest.New(clock, sortedPlatform, 0)
 	h := newHarness(t, clock, d)
 	workerID := map[string]string{"hostname": "builder1"}
 	h.start(cluster.Options{WorkerID: workerID, Platform: configuredPlatform, Concurrency: 1})
 	expectRequest(t, d, workerID, "idle", false)
 
 	panicking, action := testAction("panics")
-	d.enqueue(&task{actionDigest: panicking, action: action, digestFunction: remoteexecution.DigestFunction_SHA256})
+	d.Enqueue(&schedulertest.Task{ActionDigest: panicking, Action: action, DigestFunction: remoteexecution.DigestFunction_SHA256})
 	call := h.executor.nextCall(t)
 	expectRequest(t, d, workerID, "started", false)
 	call.panic(t, "bug")
@@ -489,7 +490,7 @@ func TestExecutorFailuresBecomeResults(t *testing.T) {
 	}
 
 	silent, action := testAction("nil")
-	d.enqueue(&task{actionDigest: silent, action: action, digestFunction: remoteexecution.DigestFunction_SHA256})
+	d.Enqueue(&schedulertest.Task{ActionDigest: silent, Action: action, DigestFunction: remoteexecution.DigestFunction_SHA256})
 	call = h.executor.nextCall(t)
 	expectRequest(t, d, workerID, "started", false)
 	call.complete(t, nil)
@@ -501,14 +502,14 @@ func TestExecutorFailuresBecomeResults(t *testing.T) {
 
 func TestDrainGivesUpOnUnreachableSchedulerOnceItHasForgottenUs(t *testing.T) {
 	clock := newFakeClock()
-	d := newSchedulerDouble(clock, sortedPlatform, 0)
+	d := schedulertest.New(clock, sortedPlatform, 0)
 	h := newHarness(t, clock, d)
 	workerID := map[string]string{"hostname": "builder1"}
 	const workerTimeout = time.Minute
 	r := h.start(cluster.Options{WorkerID: workerID, Platform: configuredPlatform, Concurrency: 1, WorkerTimeout: workerTimeout, InitialBackoff: time.Second, MaximumBackoff: 4 * time.Second})
 	expectRequest(t, d, workerID, "idle", false)
 	actionDigest, action := testAction("orphan")
-	d.enqueue(&task{actionDigest: actionDigest, action: action, digestFunction: remoteexecution.DigestFunction_SHA256})
+	d.Enqueue(&schedulertest.Task{ActionDigest: actionDigest, Action: action, DigestFunction: remoteexecution.DigestFunction_SHA256})
 	call := h.executor.nextCall(t)
 	expectRequest(t, d, workerID, "started", false)
 	lastContact := clock.Now()
@@ -519,7 +520,7 @@ func TestDrainGivesUpOnUnreachableSchedulerOnceItHasForgottenUs(t *testing.T) {
 	// The result cannot be delivered. Keep trying while the scheduler
 	// may still want it: until WorkerTimeout past the
 	// next_synchronization_at it gave.
-	giveUp := lastContact.Add(d.busyInterval + workerTimeout)
+	giveUp := lastContact.Add(d.BusyInterval + workerTimeout)
 	for {
 		delay, retrying := clock.waitForTimerOr(t, r.hasReturned)
 		if !retrying {
@@ -538,7 +539,7 @@ func TestDrainGivesUpOnUnreachableSchedulerOnceItHasForgottenUs(t *testing.T) {
 
 func TestRunIsSingleUse(t *testing.T) {
 	clock := newFakeClock()
-	d := newSchedulerDouble(clock, sortedPlatform, 0)
+	d := schedulertest.New(clock, sortedPlatform, 0)
 	h := newHarness(t, clock, d)
 	client, err := cluster.NewClient(h.queue, h.executor, cluster.Options{Concurrency: 1, Clock: clock, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -554,7 +555,7 @@ func TestRunIsSingleUse(t *testing.T) {
 	if err := client.Run(ctx); status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("second Run returned %v, want FAILED_PRECONDITION", err)
 	}
-	if n := d.pendingRequests(map[string]string{}); n != 0 {
+	if n := d.PendingRequests(map[string]string{}); n != 0 {
 		t.Errorf("a worker shut down before starting sent %d requests", n)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/bitzel/bitzel-worker/worker/cluster"
+	"github.com/bitzel/bitzel-worker/worker/cluster/schedulertest"
 	"github.com/bitzel/bitzel-worker/worker/remoteworker"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 
@@ -33,7 +34,7 @@ type schedulerServer struct {
 	server   *grpc.Server
 }
 
-func (s *schedulerServer) start(double *schedulerDouble) {
+func (s *schedulerServer) start(double *schedulertest.Scheduler) {
 	s.lock.Lock()
 	defer s.lock.Unlock()
 	s.listener = bufconn.Listen(1 << 20)
@@ -72,7 +73,7 @@ type harness struct {
 	queue     remoteworker.OperationQueueClient
 }
 
-func newHarness(t *testing.T, clock *fakeClock, double *schedulerDouble) *harness {
+func newHarness(t *testing.T, clock *fakeClock, double *schedulertest.Scheduler) *harness {
 	h := &harness{t: t, clock: clock, scheduler: &schedulerServer{}, executor: newFakeExecutor()}
 	h.scheduler.start(double)
 	conn, err := grpc.NewClient("passthrough:///scheduler",
@@ -214,9 +215,9 @@ func stageOf(request *remoteworker.SynchronizeRequest) string {
 
 // expectRequest takes the worker's next request and checks its stage
 // and prefer_being_idle flag.
-func expectRequest(t *testing.T, d *schedulerDouble, workerID map[string]string, stage string, preferBeingIdle bool) *remoteworker.SynchronizeRequest {
+func expectRequest(t *testing.T, d *schedulertest.Scheduler, workerID map[string]string, stage string, preferBeingIdle bool) *remoteworker.SynchronizeRequest {
 	t.Helper()
-	request := d.nextRequest(t, workerID)
+	request := d.NextRequest(t, workerID)
 	if got := stageOf(request); got != stage {
 		t.Fatalf("worker %v reported %s, want %s", workerID, got, stage)
 	}

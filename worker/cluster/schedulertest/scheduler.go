@@ -1,4 +1,11 @@
-package cluster_test
+// Package schedulertest provides a stand-in for bb_scheduler's worker
+// side (buildbarn.remoteworker.OperationQueue), for tests of workers:
+// the unit tests of worker/cluster drive it with a fake clock over an
+// in-memory connection, and the end-to-end tests serve it over TCP to
+// the real bitzel-worker binary. It speaks the real protocol, but it is
+// a double: what only a real bb_scheduler can show (its queues, size
+// class learning, its own timeouts) is checked by hand against one.
+package schedulertest
 
 import (
 	"context"
@@ -9,6 +16,7 @@ import (
 	"time"
 
 	"github.com/bitzel/bitzel-worker/worker/remoteworker"
+	"github.com/buildbarn/bb-storage/pkg/clock"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
@@ -20,9 +28,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// schedulerDouble is an OperationQueueServer that behaves as
-// bb_scheduler's in-memory build queue does towards workers, reduced to
-// one platform queue:
+// Scheduler is an OperationQueueServer that behaves as bb_scheduler's
+// in-memory build queue does towards workers, reduced to one platform
+// queue:
 //
 //   - workers whose size class exceeds the queue's predeclared maximum,
 //     or that give none when the queue has size classes, are refused
@@ -32,45 +40,55 @@ import (
 //     lies under the worker's instance_name_prefix (the rest goes out as
 //     instance_name_suffix) and whose platform equals the worker's;
 //     without one, the call is held open until a task arrives or the
-//     worker hangs up, or, with idleInterval set, answered at once
+//     worker hangs up, or, with IdleInterval set, answered at once
 //     with next_synchronization_at that far away;
 //   - prefer_being_idle makes every answer that would have waited or
 //     assigned work an immediate "idle";
 //   - a worker reporting its task in progress is told to carry on
-//     (next_synchronization_at = now + busyInterval) unless the task was
+//     (next_synchronization_at = now + BusyInterval) unless the task was
 //     cancelled, when it is told to go idle; a worker reporting a task
 //     it does not have is given its current task again or told to idle;
 //   - a completed report of the worker's task is recorded, then handled
 //     as an idle worker asking for work.
 //
 // Every request is logged per worker for the test to inspect in order.
-type schedulerDouble struct {
+type Scheduler struct {
 	remoteworker.UnimplementedOperationQueueServer
 
-	clock            *fakeClock
+	clock            clock.Clock
 	platform         *remoteexecution.Platform
 	maximumSizeClass uint32
-	busyInterval     time.Duration
-	idleInterval     time.Duration
+	// BusyInterval is how far away next_synchronization_at is for a
+	// worker executing a task. Set it before the first call.
+	BusyInterval time.Duration
+	// IdleInterval, when set, answers idle workers at once instead of
+	// holding their call open. Set it before the first call.
+	IdleInterval time.Duration
+	// RealTimeLimit bounds how long the waiting helpers wait, in real
+	// time, before they fail the test.
+	RealTimeLimit time.Duration
 
 	lock        sync.Mutex
-	queue       []*task
+	queue       []*Task
 	workers     map[string]*workerRecord
 	taskQueued  chan struct{}
 	logChanged  chan struct{}
 	requests    map[string][]*remoteworker.SynchronizeRequest
 	cursors     map[string]int
-	completions []completion
+	completions []Completion
 }
 
-type task struct {
-	instanceName   string
-	actionDigest   *remoteexecution.Digest
-	action         *remoteexecution.Action
-	digestFunction remoteexecution.DigestFunction_Value
-	queued         *timestamppb.Timestamp
-	auxiliary      []*anypb.Any
-	cancelled      bool
+// Task is an action queued by a client.
+type Task struct {
+	InstanceName   string
+	ActionDigest   *remoteexecution.Digest
+	Action         *remoteexecution.Action
+	DigestFunction remoteexecution.DigestFunction_Value
+	// Queued defaults to the time of Enqueue.
+	Queued    *timestamppb.Timestamp
+	Auxiliary []*anypb.Any
+
+	cancelled bool
 }
 
 type workerRecord struct {
@@ -78,22 +96,28 @@ type workerRecord struct {
 	// worker. A call its worker has hung up on no longer counts: the
 	// hang-up reaches us before the worker's next call does.
 	synchronizing context.Context
-	current       *task
+	current       *Task
 	suffix        string
 }
 
-type completion struct {
-	worker   string
-	digest   *remoteexecution.Digest
-	response *remoteexecution.ExecuteResponse
+// Completion is a completed report of the task a worker was given.
+type Completion struct {
+	// Worker is the worker ID as WorkerKey renders it.
+	Worker   string
+	Digest   *remoteexecution.Digest
+	Response *remoteexecution.ExecuteResponse
 }
 
-func newSchedulerDouble(clock *fakeClock, platform *remoteexecution.Platform, maximumSizeClass uint32) *schedulerDouble {
-	return &schedulerDouble{
+// New returns a Scheduler with a platform queue for platform (sorted,
+// as workers must send it) whose workers may have size classes up to
+// maximumSizeClass (0: the queue has no size classes).
+func New(clock clock.Clock, platform *remoteexecution.Platform, maximumSizeClass uint32) *Scheduler {
+	return &Scheduler{
 		clock:            clock,
 		platform:         platform,
 		maximumSizeClass: maximumSizeClass,
-		busyInterval:     10 * time.Second,
+		BusyInterval:     10 * time.Second,
+		RealTimeLimit:    20 * time.Second,
 		workers:          map[string]*workerRecord{},
 		taskQueued:       make(chan struct{}),
 		logChanged:       make(chan struct{}),
@@ -102,12 +126,12 @@ func newSchedulerDouble(clock *fakeClock, platform *remoteexecution.Platform, ma
 	}
 }
 
-// enqueue queues an action as a client's Execute request would.
-func (d *schedulerDouble) enqueue(t *task) *task {
+// Enqueue queues an action as a client's Execute request would.
+func (d *Scheduler) Enqueue(t *Task) *Task {
 	d.lock.Lock()
 	defer d.lock.Unlock()
-	if t.queued == nil {
-		t.queued = timestamppb.New(d.clock.Now())
+	if t.Queued == nil {
+		t.Queued = timestamppb.New(d.clock.Now())
 	}
 	d.queue = append(d.queue, t)
 	close(d.taskQueued)
@@ -115,21 +139,24 @@ func (d *schedulerDouble) enqueue(t *task) *task {
 	return t
 }
 
-// cancel marks a task as no longer wanted, as when its clients leave.
-func (d *schedulerDouble) cancel(t *task) {
+// Cancel marks a task as no longer wanted, as when its clients leave.
+// A worker executing it is told to go idle at its next report.
+func (d *Scheduler) Cancel(t *Task) {
 	d.lock.Lock()
 	defer d.lock.Unlock()
 	t.cancelled = true
 }
 
-func (d *schedulerDouble) queued() int {
+// Queued returns how many tasks wait for a worker.
+func (d *Scheduler) Queued() int {
 	d.lock.Lock()
 	defer d.lock.Unlock()
 	return len(d.queue)
 }
 
-func (d *schedulerDouble) Synchronize(ctx context.Context, request *remoteworker.SynchronizeRequest) (*remoteworker.SynchronizeResponse, error) {
-	name := workerKey(request.WorkerId)
+// Synchronize implements remoteworker.OperationQueueServer.
+func (d *Scheduler) Synchronize(ctx context.Context, request *remoteworker.SynchronizeRequest) (*remoteworker.SynchronizeResponse, error) {
+	name := WorkerKey(request.WorkerId)
 	d.lock.Lock()
 	defer d.lock.Unlock()
 	d.requests[name] = append(d.requests[name], proto.Clone(request).(*remoteworker.SynchronizeRequest))
@@ -168,12 +195,12 @@ func (d *schedulerDouble) Synchronize(ctx context.Context, request *remoteworker
 		if executing.ActionDigest == nil {
 			return nil, status.Error(codes.InvalidArgument, "Worker is executing, but provided no action digest")
 		}
-		runningCurrent := w.current != nil && proto.Equal(w.current.actionDigest, executing.ActionDigest)
+		runningCurrent := w.current != nil && proto.Equal(w.current.ActionDigest, executing.ActionDigest)
 		if completed, ok := executing.ExecutionState.(*remoteworker.CurrentState_Executing_Completed); ok {
 			if !runningCurrent {
 				return d.currentOrNextTask(ctx, true, w, request, prefix)
 			}
-			d.completions = append(d.completions, completion{worker: name, digest: executing.ActionDigest, response: completed.Completed})
+			d.completions = append(d.completions, Completion{Worker: name, Digest: executing.ActionDigest, Response: completed.Completed})
 			w.current = nil
 			return d.nextTask(ctx, true, w, request, prefix)
 		}
@@ -184,7 +211,7 @@ func (d *schedulerDouble) Synchronize(ctx context.Context, request *remoteworker
 			w.current = nil
 			return d.idleResponse(0), nil
 		}
-		return &remoteworker.SynchronizeResponse{NextSynchronizationAt: timestamppb.New(d.clock.Now().Add(d.busyInterval))}, nil
+		return &remoteworker.SynchronizeResponse{NextSynchronizationAt: timestamppb.New(d.clock.Now().Add(d.BusyInterval))}, nil
 	default:
 		return nil, status.Error(codes.InvalidArgument, "Worker provided an unknown current state")
 	}
@@ -192,7 +219,7 @@ func (d *schedulerDouble) Synchronize(ctx context.Context, request *remoteworker
 
 // currentOrNextTask resends the worker's task if it has one: the worker
 // says it is idle, so our previous answer must have been lost.
-func (d *schedulerDouble) currentOrNextTask(ctx context.Context, wait bool, w *workerRecord, request *remoteworker.SynchronizeRequest, prefix digest.InstanceName) (*remoteworker.SynchronizeResponse, error) {
+func (d *Scheduler) currentOrNextTask(ctx context.Context, wait bool, w *workerRecord, request *remoteworker.SynchronizeRequest, prefix digest.InstanceName) (*remoteworker.SynchronizeResponse, error) {
 	if w.current != nil && w.current.cancelled {
 		w.current = nil
 	}
@@ -205,13 +232,13 @@ func (d *schedulerDouble) currentOrNextTask(ctx context.Context, wait bool, w *w
 // nextTask assigns a task, waiting for one only if wait is set (the
 // worker is not busy with something else). Called and returns with
 // d.lock held.
-func (d *schedulerDouble) nextTask(ctx context.Context, wait bool, w *workerRecord, request *remoteworker.SynchronizeRequest, prefix digest.InstanceName) (*remoteworker.SynchronizeResponse, error) {
+func (d *Scheduler) nextTask(ctx context.Context, wait bool, w *workerRecord, request *remoteworker.SynchronizeRequest, prefix digest.InstanceName) (*remoteworker.SynchronizeResponse, error) {
 	if request.PreferBeingIdle {
 		return d.idleResponse(0), nil
 	}
 	for {
 		for i, t := range d.queue {
-			suffix, ok := instanceNameSuffix(prefix, t.instanceName)
+			suffix, ok := instanceNameSuffix(prefix, t.InstanceName)
 			if !ok || t.cancelled || !proto.Equal(request.Platform, d.platform) {
 				continue
 			}
@@ -222,8 +249,8 @@ func (d *schedulerDouble) nextTask(ctx context.Context, wait bool, w *workerReco
 		if !wait {
 			return d.idleResponse(0), nil
 		}
-		if d.idleInterval > 0 {
-			return d.idleResponse(d.idleInterval), nil
+		if d.IdleInterval > 0 {
+			return d.idleResponse(d.IdleInterval), nil
 		}
 		taskQueued := d.taskQueued
 		d.lock.Unlock()
@@ -243,24 +270,24 @@ func (d *schedulerDouble) nextTask(ctx context.Context, wait bool, w *workerReco
 	}
 }
 
-func (d *schedulerDouble) executingResponse(w *workerRecord) *remoteworker.SynchronizeResponse {
+func (d *Scheduler) executingResponse(w *workerRecord) *remoteworker.SynchronizeResponse {
 	t := w.current
 	return &remoteworker.SynchronizeResponse{
-		NextSynchronizationAt: timestamppb.New(d.clock.Now().Add(d.busyInterval)),
+		NextSynchronizationAt: timestamppb.New(d.clock.Now().Add(d.BusyInterval)),
 		DesiredState: &remoteworker.DesiredState{WorkerState: &remoteworker.DesiredState_Executing_{
 			Executing: &remoteworker.DesiredState_Executing{
-				ActionDigest:       t.actionDigest,
-				Action:             t.action,
-				QueuedTimestamp:    t.queued,
-				AuxiliaryMetadata:  t.auxiliary,
+				ActionDigest:       t.ActionDigest,
+				Action:             t.Action,
+				QueuedTimestamp:    t.Queued,
+				AuxiliaryMetadata:  t.Auxiliary,
 				InstanceNameSuffix: w.suffix,
-				DigestFunction:     t.digestFunction,
+				DigestFunction:     t.DigestFunction,
 			},
 		}},
 	}
 }
 
-func (d *schedulerDouble) idleResponse(after time.Duration) *remoteworker.SynchronizeResponse {
+func (d *Scheduler) idleResponse(after time.Duration) *remoteworker.SynchronizeResponse {
 	return &remoteworker.SynchronizeResponse{
 		NextSynchronizationAt: timestamppb.New(d.clock.Now().Add(after)),
 		DesiredState:          &remoteworker.DesiredState{WorkerState: &remoteworker.DesiredState_Idle{Idle: &emptypb.Empty{}}},
@@ -282,7 +309,9 @@ func instanceNameSuffix(prefix digest.InstanceName, instanceName string) (string
 	return "", false
 }
 
-func workerKey(workerID map[string]string) string {
+// WorkerKey renders a worker ID as the Scheduler files it (and as
+// bb_worker names the worker): JSON with sorted keys.
+func WorkerKey(workerID map[string]string) string {
 	data, err := json.Marshal(workerID)
 	if err != nil {
 		panic(err)
@@ -290,11 +319,11 @@ func workerKey(workerID map[string]string) string {
 	return string(data)
 }
 
-// nextRequest returns the worker's next request not yet returned.
-func (d *schedulerDouble) nextRequest(t *testing.T, workerID map[string]string) *remoteworker.SynchronizeRequest {
+// NextRequest returns the worker's next request not yet returned.
+func (d *Scheduler) NextRequest(t testing.TB, workerID map[string]string) *remoteworker.SynchronizeRequest {
 	t.Helper()
-	name := workerKey(workerID)
-	limit := time.NewTimer(realTimeLimit)
+	name := WorkerKey(workerID)
+	limit := time.NewTimer(d.RealTimeLimit)
 	defer limit.Stop()
 	for {
 		d.lock.Lock()
@@ -314,11 +343,11 @@ func (d *schedulerDouble) nextRequest(t *testing.T, workerID map[string]string) 
 	}
 }
 
-// hasPendingRequests is a condition for fakeClock.waitForTimerOr: whether
-// the worker sent a request nextRequest has not returned, and a channel
-// closed when that may have changed.
-func (d *schedulerDouble) hasPendingRequests(workerID map[string]string) func() (bool, <-chan struct{}) {
-	name := workerKey(workerID)
+// HasPendingRequests returns a condition: whether the worker sent a
+// request NextRequest has not returned, and a channel closed when that
+// may have changed.
+func (d *Scheduler) HasPendingRequests(workerID map[string]string) func() (bool, <-chan struct{}) {
+	name := WorkerKey(workerID)
 	return func() (bool, <-chan struct{}) {
 		d.lock.Lock()
 		defer d.lock.Unlock()
@@ -326,17 +355,17 @@ func (d *schedulerDouble) hasPendingRequests(workerID map[string]string) func() 
 	}
 }
 
-// firstToRequest waits until one of the workers sends a request
-// nextRequest has not returned yet, and returns that worker.
-func (d *schedulerDouble) firstToRequest(t *testing.T, workerIDs ...map[string]string) map[string]string {
+// FirstToRequest waits until one of the workers sends a request
+// NextRequest has not returned yet, and returns that worker.
+func (d *Scheduler) FirstToRequest(t testing.TB, workerIDs ...map[string]string) map[string]string {
 	t.Helper()
-	limit := time.NewTimer(realTimeLimit)
+	limit := time.NewTimer(d.RealTimeLimit)
 	defer limit.Stop()
 	for {
 		d.lock.Lock()
 		changed := d.logChanged
 		for _, workerID := range workerIDs {
-			name := workerKey(workerID)
+			name := WorkerKey(workerID)
 			if len(d.requests[name]) > d.cursors[name] {
 				d.lock.Unlock()
 				return workerID
@@ -351,17 +380,49 @@ func (d *schedulerDouble) firstToRequest(t *testing.T, workerIDs ...map[string]s
 	}
 }
 
-// pendingRequests returns how many requests of the worker nextRequest
+// PendingRequests returns how many requests of the worker NextRequest
 // has not returned yet.
-func (d *schedulerDouble) pendingRequests(workerID map[string]string) int {
-	name := workerKey(workerID)
+func (d *Scheduler) PendingRequests(workerID map[string]string) int {
+	name := WorkerKey(workerID)
 	d.lock.Lock()
 	defer d.lock.Unlock()
 	return len(d.requests[name]) - d.cursors[name]
 }
 
-func (d *schedulerDouble) completed() []completion {
+// Requests returns every request the worker has sent so far, in order,
+// without moving NextRequest's cursor.
+func (d *Scheduler) Requests(workerID map[string]string) []*remoteworker.SynchronizeRequest {
 	d.lock.Lock()
 	defer d.lock.Unlock()
-	return append([]completion(nil), d.completions...)
+	return append([]*remoteworker.SynchronizeRequest(nil), d.requests[WorkerKey(workerID)]...)
+}
+
+// WaitFor waits, in real time up to RealTimeLimit, until condition
+// holds of the requests received so far from any worker (keyed by
+// WorkerKey), and fails the test if it never does.
+func (d *Scheduler) WaitFor(t testing.TB, what string, condition func(requests map[string][]*remoteworker.SynchronizeRequest, completions []Completion) bool) {
+	t.Helper()
+	limit := time.NewTimer(d.RealTimeLimit)
+	defer limit.Stop()
+	for {
+		d.lock.Lock()
+		changed := d.logChanged
+		ok := condition(d.requests, d.completions)
+		d.lock.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-changed:
+		case <-limit.C:
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// Completed returns the completions recorded so far.
+func (d *Scheduler) Completed() []Completion {
+	d.lock.Lock()
+	defer d.lock.Unlock()
+	return append([]Completion(nil), d.completions...)
 }
