@@ -3,8 +3,11 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -51,6 +54,23 @@ func executeOnce(b *testing.B, c *client, d *remoteexecution.Digest) {
 	}
 }
 
+// serverCPU is the CPU time the server and the sandboxes it reaped
+// have used: utime+stime+cutime+cstime of /proc/PID/stat.
+func serverCPU(b *testing.B, s *server) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	var ticks int64
+	for _, f := range fields[11:15] {
+		n, _ := strconv.ParseInt(f, 10, 64)
+		ticks += n
+	}
+	// The kernel reports clock ticks of 1/100 s (USER_HZ).
+	return time.Duration(ticks) * 10 * time.Millisecond
+}
+
 func forkExecTrue(b *testing.B) {
 	if err := exec.Command("/bin/true").Run(); err != nil {
 		b.Fatal(err)
@@ -73,6 +93,7 @@ func BenchmarkTrivialActionLatency(b *testing.B) {
 	time.Sleep(100 * time.Millisecond)
 	latencies := make([]time.Duration, b.N)
 	baseline := make([]time.Duration, b.N)
+	cpuBefore := serverCPU(b, s)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
@@ -83,6 +104,7 @@ func BenchmarkTrivialActionLatency(b *testing.B) {
 		baseline[i] = time.Since(start)
 	}
 	b.StopTimer()
+	b.ReportMetric(float64(serverCPU(b, s)-cpuBefore)/float64(b.N)/1e6, "server-cpu-ms/action")
 	median, baseMedian := percentile(latencies, 0.5), percentile(baseline, 0.5)
 	b.ReportMetric(float64(median)/1e6, "median-ms")
 	b.ReportMetric(float64(percentile(latencies, 0.9))/1e6, "p90-ms")
@@ -124,8 +146,10 @@ func BenchmarkThroughput16Clients(b *testing.B) {
 		wg.Wait()
 		return time.Since(start)
 	}
+	cpuBefore := serverCPU(b, s)
 	b.ResetTimer()
 	elapsed := run(func(i int) { executeOnce(b, c, digests[10+i]) })
+	b.ReportMetric(float64(serverCPU(b, s)-cpuBefore)/float64(n)/1e6, "server-cpu-ms/action")
 	baseline := run(func(int) { forkExecTrue(b) })
 	b.StopTimer()
 	rate := float64(n) / elapsed.Seconds()

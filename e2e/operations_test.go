@@ -148,8 +148,8 @@ func TestShutdownLeavesNoMountsOrProcesses(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	// The server's sandboxes: the running action's and the warm ones.
 	ours := sandboxProcesses(t, s.cmd.Process.Pid)
-	if len(ours) == 0 {
-		t.Fatal("no sandbox of the server found while an action runs")
+	if len(ours) < 2 {
+		t.Fatalf("the server's launcher and sandboxes not found while an action runs: %v", ours)
 	}
 	start := time.Now()
 	s.cmd.Process.Signal(os.Interrupt)

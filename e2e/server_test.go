@@ -433,15 +433,15 @@ func startClientOn(t testing.TB, s *server) *client {
 	}
 }
 
-// sandboxProcesses lists the sandbox PID 1s (argv[0]
-// bitzel-sandbox-init) whose parent is parent.
-func sandboxProcesses(t testing.TB, parent int) []int {
+// childProcesses lists the processes with argv[0] name whose parent
+// is parent.
+func childProcesses(t testing.TB, name string, parent int) []int {
 	t.Helper()
 	entries, _ := os.ReadDir("/proc")
 	var found []int
 	for _, e := range entries {
 		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !strings.HasPrefix(string(cmdline), "bitzel-sandbox-init\x00") {
+		if err != nil || !strings.HasPrefix(string(cmdline), name+"\x00") {
 			continue
 		}
 		status, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
@@ -452,6 +452,18 @@ func sandboxProcesses(t testing.TB, parent int) []int {
 				found = append(found, pid)
 			}
 		}
+	}
+	return found
+}
+
+// sandboxProcesses lists a server's sandbox launcher and the sandbox
+// PID 1s it started.
+func sandboxProcesses(t testing.TB, server int) []int {
+	t.Helper()
+	launchers := childProcesses(t, "bitzel-sandbox-launcher", server)
+	found := append([]int{}, launchers...)
+	for _, l := range launchers {
+		found = append(found, childProcesses(t, "bitzel-sandbox-init", l)...)
 	}
 	return found
 }

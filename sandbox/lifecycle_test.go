@@ -142,14 +142,18 @@ func TestNoMountsOrProcessesLeftAfterRun(t *testing.T) {
 			if after := hostMounts(t); after != before {
 				t.Errorf("host mount table changed:\nbefore:\n%s\nafter:\n%s", before, after)
 			}
-			// Every sandbox's PID 1 runs with argv[0] InitBinaryName;
-			// only the warm ones may remain until Close.
-			if procs := sandboxInits(t); len(procs) > warm+1 {
-				t.Errorf("%d sandbox init processes with %d kept warm: %v", len(procs), warm, procs)
+			// Only the warm sandboxes (and their launcher) may remain
+			// until Close.
+			launchers, inits := sandboxProcesses(t)
+			if len(launchers) != 1 || len(inits) > warm+1 {
+				t.Errorf("%d launchers and %d sandbox PID 1s with %d kept warm", len(launchers), len(inits), warm)
+			}
+			if warm > 0 && len(inits) == 0 {
+				t.Error("no warm sandbox found: the check cannot see them")
 			}
 			e.runner.Close()
-			if procs := sandboxInits(t); len(procs) > 0 {
-				t.Errorf("sandbox init processes left after Close: %v", procs)
+			if launchers, inits := sandboxProcesses(t); len(launchers)+len(inits) > 0 {
+				t.Errorf("left after Close: launchers %v, sandboxes %v", launchers, inits)
 			}
 		})
 	}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -23,7 +22,7 @@ import (
 // InitBinaryName is the small sandbox init built from
 // cmd/bitzel-sandbox-init. When it sits next to the running
 // executable it is preferred over re-executing the worker itself.
-const InitBinaryName = "bitzel-sandbox-init"
+const InitBinaryName = child.InitBinaryName
 
 // DefaultExecRootPath is where the exec root appears in a sandbox that
 // binds the host userland.
@@ -101,13 +100,13 @@ type namespaceRunner struct {
 	config   Config
 	prepare  *child.Prepare
 	initPath string
-	initEnv  []string
 	newRoot  string
 	rootless bool
 	uidMap   []syscall.SysProcIDMap
 	gidMap   []syscall.SysProcIDMap
 	sequence atomic.Uint64
 
+	launcher   *launcher
 	pool       chan *warmSandbox
 	closing    chan struct{}
 	closeOnce  sync.Once
@@ -170,6 +169,12 @@ func NewNamespaceRunner(config Config) (Runner, error) {
 	if !config.ExecRootIsRoot {
 		r.prepare.HostPaths = config.HostPaths
 	}
+	r.launcher = newLauncher(r.initPath, child.LauncherConfig{
+		UIDMappings:      toIDMaps(r.uidMap),
+		GIDMappings:      toIDMaps(r.gidMap),
+		BecomeRoot:       !r.rootless,
+		SetgroupsAllowed: !r.rootless,
+	})
 	r.closing = make(chan struct{})
 	if config.WarmSandboxes > 0 {
 		r.pool = make(chan *warmSandbox, config.WarmSandboxes)
@@ -180,7 +185,6 @@ func NewNamespaceRunner(config Config) (Runner, error) {
 }
 
 func (r *namespaceRunner) resolveInit() error {
-	r.initEnv = []string{child.EnvMarker + "=1"}
 	if r.config.InitPath != "" {
 		if _, err := os.Stat(r.config.InitPath); err != nil {
 			return fmt.Errorf("sandbox: init binary: %w", err)
@@ -265,59 +269,34 @@ func checkUserNamespaces() error {
 // warmSandbox is a started PID 1 that has done its Prepare phase (or
 // is doing it) and waits for an Action.
 type warmSandbox struct {
-	cmd   *exec.Cmd
-	pipes *pipes
+	process *sandboxProcess
+	pipes   *pipes
 }
 
-// startSandbox starts a PID 1 in new namespaces and sends it the
-// Prepare message; it does not wait for the preparation to finish.
+// startSandbox has the launcher start a PID 1 in new namespaces and
+// sends it the Prepare message; it does not wait for the preparation.
 func (r *namespaceRunner) startSandbox() (*warmSandbox, error) {
 	p, err := newPipes()
 	if err != nil {
 		return nil, err
 	}
-	var credential *syscall.Credential
-	if !r.rootless {
-		// A root worker's child is still host uid 0 after the clone,
-		// which the new namespace does not map: it must become the
-		// namespace's root, i.e. the first id of the host range.
-		credential = &syscall.Credential{Uid: 0, Gid: 0}
-	}
-	cmd := &exec.Cmd{
-		Path:       r.initPath,
-		Args:       []string{InitBinaryName},
-		Env:        r.initEnv,
-		Stdout:     p.stdoutW,
-		Stderr:     p.stderrW,
-		ExtraFiles: p.childFiles(),
-		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
-				syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS,
-			Credential:                 credential,
-			UidMappings:                r.uidMap,
-			GidMappings:                r.gidMap,
-			GidMappingsEnableSetgroups: !r.rootless,
-			// The whole sandbox dies with the worker: PID 1's death
-			// tears down its pid namespace.
-			Pdeathsig: syscall.SIGKILL,
-		},
-	}
-	if err := cmd.Start(); err != nil {
+	process, err := r.launcher.launch(p.stdoutW, p.stderrW, p.configR, p.statusW)
+	if err != nil {
 		p.closeAll()
-		return nil, fmt.Errorf("sandbox: start init %q: %w (are unprivileged user namespaces allowed?)", r.initPath, err)
+		return nil, err
 	}
 	p.closeChildEnds()
 	// The pipe buffer holds the message whether or not PID 1 reads it
 	// yet; a PID 1 that died shows up as a missing status later.
 	json.NewEncoder(p.configW).Encode(r.prepare)
-	return &warmSandbox{cmd: cmd, pipes: p}, nil
+	return &warmSandbox{process: process, pipes: p}, nil
 }
 
 // discard ends a warm sandbox that will get no action: EOF on its
 // config pipe makes PID 1 exit quietly.
 func (s *warmSandbox) discard() {
 	s.pipes.configW.Close()
-	s.cmd.Wait()
+	s.process.wait()
 	s.pipes.closeAll()
 }
 
@@ -378,8 +357,17 @@ func (r *namespaceRunner) Close() error {
 				break
 			}
 		}
+		r.launcher.close()
 	})
 	return err
+}
+
+func toIDMaps(maps []syscall.SysProcIDMap) []child.IDMap {
+	result := make([]child.IDMap, len(maps))
+	for i, m := range maps {
+		result[i] = child.IDMap{ContainerID: m.ContainerID, HostID: m.HostID, Size: m.Size}
+	}
+	return result
 }
 
 func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) {
@@ -420,12 +408,12 @@ func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) 
 	if err != nil {
 		return nil, err
 	}
-	p, cmd := s.pipes, s.cmd
+	p, process := s.pipes, s.process
 	defer p.closeAll()
 	if cgroup != nil {
-		if err := cgroup.Join(cmd.Process.Pid); err != nil {
-			cmd.Process.Kill()
-			cmd.Wait()
+		if err := cgroup.Join(process.pid); err != nil {
+			process.kill()
+			process.wait()
 			return nil, fmt.Errorf("sandbox: join cgroup: %w", err)
 		}
 	}
@@ -457,9 +445,9 @@ func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) 
 		case <-ctx.Done():
 			cancelled.Store(true)
 		}
-		cmd.Process.Kill()
+		process.kill()
 	}()
-	waitErr := cmd.Wait()
+	exit := process.wait()
 	close(done)
 	wall := time.Since(start)
 	copies.Wait()
@@ -482,14 +470,12 @@ func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) 
 	var status child.Status
 	if len(statusData) == 0 || json.Unmarshal(statusData, &status) != nil {
 		if !result.TimedOut && !result.OOMKilled {
-			return nil, fmt.Errorf("sandbox: init exited without reporting (%v)", waitErr)
+			return nil, fmt.Errorf("sandbox: init exited without reporting (wait status %v)", syscall.WaitStatus(exit.WaitStatus))
 		}
 		// Killed before it could report: take what wait4 saw.
-		if usage, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			result.UserTime = time.Duration(usage.Utime.Nano())
-			result.SystemTime = time.Duration(usage.Stime.Nano())
-			result.PeakRSSBytes = usage.Maxrss * 1024
-		}
+		result.UserTime = time.Duration(exit.UserTimeNanos)
+		result.SystemTime = time.Duration(exit.SystemTimeNanos)
+		result.PeakRSSBytes = exit.MaxRSSBytes
 		result.ExitCode = 128 + int(syscall.SIGKILL)
 		result.Signal = syscall.SIGKILL
 		return result, nil

@@ -276,24 +276,40 @@ func hostMounts(t *testing.T) string {
 	return string(data)
 }
 
-// sandboxInits lists the sandbox PID 1s this test process started
-// (other test binaries may run sandboxes at the same time).
-func sandboxInits(t *testing.T) []string {
+// childrenNamed lists the processes with argv[0] name whose parent is
+// parent.
+func childrenNamed(t *testing.T, name string, parent int) []int {
 	t.Helper()
-	var mine []string
-	for _, proc := range processesWithArgument(t, InitBinaryName+"\x00") {
-		pid, _, _ := strings.Cut(proc, ":")
-		stat, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
+	var found []int
+	for _, proc := range processesWithArgument(t, name+"\x00") {
+		pidText, cmdline, _ := strings.Cut(proc, ": ")
+		if !strings.HasPrefix(cmdline, name+" ") && cmdline != name {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", pidText, "stat"))
 		if err != nil {
 			continue
 		}
 		// pid (comm) state ppid ...
 		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-		if len(fields) > 1 && fields[1] == fmt.Sprint(os.Getpid()) {
-			mine = append(mine, proc)
+		if len(fields) > 1 && fields[1] == fmt.Sprint(parent) {
+			var pid int
+			fmt.Sscan(pidText, &pid)
+			found = append(found, pid)
 		}
 	}
-	return mine
+	return found
+}
+
+// sandboxProcesses lists this test process's sandbox launchers and the
+// PID 1s they started (other test binaries may run sandboxes too).
+func sandboxProcesses(t *testing.T) (launchers, inits []int) {
+	t.Helper()
+	launchers = childrenNamed(t, "bitzel-sandbox-launcher", os.Getpid())
+	for _, l := range launchers {
+		inits = append(inits, childrenNamed(t, InitBinaryName, l)...)
+	}
+	return launchers, inits
 }
 
 // processesWithArgument lists host processes whose command line holds

@@ -148,18 +148,23 @@ if ! "$bin/bitzel-worker" submit --quiet --remote "grpc://$addr" --input "w=$bas
 	say "  working around it: inputs staged under .bitzel-in/ and copied into place by each action"
 fi
 
-# The action's command (WORKSPACE.md, "Running a task").
+# The action's command (WORKSPACE.md, "Running a task"), the same for
+# the local build. Kbuild links build/include2/asm to an absolute path
+# in S, and the worker refuses outputs with absolute symlink targets;
+# like bitzel, the command makes those pointing into the build
+# directory relative (same target, resolved from where the link is).
+relink="find build -type l -lname '$TOPDIR/*' -exec sh -c 'for l; do ln -sfn \"\$(realpath -m -s --relative-to=\"\${l%/*}\" \"\$(readlink \"\$l\")\")\" \"\$l\"; done' sh {} +"
 task_command() {
-	if [ "$1" = install ]; then
-		echo "umask 022 && ./temp/run.do_install >./temp/log.do_install 2>&1 && mkdir -p pseudo && (cd image && find . -printf '%U:%G %#m %p\n' | LC_ALL=C sort) >pseudo/ownership"
-	else
-		echo "umask 022 && exec ./temp/run.do_$1 >./temp/log.do_$1 2>&1"
-	fi
+	case $1 in
+	install) echo "umask 022 && ./temp/run.do_install >./temp/log.do_install 2>&1 && mkdir -p pseudo && (cd image && find . -printf '%U:%G %#m %p\n' | LC_ALL=C sort) >pseudo/ownership" ;;
+	*) echo "umask 022 && ./temp/run.do_$1 >./temp/log.do_$1 2>&1 && $relink" ;;
+	esac
 }
 
 # remote_task TASK "INPUTS" "OUTPUTS": WORKDIR-relative names.
 remote_task() {
 	task=$1
+	inputs=$2
 	outputs="$3 temp/log.do_$task"
 	cmd=$(task_command "$task")
 	in=$WD
@@ -175,7 +180,7 @@ remote_task() {
 	set -- --remote "grpc://$addr" --timeout 30m --cwd "$WD" --env PATH=/usr/bin:/bin --env "HOME=$TOPDIR/$WD" \
 		--download "$download" --input "$in/temp=$stage" \
 		--input "$in/recipe-sysroot=$base/stage/empty" --input "$in/recipe-sysroot-native=$base/stage/empty"
-	for i in $2; do
+	for i in $inputs; do
 		set -- "$@" --input "$in/$i=$CLIENT/$WD/$i"
 	done
 	for o in $outputs; do

@@ -25,6 +25,9 @@ const (
 	StatusFD = 4
 )
 
+// InitBinaryName is argv[0] of every sandbox's PID 1.
+const InitBinaryName = "bitzel-sandbox-init"
+
 // EnvMarker is set in the environment of a worker binary re-executed
 // as the sandbox init; its package initialiser dispatches on it.
 const EnvMarker = "BITZEL_SANDBOX_INIT"

@@ -21,6 +21,9 @@ func init() {
 	if os.Getenv(EnvMarker) != "" {
 		Main()
 	}
+	if os.Getenv(LauncherEnvMarker) != "" {
+		LauncherMain()
+	}
 }
 
 // Main runs PID 1 of a sandbox and never returns. It reads its Prepare

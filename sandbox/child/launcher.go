@@ -1,0 +1,230 @@
+package child
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// The launcher is a small, long-lived process that starts sandboxes on
+// the worker's behalf. Go cannot vfork a child that gets a new user
+// namespace, so starting one from the worker itself forks the whole
+// worker: its page tables are copied and every page it then writes
+// faults and shoots down TLBs on the other CPUs. Forking this small
+// process instead costs a fraction of that, on every action.
+//
+// The worker and the launcher talk over a SOCK_SEQPACKET socket: a
+// launch request carries the sandbox's stdout, stderr, config and
+// status pipes as SCM_RIGHTS; the reply carries a pidfd of the new
+// PID 1, and a notice follows when it has exited and been reaped.
+const (
+	// LauncherEnvMarker makes a re-executed binary the launcher.
+	LauncherEnvMarker = "BITZEL_SANDBOX_LAUNCHER"
+	// LauncherSocketFD is the launcher's end of the socket.
+	LauncherSocketFD = 3
+	// LaunchFDs is the number of descriptors of a launch request:
+	// stdout, stderr, the config pipe's read end and the status
+	// pipe's write end, in that order.
+	LaunchFDs = 4
+)
+
+// IDMap maps a range of ids of the sandbox's user namespace to the host.
+type IDMap struct {
+	ContainerID int `json:"container_id"`
+	HostID      int `json:"host_id"`
+	Size        int `json:"size"`
+}
+
+// LauncherConfig is the first message on the socket.
+type LauncherConfig struct {
+	UIDMappings []IDMap `json:"uid_mappings"`
+	GIDMappings []IDMap `json:"gid_mappings"`
+	// BecomeRoot: a root launcher's child must setuid/setgid to the
+	// namespace's 0 (its host uid 0 is not mapped).
+	BecomeRoot       bool `json:"become_root,omitempty"`
+	SetgroupsAllowed bool `json:"setgroups_allowed,omitempty"`
+}
+
+// LaunchRequest asks for one sandbox.
+type LaunchRequest struct {
+	ID uint64 `json:"id"`
+}
+
+// LauncherMessage is what the launcher sends: a reply to a request, or
+// the exit of a sandbox it started.
+type LauncherMessage struct {
+	Reply *LaunchReply `json:"reply,omitempty"`
+	Exit  *ExitNotice  `json:"exit,omitempty"`
+}
+
+// LaunchReply answers a request; on success a pidfd is attached.
+type LaunchReply struct {
+	ID    uint64 `json:"id"`
+	PID   int    `json:"pid,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// ExitNotice reports a reaped PID 1.
+type ExitNotice struct {
+	PID             int    `json:"pid"`
+	WaitStatus      uint32 `json:"wait_status"`
+	UserTimeNanos   int64  `json:"user_time_nanos"`
+	SystemTimeNanos int64  `json:"system_time_nanos"`
+	MaxRSSBytes     int64  `json:"max_rss_bytes"`
+}
+
+// LauncherMain runs the launcher until the worker closes the socket.
+func LauncherMain() {
+	if err := runLauncher(); err != nil {
+		fmt.Fprintf(os.Stderr, "bitzel-sandbox launcher: %v\n", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+type launcherState struct {
+	fd     int
+	config LauncherConfig
+	sendMu sync.Mutex
+}
+
+func runLauncher() error {
+	unix.CloseOnExec(LauncherSocketFD)
+	l := &launcherState{fd: LauncherSocketFD}
+	buf := make([]byte, 64*1024)
+	oob := make([]byte, unix.CmsgSpace(LaunchFDs*4))
+	n, _, _, _, err := unix.Recvmsg(l.fd, buf, nil, 0)
+	if err != nil || n == 0 {
+		return fmt.Errorf("read config: %v", err)
+	}
+	if err := json.Unmarshal(buf[:n], &l.config); err != nil {
+		return fmt.Errorf("decode config: %w", err)
+	}
+	for {
+		n, oobn, _, _, err := unix.Recvmsg(l.fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n == 0 {
+			// The worker is gone. The sandboxes die with this
+			// process (their parent-death signal).
+			return nil
+		}
+		var request LaunchRequest
+		fds, ferr := parseRights(oob[:oobn])
+		if jerr := json.Unmarshal(buf[:n], &request); jerr != nil || ferr != nil || len(fds) != LaunchFDs {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+			l.send(LauncherMessage{Reply: &LaunchReply{ID: request.ID, Error: fmt.Sprintf("malformed launch request (%v, %v, %d descriptors)", jerr, ferr, len(fds))}}, -1)
+			continue
+		}
+		l.launch(request.ID, fds)
+	}
+}
+
+func parseRights(oob []byte) ([]int, error) {
+	messages, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, err
+	}
+	var fds []int
+	for _, m := range messages {
+		rights, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			return nil, err
+		}
+		fds = append(fds, rights...)
+	}
+	return fds, nil
+}
+
+func (l *launcherState) launch(id uint64, fds []int) {
+	files := make([]*os.File, len(fds))
+	for i, fd := range fds {
+		files[i] = os.NewFile(uintptr(fd), "launch")
+	}
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	attr := &syscall.SysProcAttr{
+		Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
+			syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS,
+		UidMappings:                idMaps(l.config.UIDMappings),
+		GidMappings:                idMaps(l.config.GIDMappings),
+		GidMappingsEnableSetgroups: l.config.SetgroupsAllowed,
+		// The sandbox dies with the launcher, which dies with the
+		// worker.
+		Pdeathsig: syscall.SIGKILL,
+	}
+	if l.config.BecomeRoot {
+		attr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+	}
+	cmd := &exec.Cmd{
+		Path:        "/proc/self/exe",
+		Args:        []string{InitBinaryName},
+		Env:         []string{EnvMarker + "=1"},
+		Stdout:      files[0],
+		Stderr:      files[1],
+		ExtraFiles:  files[2:],
+		SysProcAttr: attr,
+	}
+	if err := cmd.Start(); err != nil {
+		l.send(LauncherMessage{Reply: &LaunchReply{ID: id, Error: err.Error()}}, -1)
+		return
+	}
+	pid := cmd.Process.Pid
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		l.send(LauncherMessage{Reply: &LaunchReply{ID: id, Error: fmt.Sprintf("pidfd_open: %v", err)}}, -1)
+		return
+	}
+	// The reply goes out before the exit notice can: the worker
+	// registers the pid when it reads the reply.
+	l.send(LauncherMessage{Reply: &LaunchReply{ID: id, PID: pid}}, pidfd)
+	unix.Close(pidfd)
+	go func() {
+		cmd.Wait()
+		notice := &ExitNotice{PID: pid}
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok {
+			notice.WaitStatus = uint32(ws)
+		}
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			notice.UserTimeNanos = ru.Utime.Nano()
+			notice.SystemTimeNanos = ru.Stime.Nano()
+			notice.MaxRSSBytes = ru.Maxrss * 1024
+		}
+		l.send(LauncherMessage{Exit: notice}, -1)
+	}()
+}
+
+func (l *launcherState) send(message LauncherMessage, fd int) {
+	data, _ := json.Marshal(message)
+	var oob []byte
+	if fd >= 0 {
+		oob = unix.UnixRights(fd)
+	}
+	l.sendMu.Lock()
+	defer l.sendMu.Unlock()
+	if err := unix.Sendmsg(l.fd, data, oob, nil, 0); err != nil {
+		// The worker is gone; so will this process be.
+		os.Exit(0)
+	}
+}
+
+func idMaps(maps []IDMap) []syscall.SysProcIDMap {
+	result := make([]syscall.SysProcIDMap, len(maps))
+	for i, m := range maps {
+		result[i] = syscall.SysProcIDMap{ContainerID: m.ContainerID, HostID: m.HostID, Size: m.Size}
+	}
+	return result
+}
