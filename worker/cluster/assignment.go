@@ -12,11 +12,10 @@ import (
 )
 
 // assignment is an action the scheduler gave a slot, turned into what
-// worker.Executor takes, plus what the Executor cannot take yet.
+// worker.Executor takes.
 type assignment struct {
 	request *worker.Request
-	// desired is kept for the fields worker.Request has no room for;
-	// see completeResponse.
+	// desired is kept for the trace context and for completeResponse.
 	desired *remoteworker.DesiredState_Executing
 }
 
@@ -50,22 +49,41 @@ func newAssignment(instanceNamePatcher digest.InstanceNamePatcher, desired *remo
 			// the action, or the client asked it not to. A
 			// second lookup here would cost a round trip at
 			// best and ignore skip_cache_lookup at worst.
-			SkipCacheLookup: true,
+			SkipCacheLookup:   true,
+			QueuedTimestamp:   desired.QueuedTimestamp,
+			AuxiliaryMetadata: desired.AuxiliaryMetadata,
 		},
 		desired: desired,
 	}, nil
 }
 
-// completeResponse adds what the scheduler told us about the action to
-// the ExecutedActionMetadata that the Executor produced: the time it was
-// queued and the auxiliary metadata of the request, as bb_worker does.
-//
-// This belongs inside the Executor stack (so that an AC entry written
-// by a caching decorator carries it too), but worker.Request has no
-// fields for it yet. Until it has, the Buildbarn client patches the
-// response it reports, leaving untouched anything the Executor set.
+// completeResponse makes sure that the ExecutedActionMetadata reported
+// to the scheduler carries what the scheduler told us about the action:
+// the time it was queued and the auxiliary metadata of the request, as
+// bb_worker reports them. The Executor is handed both in the Request
+// and is expected to put them there itself (so that an AC entry written
+// by a caching decorator carries them too); this only fills in what an
+// Executor left out, never duplicating or overwriting what it set.
 func (a *assignment) completeResponse(response *remoteexecution.ExecuteResponse) *remoteexecution.ExecuteResponse {
 	if response.GetResult() == nil || (a.desired.QueuedTimestamp == nil && len(a.desired.AuxiliaryMetadata) == 0) {
+		return response
+	}
+	metadata := response.Result.GetExecutionMetadata()
+	queuedMissing := metadata.GetQueuedTimestamp() == nil && a.desired.QueuedTimestamp != nil
+	var auxiliaryMissing []*anypb.Any
+	for _, wanted := range a.desired.AuxiliaryMetadata {
+		present := false
+		for _, have := range metadata.GetAuxiliaryMetadata() {
+			if proto.Equal(have, wanted) {
+				present = true
+				break
+			}
+		}
+		if !present {
+			auxiliaryMissing = append(auxiliaryMissing, wanted)
+		}
+	}
+	if !queuedMissing && len(auxiliaryMissing) == 0 {
 		return response
 	}
 	// The Executor may share the message (a cache, a decorator that
@@ -74,12 +92,12 @@ func (a *assignment) completeResponse(response *remoteexecution.ExecuteResponse)
 	if response.Result.ExecutionMetadata == nil {
 		response.Result.ExecutionMetadata = &remoteexecution.ExecutedActionMetadata{}
 	}
-	metadata := response.Result.ExecutionMetadata
-	if metadata.QueuedTimestamp == nil {
+	metadata = response.Result.ExecutionMetadata
+	if queuedMissing {
 		metadata.QueuedTimestamp = a.desired.QueuedTimestamp
 	}
-	if len(a.desired.AuxiliaryMetadata) > 0 {
-		metadata.AuxiliaryMetadata = append(append([]*anypb.Any(nil), a.desired.AuxiliaryMetadata...), metadata.AuxiliaryMetadata...)
+	if len(auxiliaryMissing) > 0 {
+		metadata.AuxiliaryMetadata = append(auxiliaryMissing, metadata.AuxiliaryMetadata...)
 	}
 	return response
 }

@@ -89,3 +89,34 @@ func TestAssignmentComposesInstanceName(t *testing.T) {
 		}
 	}
 }
+
+func TestSchedulersMetadataGoesToTheExecutorAndIsNotDuplicated(t *testing.T) {
+	queued := timestamppb.New(time.Unix(1000, 0))
+	fromScheduler, err := anypb.New(&remoteexecution.RequestMetadata{ToolInvocationId: "scheduler"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	desired := &remoteworker.DesiredState_Executing{
+		ActionDigest:      &remoteexecution.Digest{Hash: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+		DigestFunction:    remoteexecution.DigestFunction_SHA256,
+		QueuedTimestamp:   queued,
+		AuxiliaryMetadata: []*anypb.Any{fromScheduler},
+	}
+	a, err := newAssignment(digest.NewInstanceNamePatcher(digest.EmptyInstanceName, digest.EmptyInstanceName), desired)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(a.request.QueuedTimestamp, queued) || len(a.request.AuxiliaryMetadata) != 1 {
+		t.Fatalf("the Executor is not told: queued %v, auxiliary %v", a.request.QueuedTimestamp, a.request.AuxiliaryMetadata)
+	}
+	// An Executor that reports them as asked (the local executor does).
+	reported := &remoteexecution.ExecuteResponse{Result: &remoteexecution.ActionResult{
+		ExecutionMetadata: &remoteexecution.ExecutedActionMetadata{
+			QueuedTimestamp:   a.request.QueuedTimestamp,
+			AuxiliaryMetadata: a.request.AuxiliaryMetadata,
+		},
+	}}
+	if got := a.completeResponse(reported); got != reported {
+		t.Errorf("a complete response was rewritten: %v", got)
+	}
+}

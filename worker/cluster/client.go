@@ -11,6 +11,7 @@ import (
 
 	"github.com/bitzel/bitzel-worker/worker"
 	"github.com/bitzel/bitzel-worker/worker/remoteworker"
+	"github.com/buildbarn/bb-storage/pkg/util"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -27,27 +28,76 @@ type Client interface {
 	// (Options.WorkerTimeout). Run returns nil once drained; it may
 	// be called once.
 	Run(ctx context.Context) error
+	// Registered is closed once every slot has had a Synchronize
+	// call accepted by the scheduler.
+	Registered() <-chan struct{}
+	// Ready tells whether the latest Synchronize call of every slot
+	// succeeded: the scheduler knows all of this worker's slots and
+	// can give them work.
+	Ready() bool
 }
+
+// SlotExecutorFactory returns the Executor that slot number slot (from
+// zero) runs its actions on. workerName is the slot's worker ID as
+// bb_worker renders it (JSON, keys sorted), which bb_worker also reports
+// as ExecutedActionMetadata.worker; an Executor per slot can do the same.
+type SlotExecutorFactory func(slot int, workerName string) (worker.Executor, error)
 
 type client struct {
 	slots   []*slot
 	started atomic.Bool
+
+	registeredSlots atomic.Int64
+	registered      chan struct{}
 }
 
 // NewClient returns a Client with options.Concurrency slots that call
 // operationQueue (a connection to bb_scheduler's worker gRPC endpoint)
-// and run actions on executor.
+// and run actions on executor, which they share.
 func NewClient(operationQueue remoteworker.OperationQueueClient, executor worker.Executor, options Options) (Client, error) {
+	return NewClientWithSlotExecutors(operationQueue, func(int, string) (worker.Executor, error) { return executor, nil }, options)
+}
+
+// NewClientWithSlotExecutors is NewClient with an Executor of its own
+// for every slot.
+func NewClientWithSlotExecutors(operationQueue remoteworker.OperationQueueClient, newExecutor SlotExecutorFactory, options Options) (Client, error) {
 	options.setDefaults()
 	if err := options.validate(); err != nil {
 		return nil, err
 	}
+	registerMetrics()
 	platform := sortedPlatform(options.Platform)
-	c := &client{}
+	c := &client{registered: make(chan struct{})}
 	for i := 0; i < options.Concurrency; i++ {
-		c.slots = append(c.slots, newSlot(operationQueue, executor, &options, options.slotWorkerID(i), platform))
+		workerID := options.slotWorkerID(i)
+		executor, err := newExecutor(i, workerName(workerID))
+		if err != nil {
+			return nil, util.StatusWrapf(err, "Failed to create the executor of worker %s", workerName(workerID))
+		}
+		var once sync.Once
+		synchronized := func() {
+			once.Do(func() {
+				if c.registeredSlots.Add(1) == int64(options.Concurrency) {
+					close(c.registered)
+				}
+			})
+		}
+		c.slots = append(c.slots, newSlot(operationQueue, executor, &options, workerID, platform, synchronized))
 	}
 	return c, nil
+}
+
+func (c *client) Registered() <-chan struct{} {
+	return c.registered
+}
+
+func (c *client) Ready() bool {
+	for _, s := range c.slots {
+		if !s.ready.Load() {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *client) Run(ctx context.Context) error {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bitzel/bitzel-worker/worker"
 	"github.com/bitzel/bitzel-worker/worker/cluster"
 	"github.com/bitzel/bitzel-worker/worker/cluster/schedulertest"
 	"github.com/bitzel/bitzel-worker/worker/remoteworker"
@@ -98,6 +99,7 @@ func newHarness(t *testing.T, clock *fakeClock, double *schedulertest.Scheduler)
 
 // running is a Client whose Run is in progress.
 type running struct {
+	client cluster.Client
 	cancel context.CancelFunc
 	err    error
 	// finished is closed once Run has returned err.
@@ -109,6 +111,13 @@ type running struct {
 // time pushed forward until it has drained.
 func (h *harness) start(options cluster.Options) *running {
 	h.t.Helper()
+	return h.run(h.newClient(options, nil))
+}
+
+// newClient makes a Client with options completed by test defaults,
+// running every slot on h.executor unless newExecutor is given.
+func (h *harness) newClient(options cluster.Options, newExecutor cluster.SlotExecutorFactory) cluster.Client {
+	h.t.Helper()
 	if options.Clock == nil {
 		options.Clock = h.clock
 	}
@@ -118,12 +127,22 @@ func (h *harness) start(options cluster.Options) *running {
 			options.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		}
 	}
-	client, err := cluster.NewClient(h.queue, h.executor, options)
+	if newExecutor == nil {
+		newExecutor = func(int, string) (worker.Executor, error) { return h.executor, nil }
+	}
+	client, err := cluster.NewClientWithSlotExecutors(h.queue, newExecutor, options)
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	return client
+}
+
+// run runs a Client made by the test, shutting it down at the end of
+// the test as start does.
+func (h *harness) run(client cluster.Client) *running {
+	h.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{cancel: cancel, finished: make(chan struct{})}
+	r := &running{client: client, cancel: cancel, finished: make(chan struct{})}
 	go func() {
 		r.err = client.Run(ctx)
 		close(r.finished)

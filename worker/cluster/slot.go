@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/bitzel/bitzel-worker/worker"
@@ -44,10 +45,19 @@ type slot struct {
 	schedulerMayThinkExecutingUntil time.Time
 	// execution is the action running now, or nil.
 	execution *execution
+
+	// failing mirrors bitzel_cluster_slots_failing for this slot;
+	// synchronized is called after every successful call.
+	failing      bool
+	synchronized func()
+	// ready is whether the latest call succeeded; read by Client.Ready
+	// from other goroutines.
+	ready atomic.Bool
 }
 
-func newSlot(operationQueue remoteworker.OperationQueueClient, executor worker.Executor, options *Options, workerID map[string]string, platform *remoteexecution.Platform) *slot {
+func newSlot(operationQueue remoteworker.OperationQueueClient, executor worker.Executor, options *Options, workerID map[string]string, platform *remoteexecution.Platform, synchronized func()) *slot {
 	return &slot{
+		synchronized:        synchronized,
 		operationQueue:      operationQueue,
 		executor:            executor,
 		clock:               options.Clock,
@@ -70,6 +80,12 @@ func newSlot(operationQueue remoteworker.OperationQueueClient, executor worker.E
 // action finished and reported, and the scheduler told that this slot
 // wants no more work.
 func (s *slot) run(ctx context.Context) {
+	slotsGauge.Inc()
+	defer func() {
+		slotsGauge.Dec()
+		s.setFailing(false)
+		s.ready.Store(false)
+	}()
 	for {
 		draining := ctx.Err() != nil
 		if draining && s.mayStop() {
@@ -92,6 +108,8 @@ func (s *slot) run(ctx context.Context) {
 		err := s.synchronize(ctx, draining)
 		if err == nil {
 			s.backoff.reset()
+			s.setFailing(false)
+			s.synchronized()
 			continue
 		}
 		if !draining && ctx.Err() != nil {
@@ -100,6 +118,8 @@ func (s *slot) run(ctx context.Context) {
 			// failure: go round again, this time draining.
 			continue
 		}
+		synchronizationErrors.WithLabelValues(status.Code(err).String()).Inc()
+		s.setFailing(true)
 		delay := s.backoff.next()
 		s.logger.Warn("Synchronizing with the scheduler failed", "error", err, "retry_in", delay)
 		s.waitForRetry(ctx, draining, delay)
@@ -195,8 +215,22 @@ func (s *slot) updateCurrentState() {
 		WorkerState: &remoteworker.CurrentState_Executing_{Executing: state},
 	}
 	if completed {
+		actionsCompleted.WithLabelValues(completionOutcome(state.GetCompleted())).Inc()
+		slotsExecuting.Dec()
 		s.execution.release()
 		s.execution = nil
+	}
+}
+
+func (s *slot) setFailing(failing bool) {
+	s.ready.Store(!failing)
+	if failing != s.failing {
+		s.failing = failing
+		if failing {
+			slotsFailing.Inc()
+		} else {
+			slotsFailing.Dec()
+		}
 	}
 }
 
@@ -213,6 +247,7 @@ func (s *slot) synchronize(ctx context.Context, draining bool) error {
 		defer cancel()
 	}
 
+	synchronizations.Inc()
 	response, err := s.operationQueue.Synchronize(callCtx, &s.request)
 	if err != nil {
 		if s.schedulerMayThinkExecutingUntil.IsZero() && !isRefusal(err) {
@@ -285,6 +320,7 @@ func (s *slot) startExecution(desired *remoteworker.DesiredState_Executing) erro
 		// It can never run; tell the client why right away
 		// rather than let the scheduler retry it on every worker.
 		s.logger.Warn("Rejecting assigned action", "action", actionName(desired.ActionDigest), "error", err)
+		actionsCompleted.WithLabelValues(outcomeRejected).Inc()
 		s.request.CurrentState = &remoteworker.CurrentState{
 			WorkerState: &remoteworker.CurrentState_Executing_{Executing: &remoteworker.CurrentState_Executing{
 				ActionDigest: desired.ActionDigest,
@@ -299,6 +335,7 @@ func (s *slot) startExecution(desired *remoteworker.DesiredState_Executing) erro
 
 	s.logger.Debug("Starting action", "action", a.request.ActionDigest.String())
 	s.execution = startExecution(s.executor, a, s.logger)
+	slotsExecuting.Inc()
 	// Acknowledge the assignment at once rather than at the next
 	// scheduled synchronization.
 	s.execution.signal()
@@ -318,6 +355,8 @@ func (s *slot) stopExecution() {
 		s.logger.Info("Abandoning action", "action", actionName(s.execution.actionDigest))
 		s.execution.abandon()
 		s.execution = nil
+		actionsCompleted.WithLabelValues(outcomeAbandoned).Inc()
+		slotsExecuting.Dec()
 	}
 	s.request.CurrentState = idleState()
 }
