@@ -87,11 +87,17 @@ func detectV2(mount, ownPath, name string) (CgroupManager, error) {
 	if err := writeCgroupFile(base, "cgroup.subtree_control", "+memory +pids +cpu"); err != nil {
 		return nil, err
 	}
-	parent := filepath.Join(base, name)
+	parent := filepath.Join(base, fmt.Sprintf("%s-%d", name, os.Getpid()))
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return nil, err
 	}
-	return NewCgroupV2Manager(parent)
+	m, err := NewCgroupV2Manager(parent)
+	if err != nil {
+		removeCgroup(parent)
+		return nil, err
+	}
+	m.(*cgroupV2).removeParent = true
+	return m, nil
 }
 
 // readOwnCgroups maps each v1 controller to the worker's cgroup in its

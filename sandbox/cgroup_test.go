@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,7 +14,7 @@ import (
 // ordinary user there are none, and the runner falls back to
 // RLIMIT_NPROC for the process limit.
 func cgroupEnv(t *testing.T) (*env, CgroupManager) {
-	name := fmt.Sprintf("bitzel-test-%d", os.Getpid())
+	name := "bitzel-test"
 	manager, err := DetectCgroups(CgroupsAuto, name)
 	if os.Geteuid() == 0 && err != nil {
 		t.Fatalf("running as root on a host with cgroups, but none usable: %v", err)

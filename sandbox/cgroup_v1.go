@@ -4,6 +4,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // cgroupV1 manages action cgroups in the legacy hierarchies, one per
@@ -16,32 +20,48 @@ type cgroupV1 struct {
 
 var cgroupV1Controllers = []string{"memory", "pids", "cpu"}
 
-// NewCgroupV1Manager creates the subtree name in the hierarchy of each
-// controller (mounts maps a controller to where its hierarchy is
-// mounted), below the worker's own cgroup there (ownPaths).
+// NewCgroupV1Manager creates the subtree "<name>-<pid>" in the
+// hierarchy of each controller (mounts maps a controller to where its
+// hierarchy is mounted), below the worker's own cgroup there
+// (ownPaths). The pid keeps workers sharing a host (or a test run) out
+// of each other's groups; subtrees of workers that died are removed.
 func NewCgroupV1Manager(mounts, ownPaths map[string]string, name string) (CgroupManager, error) {
 	m := &cgroupV1{dirs: map[string]string{}}
 	for _, controller := range cgroupV1Controllers {
 		if mounts[controller] == "" {
 			return nil, fmt.Errorf("cgroup v1: no %s hierarchy is mounted", controller)
 		}
-		dir := filepath.Join(mounts[controller], ownPaths[controller], name)
+		parent := filepath.Join(mounts[controller], ownPaths[controller])
+		removeDeadWorkerGroups(parent, name)
+		dir := filepath.Join(parent, fmt.Sprintf("%s-%d", name, os.Getpid()))
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			m.Close()
 			return nil, fmt.Errorf("cgroup v1 %s: %w", controller, err)
 		}
 		m.dirs[controller] = dir
 	}
-	// Groups of an earlier run that died with actions in flight.
-	for _, dir := range m.dirs {
-		entries, _ := os.ReadDir(dir)
-		for _, entry := range entries {
-			if entry.IsDir() {
-				removeCgroup(filepath.Join(dir, entry.Name()))
+	return m, nil
+}
+
+// removeDeadWorkerGroups removes the subtrees "<name>-<pid>" of workers
+// that died with actions in flight.
+func removeDeadWorkerGroups(parent, name string) {
+	entries, _ := os.ReadDir(parent)
+	for _, entry := range entries {
+		pidText, ok := strings.CutPrefix(entry.Name(), name+"-")
+		pid, err := strconv.Atoi(pidText)
+		if !ok || err != nil || !entry.IsDir() || unix.Kill(pid, 0) != unix.ESRCH {
+			continue
+		}
+		dir := filepath.Join(parent, entry.Name())
+		actions, _ := os.ReadDir(dir)
+		for _, action := range actions {
+			if action.IsDir() {
+				removeCgroup(filepath.Join(dir, action.Name()))
 			}
 		}
+		removeCgroup(dir)
 	}
-	return m, nil
 }
 
 func (m *cgroupV1) String() string { return fmt.Sprintf("cgroup v1 at %s", m.dirs["memory"]) }

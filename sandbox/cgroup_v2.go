@@ -12,6 +12,8 @@ import (
 // enable) the memory, pids and cpu controllers.
 type cgroupV2 struct {
 	parent string
+	// removeParent: the parent was created for this manager.
+	removeParent bool
 }
 
 // NewCgroupV2Manager uses parent, a cgroup v2 directory the worker may
@@ -40,7 +42,12 @@ func NewCgroupV2Manager(parent string) (CgroupManager, error) {
 
 func (m *cgroupV2) String() string { return "cgroup v2 at " + m.parent }
 
-func (m *cgroupV2) Close() error { return nil }
+func (m *cgroupV2) Close() error {
+	if !m.removeParent {
+		return nil
+	}
+	return removeCgroup(m.parent)
+}
 
 func (m *cgroupV2) Create(name string, limits Limits) (ActionCgroup, error) {
 	dir := filepath.Join(m.parent, name)

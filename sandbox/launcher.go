@@ -107,7 +107,7 @@ func startLauncherProcess(initPath string, config child.LauncherConfig) (*launch
 	cmd := &exec.Cmd{
 		Path:       initPath,
 		Args:       []string{"bitzel-sandbox-launcher"},
-		Env:        []string{child.LauncherEnvMarker + "=1"},
+		Env:        []string{child.LauncherEnvMarker + "=1", "GOMAXPROCS=1"},
 		Stderr:     os.Stderr,
 		ExtraFiles: []*os.File{theirs},
 		// The launcher, and through it every sandbox, dies with the

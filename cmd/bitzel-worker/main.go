@@ -16,6 +16,7 @@ const usage = `usage: bitzel-worker COMMAND [flags]
 
 commands:
   serve     serve the Remote Execution API and run actions on this machine (zero config)
+  worker    join a Buildbarn cluster: take actions from bb_scheduler (--config FILE.jsonnet)
   submit    run a task on a REAPI endpoint: upload inputs, execute, fetch outputs
   sandbox   run one command in a sandbox on layer directories, for debugging
   version   print the version
@@ -27,6 +28,7 @@ Run "bitzel-worker COMMAND -h" for the flags of a command.
 // process exit code.
 var commands = map[string]func(args []string) int{
 	"serve":   serveCommand,
+	"worker":  workerCommand,
 	"submit":  submitCommand,
 	"sandbox": sandboxCommand,
 	"version": func([]string) int { fmt.Println("bitzel-worker", version); return 0 },

@@ -137,7 +137,7 @@ going to the upper directory, then prints what happened.
 		ExecRootIsRoot: *hermetic,
 	}
 	if *memory > 0 || *pids > 0 {
-		manager, err := sandbox.DetectCgroups(sandbox.CgroupsAuto, fmt.Sprintf("bitzel-sandbox-%d", os.Getpid()))
+		manager, err := sandbox.DetectCgroups(sandbox.CgroupsAuto, "bitzel-sandbox")
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "bitzel-worker sandbox: no cgroups (%v); the memory limit is not enforced, processes are limited by RLIMIT_NPROC\n", err)
 		} else {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,12 +17,16 @@ import (
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/bitzel/bitzel-worker/cas"
-	"github.com/bitzel/bitzel-worker/sandbox"
 	"github.com/bitzel/bitzel-worker/worker"
+	"github.com/bitzel/bitzel-worker/worker/configuration"
 	"github.com/buildbarn/bb-storage/pkg/blobstore"
 	"github.com/buildbarn/bb-storage/pkg/blobstore/completenesschecking"
 	"github.com/buildbarn/bb-storage/pkg/blobstore/grpcservers"
 	"github.com/buildbarn/bb-storage/pkg/capabilities"
+	"github.com/buildbarn/bb-storage/pkg/global"
+	"github.com/buildbarn/bb-storage/pkg/program"
+	globalpb "github.com/buildbarn/bb-storage/pkg/proto/configuration/global"
+	"github.com/buildbarn/bb-storage/pkg/util"
 	bb_zstd "github.com/buildbarn/bb-storage/pkg/zstd"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/genproto/googleapis/bytestream"
@@ -34,53 +39,46 @@ import (
 // serveFlags are the settings of `serve`; every one has a default that
 // works on a fresh machine.
 type serveFlags struct {
-	listen, metricsListen   string
-	dataDir                 string
-	casSize, acSize         int64
-	fileCacheSize           int64
-	fileCacheFiles          int
-	layerCacheSize          int64
-	layerCacheInodes        int64
-	concurrency             int
-	tlsCert, tlsKey         string
-	defaultTimeout, maxTime time.Duration
-	outputLimit             int64
-	memoryLimit, pidsLimit  int64
-	tmpSize                 int64
-	execRootPath            string
-	hermetic                bool
-	workerName              string
-	cgroups                 string
-	warmSandboxes           int
-	shutdownGrace           time.Duration
+	executorSettings
+	configPath            string
+	listen, metricsListen string
+	casSize, acSize       int64
+	concurrency           int
+	tlsCert, tlsKey       string
+	workerName            string
+	shutdownGrace         time.Duration
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
 	hostname, _ := os.Hostname()
+	d := defaultExecutorSettings()
+	fs.StringVar(&f.configPath, "config", "", "Jsonnet configuration `file` (a ServeConfiguration, see worker/configuration); flags given as well override it")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8980", "gRPC `address` of the REAPI services")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "127.0.0.1:9980", "HTTP `address` for /metrics and /-/healthy (empty: off)")
-	fs.StringVar(&f.dataDir, "data-dir", defaultDataDir(), "`directory` for the CAS, the caches and running actions")
+	fs.StringVar(&f.dataDir, "data-dir", d.dataDir, "`directory` for the CAS, the caches and running actions")
 	fs.Int64Var(&f.casSize, "cas-size", 8<<30, "CAS size in `bytes` (a sparse file)")
 	fs.Int64Var(&f.acSize, "ac-size", 64<<20, "Action Cache size in `bytes`")
-	fs.Int64Var(&f.fileCacheSize, "file-cache-size", 16<<30, "file cache budget in `bytes`")
-	fs.IntVar(&f.fileCacheFiles, "file-cache-files", 1_000_000, "file cache budget in `files`")
-	fs.Int64Var(&f.layerCacheSize, "layer-cache-size", 32<<30, "layer cache budget in `bytes`")
-	fs.Int64Var(&f.layerCacheInodes, "layer-cache-inodes", 4_000_000, "layer cache budget in `inodes`")
+	fs.Int64Var(&f.fileCacheSize, "file-cache-size", d.fileCacheSize, "file cache budget in `bytes`")
+	fs.IntVar(&f.fileCacheFiles, "file-cache-files", d.fileCacheFiles, "file cache budget in `files`")
+	fs.Int64Var(&f.layerCacheSize, "layer-cache-size", d.layerCacheSize, "layer cache budget in `bytes`")
+	fs.Int64Var(&f.layerCacheInodes, "layer-cache-inodes", d.layerCacheInodes, "layer cache budget in `inodes`")
 	fs.IntVar(&f.concurrency, "concurrency", runtime.NumCPU(), "actions run at once")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate `file` (with -tls-key; default: plaintext)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "TLS private key `file`")
-	fs.DurationVar(&f.defaultTimeout, "default-timeout", 15*time.Minute, "timeout of actions that set none")
-	fs.DurationVar(&f.maxTime, "max-timeout", 24*time.Hour, "largest timeout an action may ask for")
-	fs.Int64Var(&f.outputLimit, "output-limit", 64<<20, "cap on each of stdout and stderr, in `bytes`")
-	fs.Int64Var(&f.memoryLimit, "memory-limit", 0, "memory limit per action in `bytes` (needs cgroups; 0: none)")
-	fs.Int64Var(&f.pidsLimit, "pids-limit", 4096, "process limit per action")
-	fs.Int64Var(&f.tmpSize, "tmp-size", 4<<30, "size of each action's private /tmp in `bytes`")
-	fs.StringVar(&f.execRootPath, "exec-root-path", sandbox.DefaultExecRootPath, "where the exec root appears inside the sandbox")
-	fs.BoolVar(&f.hermetic, "hermetic", false, "use the input root as the whole root file system (no host userland)")
+	fs.DurationVar(&f.defaultTimeout, "default-timeout", d.defaultTimeout, "timeout of actions that set none")
+	fs.DurationVar(&f.maxTime, "max-timeout", d.maxTime, "largest timeout an action may ask for")
+	fs.Int64Var(&f.outputLimit, "output-limit", d.outputLimit, "cap on each of stdout and stderr, in `bytes`")
+	fs.Int64Var(&f.memoryLimit, "memory-limit", d.memoryLimit, "memory limit per action in `bytes` (needs cgroups; 0: none)")
+	fs.Int64Var(&f.pidsLimit, "pids-limit", d.pidsLimit, "process limit per action")
+	fs.Int64Var(&f.tmpSize, "tmp-size", d.tmpSize, "size of each action's private /tmp in `bytes`")
+	fs.StringVar(&f.execRootPath, "exec-root-path", d.execRootPath, "where the exec root appears inside the sandbox")
+	fs.BoolVar(&f.hermetic, "hermetic", d.hermetic, "use the input root as the whole root file system (no host userland)")
 	fs.StringVar(&f.workerName, "worker-name", hostname, "name reported in ExecutedActionMetadata")
-	fs.StringVar(&f.cgroups, "cgroups", "auto", "cgroup hierarchy for limits: auto, v1, v2 or none")
-	fs.IntVar(&f.warmSandboxes, "warm-sandboxes", runtime.NumCPU(), "sandboxes kept started ahead of need")
+	fs.StringVar(&f.cgroups, "cgroups", d.cgroups, "cgroup hierarchy for limits: auto, v1, v2 or none")
+	fs.IntVar(&f.warmSandboxes, "warm-sandboxes", d.warmSandboxes, "sandboxes kept started ahead of need")
 	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long running actions may finish before they are cancelled (a second signal cancels them at once)")
+	// Settings without a flag: configuration files only.
+	f.cgroupName = d.cgroupName
 }
 
 func serveCommand(args []string) int {
@@ -91,6 +89,8 @@ func serveCommand(args []string) int {
 Serves the Remote Execution API (Capabilities, CAS, ActionCache,
 ByteStream, Execution) on one port, storing blobs on local disk and
 running actions in sandboxes on this machine. No flag is required.
+--config reads the same settings, and Buildbarn's global ones (logging,
+diagnostics HTTP server, tracing), from a Jsonnet file.
 
 `)
 		fs.PrintDefaults()
@@ -100,15 +100,82 @@ running actions in sandboxes on this machine. No flag is required.
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if err := serve(&f); err != nil {
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "serve: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	var global *globalpb.Configuration
+	if f.configPath != "" {
+		var c configuration.ServeConfiguration
+		if err := util.UnmarshalConfigurationFromFile(f.configPath, &c); err != nil {
+			log.Printf("serve: read configuration from %s: %v", f.configPath, err)
+			return 1
+		}
+		if err := f.apply(&c); err != nil {
+			log.Printf("serve: configuration %s: %v", f.configPath, err)
+			return 1
+		}
+		global = c.Global
+		// Parsed again: flags given on the command line win over
+		// the file.
+		if err := fs.Parse(args); err != nil {
+			return 2
+		}
+	}
+	if err := runServe(&f, global); err != nil {
 		log.Printf("serve: %v", err)
 		return 1
 	}
 	return 0
 }
 
-func serve(f *serveFlags) error {
-	logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
+// apply overrides the settings with what a ServeConfiguration sets.
+func (f *serveFlags) apply(c *configuration.ServeConfiguration) error {
+	setString(&f.listen, c.ListenAddress)
+	setString(&f.tlsCert, c.TlsCertificatePath)
+	setString(&f.tlsKey, c.TlsPrivateKeyPath)
+	setInt64(&f.casSize, c.ContentAddressableStorageSizeBytes)
+	setInt64(&f.acSize, c.ActionCacheSizeBytes)
+	if c.Concurrency > 0 {
+		f.concurrency = int(c.Concurrency)
+	}
+	setString(&f.workerName, c.WorkerName)
+	if err := setDuration(&f.shutdownGrace, c.ShutdownGracePeriod, "shutdownGracePeriod"); err != nil {
+		return err
+	}
+	if c.Global.GetDiagnosticsHttpServer() != nil {
+		// Buildbarn's diagnostics server takes over /metrics
+		// and /-/healthy.
+		f.metricsListen = ""
+	}
+	return f.executorSettings.apply(c.Executor)
+}
+
+// runServe runs serve, within Buildbarn's global configuration when a
+// configuration file gives one: its logging, tracing and diagnostics
+// HTTP server live in a program.Group, which ends when serve does.
+func runServe(f *serveFlags, globalConfiguration *globalpb.Configuration) error {
+	if globalConfiguration == nil {
+		return serve(context.Background(), f, func() {})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	return program.RunLocal(ctx, func(ctx context.Context, siblingsGroup, dependenciesGroup program.Group) error {
+		// The diagnostics server stops once serve has returned.
+		defer cancel()
+		lifecycleState, _, err := global.ApplyConfiguration(globalConfiguration, dependenciesGroup)
+		if err != nil {
+			return util.StatusWrap(err, "Failed to apply global configuration options")
+		}
+		return serve(ctx, f, func() { lifecycleState.MarkReadyAndWait(siblingsGroup) })
+	})
+}
+
+// serve runs the REAPI front end until a signal or ctx ends it; ready
+// is called once it accepts requests.
+func serve(ctx context.Context, f *serveFlags, ready func()) error {
+	// log.Writer: the global configuration may send logs to files too.
+	logger := log.New(log.Writer(), "", log.LstdFlags|log.Lmicroseconds)
 	if err := os.MkdirAll(f.dataDir, 0o711); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
@@ -124,21 +191,19 @@ func serve(f *serveFlags) error {
 	// check would turn every such Action Cache entry into a miss.
 	storage.ContentAddressableStorage = blobstore.NewEmptyBlobInjectingBlobAccess(storage.ContentAddressableStorage)
 
-	// Sandbox: namespaces and limits.
-	runner, owner, cgroupNote, err := newRunner(f)
+	// Sandbox and caches, shared by all actions.
+	m, err := newMachine(&f.executorSettings, storage, logger)
 	if err != nil {
 		return err
 	}
-	defer runner.Close()
-	logger.Printf("sandbox: %v; %s", runner, cgroupNote)
+	defer m.Close()
 
-	// Executor: caches, materialisation, outputs, and the decorator
-	// stack every action goes through.
-	executor, closeCaches, err := newExecutor(f, storage, runner, owner, logger)
+	// Executor: materialisation, outputs, and the decorator stack
+	// every action goes through.
+	executor, err := m.newExecutor(filepath.Join(f.dataDir, "build"), f.workerName, nil)
 	if err != nil {
 		return err
 	}
-	defer closeCaches()
 
 	// gRPC services.
 	var serverOptions []grpc.ServerOption
@@ -195,9 +260,17 @@ func serve(f *serveFlags) error {
 	go func() { serveErr <- server.Serve(listener) }()
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	ready()
 	select {
 	case err := <-serveErr:
 		return err
+	case <-ctx.Done():
+		// A routine of the global configuration (the diagnostics
+		// HTTP server) failed; program.RunLocal reports why.
+		logger.Printf("stopping: %v", context.Cause(ctx))
+		execution.Shutdown()
+		server.Stop()
+		return nil
 	case sig := <-signals:
 		logger.Printf("%v: draining (new RPCs are refused; running actions get %v)", sig, f.shutdownGrace)
 	}
@@ -221,78 +294,6 @@ func serve(f *serveFlags) error {
 	server.Stop()
 	logger.Printf("stopped")
 	return nil
-}
-
-// newRunner also returns who cached inputs must belong to: the host
-// uid of the actions' root.
-func newRunner(f *serveFlags) (sandbox.Runner, *cas.Owner, string, error) {
-	config := sandbox.Config{
-		StateDir:       filepath.Join(f.dataDir, "sandbox"),
-		ExecRootPath:   f.execRootPath,
-		ExecRootIsRoot: f.hermetic,
-		WarmSandboxes:  f.warmSandboxes,
-	}
-	note := "cgroup limits enforced"
-	manager, err := sandbox.DetectCgroups(sandbox.CgroupMode(f.cgroups), "bitzel-worker")
-	if err != nil {
-		note = fmt.Sprintf("no cgroups (%v): memory limits are not enforced, processes are limited with RLIMIT_NPROC", err)
-	} else {
-		config.Cgroups = manager
-		note = manager.String()
-	}
-	runner, err := sandbox.NewNamespaceRunner(config)
-	if err != nil {
-		if manager != nil {
-			manager.Close()
-		}
-		return nil, nil, "", err
-	}
-	uid, gid := config.ActionRootIDs()
-	return runner, &cas.Owner{UID: uid, GID: gid}, note, nil
-}
-
-func newExecutor(f *serveFlags, storage *cas.Storage, runner sandbox.Runner, owner *cas.Owner, logger *log.Logger) (worker.Executor, func(), error) {
-	files, err := cas.NewFileCache(filepath.Join(f.dataDir, "files"), f.fileCacheSize, f.fileCacheFiles, owner)
-	if err != nil {
-		return nil, nil, err
-	}
-	layers, err := cas.NewLayerCache(filepath.Join(f.dataDir, "layers"), f.layerCacheSize, f.layerCacheInodes)
-	if err != nil {
-		files.Close()
-		return nil, nil, err
-	}
-	// Closing marks the caches clean, so a restart keeps them.
-	closeCaches := func() {
-		layers.Close()
-		files.Close()
-	}
-	var executor worker.Executor
-	executor, err = worker.NewLocalExecutor(worker.LocalExecutorOptions{
-		Storage:      storage,
-		Materializer: cas.NewMaterializer(storage, files, layers, cas.MaterializerOptions{Owner: owner}),
-		Outputs: cas.NewOutputCapturer(storage, cas.OutputCapturerOptions{
-			SymlinkAbsolutePathStrategy: remoteexecution.SymlinkAbsolutePathStrategy_DISALLOWED,
-		}),
-		Runner:           runner,
-		BuildDirectory:   filepath.Join(f.dataDir, "build"),
-		WorkerName:       f.workerName,
-		DefaultTimeout:   f.defaultTimeout,
-		MaximumTimeout:   f.maxTime,
-		OutputLimitBytes: f.outputLimit,
-		Limits: sandbox.Limits{
-			MemoryBytes:  f.memoryLimit,
-			MaxProcesses: f.pidsLimit,
-			TmpSizeBytes: f.tmpSize,
-		},
-	})
-	if err != nil {
-		closeCaches()
-		return nil, nil, err
-	}
-	executor = worker.NewCachingExecutor(executor, storage)
-	executor = worker.NewMetricsExecutor(executor)
-	executor = worker.NewLoggingExecutor(executor, logger)
-	return executor, closeCaches, nil
 }
 
 func serveMetrics(listener net.Listener, logger *log.Logger) {

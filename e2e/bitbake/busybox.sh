@@ -149,16 +149,25 @@ if ! "$bin/bitzel-worker" submit --quiet --remote "grpc://$addr" --input "w=$bas
 fi
 
 # The action's command (WORKSPACE.md, "Running a task"), the same for
-# the local build. Kbuild links build/include2/asm to an absolute path
-# in S, and the worker refuses outputs with absolute symlink targets;
-# like bitzel, the command makes those pointing into the build
-# directory relative (same target, resolved from where the link is).
-relink="find build -type l -lname '$TOPDIR/*' -exec sh -c 'for l; do ln -sfn \"\$(realpath -m -s --relative-to=\"\${l%/*}\" \"\$(readlink \"\$l\")\")\" \"\$l\"; done' sh {} +"
+# the local build:
+# - BitBake's [umask];
+# - B from an earlier task gets one timestamp: input files carry the
+#   time the worker first cached them, in no useful order, and make
+#   would rebuild; BitBake's signatures already vouch for B;
+# - the run script, its log in temp/;
+# - Kbuild links build/include2/asm to an absolute path in S, and the
+#   worker refuses outputs with absolute symlink targets: those that
+#   point into the build directory are made relative (same target);
+# - do_install (fakeroot) records the ownership it gave its files.
 task_command() {
+	c="umask 022"
+	case $1 in compile | install) c="$c && find build -exec touch -h -d \"@\$(date +%s)\" {} +" ;; esac
+	c="$c && ./temp/run.do_$1 >./temp/log.do_$1 2>&1"
 	case $1 in
-	install) echo "umask 022 && ./temp/run.do_install >./temp/log.do_install 2>&1 && mkdir -p pseudo && (cd image && find . -printf '%U:%G %#m %p\n' | LC_ALL=C sort) >pseudo/ownership" ;;
-	*) echo "umask 022 && ./temp/run.do_$1 >./temp/log.do_$1 2>&1 && $relink" ;;
+	install) c="$c && mkdir -p pseudo && (cd image && find . -printf '%U:%G %#m %p\n' | LC_ALL=C sort) >pseudo/ownership" ;;
+	*) c="$c && find build -type l -lname '$TOPDIR/*' -exec sh -c 'for l; do ln -sfn \"\$(realpath -m -s --relative-to=\"\${l%/*}\" \"\$(readlink \"\$l\")\")\" \"\$l\"; done' sh {} +" ;;
 	esac
+	echo "$c"
 }
 
 # remote_task TASK "INPUTS" "OUTPUTS": WORKDIR-relative names.
@@ -309,5 +318,17 @@ for t in configure compile install total; do
 		sed 's/do_total     /total        /'
 done
 awk -v r="$remote_total" -v l="$local_total" 'BEGIN { x = r / l; printf "busybox.sh: remote/local = %.3fx (target <= 1.05x)%s\n", x, (x > 1.05 ? ": OVER the target" : "") }'
+say "where the remote time goes (submit's clock: inputs hashed and uploaded, run, outputs downloaded; the worker's own stages):"
+for t in configure compile install; do
+	awk -v t="$t" '
+	function ts(   x) { match($0, /\[ *[0-9.]+s\]/); x = substr($0, RSTART + 1, RLENGTH - 3); gsub(/ /, "", x); return x + 0 }
+	/uploaded .* missing blobs/ { up = ts() }
+	/\] completed$/ { co = ts() }
+	/\] done:/ { dn = ts() }
+	END {
+		printf "busybox.sh:   do_%-10s hash+upload %5.1fs  queued+run %6.1fs  download %5.1fs\n", t, up, co - up, dn - co
+	}' "$base/submit.$t.log"
+done
+grep ' action ' "$base/serve.log" | sed -e 's/^.* action [0-9a-f]*\/[0-9]* *: /busybox.sh:   worker: /' | tail -3
 ok=1
 say "PASS"

@@ -1,0 +1,278 @@
+package main
+
+import (
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/sandbox"
+	"github.com/bitzel/bitzel-worker/worker"
+	"github.com/bitzel/bitzel-worker/worker/configuration"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// executorSettings say where and how actions run on this machine. serve
+// takes them from flags or a ServeConfiguration, worker from a
+// WorkerConfiguration; the defaults are serve's zero-config ones.
+type executorSettings struct {
+	dataDir                 string
+	fileCacheSize           int64
+	fileCacheFiles          int
+	layerCacheSize          int64
+	layerCacheInodes        int64
+	defaultTimeout, maxTime time.Duration
+	outputLimit             int64
+	memoryLimit, pidsLimit  int64
+	cpuMillis               int64
+	tmpSize                 int64
+	execRootPath            string
+	hermetic                bool
+	hostIDBase, hostIDCount uint32
+	cgroups                 string
+	cgroupName              string
+	warmSandboxes           int
+}
+
+func defaultExecutorSettings() executorSettings {
+	return executorSettings{
+		dataDir:          defaultDataDir(),
+		fileCacheSize:    16 << 30,
+		fileCacheFiles:   1_000_000,
+		layerCacheSize:   32 << 30,
+		layerCacheInodes: 4_000_000,
+		defaultTimeout:   15 * time.Minute,
+		maxTime:          24 * time.Hour,
+		outputLimit:      64 << 20,
+		pidsLimit:        4096,
+		tmpSize:          4 << 30,
+		execRootPath:     sandbox.DefaultExecRootPath,
+		cgroups:          string(sandbox.CgroupsAuto),
+		cgroupName:       "bitzel-worker",
+		warmSandboxes:    runtime.NumCPU(),
+	}
+}
+
+// apply overrides the settings with what an ExecutorConfiguration sets;
+// fields left at their zero value keep the current setting.
+func (s *executorSettings) apply(c *configuration.ExecutorConfiguration) error {
+	if c == nil {
+		return nil
+	}
+	setString(&s.dataDir, c.DataDirectoryPath)
+	setInt64(&s.fileCacheSize, c.FileCacheSizeBytes)
+	if c.FileCacheMaximumFiles > 0 {
+		s.fileCacheFiles = int(c.FileCacheMaximumFiles)
+	}
+	setInt64(&s.layerCacheSize, c.LayerCacheSizeBytes)
+	if c.LayerCacheMaximumInodes > 0 {
+		s.layerCacheInodes = int64(c.LayerCacheMaximumInodes)
+	}
+	if err := setDuration(&s.defaultTimeout, c.DefaultExecutionTimeout, "defaultExecutionTimeout"); err != nil {
+		return err
+	}
+	if err := setDuration(&s.maxTime, c.MaximumExecutionTimeout, "maximumExecutionTimeout"); err != nil {
+		return err
+	}
+	setInt64(&s.outputLimit, c.MaximumOutputSizeBytes)
+
+	sb := c.Sandbox
+	if sb == nil {
+		return nil
+	}
+	setString(&s.execRootPath, sb.ExecRootPath)
+	s.hermetic = s.hermetic || sb.Hermetic
+	if sb.HostIdBase != 0 {
+		s.hostIDBase = sb.HostIdBase
+	}
+	if sb.HostIdCount != 0 {
+		s.hostIDCount = sb.HostIdCount
+	}
+	switch sb.Cgroups {
+	case configuration.SandboxConfiguration_AUTO:
+	case configuration.SandboxConfiguration_V1:
+		s.cgroups = string(sandbox.CgroupsV1)
+	case configuration.SandboxConfiguration_V2:
+		s.cgroups = string(sandbox.CgroupsV2)
+	case configuration.SandboxConfiguration_NONE:
+		s.cgroups = string(sandbox.CgroupsNone)
+	default:
+		return fmt.Errorf("sandbox.cgroups: unknown mode %v", sb.Cgroups)
+	}
+	setString(&s.cgroupName, sb.CgroupName)
+	if sb.WarmSandboxes != nil {
+		s.warmSandboxes = int(*sb.WarmSandboxes)
+	}
+	setInt64(&s.memoryLimit, sb.MemoryLimitBytes)
+	if sb.MaximumProcesses != nil {
+		s.pidsLimit = *sb.MaximumProcesses
+	}
+	setInt64(&s.cpuMillis, sb.CpuMillis)
+	setInt64(&s.tmpSize, sb.TmpSizeBytes)
+	return nil
+}
+
+func setString(dst *string, value string) {
+	if value != "" {
+		*dst = value
+	}
+}
+
+func setInt64(dst *int64, value int64) {
+	if value != 0 {
+		*dst = value
+	}
+}
+
+func setDuration(dst *time.Duration, value *durationpb.Duration, name string) error {
+	if value == nil {
+		return nil
+	}
+	if err := value.CheckValid(); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if d := value.AsDuration(); d > 0 {
+		*dst = d
+	}
+	return nil
+}
+
+// machine is what every executor of the process shares: the sandbox
+// runner and the caches under the data directory.
+type machine struct {
+	settings     *executorSettings
+	storage      *cas.Storage
+	runner       sandbox.Runner
+	materializer cas.Materializer
+	outputs      cas.OutputCapturer
+	closeCaches  func()
+	logger       *log.Logger
+}
+
+// newMachine starts the sandbox runner and opens the caches under the
+// data directory. Close releases both.
+func newMachine(s *executorSettings, storage *cas.Storage, logger *log.Logger) (*machine, error) {
+	if err := os.MkdirAll(s.dataDir, 0o711); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+
+	// Sandbox: namespaces and limits.
+	runner, owner, cgroupNote, err := newRunner(s)
+	if err != nil {
+		return nil, err
+	}
+	logger.Printf("sandbox: %v; %s", runner, cgroupNote)
+
+	// Caches: files by digest, and directories as layers. Both
+	// belong to the actions' root, so that actions can copy up and
+	// modify their inputs.
+	files, err := cas.NewFileCache(filepath.Join(s.dataDir, "files"), s.fileCacheSize, s.fileCacheFiles, owner)
+	if err != nil {
+		runner.Close()
+		return nil, err
+	}
+	layers, err := cas.NewLayerCache(filepath.Join(s.dataDir, "layers"), s.layerCacheSize, s.layerCacheInodes)
+	if err != nil {
+		files.Close()
+		runner.Close()
+		return nil, err
+	}
+	// Running actions' directories of an earlier run, whatever
+	// their executors were called then.
+	if err := sandbox.RemoveAll(filepath.Join(s.dataDir, "build")); err != nil {
+		layers.Close()
+		files.Close()
+		runner.Close()
+		return nil, fmt.Errorf("wipe build directory: %w", err)
+	}
+	return &machine{
+		settings:     s,
+		storage:      storage,
+		runner:       runner,
+		materializer: cas.NewMaterializer(storage, files, layers, cas.MaterializerOptions{Owner: owner}),
+		outputs: cas.NewOutputCapturer(storage, cas.OutputCapturerOptions{
+			SymlinkAbsolutePathStrategy: remoteexecution.SymlinkAbsolutePathStrategy_DISALLOWED,
+		}),
+		// Closing marks the caches clean, so a restart keeps them.
+		closeCaches: func() {
+			layers.Close()
+			files.Close()
+		},
+		logger: logger,
+	}, nil
+}
+
+// Close closes the caches, then stops the sandboxes. Every executor
+// must have returned.
+func (m *machine) Close() {
+	m.closeCaches()
+	m.runner.Close()
+}
+
+// newRunner also returns who cached inputs must belong to: the host
+// uid of the actions' root.
+func newRunner(s *executorSettings) (sandbox.Runner, *cas.Owner, string, error) {
+	config := sandbox.Config{
+		StateDir:       filepath.Join(s.dataDir, "sandbox"),
+		ExecRootPath:   s.execRootPath,
+		ExecRootIsRoot: s.hermetic,
+		WarmSandboxes:  s.warmSandboxes,
+		HostIDBase:     s.hostIDBase,
+		HostIDCount:    s.hostIDCount,
+	}
+	note := "cgroup limits enforced"
+	manager, err := sandbox.DetectCgroups(sandbox.CgroupMode(s.cgroups), s.cgroupName)
+	if err != nil {
+		note = fmt.Sprintf("no cgroups (%v): memory limits are not enforced, processes are limited with RLIMIT_NPROC", err)
+	} else {
+		config.Cgroups = manager
+		note = manager.String()
+	}
+	runner, err := sandbox.NewNamespaceRunner(config)
+	if err != nil {
+		if manager != nil {
+			manager.Close()
+		}
+		return nil, nil, "", err
+	}
+	uid, gid := config.ActionRootIDs()
+	return runner, &cas.Owner{UID: uid, GID: gid}, note, nil
+}
+
+// newExecutor returns the decorator stack every action goes through,
+// as bb_worker builds its BuildExecutor: Action Cache writes, then
+// metrics, then a log line, around the local executor that fetches,
+// materialises, runs and uploads. buildDirectory must be its own;
+// platform (nil: none) is what actions may ask for.
+func (m *machine) newExecutor(buildDirectory, workerName string, platform *remoteexecution.Platform) (worker.Executor, error) {
+	s := m.settings
+	executor, err := worker.NewLocalExecutor(worker.LocalExecutorOptions{
+		Storage:          m.storage,
+		Materializer:     m.materializer,
+		Outputs:          m.outputs,
+		Runner:           m.runner,
+		BuildDirectory:   buildDirectory,
+		WorkerName:       workerName,
+		Platform:         platform,
+		DefaultTimeout:   s.defaultTimeout,
+		MaximumTimeout:   s.maxTime,
+		OutputLimitBytes: s.outputLimit,
+		Limits: sandbox.Limits{
+			MemoryBytes:  s.memoryLimit,
+			MaxProcesses: s.pidsLimit,
+			CPUMillis:    s.cpuMillis,
+			TmpSizeBytes: s.tmpSize,
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	executor = worker.NewCachingExecutor(executor, m.storage)
+	executor = worker.NewMetricsExecutor(executor)
+	executor = worker.NewLoggingExecutor(executor, m.logger)
+	return executor, nil
+}

@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+
+	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/worker"
+	"github.com/bitzel/bitzel-worker/worker/cluster"
+	"github.com/bitzel/bitzel-worker/worker/configuration"
+	"github.com/bitzel/bitzel-worker/worker/remoteworker"
+	"github.com/buildbarn/bb-storage/pkg/blobstore"
+	blobstore_configuration "github.com/buildbarn/bb-storage/pkg/blobstore/configuration"
+	"github.com/buildbarn/bb-storage/pkg/digest"
+	"github.com/buildbarn/bb-storage/pkg/global"
+	bb_grpc "github.com/buildbarn/bb-storage/pkg/grpc"
+	"github.com/buildbarn/bb-storage/pkg/program"
+	blobstorepb "github.com/buildbarn/bb-storage/pkg/proto/configuration/blobstore"
+	"github.com/buildbarn/bb-storage/pkg/util"
+	bb_zstd "github.com/buildbarn/bb-storage/pkg/zstd"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+func workerCommand(args []string) int {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `usage: bitzel-worker worker --config FILE.jsonnet
+
+Joins a Buildbarn cluster in place of bb_worker + bb_runner: takes
+actions from bb_scheduler, runs them in sandboxes on this machine, and
+reads and writes the CAS and Action Cache of bb_storage (or any REAPI
+storage). FILE is a WorkerConfiguration in Jsonnet (see
+worker/configuration and configs/worker.jsonnet). SIGTERM drains:
+the worker asks the scheduler for no more work, finishes and reports
+the actions it is running, then exits.
+
+`)
+		fs.PrintDefaults()
+	}
+	configPath := fs.String("config", "", "Jsonnet configuration `file` (a WorkerConfiguration)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *configPath == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return 2
+	}
+	// Buildbarn's program lifecycle: SIGTERM and SIGINT cancel ctx,
+	// and the process exits once every routine has returned, by the
+	// same signal (or 1 after a fatal error).
+	program.RunMain(func(ctx context.Context, siblingsGroup, dependenciesGroup program.Group) error {
+		return runWorker(ctx, siblingsGroup, dependenciesGroup, *configPath)
+	})
+	return 0
+}
+
+func runWorker(ctx context.Context, siblingsGroup, dependenciesGroup program.Group, configPath string) error {
+	var c configuration.WorkerConfiguration
+	if err := util.UnmarshalConfigurationFromFile(configPath, &c); err != nil {
+		return util.StatusWrapf(err, "Failed to read configuration from %s", configPath)
+	}
+	lifecycleState, grpcClientFactory, err := global.ApplyConfiguration(c.Global, dependenciesGroup)
+	if err != nil {
+		return util.StatusWrap(err, "Failed to apply global configuration options")
+	}
+	logger := log.New(log.Writer(), "", log.LstdFlags|log.Lmicroseconds)
+	if len(c.Runners) == 0 {
+		return status.Error(codes.InvalidArgument, "Cannot start worker without any runners")
+	}
+	settings := defaultExecutorSettings()
+	if err := settings.apply(c.Executor); err != nil {
+		return util.StatusWrapWithCode(err, codes.InvalidArgument, "Invalid executor configuration")
+	}
+
+	// Storage: the cluster's CAS and AC. Its connections are
+	// dependencies, so they outlive the drain, which still uploads.
+	storage, err := newStorageFromConfiguration(dependenciesGroup, c.Blobstore, grpcClientFactory, int(c.MaximumMessageSizeBytes), bb_zstd.NewPoolFromConfiguration(c.ZstdPool), logger)
+	if err != nil {
+		return err
+	}
+
+	// Scheduler connection.
+	schedulerConnection, err := grpcClientFactory.NewClientFromConfiguration(c.Scheduler, dependenciesGroup)
+	if err != nil {
+		return util.StatusWrap(err, "Failed to create scheduler RPC client")
+	}
+	operationQueue := remoteworker.NewOperationQueueClient(schedulerConnection)
+
+	// Sandbox and caches, shared by every slot of every runner.
+	m, err := newMachine(&settings, storage, logger)
+	if err != nil {
+		return util.StatusWrap(err, "Failed to set up sandboxes and caches")
+	}
+	defer m.Close()
+
+	// One Client per runner, an Executor per slot: each slot reports
+	// its own worker ID as ExecutedActionMetadata.worker, as
+	// bb_worker does.
+	var schedulerWorkerTimeout time.Duration
+	if err := setDuration(&schedulerWorkerTimeout, c.SchedulerWorkerTimeout, "schedulerWorkerTimeout"); err != nil {
+		return util.StatusWrapWithCode(err, codes.InvalidArgument, "Invalid configuration")
+	}
+	var clients []cluster.Client
+	for i, runner := range c.Runners {
+		instanceNamePrefix, err := digest.NewInstanceName(runner.InstanceNamePrefix)
+		if err != nil {
+			return util.StatusWrapf(err, "Runner %d: invalid instance name prefix %#v", i, runner.InstanceNamePrefix)
+		}
+		concurrency := int(runner.Concurrency)
+		if concurrency == 0 {
+			concurrency = 1
+		}
+		platform := runner.Platform
+		client, err := cluster.NewClientWithSlotExecutors(operationQueue, func(slot int, workerName string) (worker.Executor, error) {
+			return m.newExecutor(filepath.Join(settings.dataDir, "build", fmt.Sprintf("%d-%d", i, slot)), workerName, platform)
+		}, cluster.Options{
+			WorkerID:           runner.WorkerId,
+			InstanceNamePrefix: instanceNamePrefix,
+			Platform:           platform,
+			SizeClass:          runner.SizeClass,
+			Concurrency:        concurrency,
+			WorkerTimeout:      schedulerWorkerTimeout,
+		})
+		if err != nil {
+			return util.StatusWrapf(err, "Runner %d", i)
+		}
+		clients = append(clients, client)
+		logger.Printf("runner %d: %d slots, worker ID %s, instance name prefix %q, platform %s, size class %d",
+			i, concurrency, workerIDString(runner.WorkerId), runner.InstanceNamePrefix, platformString(platform), runner.SizeClass)
+	}
+
+	// Metrics and /-/healthy, as every Buildbarn binary serves them.
+	lifecycleState.MarkReadyAndWait(siblingsGroup)
+
+	var wg sync.WaitGroup
+	for _, client := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := client.Run(ctx); err != nil {
+				logger.Printf("worker: %v", err)
+			}
+		}()
+	}
+	go func() {
+		for _, client := range clients {
+			select {
+			case <-client.Registered():
+			case <-ctx.Done():
+				return
+			}
+		}
+		logger.Printf("registered with the scheduler: every slot is synchronizing")
+	}()
+	<-ctx.Done()
+	logger.Printf("draining: asking the scheduler for no more work; running actions finish and are reported")
+	wg.Wait()
+	logger.Printf("drained")
+	return nil
+}
+
+// newStorageFromConfiguration creates the CAS and AC the executor uses.
+// Plain gRPC backends get a cas.Storage of its own making, which
+// batches small blobs; anything else goes through bb-storage's
+// BlobAccess configuration, every backend it has.
+func newStorageFromConfiguration(group program.Group, c *blobstorepb.BlobstoreConfiguration, grpcClientFactory bb_grpc.ClientFactory, maximumMessageSizeBytes int, zstdPool bb_zstd.Pool, logger *log.Logger) (*cas.Storage, error) {
+	if maximumMessageSizeBytes <= 0 {
+		maximumMessageSizeBytes = cas.DefaultMaximumMessageSizeBytes
+	}
+	if c.GetContentAddressableStorage() == nil || c.GetActionCache() == nil {
+		return nil, status.Error(codes.InvalidArgument, "The blobstore configuration needs both a contentAddressableStorage and an actionCache")
+	}
+	casGRPC, acGRPC := c.ContentAddressableStorage.GetGrpc(), c.ActionCache.GetGrpc()
+	if casGRPC != nil && acGRPC != nil && !casGRPC.EnableCompression {
+		casConnection, err := grpcClientFactory.NewClientFromConfiguration(casGRPC.Client, group)
+		if err != nil {
+			return nil, util.StatusWrap(err, "Failed to create Content Addressable Storage RPC client")
+		}
+		acConnection, err := grpcClientFactory.NewClientFromConfiguration(acGRPC.Client, group)
+		if err != nil {
+			return nil, util.StatusWrap(err, "Failed to create Action Cache RPC client")
+		}
+		storage, err := cas.NewGRPCStorage(casConnection, acConnection, maximumMessageSizeBytes)
+		if err != nil {
+			return nil, err
+		}
+		// As bb-storage's configuration does for every CAS: the
+		// empty blob never needs a round trip.
+		storage.ContentAddressableStorage = blobstore.NewEmptyBlobInjectingBlobAccess(storage.ContentAddressableStorage)
+		logger.Printf("storage: CAS at %s, AC at %s (gRPC, batched)", casGRPC.Client.GetAddress(), acGRPC.Client.GetAddress())
+		return storage, nil
+	}
+	contentAddressableStorage, actionCache, err := blobstore_configuration.NewCASAndACBlobAccessFromConfiguration(group, c, grpcClientFactory, maximumMessageSizeBytes, zstdPool)
+	if err != nil {
+		return nil, err
+	}
+	logger.Printf("storage: CAS and AC as configured (bb-storage BlobAccess, one blob per call)")
+	return &cas.Storage{
+		ContentAddressableStorage: contentAddressableStorage,
+		ActionCache:               actionCache,
+		MaximumMessageSizeBytes:   maximumMessageSizeBytes,
+	}, nil
+}
+
+func workerIDString(workerID map[string]string) string {
+	if len(workerID) == 0 {
+		return "{}"
+	}
+	return cluster.WorkerName(workerID)
+}
+
+func platformString(platform *remoteexecution.Platform) string {
+	var parts []string
+	for _, p := range platform.GetProperties() {
+		parts = append(parts, p.Name+"="+p.Value)
+	}
+	if len(parts) == 0 {
+		return "(none)"
+	}
+	return strings.Join(parts, ",")
+}
