@@ -70,6 +70,8 @@ type execution struct {
 	command  *remoteexecution.Command
 	metadata *remoteexecution.ExecutedActionMetadata
 	result   *remoteexecution.ActionResult
+	// message explains a result a person might not expect.
+	message string
 }
 
 func (e *localExecutor) Execute(ctx context.Context, request *Request, observer Observer) *remoteexecution.ExecuteResponse {
@@ -87,7 +89,7 @@ func (e *localExecutor) Execute(ctx context.Context, request *Request, observer 
 	observer(StageStarted)
 	err := e.execute(ctx, x, observer)
 	x.metadata.WorkerCompletedTimestamp = timestamppb.Now()
-	response := &remoteexecution.ExecuteResponse{Result: x.result}
+	response := &remoteexecution.ExecuteResponse{Result: x.result, Message: x.message}
 	if err != nil {
 		response.Status = status.Convert(err).Proto()
 	}
@@ -178,6 +180,7 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 		return status.Errorf(codes.Internal, "Failed to run the action: %v", err)
 	}
 	x.result.ExitCode = int32(run.ExitCode)
+	x.message = describeRun(run, e.options.Limits, e.options.OutputLimitBytes)
 	if usage := resourceUsage(run); usage != nil {
 		x.metadata.AuxiliaryMetadata = append(x.metadata.AuxiliaryMetadata, usage)
 	}
@@ -326,4 +329,20 @@ func mergeOutputs(result, outputs *remoteexecution.ActionResult) {
 	result.OutputSymlinks = outputs.OutputSymlinks
 	result.OutputFileSymlinks = outputs.OutputFileSymlinks
 	result.OutputDirectorySymlinks = outputs.OutputDirectorySymlinks
+}
+
+// describeRun says why a command ended the way it did when the worker,
+// not the command, decided it.
+func describeRun(run *sandbox.Result, limits sandbox.Limits, outputLimit int64) string {
+	var parts []string
+	if run.OOMKilled {
+		parts = append(parts, fmt.Sprintf("the kernel killed a process of the action for exceeding its memory limit of %d bytes", limits.MemoryBytes))
+	}
+	if run.NotFound {
+		parts = append(parts, "the command could not be executed (see stderr)")
+	}
+	if run.StdoutTruncated || run.StderrTruncated {
+		parts = append(parts, fmt.Sprintf("output beyond %d bytes per stream was discarded", outputLimit))
+	}
+	return strings.Join(parts, "; ")
 }

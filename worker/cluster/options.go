@@ -116,6 +116,12 @@ func (o *Options) slotWorkerID(slot int) map[string]string {
 	return workerID
 }
 
+// WorkerName renders a worker ID as bb_worker names a worker (in logs
+// and in ExecutedActionMetadata.worker): JSON with sorted keys.
+func WorkerName(workerID map[string]string) string {
+	return workerName(workerID)
+}
+
 // workerName renders a worker ID for log lines, with sorted keys.
 func workerName(workerID map[string]string) string {
 	data, err := json.Marshal(workerID)
