@@ -63,7 +63,15 @@ func (s *executorSettings) apply(c *configuration.ExecutorConfiguration) error {
 	if c == nil {
 		return nil
 	}
-	setString(&s.dataDir, c.DataDirectoryPath)
+	if path := c.DataDirectoryPath; path != "" {
+		// A relative path names one of several workers' data
+		// directories under the default one, which works for
+		// root and for ordinary users alike.
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(defaultDataDir(), path)
+		}
+		s.dataDir = path
+	}
 	setInt64(&s.fileCacheSize, c.FileCacheSizeBytes)
 	if c.FileCacheMaximumFiles > 0 {
 		s.fileCacheFiles = int(c.FileCacheMaximumFiles)

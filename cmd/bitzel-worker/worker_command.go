@@ -18,14 +18,12 @@ import (
 	"github.com/bitzel/bitzel-worker/worker/configuration"
 	"github.com/bitzel/bitzel-worker/worker/remoteworker"
 	"github.com/buildbarn/bb-storage/pkg/blobstore"
-	blobstore_configuration "github.com/buildbarn/bb-storage/pkg/blobstore/configuration"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"github.com/buildbarn/bb-storage/pkg/global"
 	bb_grpc "github.com/buildbarn/bb-storage/pkg/grpc"
 	"github.com/buildbarn/bb-storage/pkg/program"
 	blobstorepb "github.com/buildbarn/bb-storage/pkg/proto/configuration/blobstore"
 	"github.com/buildbarn/bb-storage/pkg/util"
-	bb_zstd "github.com/buildbarn/bb-storage/pkg/zstd"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -83,7 +81,7 @@ func runWorker(ctx context.Context, siblingsGroup, dependenciesGroup program.Gro
 
 	// Storage: the cluster's CAS and AC. Its connections are
 	// dependencies, so they outlive the drain, which still uploads.
-	storage, err := newStorageFromConfiguration(dependenciesGroup, c.Blobstore, grpcClientFactory, int(c.MaximumMessageSizeBytes), bb_zstd.NewPoolFromConfiguration(c.ZstdPool), logger)
+	storage, err := newStorageFromConfiguration(dependenciesGroup, c.Blobstore, grpcClientFactory, int(c.MaximumMessageSizeBytes), logger)
 	if err != nil {
 		return err
 	}
@@ -151,16 +149,7 @@ func runWorker(ctx context.Context, siblingsGroup, dependenciesGroup program.Gro
 			}
 		}()
 	}
-	go func() {
-		for _, client := range clients {
-			select {
-			case <-client.Registered():
-			case <-ctx.Done():
-				return
-			}
-		}
-		logger.Printf("registered with the scheduler: every slot is synchronizing")
-	}()
+	logger.Printf("synchronizing with the scheduler at %s", c.Scheduler.GetAddress())
 	<-ctx.Done()
 	logger.Printf("draining: asking the scheduler for no more work; running actions finish and are reported")
 	wg.Wait()
@@ -168,47 +157,61 @@ func runWorker(ctx context.Context, siblingsGroup, dependenciesGroup program.Gro
 	return nil
 }
 
-// newStorageFromConfiguration creates the CAS and AC the executor uses.
-// Plain gRPC backends get a cas.Storage of its own making, which
-// batches small blobs; anything else goes through bb-storage's
-// BlobAccess configuration, every backend it has.
-func newStorageFromConfiguration(group program.Group, c *blobstorepb.BlobstoreConfiguration, grpcClientFactory bb_grpc.ClientFactory, maximumMessageSizeBytes int, zstdPool bb_zstd.Pool, logger *log.Logger) (*cas.Storage, error) {
-	if maximumMessageSizeBytes <= 0 {
-		maximumMessageSizeBytes = cas.DefaultMaximumMessageSizeBytes
-	}
-	if c.GetContentAddressableStorage() == nil || c.GetActionCache() == nil {
-		return nil, status.Error(codes.InvalidArgument, "The blobstore configuration needs both a contentAddressableStorage and an actionCache")
-	}
-	casGRPC, acGRPC := c.ContentAddressableStorage.GetGrpc(), c.ActionCache.GetGrpc()
-	if casGRPC != nil && acGRPC != nil && !casGRPC.EnableCompression {
-		casConnection, err := grpcClientFactory.NewClientFromConfiguration(casGRPC.Client, group)
-		if err != nil {
-			return nil, util.StatusWrap(err, "Failed to create Content Addressable Storage RPC client")
-		}
-		acConnection, err := grpcClientFactory.NewClientFromConfiguration(acGRPC.Client, group)
-		if err != nil {
-			return nil, util.StatusWrap(err, "Failed to create Action Cache RPC client")
-		}
-		storage, err := cas.NewGRPCStorage(casConnection, acConnection, maximumMessageSizeBytes)
-		if err != nil {
-			return nil, err
-		}
-		// As bb-storage's configuration does for every CAS: the
-		// empty blob never needs a round trip.
-		storage.ContentAddressableStorage = blobstore.NewEmptyBlobInjectingBlobAccess(storage.ContentAddressableStorage)
-		logger.Printf("storage: CAS at %s, AC at %s (gRPC, batched)", casGRPC.Client.GetAddress(), acGRPC.Client.GetAddress())
-		return storage, nil
-	}
-	contentAddressableStorage, actionCache, err := blobstore_configuration.NewCASAndACBlobAccessFromConfiguration(group, c, grpcClientFactory, maximumMessageSizeBytes, zstdPool)
+// newStorageFromConfiguration connects to the cluster's CAS and AC.
+// Only gRPC backends are supported: bb-storage's BlobAccess
+// configuration, which has all the others, adds some 15 MB to the
+// binary, and a worker has no use for them that a bb_storage frontend
+// (sharding, mirroring) or its own caches (read caching) do not serve
+// better.
+func newStorageFromConfiguration(group program.Group, c *blobstorepb.BlobstoreConfiguration, grpcClientFactory bb_grpc.ClientFactory, maximumMessageSizeBytes int, logger *log.Logger) (*cas.Storage, error) {
+	casGRPC, err := grpcBackend(c.GetContentAddressableStorage(), "contentAddressableStorage", false)
 	if err != nil {
 		return nil, err
 	}
-	logger.Printf("storage: CAS and AC as configured (bb-storage BlobAccess, one blob per call)")
-	return &cas.Storage{
-		ContentAddressableStorage: contentAddressableStorage,
-		ActionCache:               actionCache,
-		MaximumMessageSizeBytes:   maximumMessageSizeBytes,
-	}, nil
+	acGRPC, err := grpcBackend(c.GetActionCache(), "actionCache", true)
+	if err != nil {
+		return nil, err
+	}
+	casConnection, err := grpcClientFactory.NewClientFromConfiguration(casGRPC.Client, group)
+	if err != nil {
+		return nil, util.StatusWrap(err, "Failed to create Content Addressable Storage RPC client")
+	}
+	acConnection, err := grpcClientFactory.NewClientFromConfiguration(acGRPC.Client, group)
+	if err != nil {
+		return nil, util.StatusWrap(err, "Failed to create Action Cache RPC client")
+	}
+	storage, err := cas.NewGRPCStorage(casConnection, acConnection, maximumMessageSizeBytes)
+	if err != nil {
+		return nil, err
+	}
+	// As bb-storage's configuration does for every CAS: the empty
+	// blob never needs a round trip.
+	storage.ContentAddressableStorage = blobstore.NewEmptyBlobInjectingBlobAccess(storage.ContentAddressableStorage)
+	logger.Printf("storage: CAS at %s, Action Cache at %s", casGRPC.Client.GetAddress(), acGRPC.Client.GetAddress())
+	return storage, nil
+}
+
+// grpcBackend returns the gRPC backend a BlobAccessConfiguration names.
+func grpcBackend(c *blobstorepb.BlobAccessConfiguration, name string, writeOnly bool) (*blobstorepb.GrpcBlobAccessConfiguration, error) {
+	if checking := c.GetCompletenessChecking(); checking != nil && writeOnly {
+		// Completeness is checked on reads, which this worker
+		// never makes of the Action Cache.
+		c = checking.Backend
+	}
+	switch backend := c.GetBackend().(type) {
+	case *blobstorepb.BlobAccessConfiguration_Grpc:
+		if backend.Grpc.EnableCompression {
+			return nil, status.Errorf(codes.InvalidArgument, "blobstore.%s: enableCompression is not supported", name)
+		}
+		if backend.Grpc.Client == nil {
+			return nil, status.Errorf(codes.InvalidArgument, "blobstore.%s.grpc: no client configuration", name)
+		}
+		return backend.Grpc, nil
+	case nil:
+		return nil, status.Errorf(codes.InvalidArgument, "blobstore.%s: not configured", name)
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "blobstore.%s: backend %T is not supported; bitzel-worker takes a grpc backend (point it at a bb_storage frontend)", name, backend)
+	}
 }
 
 func workerIDString(workerID map[string]string) string {

@@ -28,12 +28,13 @@ type Client interface {
 	// (Options.WorkerTimeout). Run returns nil once drained; it may
 	// be called once.
 	Run(ctx context.Context) error
-	// Registered is closed once every slot has had a Synchronize
-	// call accepted by the scheduler.
-	Registered() <-chan struct{}
-	// Ready tells whether the latest Synchronize call of every slot
-	// succeeded: the scheduler knows all of this worker's slots and
-	// can give them work.
+	// Ready tells whether every slot is synchronizing: it has made a
+	// Synchronize call, and its latest call that ended did not fail.
+	// A call the scheduler holds open counts (bb_scheduler holds an
+	// idle worker's call for up to two minutes, and knows the worker
+	// from the moment it arrives); after a refused or failed one, the
+	// slot is not ready until a later call ends successfully, which
+	// for an idle slot may be as late as the end of that hold.
 	Ready() bool
 }
 
@@ -46,9 +47,6 @@ type SlotExecutorFactory func(slot int, workerName string) (worker.Executor, err
 type client struct {
 	slots   []*slot
 	started atomic.Bool
-
-	registeredSlots atomic.Int64
-	registered      chan struct{}
 }
 
 // NewClient returns a Client with options.Concurrency slots that call
@@ -67,33 +65,21 @@ func NewClientWithSlotExecutors(operationQueue remoteworker.OperationQueueClient
 	}
 	registerMetrics()
 	platform := sortedPlatform(options.Platform)
-	c := &client{registered: make(chan struct{})}
+	c := &client{}
 	for i := 0; i < options.Concurrency; i++ {
 		workerID := options.slotWorkerID(i)
 		executor, err := newExecutor(i, workerName(workerID))
 		if err != nil {
 			return nil, util.StatusWrapf(err, "Failed to create the executor of worker %s", workerName(workerID))
 		}
-		var once sync.Once
-		synchronized := func() {
-			once.Do(func() {
-				if c.registeredSlots.Add(1) == int64(options.Concurrency) {
-					close(c.registered)
-				}
-			})
-		}
-		c.slots = append(c.slots, newSlot(operationQueue, executor, &options, workerID, platform, synchronized))
+		c.slots = append(c.slots, newSlot(operationQueue, executor, &options, workerID, platform))
 	}
 	return c, nil
 }
 
-func (c *client) Registered() <-chan struct{} {
-	return c.registered
-}
-
 func (c *client) Ready() bool {
 	for _, s := range c.slots {
-		if !s.ready.Load() {
+		if !s.synchronizing.Load() || s.failingNow.Load() {
 			return false
 		}
 	}

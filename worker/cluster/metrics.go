@@ -32,7 +32,7 @@ var (
 		Namespace: "bitzel",
 		Subsystem: "cluster",
 		Name:      "slots_failing",
-		Help:      "Slots whose latest Synchronize call failed; zero when the worker is registered.",
+		Help:      "Slots whose latest Synchronize call that ended failed (until a later call ends successfully); zero when the worker is registered.",
 	})
 	synchronizations = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "bitzel",

@@ -116,16 +116,15 @@ func TestMetricsAndReadiness(t *testing.T) {
 	for _, id := range ids {
 		expectRequest(t, d, id, "idle", false)
 	}
-	// The scheduler holds idle calls open: a slot counts as
-	// registered once its first call has been answered.
-	if r.client.Ready() {
-		t.Error("ready before the scheduler answered anything")
+	// The scheduler holds idle calls open, as bb_scheduler does for
+	// up to two minutes; a call held open counts.
+	if !r.client.Ready() {
+		t.Error("not ready while the scheduler holds every slot's call")
 	}
 	slots.expect(2)
 	calls.expect(2)
 
-	// Two actions at once: one per slot, so that both slots get an
-	// answer from the scheduler.
+	// Two actions at once, one per slot.
 	var both []*executeCall
 	for _, name := range []string{"exit 0", "exit 3"} {
 		actionDigest, action := testAction(name)
@@ -136,14 +135,6 @@ func TestMetricsAndReadiness(t *testing.T) {
 		expectRequest(t, d, id, "started", false)
 	}
 	executing.expect(2)
-	select {
-	case <-r.client.Registered():
-	case <-time.After(realTimeLimit):
-		t.Fatal("not registered after both slots were answered")
-	}
-	if !r.client.Ready() {
-		t.Error("not ready while the scheduler answers every slot")
-	}
 	both[0].complete(t, okResponse(0))
 	both[1].complete(t, okResponse(3))
 	for _, id := range ids {

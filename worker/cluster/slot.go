@@ -46,18 +46,17 @@ type slot struct {
 	// execution is the action running now, or nil.
 	execution *execution
 
-	// failing mirrors bitzel_cluster_slots_failing for this slot;
-	// synchronized is called after every successful call.
-	failing      bool
-	synchronized func()
-	// ready is whether the latest call succeeded; read by Client.Ready
-	// from other goroutines.
-	ready atomic.Bool
+	// failing mirrors bitzel_cluster_slots_failing for this slot.
+	failing bool
+	// synchronizing (a call has been made while running) and
+	// failingNow (the latest call that ended failed) are read by
+	// Client.Ready from other goroutines.
+	synchronizing atomic.Bool
+	failingNow    atomic.Bool
 }
 
-func newSlot(operationQueue remoteworker.OperationQueueClient, executor worker.Executor, options *Options, workerID map[string]string, platform *remoteexecution.Platform, synchronized func()) *slot {
+func newSlot(operationQueue remoteworker.OperationQueueClient, executor worker.Executor, options *Options, workerID map[string]string, platform *remoteexecution.Platform) *slot {
 	return &slot{
-		synchronized:        synchronized,
 		operationQueue:      operationQueue,
 		executor:            executor,
 		clock:               options.Clock,
@@ -84,7 +83,7 @@ func (s *slot) run(ctx context.Context) {
 	defer func() {
 		slotsGauge.Dec()
 		s.setFailing(false)
-		s.ready.Store(false)
+		s.synchronizing.Store(false)
 	}()
 	for {
 		draining := ctx.Err() != nil
@@ -109,7 +108,6 @@ func (s *slot) run(ctx context.Context) {
 		if err == nil {
 			s.backoff.reset()
 			s.setFailing(false)
-			s.synchronized()
 			continue
 		}
 		if !draining && ctx.Err() != nil {
@@ -223,7 +221,7 @@ func (s *slot) updateCurrentState() {
 }
 
 func (s *slot) setFailing(failing bool) {
-	s.ready.Store(!failing)
+	s.failingNow.Store(failing)
 	if failing != s.failing {
 		s.failing = failing
 		if failing {
@@ -248,6 +246,7 @@ func (s *slot) synchronize(ctx context.Context, draining bool) error {
 	}
 
 	synchronizations.Inc()
+	s.synchronizing.Store(true)
 	response, err := s.operationQueue.Synchronize(callCtx, &s.request)
 	if err != nil {
 		if s.schedulerMayThinkExecutingUntil.IsZero() && !isRefusal(err) {

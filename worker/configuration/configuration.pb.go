@@ -458,7 +458,8 @@ type ExecutorConfiguration struct {
 	// (and, for serve, the CAS and AC). It must not be shared with
 	// another running bitzel-worker. As root, every directory leading to
 	// it must be searchable by others. Default: /var/lib/bitzel-worker
-	// for root, ~/.cache/bitzel-worker for others.
+	// for root, ~/.cache/bitzel-worker for others; a relative path is
+	// taken under that directory (several workers on one machine).
 	DataDirectoryPath string `protobuf:"bytes,1,opt,name=data_directory_path,json=dataDirectoryPath,proto3" json:"data_directory_path,omitempty"`
 	// Budget of the content-addressed file cache (bb_worker's
 	// 'maximumCacheSizeBytes' and 'maximumCacheFileCount'). Defaults:
