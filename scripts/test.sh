@@ -46,6 +46,11 @@ echo "== tests as root"
 go test -count=1 ./...
 sh e2e/bazel/run.sh # real Bazel 4.2.3 against serve: every spawn remote, then all remote cache hits
 
+echo "== fuzzing (bounded; the committed corpora also ran as tests above)"
+for target in FuzzParseLayersProperty FuzzDirectoryValidation; do
+	go test -run XXX -fuzz "^$target\$" -fuzztime 20s ./cas
+done
+
 echo "== tests as the ordinary user $test_user (rootless)"
 # Test binaries are built here and run as the user from a copy of the
 # tree it can read, so the user needs neither Go nor the module cache.
