@@ -5,9 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
@@ -52,12 +55,32 @@ the actions it is running, then exits.
 		fs.Usage()
 		return 2
 	}
-	// Buildbarn's program lifecycle: SIGTERM and SIGINT cancel ctx,
-	// and the process exits once every routine has returned, by the
-	// same signal (or 1 after a fatal error).
-	program.RunMain(func(ctx context.Context, siblingsGroup, dependenciesGroup program.Group) error {
+	// Buildbarn's program lifecycle (routines in a program.Group, whose
+	// dependencies outlive their dependents), but with an exit status
+	// of our own: program.RunMain re-raises the signal after a drain
+	// and races that against os.Exit(1), so a clean drain would end
+	// one way or the other. Here: 0 after a clean drain, 1 after an
+	// error. A second signal exits at once, abandoning running
+	// actions (the scheduler gives them to another worker once it
+	// stops hearing from this one).
+	ctx, cancel := context.WithCancel(context.Background())
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		sig := <-signals
+		log.Printf("%v: draining", sig)
+		cancel()
+		sig = <-signals
+		log.Printf("%v again: exiting without finishing the running actions", sig)
+		os.Exit(1)
+	}()
+	err := program.RunLocal(ctx, func(ctx context.Context, siblingsGroup, dependenciesGroup program.Group) error {
 		return runWorker(ctx, siblingsGroup, dependenciesGroup, *configPath)
 	})
+	if err != nil {
+		log.Print("Fatal error: ", err)
+		return 1
+	}
 	return 0
 }
 
