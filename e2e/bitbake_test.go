@@ -76,13 +76,20 @@ func bbRecipes() []*bbRecipe {
 
 // command is the shell command of the action's argv
 // (/bin/sh -c COMMAND), run in WORKDIR (WORKSPACE.md, "Running a
-// task"): BitBake's [umask]; the run script with its log in temp/;
-// absolute symlinks into the build directory made relative (the worker
-// refuses absolute targets in outputs); and for a fakeroot task a
-// record of the ownership it gave its files (not an output property;
-// this stands in for pseudo's database).
+// task"): BitBake's [umask]; B from an earlier task made newer than
+// the host's headers (input files are dated 2000-01-01, and make would
+// rebuild whatever depends on /usr/include); the run script with its
+// log in temp/; absolute symlinks into the build directory made
+// relative (the worker refuses absolute targets in outputs); and for a
+// fakeroot task a record of the ownership it gave its files (not an
+// output property; this stands in for pseudo's database).
 func (t *bbTask) command(topdir string) string {
 	parts := []string{"umask 022"}
+	for _, in := range t.inputs {
+		if in == "build" {
+			parts = append(parts, `find build -exec touch -h -d "@$(date +%s)" {} +`)
+		}
+	}
 	parts = append(parts, fmt.Sprintf("./temp/run.do_%s >./temp/log.do_%s 2>&1", t.name, t.name))
 	for _, o := range t.outputs {
 		if o != "pseudo" {
