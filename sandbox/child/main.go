@@ -46,6 +46,9 @@ func run() *Status {
 	// see the config or status pipes.
 	unix.CloseOnExec(ConfigFD)
 	unix.CloseOnExec(StatusFD)
+	// Not dumpable: the command, though the same uid, cannot read
+	// PID 1's memory or descriptors through /proc/1.
+	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	configFile := os.NewFile(ConfigFD, "config")
 	decoder := json.NewDecoder(configFile)
 
