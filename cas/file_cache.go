@@ -26,6 +26,42 @@ import (
 type FileKey struct {
 	Digest     digest.Digest
 	Executable bool
+	// UnixMode and MtimeNanos come from an input file's node
+	// properties (unix_mode, mtime) when the client sets them; zero
+	// means the defaults (0444/0555 and InputTimestamp). A BitBake
+	// client sends the build tree's real timestamps, so that make in
+	// a later task sees the same ages as a local build would.
+	UnixMode   uint32
+	MtimeNanos int64
+}
+
+// fileKeyOf is the cache key of an input file node.
+func fileKeyOf(d digest.Digest, f *remoteexecution.FileNode) FileKey {
+	k := FileKey{Digest: d, Executable: f.IsExecutable}
+	if m := f.GetNodeProperties().GetUnixMode(); m != nil {
+		// Permission bits only: a cached inode is never setuid.
+		k.UnixMode = m.GetValue() & 0o777
+	}
+	if t := f.GetNodeProperties().GetMtime(); t != nil && t.IsValid() {
+		k.MtimeNanos = t.AsTime().UnixNano()
+	}
+	return k
+}
+
+// mode is the permission of the cache file for k.
+func (k FileKey) mode() os.FileMode {
+	if k.UnixMode != 0 {
+		return os.FileMode(k.UnixMode)
+	}
+	return fileMode(k.Executable)
+}
+
+// mtime is the modification time of the cache file for k.
+func (k FileKey) mtime() time.Time {
+	if k.MtimeNanos != 0 {
+		return time.Unix(0, k.MtimeNanos)
+	}
+	return InputTimestamp
 }
 
 // FileCache keeps one read-only inode per FileKey on local disk (mode
@@ -152,13 +188,40 @@ func fileName(k FileKey) string {
 	if k.Executable {
 		name += "-x"
 	}
+	if k.UnixMode != 0 {
+		name += fmt.Sprintf("-m%o", k.UnixMode)
+	}
+	if k.MtimeNanos != 0 {
+		name += fmt.Sprintf("-t%d", k.MtimeNanos)
+	}
 	return name
 }
 
 func parseFileName(shard, name string) (FileKey, bool) {
 	parts := strings.Split(name, "-")
-	if len(parts) != 3 && !(len(parts) == 4 && parts[3] == "x") {
+	if len(parts) < 3 {
 		return FileKey{}, false
+	}
+	var k FileKey
+	for _, option := range parts[3:] {
+		switch {
+		case option == "x" && !k.Executable:
+			k.Executable = true
+		case strings.HasPrefix(option, "m") && k.UnixMode == 0:
+			m, err := strconv.ParseUint(option[1:], 8, 32)
+			if err != nil || m == 0 || m > 0o777 {
+				return FileKey{}, false
+			}
+			k.UnixMode = uint32(m)
+		case strings.HasPrefix(option, "t") && k.MtimeNanos == 0:
+			t, err := strconv.ParseInt(option[1:], 10, 64)
+			if err != nil || t == 0 {
+				return FileKey{}, false
+			}
+			k.MtimeNanos = t
+		default:
+			return FileKey{}, false
+		}
 	}
 	size, err1 := strconv.ParseInt(parts[1], 10, 64)
 	fn, err2 := strconv.Atoi(parts[2])
@@ -173,7 +236,11 @@ func parseFileName(shard, name string) (FileKey, bool) {
 	if err != nil {
 		return FileKey{}, false
 	}
-	return FileKey{Digest: d, Executable: len(parts) == 4}, true
+	k.Digest = d
+	if fileName(k) != shard+"/"+name {
+		return FileKey{}, false
+	}
+	return k, true
 }
 
 // reload indexes the files a previous run left. Anything that does
@@ -195,7 +262,7 @@ func (fc *fileCache) reload() error {
 			p := filepath.Join(shardPath, n.Name())
 			k, ok := parseFileName(shard.Name(), n.Name())
 			info, err := os.Lstat(p)
-			if !ok || err != nil || !info.Mode().IsRegular() || info.Size() != k.Digest.GetSizeBytes() || info.Mode().Perm() != fileMode(k.Executable) {
+			if !ok || err != nil || !info.Mode().IsRegular() || info.Size() != k.Digest.GetSizeBytes() || info.Mode().Perm() != k.mode() {
 				os.Remove(p)
 				continue
 			}
@@ -444,7 +511,7 @@ func (fc *fileCache) writeFile(k FileKey, fill func(f *os.File) error) error {
 // timestamp.
 func (fc *fileCache) finishFile(f *os.File, k FileKey) error {
 	// Explicit chmod: the umask must not decide who can read.
-	if err := f.Chmod(fileMode(k.Executable)); err != nil {
+	if err := f.Chmod(k.mode()); err != nil {
 		return err
 	}
 	if fc.owner != nil {
@@ -452,7 +519,7 @@ func (fc *fileCache) finishFile(f *os.File, k FileKey) error {
 			return err
 		}
 	}
-	t := unix.NsecToTimeval(InputTimestamp.UnixNano())
+	t := unix.NsecToTimeval(k.mtime().UnixNano())
 	return unix.Futimes(int(f.Fd()), []unix.Timeval{t, t})
 }
 

@@ -5,8 +5,12 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
+	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 func TestFileCacheSurvivesRestartAndDropsDamagedFiles(t *testing.T) {
@@ -109,5 +113,39 @@ func TestCachedFilesAndLayersHaveTheFixedTimestampAndTheOwner(t *testing.T) {
 		if int(st.Uid) != owner.UID || int(st.Gid) != owner.GID {
 			t.Errorf("layer directory %q owned by %d:%d, want %d:%d", p, st.Uid, st.Gid, owner.UID, owner.GID)
 		}
+	}
+}
+
+func TestInputNodePropertiesSetModeAndTimestamp(t *testing.T) {
+	e := newTestEnv(t, MaterializerOptions{})
+	content := e.putBlob([]byte("built earlier"))
+	when := time.Date(2021, 3, 4, 5, 6, 7, 8000, time.UTC)
+	root := e.putDirectory(&remoteexecution.Directory{Files: []*remoteexecution.FileNode{
+		{Name: "dated", Digest: content.GetProto(), NodeProperties: &remoteexecution.NodeProperties{
+			UnixMode: wrapperspb.UInt32(0o4640), Mtime: timestamppb.New(when),
+		}},
+		{Name: "plain", Digest: content.GetProto()},
+	}})
+	r := e.mustMaterialize(root)
+	defer r.Release()
+	var dated, plain unix.Stat_t
+	must(t, unix.Stat(filepath.Join(r.Mounts[0].Layers[0], "dated"), &dated))
+	must(t, unix.Stat(filepath.Join(r.Mounts[0].Layers[0], "plain"), &plain))
+	// Permission bits honoured, setuid not: a cached inode is never
+	// setuid.
+	if dated.Mode&0o7777 != 0o640 || dated.Mtim.Nano() != when.UnixNano() {
+		t.Errorf("dated file: mode %o mtime %v, want 0640 and %v", dated.Mode&0o7777, time.Unix(0, dated.Mtim.Nano()).UTC(), when)
+	}
+	if plain.Mode&0o7777 != 0o444 || plain.Mtim.Sec != InputTimestamp.Unix() {
+		t.Errorf("plain file: mode %o mtime %d", plain.Mode&0o7777, plain.Mtim.Sec)
+	}
+	if dated.Ino == plain.Ino {
+		t.Error("one inode serves two timestamps")
+	}
+	// Both variants survive a restart of the cache.
+	fc, err := newFileCache(filepath.Join(e.dir, "files"), 1<<30, 1<<20, sysLinkat)
+	must(t, err)
+	if len(fc.entries) < 2 {
+		t.Errorf("after a restart the cache indexes %d files", len(fc.entries))
 	}
 }

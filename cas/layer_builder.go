@@ -111,7 +111,7 @@ func (b *layerBuilder) subdirectory(fd int, name string, child *dirInfo, childPa
 func (b *layerBuilder) fill(fd int, di *dirInfo, dirPath string) error {
 	dir := di.dir
 	for i, f := range dir.Files {
-		if err := b.files.Link(FileKey{Digest: di.fileDigests[i], Executable: f.IsExecutable}, fd, f.Name); err != nil {
+		if err := b.files.Link(fileKeyOf(di.fileDigests[i], f), fd, f.Name); err != nil {
 			return util.StatusWrapf(err, "Layer path %q", joinPath(dirPath, f.Name))
 		}
 		b.stats.Bytes += di.fileDigests[i].GetSizeBytes()
@@ -146,7 +146,7 @@ func collectFileKeys(t tree, root *dirInfo, seen map[*dirInfo]bool, keys map[Fil
 	}
 	seen[root] = true
 	for i, f := range root.dir.Files {
-		keys[FileKey{Digest: root.fileDigests[i], Executable: f.IsExecutable}] = struct{}{}
+		keys[fileKeyOf(root.fileDigests[i], f)] = struct{}{}
 	}
 	for _, c := range root.dirDigests {
 		collectFileKeys(t, t[c], seen, keys)

@@ -14,6 +14,7 @@ import (
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // Tree is a Merkle tree built from local files: every Directory message
@@ -29,9 +30,16 @@ type Tree struct {
 // TreeBuilder builds Trees with one digest function, sharing blobs
 // across every tree it builds (a task's WORKDIR and its layers).
 type TreeBuilder struct {
-	function    digest.Function
-	directories map[digest.Digest][]byte
-	files       map[digest.Digest]string
+	// PreserveMtimes sends each file's modification time as its mtime
+	// node property. The worker then gives the input that time, which
+	// make needs in a task that continues an earlier task's build tree;
+	// without it every input has one fixed time. Off by default: the
+	// times become part of the digests, so identical trees checked
+	// out at different times would no longer share cache entries.
+	PreserveMtimes bool
+	function       digest.Function
+	directories    map[digest.Digest][]byte
+	files          map[digest.Digest]string
 }
 
 // NewTreeBuilder creates a TreeBuilder.
@@ -115,11 +123,15 @@ func (b *TreeBuilder) directory(path string) (*remoteexecution.Directory, error)
 				return nil, err
 			}
 			b.files[d] = child
-			directory.Files = append(directory.Files, &remoteexecution.FileNode{
+			node := &remoteexecution.FileNode{
 				Name:         entry.Name(),
 				Digest:       d.GetProto(),
 				IsExecutable: mode&0o100 != 0,
-			})
+			}
+			if b.PreserveMtimes {
+				node.NodeProperties = &remoteexecution.NodeProperties{Mtime: timestamppb.New(info.ModTime())}
+			}
+			directory.Files = append(directory.Files, node)
 		default:
 			return nil, fmt.Errorf("%s: a %v cannot be an input", child, mode.Type())
 		}

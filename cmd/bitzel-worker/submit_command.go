@@ -57,6 +57,7 @@ exit code (124 on timeout, 125 when it could not be run).
 	doNotCache := fs.Bool("do-not-cache", false, "do not store the result in the Action Cache")
 	jsonOutput := fs.Bool("json", false, "print the ActionResult as JSON on stdout instead of the action's output")
 	quiet := fs.Bool("quiet", false, "no progress on stderr")
+	preserveMtimes := fs.Bool("preserve-mtimes", false, "send input files' modification times (mtime node property), for tasks whose make must see an earlier task's timestamps")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -75,6 +76,7 @@ exit code (124 on timeout, 125 when it could not be run).
 
 	function := digest.MustNewFunction(*instance, remoteexecution.DigestFunction_SHA256)
 	builder := client.NewTreeBuilder(function)
+	builder.PreserveMtimes = *preserveMtimes
 	root, err := buildInputRoot(builder, inputs, layers)
 	if err != nil {
 		return fail("%v", err)
