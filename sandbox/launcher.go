@@ -189,7 +189,7 @@ func (p *launcherProcess) read() {
 }
 
 func (p *launcherProcess) reply(reply *child.LaunchReply, oob []byte) {
-	fds, _ := parseRights(oob)
+	fds, _ := child.ParseRights(oob)
 	p.mu.Lock()
 	result := p.pending[reply.ID]
 	delete(p.pending, reply.ID)
@@ -230,22 +230,6 @@ func (p *launcherProcess) fail(err error) {
 		process.exit(child.ExitNotice{PID: pid, WaitStatus: uint32(syscall.SIGKILL)})
 		delete(p.running, pid)
 	}
-}
-
-func parseRights(oob []byte) ([]int, error) {
-	messages, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return nil, err
-	}
-	var fds []int
-	for _, m := range messages {
-		rights, err := unix.ParseUnixRights(&m)
-		if err != nil {
-			return nil, err
-		}
-		fds = append(fds, rights...)
-	}
-	return fds, nil
 }
 
 func (s *sandboxProcess) exit(notice child.ExitNotice) {

@@ -122,7 +122,7 @@ func runLauncher() error {
 			return nil
 		}
 		var request LaunchRequest
-		fds, ferr := parseRights(oob[:oobn])
+		fds, ferr := ParseRights(oob[:oobn])
 		if jerr := json.Unmarshal(buf[:n], &request); jerr != nil || ferr != nil || len(fds) != LaunchFDs {
 			for _, fd := range fds {
 				unix.Close(fd)
@@ -134,7 +134,8 @@ func runLauncher() error {
 	}
 }
 
-func parseRights(oob []byte) ([]int, error) {
+// ParseRights returns the descriptors of the SCM_RIGHTS messages in oob.
+func ParseRights(oob []byte) ([]int, error) {
 	messages, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
 		return nil, err
