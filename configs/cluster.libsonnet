@@ -33,4 +33,9 @@
   // Worker N's ID labels; unique in the cluster, as the scheduler
   // requires.
   workerId(index):: { host: 'localhost', worker: std.toString(index) },
+
+  // Worker N's data directory. Relative: under the default data
+  // directory (/var/lib/bitzel-worker as root, ~/.cache/bitzel-worker
+  // otherwise). Never shared by two running workers.
+  workerDataDirectory(index):: 'cluster-worker-%d' % index,
 }

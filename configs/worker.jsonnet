@@ -34,10 +34,9 @@ local index = std.parseInt(std.extVar('BITZEL_WORKER_INDEX'));
   scheduler: { address: cluster.schedulerWorkerAddress },
 
   executor: {
-    // Relative: under the default data directory
-    // (/var/lib/bitzel-worker as root, ~/.cache/bitzel-worker
-    // otherwise). Never shared by two running workers.
-    dataDirectoryPath: 'cluster-worker-%d' % index,
+    // Caches, sandbox state, running actions; never shared by two
+    // running workers (see cluster.libsonnet).
+    dataDirectoryPath: cluster.workerDataDirectory(index),
     fileCacheSizeBytes: 8 * 1024 * 1024 * 1024,
     fileCacheMaximumFiles: 1000000,
     layerCacheSizeBytes: 16 * 1024 * 1024 * 1024,
