@@ -87,7 +87,7 @@ func (t *bbTask) command(topdir string) string {
 	parts := []string{"umask 022"}
 	for _, in := range t.inputs {
 		if in == "build" {
-			parts = append(parts, `find build -exec touch -h -d "@$(date +%s)" {} +`)
+			parts = append(parts, `find build ! -type l -exec touch -d "@$(date +%s)" {} +`)
 		}
 	}
 	parts = append(parts, fmt.Sprintf("./temp/run.do_%s >./temp/log.do_%s 2>&1", t.name, t.name))
