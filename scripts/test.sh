@@ -45,6 +45,7 @@ go build -o bin/ ./cmd/...
 echo "== tests as root"
 go test -count=1 ./...
 sh e2e/bazel/run.sh # real Bazel 4.2.3 against serve: every spawn remote, then all remote cache hits
+BITZEL_BIN_DIR="$repo/bin" sh e2e/bitbake/busybox.sh # Debian busybox 1.35 do_configure/compile/install through serve: byte-identical to a local build, wall times
 
 echo "== fuzzing (bounded; the committed corpora also ran as tests above)"
 for target in FuzzParseLayersProperty FuzzDirectoryValidation; do

@@ -16,14 +16,17 @@
 # Usage, as root (it installs build dependencies and adds a deb-src
 # entry for the host's suite):
 #   BITZEL_BIN_DIR=bin e2e/bitbake/busybox.sh
-# BITZEL_BUSYBOX_DIR (default /var/tmp/bitzel-busybox) holds the trees
-# and the worker's data; removed on success, kept on failure.
+# Everything (trees, the worker's data) goes to a new directory,
+# BITZEL_BUSYBOX_DIR (which must not exist) or a fresh
+# /var/tmp/bitzel-busybox-XXXXXX; it is removed on success (unless
+# BITZEL_BUSYBOX_KEEP is set) and kept on failure. Runs at the same time
+# do not meet.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 bin=$(cd "${BITZEL_BIN_DIR:-$repo/bin}" 2>/dev/null && pwd) || bin=${BITZEL_BIN_DIR:-$repo/bin}
-base=${BITZEL_BUSYBOX_DIR:-/var/tmp/bitzel-busybox}
+base=${BITZEL_BUSYBOX_DIR:-}
 recipe=$here/recipes/busybox/busybox.bb.sh
 
 say() { echo "busybox.sh: $*"; }
@@ -40,7 +43,9 @@ cleanup() {
 		kill -TERM "$serve_pid" 2>/dev/null || true
 		wait "$serve_pid" 2>/dev/null || true
 	fi
-	if [ "$ok" = 1 ]; then
+	if [ -z "$base" ]; then
+		:
+	elif [ "$ok" = 1 ] && [ -z "${BITZEL_BUSYBOX_KEEP:-}" ]; then
 		rm -rf "$base"
 	elif [ -d "$base" ]; then
 		echo "busybox.sh: kept $base for inspection (serve.log, client/ = remote, build/ = local)" >&2
@@ -52,6 +57,13 @@ trap 'exit 130' INT TERM
 
 [ "$(id -u)" = 0 ] || fail "run as root: it installs packages and adds a deb-src entry"
 [ -x "$bin/bitzel-worker" ] || fail "no $bin/bitzel-worker: build it (go build -o bin/ ./cmd/...) or set BITZEL_BIN_DIR"
+if [ -z "$base" ]; then
+	base=$(mktemp -d /var/tmp/bitzel-busybox-XXXXXX) || fail "cannot create a directory under /var/tmp"
+elif [ -e "$base" ]; then
+	base_given=$base
+	base=
+	fail "BITZEL_BUSYBOX_DIR=$base_given exists; give a new path"
+fi
 case $base in
 /tmp | /tmp/* | /usr/* | /etc/* | /opt/* | /bin/* | /sbin/* | /lib*/* | /proc/* | /dev/*)
 	fail "BITZEL_BUSYBOX_DIR=$base: the sandbox mounts its own /tmp and the host's /usr, /etc, /opt, ... over that path" ;;
@@ -90,7 +102,6 @@ fi
 apt-cache showsrc busybox | grep -q '^Version: 1:1\.35' ||
 	fail "the apt sources offer no busybox 1.35 source package (this script expects Debian bookworm's)"
 
-rm -rf "$base"
 mkdir -p "$base/downloads"
 chmod 755 "$base"
 say "apt-get source busybox"
@@ -118,6 +129,7 @@ mkdir -p "$base/stage/empty"
 # --- the worker ---
 mkdir -p "$base/data"
 chmod 755 "$base/data"
+: >"$base/serve.log"
 "$bin/bitzel-worker" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --data-dir "$base/data" \
 	--exec-root-path "$TOPDIR" --cas-size 2147483648 >"$base/serve.log" 2>&1 &
 serve_pid=$!
@@ -133,41 +145,47 @@ done
 [ -n "$addr" ] || { cat "$base/serve.log" >&2; fail "serve did not start within 60s"; }
 say "serve on $addr, exec root path $TOPDIR"
 
-# A root worker whose cached layers belong to the host's root (an id
-# its actions' user namespace does not map) lets no action write in an
-# input directory, which do_compile needs (B is an input). Then inputs
-# are staged under .bitzel-in/ and copied into place by the action; the
-# outputs are the same. See the report of e2e/bitbake_test.go.
-workaround=0
+# do_compile and do_install write in B, an input: the overlay takes it.
 mkdir -p "$base/probe/B"
 echo old >"$base/probe/B/old"
-if ! "$bin/bitzel-worker" submit --quiet --remote "grpc://$addr" --input "w=$base/probe" --cwd w \
-	-- /bin/sh -c 'echo new >B/new && echo more >>B/old' >"$base/probe.log" 2>&1; then
-	workaround=1
-	say "WORKER BUG: an action cannot write in its input directories ($(tail -1 "$base/probe.log"));"
-	say "  working around it: inputs staged under .bitzel-in/ and copied into place by each action"
-fi
+"$bin/bitzel-worker" submit --quiet --remote "grpc://$addr" --input "w=$base/probe" --cwd w \
+	-- /bin/sh -c 'echo new >B/new && echo more >>B/old && rm B/old' >"$base/probe.log" 2>&1 ||
+	{ cat "$base/probe.log" >&2; fail "an action cannot write in its input directories, as do_compile must in B"; }
 
 # The action's command (WORKSPACE.md, "Running a task"), the same for
-# the local build:
-# - BitBake's [umask];
-# - B from an earlier task gets one timestamp: input files carry the
-#   time the worker first cached them, in no useful order, and make
-#   would rebuild; BitBake's signatures already vouch for B;
-# - the run script, its log in temp/;
-# - Kbuild links build/include2/asm to an absolute path in S, and the
-#   worker refuses outputs with absolute symlink targets: those that
-#   point into the build directory are made relative (same target);
-# - do_install (fakeroot) records the ownership it gave its files.
+# the local build: BitBake's [umask]; B from an earlier task gets the
+# current time (input files are dated 2000-01-01, older than the
+# host's headers, and Kbuild would rebuild every object that includes
+# one); the run script, its log in temp/; then Kbuild's
+# build/include2/asm, an absolute link into S, is made relative (same
+# target), since the worker refuses outputs with absolute symlink
+# targets; do_install (fakeroot) records the ownership it gave its
+# files.
 task_command() {
 	c="umask 022"
-	case $1 in compile | install) c="$c && find build -exec touch -h -d \"@\$(date +%s)\" {} +" ;; esac
+	case $1 in compile | install) c="$c && find build ! -type l -exec touch -d \"@\$(date +%s)\" {} +" ;; esac
 	c="$c && ./temp/run.do_$1 >./temp/log.do_$1 2>&1"
 	case $1 in
 	install) c="$c && mkdir -p pseudo && (cd image && find . -printf '%U:%G %#m %p\n' | LC_ALL=C sort) >pseudo/ownership" ;;
 	*) c="$c && find build -type l -lname '$TOPDIR/*' -exec sh -c 'for l; do ln -sfn \"\$(realpath -m -s --relative-to=\"\${l%/*}\" \"\$(readlink \"\$l\")\")\" \"\$l\"; done' sh {} +" ;;
 	esac
 	echo "$c"
+}
+
+# CPU seconds (user + system): of an action, from the resource usage
+# the worker reports in its auxiliary metadata (submit --json); of a
+# local task, from `times` (its second line: the children's).
+json_cpu() {
+	tr -d ' \n' <"$1" | awk '{
+		for (k = 1; k <= 2; k++) {
+			key = k == 1 ? "\"user_time_seconds\":" : "\"system_time_seconds\":"
+			if ((i = index($0, key)) > 0) t += substr($0, i + length(key)) + 0
+		}
+		printf "%.1f", t
+	}'
+}
+times_cpu() {
+	sed -n 2p "$1" | awk '{ for (i = 1; i <= 2; i++) { split($i, p, "m"); sub("s", "", p[2]); t += p[1] * 60 + p[2] } printf "%.1f", t }'
 }
 
 # remote_task TASK "INPUTS" "OUTPUTS": WORKDIR-relative names.
@@ -177,10 +195,6 @@ remote_task() {
 	outputs="$3 temp/log.do_$task"
 	cmd=$(task_command "$task")
 	in=$WD
-	if [ "$workaround" = 1 ]; then
-		in=.bitzel-in/$WD
-		cmd="cp -a $TOPDIR/$in/. . && $cmd"
-	fi
 	stage=$base/stage/$task
 	mkdir -p "$stage"
 	cp -p "$CLIENT/$WD/temp/run.do_$task" "$stage/"
@@ -196,7 +210,7 @@ remote_task() {
 		set -- "$@" --output "$o"
 	done
 	t0=$(now)
-	if ! "$bin/bitzel-worker" submit "$@" -- /bin/sh -c "$cmd" >"$base/submit.$task.log" 2>&1; then
+	if ! "$bin/bitzel-worker" submit --json "$@" -- /bin/sh -c "$cmd" >"$base/result.$task.json" 2>"$base/submit.$task.log"; then
 		cat "$base/submit.$task.log" >&2
 		[ -f "$download/temp/log.do_$task" ] && tail -40 "$download/temp/log.do_$task" >&2
 		fail "remote do_$task failed (log above; the worker's in $base/serve.log)"
@@ -208,6 +222,8 @@ remote_task() {
 	done
 	t1=$(now)
 	eval "remote_$task=\$(elapsed $t0 $t1)"
+	cpu=$(json_cpu "$base/result.$task.json")
+	eval "remote_cpu_$task=\$cpu"
 	grep -q 'Action Cache hit' "$base/submit.$task.log" && fail "remote do_$task was an Action Cache hit on a fresh worker"
 	eval "say \"remote do_$task: \$remote_$task s\""
 }
@@ -219,12 +235,15 @@ local_task() {
 		wrap=fakeroot
 	fi
 	t0=$(now)
-	if ! (cd "$TOPDIR/$WD" && env -i PATH=/usr/bin:/bin "HOME=$TOPDIR/$WD" $wrap /bin/sh -c "$(task_command "$task")"); then
+	# `times` prints the children's user and system time on its 2nd line.
+	if ! (cd "$TOPDIR/$WD" && env -i PATH=/usr/bin:/bin "HOME=$TOPDIR/$WD" $wrap /bin/sh -c "$(task_command "$task")" && times >"$base/times.$task"); then
 		tail -40 "$TOPDIR/$WD/temp/log.do_$task" >&2
 		fail "local do_$task failed"
 	fi
 	t1=$(now)
 	eval "local_$task=\$(elapsed $t0 $t1)"
+	cpu=$(times_cpu "$base/times.$task")
+	eval "local_cpu_$task=\$cpu"
 	eval "say \"local  do_$task: \$local_$task s\""
 }
 
@@ -274,7 +293,8 @@ explain() {
 		return v
 	}
 	BEGIN {
-		while (("readelf -SW " f | getline line) > 0) {
+		cmd = "readelf -SW " f
+		while ((cmd | getline line) > 0) {
 			if (line !~ /^ *\[ *[0-9]+\]/) continue
 			sub(/^ *\[ *[0-9]+\] */, "", line)
 			split(line, x, " +")
@@ -288,8 +308,9 @@ explain() {
 		c[s]++
 	}
 	END { for (s in c) printf "  %-24s %d bytes\n", s, c[s] }' >&2
-	echo "busybox.sh: build ids:" >&2
-	readelf -n "$1" "$2" 2>/dev/null | grep -i 'build id' >&2 || true
+	for f in "$1" "$2"; do
+		echo "busybox.sh: build id of $f: $(readelf -n "$f" 2>/dev/null | sed -n 's/.*Build ID: //p')" >&2
+	done
 	echo "busybox.sh: strings that differ (remote <, local >):" >&2
 	strings -a "$1" >"$base/strings.1"
 	strings -a "$2" >"$base/strings.2"
@@ -318,6 +339,11 @@ for t in configure compile install total; do
 		sed 's/do_total     /total        /'
 done
 awk -v r="$remote_total" -v l="$local_total" 'BEGIN { x = r / l; printf "busybox.sh: remote/local = %.3fx (target <= 1.05x)%s\n", x, (x > 1.05 ? ": OVER the target" : "") }'
+say "CPU time (user + system) of the task, remote (the worker's measure) and local:"
+for t in configure compile install; do
+	eval "r=\$remote_cpu_$t l=\$local_cpu_$t"
+	say "  do_$t remote ${r}s local ${l}s"
+done
 say "where the remote time goes (submit's clock: inputs hashed and uploaded, run, outputs downloaded; the worker's own stages):"
 for t in configure compile install; do
 	awk -v t="$t" '
@@ -328,6 +354,11 @@ for t in configure compile install; do
 	END {
 		printf "busybox.sh:   do_%-10s hash+upload %5.1fs  queued+run %6.1fs  download %5.1fs\n", t, up, co - up, dn - co
 	}' "$base/submit.$t.log"
+done
+for side in "$CLIENT" "$TOPDIR"; do
+	n=$(grep -c '^  CC ' "$side/$WD/temp/log.do_install" || true)
+	[ "$side" = "$CLIENT" ] && where=remote || where=local
+	say "  $where do_install compiled $n files$(grep -m1 '^  CC ' "$side/$WD/temp/log.do_install" | sed 's/^ */, first: /')"
 done
 grep ' action ' "$base/serve.log" | sed -e 's/^.* action [0-9a-f]*\/[0-9]* *: /busybox.sh:   worker: /' | tail -3
 ok=1
