@@ -280,27 +280,26 @@ func (b *bbBuild) submit(r *bbRecipe, task *bbTask) (stdout, stderr string) {
 	t.Helper()
 	wd := r.workdir()
 	clientWD := filepath.Join(b.client, wd)
-	in := wd
 	command := task.command(b.topdir)
 	args := []string{"submit", "--remote", "grpc://" + b.s.address, "--timeout", "2m",
 		"--cwd", wd, "--env", "PATH=/usr/bin:/bin", "--env", "HOME=" + filepath.Join(b.topdir, wd),
-		"--input", in + "/temp=" + filepath.Join(b.stage, r.pn, task.name)}
+		"--input", wd + "/temp=" + filepath.Join(b.stage, r.pn, task.name)}
 	for _, i := range task.inputs {
 		if i == "S" {
 			i = r.source()
 		}
-		args = append(args, "--input", in+"/"+i+"="+filepath.Join(clientWD, i))
+		args = append(args, "--input", wd+"/"+i+"="+filepath.Join(clientWD, i))
 	}
 	if task.sysroots {
-		args = append(args, "--input", in+"/recipe-sysroot-native="+filepath.Join(b.stage, "empty"))
+		args = append(args, "--input", wd+"/recipe-sysroot-native="+filepath.Join(b.stage, "empty"))
 		if len(r.deps) == 0 {
-			args = append(args, "--input", in+"/recipe-sysroot="+filepath.Join(b.stage, "empty"))
+			args = append(args, "--input", wd+"/recipe-sysroot="+filepath.Join(b.stage, "empty"))
 		} else {
 			var dirs []string
 			for _, dep := range r.deps {
 				dirs = append(dirs, filepath.Join(b.client, b.recipes[dep].workdir(), "sysroot-destdir"))
 			}
-			args = append(args, "--layer", in+"/recipe-sysroot="+strings.Join(dirs, ","))
+			args = append(args, "--layer", wd+"/recipe-sysroot="+strings.Join(dirs, ","))
 		}
 	}
 	// Outputs come down next to the tree, then replace what the
@@ -463,13 +462,11 @@ func (l *bbLayerCheck) check(r *bbRecipe, task *bbTask, before, after bbLookups)
 // both dependants (3 tasks each).
 func (l *bbLayerCheck) checkShared() {
 	d := l.b.treeDigest(filepath.Join(l.b.client, l.b.recipes["libgreet"].workdir(), "sysroot-destdir"))
-	if l.uses[d] != 6 || l.layerInodeNow(d) != l.firstInode[d] {
+	if now := l.b.layerInode(d); l.uses[d] != 6 || now != l.firstInode[d] {
 		l.b.t.Errorf("libgreet's sysroot layer %s: used by %d actions, inode %d then %d; want 6 uses of one layer",
-			d, l.uses[d], l.firstInode[d], l.layerInodeNow(d))
+			d, l.uses[d], l.firstInode[d], now)
 	}
 }
-
-func (l *bbLayerCheck) layerInodeNow(d string) uint64 { return l.b.layerInode(d) }
 
 // treeDigest is the Directory digest submit computes for a local tree.
 func (b *bbBuild) treeDigest(dir string) string {
