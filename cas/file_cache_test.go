@@ -106,12 +106,12 @@ func TestCachedFilesAndLayersHaveTheFixedTimestampAndTheOwner(t *testing.T) {
 	}
 
 	// Layer directories go to the same owner.
-	r := e.mustMaterialize(e.putTree(dir{"sub": dir{"deeper": dir{"f": file("x")}}}))
+	r := e.mustMaterialize(e.putTree(dir{"sub": dir{"deeper": dir{"f": file("x"), "l": symlink("f")}}}))
 	defer r.Release()
-	for _, p := range []string{"", "sub", "sub/deeper"} {
+	for _, p := range []string{"", "sub", "sub/deeper", "sub/deeper/l"} {
 		must(t, unix.Lstat(filepath.Join(r.Mounts[0].Layers[0], p), &st))
 		if int(st.Uid) != owner.UID || int(st.Gid) != owner.GID {
-			t.Errorf("layer directory %q owned by %d:%d, want %d:%d", p, st.Uid, st.Gid, owner.UID, owner.GID)
+			t.Errorf("layer entry %q owned by %d:%d, want %d:%d", p, st.Uid, st.Gid, owner.UID, owner.GID)
 		}
 	}
 }

@@ -124,8 +124,13 @@ func FuzzDirectoryValidation(f *testing.F) {
 			if i > 0 && dir.Symlinks[i-1].Name >= link.Name {
 				t.Fatalf("unsorted symlinks accepted")
 			}
-			if link.Target == "" || strings.HasPrefix(link.Target, "/") || strings.ContainsRune(link.Target, 0) {
+			if link.Target == "" || strings.ContainsRune(link.Target, 0) {
 				t.Fatalf("symlink target %q accepted", link.Target)
+			}
+			// Absolute targets are the worker's choice: they must be
+			// recorded, so the planner can refuse them.
+			if strings.HasPrefix(link.Target, "/") && di.absolutePath == "" {
+				t.Fatalf("absolute symlink %q not recorded", link.Name)
 			}
 			if climb := symlinkClimb(link.Target); climb > di.climb {
 				t.Fatalf("symlink %q climbs %d, recorded %d", link.Name, climb, di.climb)

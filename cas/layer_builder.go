@@ -16,6 +16,18 @@ const (
 	layerDirMode      = 0o555
 )
 
+// directoryMode is the mode of a layer directory: the permission bits
+// of its unix_mode node property when the client sets it (a BitBake
+// client sends its build tree's 0755), else read-only. The mode cannot
+// open the layer to writes: actions reach it only as an overlay lower,
+// which is never written.
+func directoryMode(dir *remoteexecution.Directory) uint32 {
+	if m := dir.GetNodeProperties().GetUnixMode(); m != nil {
+		return m.GetValue() & 0o777
+	}
+	return layerDirMode
+}
+
 // layerBuilder materialises one Directory tree: a mkdir per directory,
 // a hardlink from the file cache per file, a symlink per symlink. All
 // operations go through directory fds, so no path is resolved twice
@@ -49,7 +61,7 @@ func buildLayer(ctx context.Context, t tree, root *dirInfo, dst string, files *F
 	if err != nil {
 		return LayerStats{}, err
 	}
-	if err := unix.Chmod(dst, layerDirMode); err != nil {
+	if err := unix.Chmod(dst, directoryMode(root.dir)); err != nil {
 		return LayerStats{}, util.StatusWrapWithCode(err, codes.Internal, "Failed to make layer directory read-only")
 	}
 	return b.stats, nil
@@ -102,7 +114,7 @@ func (b *layerBuilder) subdirectory(fd int, name string, child *dirInfo, childPa
 	if err != nil {
 		return err
 	}
-	if err := unix.Fchmodat(fd, name, layerDirMode, 0); err != nil {
+	if err := unix.Fchmodat(fd, name, directoryMode(child.dir), 0); err != nil {
 		return util.StatusWrapfWithCode(err, codes.Internal, "Failed to make directory %q read-only", childPath)
 	}
 	return nil
@@ -119,6 +131,13 @@ func (b *layerBuilder) fill(fd int, di *dirInfo, dirPath string) error {
 	for _, s := range dir.Symlinks {
 		if err := unix.Symlinkat(s.Target, fd, s.Name); err != nil {
 			return util.StatusWrapfWithCode(err, codes.Internal, "Failed to create symlink %q", joinPath(dirPath, s.Name))
+		}
+		// A symlink's owner matters to lchown and to sticky
+		// directories; it goes to the action's root like the rest.
+		if b.owner != nil {
+			if err := unix.Fchownat(fd, s.Name, b.owner.UID, b.owner.GID, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return util.StatusWrapfWithCode(err, codes.Internal, "Failed to give symlink %q to its owner", joinPath(dirPath, s.Name))
+			}
 		}
 	}
 	b.stats.Inodes += int64(len(dir.Files) + len(dir.Symlinks) + len(dir.Directories))

@@ -26,6 +26,12 @@ type PlannerOptions struct {
 	MaxDepth int
 	// MaxEntries caps files, symlinks and directories in total.
 	MaxEntries int64
+	// AllowAbsoluteSymlinks accepts symlinks with absolute targets in
+	// input roots (symlink_absolute_path_strategy ALLOWED). They point
+	// into the sandbox's own view (/usr of the host userland, say);
+	// the worker never follows a symlink of an input itself. Relative
+	// targets that climb out of the input root are refused either way.
+	AllowAbsoluteSymlinks bool
 }
 
 // DefaultPlannerOptions are used for zero fields.
@@ -54,6 +60,7 @@ func (o PlannerOptions) withDefaults() PlannerOptions {
 	if o.MaxEntries > 0 {
 		d.MaxEntries = o.MaxEntries
 	}
+	d.AllowAbsoluteSymlinks = o.AllowAbsoluteSymlinks
 	return d
 }
 
@@ -110,6 +117,9 @@ func planInputRoot(t tree, root digest.Digest, o PlannerOptions) (*plan, error) 
 	}
 	if s.climb > 0 {
 		return nil, invalidInputError(s.climbPath, "symlink escapes the input root")
+	}
+	if s.absolutePath != "" && !o.AllowAbsoluteSymlinks {
+		return nil, invalidInputError(s.absolutePath, "symlink target is absolute, which this worker does not allow")
 	}
 	if s.height+1 > o.MaxDepth {
 		return nil, status.Errorf(codes.InvalidArgument, "input root: directory depth %d exceeds the limit of %d", s.height+1, o.MaxDepth)
@@ -253,6 +263,9 @@ func (p *planner) checkUnion(di *dirInfo, dirPath string, depth int) error {
 		}
 		if ls.climb > depth {
 			return invalidInputError(joinPath(where, ls.climbPath), "symlink escapes the input root")
+		}
+		if ls.absolutePath != "" && !p.o.AllowAbsoluteSymlinks {
+			return invalidInputError(joinPath(where, ls.absolutePath), "symlink target is absolute, which this worker does not allow")
 		}
 		if depth+ls.height+1 > p.o.MaxDepth {
 			return invalidInputError(where, "directory depth %d exceeds the limit of %d", depth+ls.height+1, p.o.MaxDepth)

@@ -37,6 +37,9 @@ type dirInfo struct {
 	// own symlinks reaches (0 when none leaves it upwards).
 	climb     int
 	climbPath string
+	// absolutePath names the first of its symlinks with an absolute
+	// target, "" when there is none.
+	absolutePath string
 
 	// layers is the parsed bitzel.layers property; layersErr is set
 	// when the property is malformed. Only interpreted for
@@ -60,6 +63,8 @@ type subtreeSummary struct {
 	// climb is how far above the subtree's root its symlinks reach.
 	climb     int
 	climbPath string
+	// absolutePath names the first symlink with an absolute target.
+	absolutePath string
 	// unionPath names the first descendant (not the root itself)
 	// carrying bitzel.layers, "" when there is none.
 	unionPath string
@@ -176,10 +181,14 @@ func newDirInfo(d digest.Digest, dir *remoteexecution.Directory, protoSize int) 
 		switch {
 		case s.Target == "":
 			fail(s.Name, "symlink has an empty target")
-		case strings.HasPrefix(s.Target, "/"):
-			fail(s.Name, "symlink target %q is absolute", s.Target)
 		case strings.ContainsRune(s.Target, 0):
 			fail(s.Name, "symlink target contains NUL")
+		case strings.HasPrefix(s.Target, "/"):
+			// Whether that is allowed is the worker's setting
+			// (its advertised symlink_absolute_path_strategy).
+			if di.absolutePath == "" {
+				di.absolutePath = s.Name
+			}
 		default:
 			if c := symlinkClimb(s.Target); c > di.climb {
 				di.climb, di.climbPath = c, s.Name
@@ -242,6 +251,7 @@ func (t tree) summarize(di *dirInfo) *subtreeSummary {
 			s.bytes += f.Digest.GetSizeBytes()
 		}
 		s.climb, s.climbPath = di.climb, di.climbPath
+		s.absolutePath = di.absolutePath
 		for i, c := range di.dir.Directories {
 			child := t[di.dirDigests[i]]
 			cs := t.summarize(child)
@@ -258,6 +268,9 @@ func (t tree) summarize(di *dirInfo) *subtreeSummary {
 			s.height = max(s.height, cs.height+1)
 			if cs.climb-1 > s.climb {
 				s.climb, s.climbPath = cs.climb-1, joinPath(c.Name, cs.climbPath)
+			}
+			if s.absolutePath == "" && cs.absolutePath != "" {
+				s.absolutePath = joinPath(c.Name, cs.absolutePath)
 			}
 			if s.unionPath == "" {
 				if child.hasLayers {

@@ -1,6 +1,8 @@
 package cas
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
@@ -87,4 +89,18 @@ func TestExponentialTreeRejected(t *testing.T) {
 	}
 	_, err := e.materialize(d)
 	requireCode(t, err, codes.InvalidArgument, "entries exceed")
+}
+
+func TestAbsoluteSymlinksWhenAllowed(t *testing.T) {
+	e := newTestEnv(t, MaterializerOptions{Planner: PlannerOptions{AllowAbsoluteSymlinks: true}})
+	root := e.putDirectory(&remoteexecution.Directory{Symlinks: []*remoteexecution.SymlinkNode{{Name: "s", Target: "/etc"}}})
+	r := e.mustMaterialize(root)
+	defer r.Release()
+	if target, err := os.Readlink(filepath.Join(r.Mounts[0].Layers[0], "s")); err != nil || target != "/etc" {
+		t.Errorf("symlink in the layer: %q, %v", target, err)
+	}
+	// Climbing out with a relative target is refused all the same.
+	escaping := e.putDirectory(&remoteexecution.Directory{Symlinks: []*remoteexecution.SymlinkNode{{Name: "up", Target: "../x"}}})
+	_, err := e.materialize(escaping)
+	requireCode(t, err, codes.InvalidArgument, `"up"`, "escapes")
 }

@@ -29,9 +29,12 @@ func (b *TreeBuilder) WithLayers(root digest.Digest, path string, layers []diges
 				kept = append(kept, p)
 			}
 		}
-		directory.NodeProperties = &remoteexecution.NodeProperties{
-			Properties: append(kept, &remoteexecution.NodeProperty{Name: cas.LayersPropertyName, Value: strings.Join(values, " ")}),
+		properties := directory.GetNodeProperties()
+		if properties == nil {
+			properties = &remoteexecution.NodeProperties{}
 		}
+		properties.Properties = append(kept, &remoteexecution.NodeProperty{Name: cas.LayersPropertyName, Value: strings.Join(values, " ")})
+		directory.NodeProperties = properties
 		return nil
 	})
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // Tree is a Merkle tree built from local files: every Directory message
@@ -37,9 +38,14 @@ type TreeBuilder struct {
 	// times become part of the digests, so identical trees checked
 	// out at different times would no longer share cache entries.
 	PreserveMtimes bool
-	function       digest.Function
-	directories    map[digest.Digest][]byte
-	files          map[digest.Digest]string
+	// PreserveModes sends each file's permission bits as its
+	// unix_mode node property, so that a task that copies its inputs
+	// (a BitBake do_populate_sysroot) returns the modes a local build
+	// would.
+	PreserveModes bool
+	function      digest.Function
+	directories   map[digest.Digest][]byte
+	files         map[digest.Digest]string
 }
 
 // NewTreeBuilder creates a TreeBuilder.
@@ -98,6 +104,13 @@ func (b *TreeBuilder) directory(path string) (*remoteexecution.Directory, error)
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
 	directory := &remoteexecution.Directory{}
+	if b.PreserveModes {
+		info, err := os.Stat(path)
+		if err != nil {
+			return nil, err
+		}
+		directory.NodeProperties = &remoteexecution.NodeProperties{UnixMode: wrapperspb.UInt32(uint32(info.Mode().Perm()))}
+	}
 	for _, entry := range entries {
 		child := filepath.Join(path, entry.Name())
 		info, err := os.Lstat(child)
@@ -128,8 +141,14 @@ func (b *TreeBuilder) directory(path string) (*remoteexecution.Directory, error)
 				Digest:       d.GetProto(),
 				IsExecutable: mode&0o100 != 0,
 			}
-			if b.PreserveMtimes {
-				node.NodeProperties = &remoteexecution.NodeProperties{Mtime: timestamppb.New(info.ModTime())}
+			if b.PreserveMtimes || b.PreserveModes {
+				node.NodeProperties = &remoteexecution.NodeProperties{}
+				if b.PreserveMtimes {
+					node.NodeProperties.Mtime = timestamppb.New(info.ModTime())
+				}
+				if b.PreserveModes {
+					node.NodeProperties.UnixMode = wrapperspb.UInt32(uint32(mode.Perm()))
+				}
 			}
 			directory.Files = append(directory.Files, node)
 		default:

@@ -43,10 +43,6 @@ type bbTask struct {
 	sysroots bool
 	outputs  []string // WORKDIR-relative, besides temp/log.do_<task>
 	fakeroot bool
-	// passesInputs: the task returns or copies files of its inputs
-	// with their modes, which the worker gives as 0444 or 0555 (see
-	// bbCompare); every other task's modes must match exactly.
-	passesInputs bool
 }
 
 type bbRecipe struct {
@@ -68,9 +64,9 @@ func bbRecipes() []*bbRecipe {
 	recipe := func(pn string, deps ...string) *bbRecipe {
 		return &bbRecipe{pn: pn, pv: "1.0", deps: deps, tasks: []bbTask{
 			{name: "configure", inputs: []string{"S"}, sysroots: true, outputs: []string{"build"}},
-			{name: "compile", inputs: []string{"S", "build"}, sysroots: true, outputs: []string{"build"}, passesInputs: true},
+			{name: "compile", inputs: []string{"S", "build"}, sysroots: true, outputs: []string{"build"}},
 			{name: "install", inputs: []string{"S", "build"}, sysroots: true, outputs: []string{"image", "pseudo"}, fakeroot: true},
-			{name: "populate_sysroot", inputs: []string{"image"}, outputs: []string{"sysroot-destdir"}, passesInputs: true},
+			{name: "populate_sysroot", inputs: []string{"image"}, outputs: []string{"sysroot-destdir"}},
 		}}
 	}
 	hello := recipe("hello", "libshout", "libgreet")
@@ -205,24 +201,15 @@ func TestBitBakeThreeRecipesRemoteMatchesLocal(t *testing.T) {
 	}
 	localTime := time.Since(localStart)
 
-	// Remote outputs are local outputs, byte for byte; modes too, but
-	// for what a task copied from its inputs (see bbCompare).
-	deviations := 0
+	// Remote outputs are local outputs, byte for byte and mode for
+	// mode, including what a task copied from its inputs: submit sends
+	// input modes (unix_mode) and the worker honours them.
 	for _, r := range recipes {
 		for _, task := range r.tasks {
 			id := r.pn + ":do_" + task.name
-			dev, errs := bbCompare(first[r.pn+":"+task.name], local[r.pn+":"+task.name])
-			for _, e := range errs {
+			for _, e := range bbCompare(first[r.pn+":"+task.name], local[r.pn+":"+task.name]) {
 				t.Errorf("%s: remote differs from local: %s", id, e)
 			}
-			for _, d := range dev {
-				if !task.passesInputs {
-					t.Errorf("%s: remote differs from local: %s", id, d)
-					continue
-				}
-				t.Logf("%s: input mode normalised: %s", id, d)
-			}
-			deviations += len(dev)
 		}
 	}
 	b.checkFakeroot(first["hello:install"])
@@ -264,13 +251,13 @@ func TestBitBakeThreeRecipesRemoteMatchesLocal(t *testing.T) {
 				t.Errorf("%s:do_%s: an Action Cache hit looked up layers: %v -> %v", r.pn, task.name, before, after)
 			}
 			again := bbSnap(t, filepath.Join(b.client, r.workdir()), task.allOutputs())
-			if dev, errs := bbCompare(again, first[r.pn+":"+task.name]); len(dev)+len(errs) > 0 {
-				t.Errorf("%s:do_%s: the cached result differs from the first run: %v %v", r.pn, task.name, errs, dev)
+			if errs := bbCompare(again, first[r.pn+":"+task.name]); len(errs) > 0 {
+				t.Errorf("%s:do_%s: the cached result differs from the first run: %v", r.pn, task.name, errs)
 			}
 		}
 	}
-	t.Logf("remote build %v (second, all cached: %v), local build %v, %d mode deviations from input normalisation, total %v",
-		remoteTime.Round(time.Millisecond), time.Since(secondStart).Round(time.Millisecond), localTime.Round(time.Millisecond), deviations, time.Since(start).Round(time.Millisecond))
+	t.Logf("remote build %v (second, all cached: %v), local build %v, total %v",
+		remoteTime.Round(time.Millisecond), time.Since(secondStart).Round(time.Millisecond), localTime.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 }
 
 // submit runs one task through `bitzel-worker submit` the way bitzel
@@ -471,6 +458,7 @@ func (l *bbLayerCheck) checkShared() {
 // treeDigest is the Directory digest submit computes for a local tree.
 func (b *bbBuild) treeDigest(dir string) string {
 	builder := bzclient.NewTreeBuilder(digest.MustNewFunction("", remoteexecution.DigestFunction_SHA256))
+	builder.PreserveModes = true // as submit does by default
 	d, err := builder.AddDirectory(dir)
 	if err != nil {
 		b.t.Fatal(err)
@@ -594,13 +582,8 @@ func bbUnixMode(m fs.FileMode) uint32 {
 }
 
 // bbCompare returns the differences between a remote and a local
-// snapshot: errs for anything but a mode, and deviations for modes
-// that are the worker's input modes. The worker gives input files
-// mode 0444 (0555 when executable) and input directories 0555, so a
-// file a task passes through or copies with its mode (B's files in
-// do_compile, sysroot_stage_dir in do_populate_sysroot) has that mode
-// in the remote output. Every other mode must match.
-func bbCompare(remote, local bbSnapshot) (deviations, errs []string) {
+// snapshot: kind, content, symlink target and mode must all match.
+func bbCompare(remote, local bbSnapshot) (errs []string) {
 	var paths []string
 	for p := range remote {
 		paths = append(paths, p)
@@ -622,18 +605,10 @@ func bbCompare(remote, local bbSnapshot) (deviations, errs []string) {
 		case r.kind != l.kind || r.sum != l.sum || r.target != l.target:
 			errs = append(errs, fmt.Sprintf("%s: %+v remotely, %+v locally", p, r, l))
 		case r.mode != l.mode:
-			normalised := uint32(0o444)
-			if l.mode&0o111 != 0 || l.kind == "d" {
-				normalised = 0o555
-			}
-			if r.mode == normalised {
-				deviations = append(deviations, fmt.Sprintf("%s: %04o remotely, %04o locally", p, r.mode, l.mode))
-			} else {
-				errs = append(errs, fmt.Sprintf("%s: mode %04o remotely, %04o locally", p, r.mode, l.mode))
-			}
+			errs = append(errs, fmt.Sprintf("%s: mode %04o remotely, %04o locally", p, r.mode, l.mode))
 		}
 	}
-	return deviations, errs
+	return errs
 }
 
 func bbInode(info fs.FileInfo) uint64 { return info.Sys().(*syscall.Stat_t).Ino }

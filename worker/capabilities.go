@@ -22,6 +22,13 @@ var (
 // and bitzel.layers on input Directories.
 var SupportedNodeProperties = []string{"unix_mode", "mtime", cas.LayersPropertyName}
 
+// SymlinkAbsolutePathStrategy is ALLOWED, as Buildbarn's: an absolute
+// symlink, in an input or an output, points into the sandbox's own view
+// (a host userland path such as Kbuild's links into /usr), and the
+// worker never follows one itself. Relative symlinks that climb out of
+// the input root are still refused.
+const SymlinkAbsolutePathStrategy = remoteexecution.SymlinkAbsolutePathStrategy_ALLOWED
+
 // NewCapabilitiesProvider describes `serve`: a CAS, an updatable AC and
 // an Execution service, one digest function list for all of them.
 func NewCapabilitiesProvider(maximumBatchSizeBytes int64) capabilities.Provider {
@@ -32,9 +39,7 @@ func NewCapabilitiesProvider(maximumBatchSizeBytes int64) capabilities.Provider 
 				UpdateEnabled: true,
 			},
 			MaxBatchTotalSizeBytes: maximumBatchSizeBytes,
-			// Input symlinks must stay inside the input root, and
-			// outputs are held to the same rule.
-			SymlinkAbsolutePathStrategy: remoteexecution.SymlinkAbsolutePathStrategy_DISALLOWED,
+			SymlinkAbsolutePathStrategy: SymlinkAbsolutePathStrategy,
 		},
 		ExecutionCapabilities: &remoteexecution.ExecutionCapabilities{
 			DigestFunction:          remoteexecution.DigestFunction_SHA256,

@@ -52,12 +52,13 @@ exit code (124 on timeout, 125 when it could not be run).
 	cwd := fs.String("cwd", "", "working directory relative to the input root")
 	download := fs.String("download", ".", "local `DIR` the outputs are written under")
 	timeout := fs.Duration("timeout", 0, "action timeout (0: the server's default)")
-	nodeProperties := fs.String("node-properties", "unix_mode", "comma-separated output node properties to ask for (unix_mode, mtime)")
+	nodeProperties := fs.String("node-properties", "unix_mode,mtime", "comma-separated output node properties to ask for (unix_mode, mtime); the outputs are written with them")
 	skipCache := fs.Bool("skip-cache", false, "run even if the Action Cache has a result")
 	doNotCache := fs.Bool("do-not-cache", false, "do not store the result in the Action Cache")
 	jsonOutput := fs.Bool("json", false, "print the ActionResult as JSON on stdout instead of the action's output")
 	quiet := fs.Bool("quiet", false, "no progress on stderr")
 	preserveMtimes := fs.Bool("preserve-mtimes", false, "send input files' modification times (mtime node property), for tasks whose make must see an earlier task's timestamps")
+	preserveModes := fs.Bool("preserve-modes", true, "send input files' permission bits (unix_mode node property)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -77,6 +78,7 @@ exit code (124 on timeout, 125 when it could not be run).
 	function := digest.MustNewFunction(*instance, remoteexecution.DigestFunction_SHA256)
 	builder := client.NewTreeBuilder(function)
 	builder.PreserveMtimes = *preserveMtimes
+	builder.PreserveModes = *preserveModes
 	root, err := buildInputRoot(builder, inputs, layers)
 	if err != nil {
 		return fail("%v", err)

@@ -198,12 +198,15 @@ func newMachine(s *executorSettings, storage *cas.Storage, logger *log.Logger) (
 		return nil, fmt.Errorf("wipe build directory: %w", err)
 	}
 	return &machine{
-		settings:     s,
-		storage:      storage,
-		runner:       runner,
-		materializer: cas.NewMaterializer(storage, files, layers, cas.MaterializerOptions{Owner: owner}),
+		settings: s,
+		storage:  storage,
+		runner:   runner,
+		materializer: cas.NewMaterializer(storage, files, layers, cas.MaterializerOptions{
+			Owner:   owner,
+			Planner: cas.PlannerOptions{AllowAbsoluteSymlinks: true},
+		}),
 		outputs: cas.NewOutputCapturer(storage, cas.OutputCapturerOptions{
-			SymlinkAbsolutePathStrategy: remoteexecution.SymlinkAbsolutePathStrategy_DISALLOWED,
+			SymlinkAbsolutePathStrategy: worker.SymlinkAbsolutePathStrategy,
 		}),
 		// Closing marks the caches clean, so a restart keeps them.
 		closeCaches: func() {
