@@ -98,13 +98,28 @@ func NewLocalStorage(dir string, casSizeBytes, acSizeBytes int64) (*Storage, err
 		MaximumMessageSizeBytes:   DefaultMaximumMessageSizeBytes,
 		close: func() error {
 			// Cancelling makes the syncers do a final sync and
-			// write the persistent state before returning.
+			// write the persistent state before returning. A syncer
+			// that cannot write (its directory is gone, the disk is
+			// full) retries for ever: give up after a while, so the
+			// worker still exits; the store then restarts empty.
 			cancel()
-			wg.Wait()
-			return nil
+			done := make(chan struct{})
+			go func() {
+				wg.Wait()
+				close(done)
+			}()
+			select {
+			case <-done:
+				return nil
+			case <-time.After(localStoreCloseTimeout):
+				return status.Errorf(codes.Unavailable, "Local storage in %q could not write its state within %v", dir, localStoreCloseTimeout)
+			}
 		},
 	}, nil
 }
+
+// localStoreCloseTimeout bounds the final sync of a local store.
+const localStoreCloseTimeout = 15 * time.Second
 
 // Block counts as in bb-storage's sample configurations.
 const (

@@ -182,3 +182,18 @@ func TestShutdownLeavesNoMountsOrProcesses(t *testing.T) {
 		}
 	}
 }
+
+func TestServeExitsEvenIfItsDataDirectoryIsGone(t *testing.T) {
+	s := startServer(t)
+	c := s.client()
+	c.run(action{args: []string{"/bin/true"}})
+	// Someone deletes the data directory under the running worker;
+	// the local store can then never write its state again.
+	removeAll(s.dataDir)
+	s.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-s.exited:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("serve did not exit after SIGINT:\n%s", s.logs())
+	}
+}

@@ -185,7 +185,11 @@ func serve(ctx context.Context, f *serveFlags, ready func()) error {
 	if err != nil {
 		return err
 	}
-	defer storage.Close()
+	defer func() {
+		if err := storage.Close(); err != nil {
+			logger.Printf("%v", err)
+		}
+	}()
 	// The empty blob is always present (REAPI): actions with empty
 	// stdout or stderr refer to it, and without it the completeness
 	// check would turn every such Action Cache entry into a miss.
