@@ -38,7 +38,7 @@ func NewCapabilitiesProvider(maximumBatchSizeBytes int64) capabilities.Provider 
 			ActionCacheUpdateCapabilities: &remoteexecution.ActionCacheUpdateCapabilities{
 				UpdateEnabled: true,
 			},
-			MaxBatchTotalSizeBytes: maximumBatchSizeBytes,
+			MaxBatchTotalSizeBytes:      maximumBatchSizeBytes,
 			SymlinkAbsolutePathStrategy: SymlinkAbsolutePathStrategy,
 		},
 		ExecutionCapabilities: &remoteexecution.ExecutionCapabilities{
