@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -328,4 +329,84 @@ func BenchmarkUpload1GB(b *testing.B) {
 	b.ReportMetric(oursMBs/shaMBs, "x_sha256sum")
 	hashMBs := float64(total) / 1e6 / (hashOnly.Seconds() / float64(b.N))
 	b.ReportMetric(hashMBs/shaMBs, "present_x_sha256sum")
+}
+
+// BenchmarkUnion20Layers: a BitBake task's recipe-sysroot as the union
+// (bitzel.layers) of 20 dependencies' sysroot-destdir trees, 10,000
+// files in all. Cold: empty caches, blobs from the local CAS. Warm:
+// every layer cached, so setting up the input root is 20 leases.
+// Baseline: cp -al of the merged tree, which is what a hardlinking
+// worker does for every task.
+func BenchmarkUnion20Layers(b *testing.B) {
+	const layers, perLayer = 20, 500
+	base, err := os.MkdirTemp("", "bitzel-cas-union-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer removeTree(base)
+	env := newBenchEnv(b, base, 1<<30)
+	merged := filepath.Join(base, "merged")
+	var listed []string
+	for l := 0; l < layers; l++ {
+		lib := &remoteexecution.Directory{}
+		include := &remoteexecution.Directory{}
+		for f := 0; f < perLayer; f++ {
+			content := []byte(fmt.Sprintf("dependency %d file %d\n", l, f))
+			d := env.putBlob(content).GetProto()
+			name := fmt.Sprintf("dep%02d-%04d", l, f)
+			dir, sub := include, "usr/include"
+			if f%2 == 1 {
+				dir, sub = lib, "usr/lib"
+			}
+			dir.Files = append(dir.Files, &remoteexecution.FileNode{Name: name, Digest: d})
+			p := filepath.Join(merged, sub, name)
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				b.Fatal(err)
+			}
+			if err := os.WriteFile(p, content, 0o644); err != nil {
+				b.Fatal(err)
+			}
+		}
+		usr := &remoteexecution.Directory{Directories: []*remoteexecution.DirectoryNode{
+			{Name: "include", Digest: env.putDirectory(include).GetProto()},
+			{Name: "lib", Digest: env.putDirectory(lib).GetProto()},
+		}}
+		tree := env.putDirectory(&remoteexecution.Directory{Directories: []*remoteexecution.DirectoryNode{
+			{Name: "usr", Digest: env.putDirectory(usr).GetProto()},
+		}})
+		listed = append(listed, layerString(tree))
+	}
+	sysroot := env.putDirectory(&remoteexecution.Directory{NodeProperties: &remoteexecution.NodeProperties{
+		Properties: []*remoteexecution.NodeProperty{{Name: LayersPropertyName, Value: strings.Join(listed, " ")}},
+	}})
+	root := env.putDirectory(&remoteexecution.Directory{Directories: []*remoteexecution.DirectoryNode{
+		{Name: "recipe-sysroot", Digest: sysroot.GetProto()},
+	}})
+	materialize := func() time.Duration {
+		start := time.Now()
+		r, err := env.m.Materialize(context.Background(), digest.EmptyInstanceName, root)
+		if err != nil {
+			b.Fatal(err)
+		}
+		elapsed := time.Since(start)
+		if len(r.Mounts) != 2 || len(r.Mounts[1].Layers) != layers {
+			b.Fatalf("mounts %+v", r.Mounts)
+		}
+		r.Release()
+		return elapsed
+	}
+	cold := materialize()
+	b.ResetTimer()
+	var warm time.Duration
+	for i := 0; i < b.N; i++ {
+		warm += materialize()
+	}
+	b.StopTimer()
+	warm /= time.Duration(b.N)
+	baseline := cpBaseline(b, "-al", merged, 3)
+	b.ReportMetric(float64(cold.Microseconds())/1000, "cold_ms")
+	b.ReportMetric(float64(warm.Nanoseconds())/1e6, "warm_ms")
+	b.ReportMetric(float64(baseline.Microseconds())/1000, "cp-al_ms")
+	b.ReportMetric(float64(baseline)/float64(warm), "cp-al/warm")
+	b.ReportMetric(0, "ns/op")
 }

@@ -93,8 +93,8 @@ func NewLocalStorage(dir string, casSizeBytes, acSizeBytes int64) (*Storage, err
 		return nil, util.StatusWrap(err, "Failed to open local AC")
 	}
 	return &Storage{
-		ContentAddressableStorage: cas,
-		ActionCache:               ac,
+		ContentAddressableStorage: newOutOfSpaceReportingBlobAccess(cas),
+		ActionCache:               newOutOfSpaceReportingBlobAccess(ac),
 		MaximumMessageSizeBytes:   DefaultMaximumMessageSizeBytes,
 		close: func() error {
 			// Cancelling makes the syncers do a final sync and

@@ -56,7 +56,11 @@ echo "== tests as the ordinary user $test_user (rootless)"
 # Test binaries are built here and run as the user from a copy of the
 # tree it can read, so the user needs neither Go nor the module cache.
 work=$(mktemp -d /tmp/bitzel-rootless-XXXXXX)
-trap 'rm -rf "$work"' EXIT
+# A small file system of the user's own, for the disk-full test (as
+# root the test mounts one itself).
+small_fs=$(mktemp -d /tmp/bitzel-small-fs-XXXXXX)
+mount -t tmpfs -o "size=96m,mode=0755,uid=$(id -u "$test_user")" tmpfs "$small_fs"
+trap 'umount "$small_fs"; rmdir "$small_fs"; rm -rf "$work"' EXIT
 chmod 755 "$work"
 tar -C "$repo" --exclude=.git --exclude=bin -cf - . | tar -C "$work" -xf -
 mkdir -p "$work/bin"
@@ -69,7 +73,7 @@ for pkg in $(go list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}{{en
 	name=$(echo "${rel:-root}" | tr / _)
 	go test -c -o "$work/$name.test" "./$rel"
 	echo "-- $pkg"
-	if ! (cd "$work/$rel" && runuser -u "$test_user" -- env HOME="/home/$test_user" BITZEL_BIN_DIR="$work/bin" "$work/$name.test" -test.count=1); then
+	if ! (cd "$work/$rel" && runuser -u "$test_user" -- env HOME="/home/$test_user" BITZEL_BIN_DIR="$work/bin" BITZEL_SMALL_FS="$small_fs" "$work/$name.test" -test.count=1); then
 		status=1
 	fi
 done

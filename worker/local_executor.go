@@ -2,17 +2,20 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/bitzel/bitzel-worker/cas"
 	"github.com/bitzel/bitzel-worker/sandbox"
+	"github.com/buildbarn/bb-storage/pkg/digest"
 	"github.com/buildbarn/bb-storage/pkg/util"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -88,6 +91,9 @@ func (e *localExecutor) Execute(ctx context.Context, request *Request, observer 
 	x.result.ExecutionMetadata = x.metadata
 	observer(StageStarted)
 	err := e.execute(ctx, x, observer)
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || cas.IsOutOfSpace(err) {
+		err = util.StatusWrapWithCode(err, codes.ResourceExhausted, "The worker is out of disk space")
+	}
 	x.metadata.WorkerCompletedTimestamp = timestamppb.Now()
 	response := &remoteexecution.ExecuteResponse{Result: x.result, Message: x.message}
 	if err != nil {
@@ -99,7 +105,21 @@ func (e *localExecutor) Execute(ctx context.Context, request *Request, observer 
 func (e *localExecutor) execute(ctx context.Context, x *execution, observer Observer) error {
 	observer(StageFetchingInputs)
 	x.metadata.InputFetchStartTimestamp = timestamppb.Now()
-	if err := e.fetchActionAndCommand(ctx, x); err != nil {
+	// The Command is fetched within the action's own timeout when the
+	// front end sent the Action (Buildbarn's scheduler does), else
+	// within the default one.
+	fetchBudget := e.options.DefaultTimeout
+	if x.request.Action != nil {
+		if t, err := e.timeout(x.request.Action); err == nil {
+			fetchBudget = t
+		}
+	}
+	fetchCtx, cancelFetch := context.WithTimeout(ctx, e.ioBudget(fetchBudget))
+	err := retryUnavailable(fetchCtx, "Fetching the action and command", func(ctx context.Context) error {
+		return e.fetchActionAndCommand(ctx, x)
+	})
+	cancelFetch()
+	if err != nil {
 		return err
 	}
 	timeout, err := e.timeout(x.action)
@@ -122,7 +142,17 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 	if err != nil {
 		return util.StatusWrap(err, "Invalid input root digest")
 	}
-	root, err := e.options.Materializer.Materialize(ctx, x.request.InstanceName, rootDigest)
+	// Fetching inputs and, later, uploading outputs may each take as
+	// long as the action may run: a CAS that hangs fails the action
+	// within that, instead of holding the worker for ever.
+	var root *cas.InputRoot
+	inputCtx, cancelInputs := context.WithTimeout(ctx, e.ioBudget(timeout))
+	err = retryUnavailable(inputCtx, "Materialising the input root", func(ctx context.Context) error {
+		var err error
+		root, err = e.options.Materializer.Materialize(ctx, x.request.InstanceName, rootDigest)
+		return err
+	})
+	cancelInputs()
 	if err != nil {
 		return util.StatusWrap(err, "Failed to materialise the input root")
 	}
@@ -187,6 +217,8 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 
 	observer(StageUploadingOutputs)
 	x.metadata.OutputUploadStartTimestamp = timestamppb.Now()
+	uploadCtx, cancelUpload := context.WithTimeout(ctx, e.ioBudget(timeout))
+	defer cancelUpload()
 	// Logs first: a timed-out or failed action still shows them.
 	for _, log := range []struct {
 		path   string
@@ -195,13 +227,23 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 		{spec.StdoutPath, &x.result.StdoutDigest},
 		{spec.StderrPath, &x.result.StderrDigest},
 	} {
-		d, err := e.options.Outputs.UploadFile(ctx, x.request.InstanceName, x.request.DigestFunction, log.path)
+		var d digest.Digest
+		err := retryUnavailable(uploadCtx, "Uploading the action's log", func(ctx context.Context) error {
+			var err error
+			d, err = e.options.Outputs.UploadFile(ctx, x.request.InstanceName, x.request.DigestFunction, log.path)
+			return err
+		})
 		if err != nil {
 			return util.StatusWrap(err, "Failed to upload the action's log")
 		}
 		*log.digest = d.GetProto()
 	}
-	outputs, err := e.options.Outputs.Capture(ctx, x.request.InstanceName, root, uppers, x.command)
+	var outputs *remoteexecution.ActionResult
+	err = retryUnavailable(uploadCtx, "Uploading outputs", func(ctx context.Context) error {
+		var err error
+		outputs, err = e.options.Outputs.Capture(ctx, x.request.InstanceName, root, uppers, x.command)
+		return err
+	})
 	if err != nil {
 		return util.StatusWrap(err, "Failed to capture outputs")
 	}
@@ -210,6 +252,15 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 
 	if run.TimedOut {
 		return status.Errorf(codes.DeadlineExceeded, "Action timed out after %v; every process of it was killed", timeout)
+	}
+	// A command that failed while the worker's disk was full most
+	// likely failed because of it: that is the worker's condition to
+	// report (and a client's reason to retry elsewhere), not a result
+	// to show as the build's failure.
+	if run.ExitCode != 0 {
+		if free, ok := freeBytes(dir); ok && free < minimumFreeBytes {
+			return status.Errorf(codes.ResourceExhausted, "The worker's disk filled up while the action ran (%d bytes free); it exited with %d", free, run.ExitCode)
+		}
 	}
 	return nil
 }
@@ -236,6 +287,32 @@ func (e *localExecutor) fetchActionAndCommand(ctx context.Context, x *execution)
 		return status.Error(codes.InvalidArgument, "The command has no arguments")
 	}
 	return nil
+}
+
+// ioBudget is how long fetching inputs or uploading outputs may take
+// for an action of the given timeout: as long as it may run, and at
+// least minimumIOBudget, so that a short action still gets its inputs
+// from a slow CAS.
+func (e *localExecutor) ioBudget(timeout time.Duration) time.Duration {
+	if timeout <= 0 {
+		timeout = e.options.DefaultTimeout
+	}
+	return max(timeout, minimumIOBudget)
+}
+
+const minimumIOBudget = 10 * time.Second
+
+// minimumFreeBytes: below this, the worker's disk counts as full.
+const minimumFreeBytes = 1 << 20
+
+// freeBytes is the space available to unprivileged writers on the file
+// system holding path.
+func freeBytes(path string) (int64, bool) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(path, &st); err != nil {
+		return 0, false
+	}
+	return int64(st.Bavail) * st.Bsize, true
 }
 
 func (e *localExecutor) timeout(action *remoteexecution.Action) (time.Duration, error) {
