@@ -77,6 +77,9 @@ func TestCgroupsAreRemovedAfterRun(t *testing.T) {
 		return
 	}
 	e.run(&Spec{Mounts: []Mount{e.mount("", e.dir("layers/empty"))}, Argv: []string{"/bin/true"}, Limits: Limits{MemoryBytes: 64 << 20, MaxProcesses: 50, CPUMillis: 500}}).expectExit(t, 0)
+	// The cgroup goes once PID 1 has finished exiting, which Run does
+	// not wait for.
+	e.runner.(*namespaceRunner).exiting.Wait()
 	v1 := manager.(*cgroupV1)
 	for controller, dir := range v1.dirs {
 		entries, err := os.ReadDir(dir)

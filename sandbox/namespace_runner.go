@@ -107,6 +107,7 @@ type namespaceRunner struct {
 	sequence atomic.Uint64
 
 	launcher   *launcher
+	exiting    sync.WaitGroup
 	pool       chan *warmSandbox
 	closing    chan struct{}
 	closeOnce  sync.Once
@@ -357,6 +358,7 @@ func (r *namespaceRunner) Close() error {
 				break
 			}
 		}
+		r.exiting.Wait()
 		r.launcher.close()
 	})
 	return err
@@ -388,32 +390,46 @@ func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) 
 		if err != nil {
 			return nil, fmt.Errorf("sandbox: create cgroup: %w", err)
 		}
-		defer cgroup.Remove()
 	} else {
 		action.MaxProcesses = uint64(spec.Limits.MaxProcesses)
 	}
 
+	// What outlives the action: its cgroup and the pipes of its PID 1,
+	// released once PID 1 has exited.
+	var p *pipes
+	release := func() {
+		if cgroup != nil {
+			cgroup.Remove()
+		}
+		if p != nil {
+			p.closeAll()
+		}
+	}
 	stdout, err := newCappedOutput(spec.StdoutPath, spec.Stdout, spec.OutputLimitBytes)
 	if err != nil {
+		release()
 		return nil, err
 	}
 	defer stdout.Close()
 	stderr, err := newCappedOutput(spec.StderrPath, spec.Stderr, spec.OutputLimitBytes)
 	if err != nil {
+		release()
 		return nil, err
 	}
 	defer stderr.Close()
 
 	s, err := r.takeSandbox()
 	if err != nil {
+		release()
 		return nil, err
 	}
-	p, process := s.pipes, s.process
-	defer p.closeAll()
+	p = s.pipes
+	process := s.process
 	if cgroup != nil {
 		if err := cgroup.Join(process.pid); err != nil {
 			process.kill()
 			process.wait()
+			release()
 			return nil, fmt.Errorf("sandbox: join cgroup: %w", err)
 		}
 	}
@@ -447,12 +463,30 @@ func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) 
 		}
 		process.kill()
 	}()
-	exit := process.wait()
+	// PID 1 closes the status pipe once it has reaped every process of
+	// the action and reported, or when it dies. After a report the
+	// action is over: its output pipes are closed too, and PID 1's own
+	// exit (tearing down the namespaces, a few milliseconds of RCU
+	// grace periods) finishes in the background; Close waits for it.
+	statusData, _ := io.ReadAll(p.statusR)
+	var status child.Status
+	reported := len(statusData) > 0 && json.Unmarshal(statusData, &status) == nil
+	var exit child.ExitNotice
+	if reported {
+		r.exiting.Add(1)
+		go func() {
+			defer r.exiting.Done()
+			process.wait()
+			release()
+		}()
+	} else {
+		exit = process.wait()
+		defer release()
+	}
 	close(done)
 	wall := time.Since(start)
 	copies.Wait()
 
-	statusData, _ := io.ReadAll(p.statusR)
 	result := &Result{
 		WallTime:        wall,
 		TimedOut:        timedOut.Load(),
@@ -467,8 +501,7 @@ func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) 
 	if cancelled.Load() {
 		return nil, fmt.Errorf("sandbox: %w", context.Cause(ctx))
 	}
-	var status child.Status
-	if len(statusData) == 0 || json.Unmarshal(statusData, &status) != nil {
+	if !reported {
 		if !result.TimedOut && !result.OOMKilled {
 			return nil, fmt.Errorf("sandbox: init exited without reporting (wait status %v)", syscall.WaitStatus(exit.WaitStatus))
 		}

@@ -16,15 +16,18 @@ import (
 // PATH. It is not added to the command's environment.
 const defaultSearchPath = "/usr/local/bin:/usr/bin:/bin"
 
+// catchSignals makes PID 1 survive a `kill -TERM 1` from inside: a
+// signal handler, unlike SIG_IGN, is reset by execve, so the command
+// still gets default dispositions. Done in the warm phase: the first
+// signal.Notify starts a thread, which is slow enough to matter.
+func catchSignals() {
+	signal.Notify(make(chan os.Signal, 1), unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)
+}
+
 // runCommand starts the command and, as PID 1, reaps every process
 // until the command itself has exited. Whatever it left running is
 // then killed: an action ends when its command does.
 func runCommand(prepare *Prepare, action *Action) *Status {
-	// A signal handler, unlike SIG_IGN, is reset by execve, so the
-	// command still gets default dispositions while PID 1 survives a
-	// `kill -TERM 1` from inside.
-	signal.Notify(make(chan os.Signal, 1), unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)
-
 	dir := filepath.Join(prepare.ExecRootPath, action.WorkingDirectory)
 	if prepare.ExecRootIsRoot {
 		dir = filepath.Join("/", action.WorkingDirectory)

@@ -56,6 +56,7 @@ func run() *Status {
 	if err := decoder.Decode(&prepare); err != nil {
 		return failure("config", fmt.Errorf("decode prepare: %w", err))
 	}
+	catchSignals()
 	root, prepareErr := prepareRoot(&prepare)
 	if prepareErr == nil {
 		prepareErr = prepareIsolation(&prepare)
@@ -101,6 +102,11 @@ func report(status *Status) {
 	if err != nil {
 		os.Exit(3)
 	}
+	// The action is over: close its output pipes first, so that the
+	// worker has all of its output once it has the status.
+	unix.Close(0)
+	unix.Close(1)
+	unix.Close(2)
 	f := os.NewFile(StatusFD, "status")
 	if _, err := f.Write(data); err != nil {
 		os.Exit(4)
