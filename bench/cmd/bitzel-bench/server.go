@@ -1,0 +1,213 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// server is a running `bitzel-worker serve` on free loopback ports
+// with a fresh data directory.
+type server struct {
+	cmd     *exec.Cmd
+	dataDir string
+	address string
+	exited  chan struct{}
+	log     *os.File
+}
+
+var servingRE = regexp.MustCompile(`serving REAPI on (\S+)`)
+
+func startServer(binDir, workDir string, extra ...string) (*server, error) {
+	dataDir, err := os.MkdirTemp(workDir, "serve-data-")
+	if err != nil {
+		return nil, err
+	}
+	// A root worker's actions run as unprivileged ids that must reach
+	// the caches.
+	os.Chmod(dataDir, 0o755)
+	log, err := os.Create(filepath.Join(workDir, "serve.log"))
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--metrics-listen", "", "--data-dir", dataDir,
+		"--cas-size", fmt.Sprint(int64(6) << 30), "--concurrency", fmt.Sprint(runtime.NumCPU())}, extra...)
+	cmd := exec.Command(filepath.Join(binDir, "bitzel-worker"), args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s := &server{cmd: cmd, dataDir: dataDir, exited: make(chan struct{}), log: log}
+	ready := make(chan string, 1)
+	go func() {
+		scanner := bufio.NewScanner(stderr)
+		for scanner.Scan() {
+			line := scanner.Text()
+			fmt.Fprintln(log, line)
+			if m := servingRE.FindStringSubmatch(line); m != nil {
+				select {
+				case ready <- m[1]:
+				default:
+				}
+			}
+		}
+		io.Copy(log, stderr)
+		cmd.Wait()
+		close(s.exited)
+	}()
+	select {
+	case s.address = <-ready:
+		return s, nil
+	case <-s.exited:
+		return nil, fmt.Errorf("serve exited at start-up; see %s", log.Name())
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		return nil, fmt.Errorf("serve did not start; see %s", log.Name())
+	}
+}
+
+// stop sends SIGTERM, waits for serve to drain and removes its data.
+func (s *server) stop() {
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(60 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.exited
+	}
+	s.log.Close()
+	removeAll(s.dataDir)
+}
+
+// processes are the server and its sandbox launcher: what the issue
+// counts as the worker's memory and CPU. The warm sandboxes' PID 1s
+// (bitzel-sandbox-init, a few MB each) are reported apart.
+func (s *server) processes() []int {
+	pid := s.cmd.Process.Pid
+	return append([]int{pid}, children(pid, "bitzel-sandbox-launcher")...)
+}
+
+func (s *server) sandboxInits() []int {
+	var found []int
+	for _, l := range children(s.cmd.Process.Pid, "bitzel-sandbox-launcher") {
+		found = append(found, children(l, "bitzel-sandbox-init")...)
+	}
+	return found
+}
+
+// children lists the processes whose argv[0] is name and whose parent
+// is parent.
+func children(parent int, name string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var found []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || filepath.Base(strings.SplitN(string(cmdline), "\x00", 2)[0]) != name {
+			continue
+		}
+		if ppid(pid) == parent {
+			found = append(found, pid)
+		}
+	}
+	return found
+}
+
+func ppid(pid int) int {
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "PPid:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return -1
+}
+
+// rss is the resident memory of a set of processes, from
+// /proc/PID/status: anonymous memory (heap, stacks: what would grow if
+// the worker leaked) and file-backed pages (mostly the local CAS,
+// which bb-storage maps into memory: page cache, reclaimable).
+type rss struct{ total, anon, file int64 }
+
+// readRSS sums the RSS of pids (a process that has gone counts 0).
+func readRSS(pids []int) rss {
+	var r rss
+	for _, pid := range pids {
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(status), "\n") {
+			name, value, ok := strings.Cut(line, ":")
+			if !ok {
+				continue
+			}
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(value), " kB"), 10, 64)
+			switch name {
+			case "VmRSS":
+				r.total += kb << 10
+			case "RssAnon":
+				r.anon += kb << 10
+			case "RssFile", "RssShmem":
+				r.file += kb << 10
+			}
+		}
+	}
+	return r
+}
+
+// cpuTime sums utime+stime+cutime+cstime of pids: their own CPU time
+// and that of the children they reaped (the sandboxes).
+func cpuTime(pids []int) time.Duration {
+	var ticks int64
+	for _, pid := range pids {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+		for _, f := range fields[11:15] {
+			n, _ := strconv.ParseInt(f, 10, 64)
+			ticks += n
+		}
+	}
+	// USER_HZ is 100 on Linux.
+	return time.Duration(ticks) * 10 * time.Millisecond
+}
+
+func openFDs(pids []int) int {
+	n := 0
+	for _, pid := range pids {
+		entries, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		n += len(entries)
+	}
+	return n
+}
+
+// removeAll removes a tree whose directories a sandbox may have left
+// without write permission.
+func removeAll(dir string) {
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && info.IsDir() {
+			os.Chmod(p, 0o755)
+		}
+		return nil
+	})
+	os.RemoveAll(dir)
+}
