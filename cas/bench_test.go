@@ -345,6 +345,7 @@ func BenchmarkUnion20Layers(b *testing.B) {
 	}
 	defer removeTree(base)
 	env := newBenchEnv(b, base, 1<<30)
+	defer env.storage.Close()
 	merged := filepath.Join(base, "merged")
 	var listed []string
 	for l := 0; l < layers; l++ {
