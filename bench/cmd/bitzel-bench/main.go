@@ -21,11 +21,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -67,6 +69,13 @@ func intList(s string) []int {
 }
 
 func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bitzel-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
 	binDir := flag.String("bin", "bin", "`directory` holding bitzel-worker and bitzel-sandbox-init")
 	outDir := flag.String("out", "bench/out", "`directory` for results.csv and results.md")
 	workDir := flag.String("work", "", "scratch `directory` (default: a new one under $TMPDIR); serve's data directory goes there too")
@@ -94,13 +103,13 @@ func main() {
 		sections[strings.TrimSpace(s)] = true
 	}
 	if err := os.MkdirAll(*outDir, 0o755); err != nil {
-		fail(err)
+		return err
 	}
 	work := *workDir
 	if work == "" {
 		var err error
 		if work, err = os.MkdirTemp("", "bitzel-bench-"); err != nil {
-			fail(err)
+			return err
 		}
 		defer removeAll(work)
 	}
@@ -112,10 +121,10 @@ func main() {
 	if address == "" {
 		abs, err := filepath.Abs(*binDir)
 		if err != nil {
-			fail(err)
+			return err
 		}
 		if srv, err = startServer(abs, work); err != nil {
-			fail(err)
+			return err
 		}
 		defer srv.stop()
 		address = srv.address
@@ -138,9 +147,23 @@ func main() {
 			h.report.label = *remote
 		}
 	}
+	// An interrupted run leaves neither serve nor its data behind.
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-signals
+		fmt.Fprintln(os.Stderr, "bitzel-bench: interrupted")
+		if srv != nil {
+			srv.stop()
+		}
+		if *workDir == "" {
+			removeAll(work)
+		}
+		os.Exit(130)
+	}()
 	var err error
 	if h.ep, err = dial(address); err != nil {
-		fail(err)
+		return err
 	}
 	h.bwrap = haveBwrap()
 	header := environment(h, address)
@@ -180,7 +203,7 @@ func main() {
 		}
 		fmt.Fprintf(os.Stderr, "== %s (%s elapsed)\n", s.name, time.Since(start).Round(time.Second))
 		if err := s.run(); err != nil {
-			fail(fmt.Errorf("%s: %w", s.name, err))
+			return fmt.Errorf("%s: %w", s.name, err)
 		}
 	}
 	if r := readRSS(h.pids()); r.total > 0 && sections["memory"] {
@@ -196,17 +219,13 @@ func main() {
 	h.report.markdown(&md)
 	fmt.Print(md.String())
 	if err := os.WriteFile(filepath.Join(*outDir, "results.md"), md.Bytes(), 0o644); err != nil {
-		fail(err)
+		return err
 	}
 	if err := h.report.writeCSV(filepath.Join(*outDir, "results.csv")); err != nil {
-		fail(err)
+		return err
 	}
 	fmt.Fprintf(os.Stderr, "wrote %s and %s\n", filepath.Join(*outDir, "results.md"), filepath.Join(*outDir, "results.csv"))
-}
-
-func fail(err error) {
-	fmt.Fprintln(os.Stderr, "bitzel-bench:", err)
-	os.Exit(1)
+	return nil
 }
 
 func loadAverage() string {
