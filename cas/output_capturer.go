@@ -28,6 +28,8 @@ type OutputCapturer interface {
 	// UploadFile stores a plain file (e.g. a log) and returns its
 	// digest.
 	UploadFile(ctx context.Context, instanceName digest.InstanceName, digestFunction digest.Function, path string) (digest.Digest, error)
+	// UploadBlob stores bytes held in memory (a short log).
+	UploadBlob(ctx context.Context, instanceName digest.InstanceName, digestFunction digest.Function, data []byte) (digest.Digest, error)
 }
 
 // OutputCapturerOptions tune an OutputCapturer.
@@ -392,6 +394,15 @@ func statNodeProperties(st *unix.Stat_t, want map[string]bool) *remoteexecution.
 		np.Mtime = timestamppb.New(time.Unix(st.Mtim.Sec, st.Mtim.Nsec))
 	}
 	return np
+}
+
+func (c *outputCapturer) UploadBlob(ctx context.Context, instanceName digest.InstanceName, digestFunction digest.Function, data []byte) (digest.Digest, error) {
+	u := newUploader(c.storage, 1)
+	d := u.addBlob(digestFunction, data)
+	if err := u.upload(ctx); err != nil {
+		return digest.BadDigest, err
+	}
+	return d, nil
 }
 
 func (c *outputCapturer) UploadFile(ctx context.Context, instanceName digest.InstanceName, digestFunction digest.Function, p string) (digest.Digest, error) {

@@ -78,7 +78,14 @@ func (m *cgroupV1) Close() error {
 
 func (m *cgroupV1) Create(name string, limits Limits) (ActionCgroup, error) {
 	c := &cgroupV1Action{dirs: map[string]string{}}
+	// One hierarchy per controller in v1: create, join and remove a
+	// group only where a limit needs it (three of each would cost more
+	// than the rest of a small action's bookkeeping).
+	needed := map[string]bool{"memory": limits.MemoryBytes > 0, "pids": limits.MaxProcesses > 0, "cpu": limits.CPUMillis > 0}
 	for controller, parent := range m.dirs {
+		if !needed[controller] {
+			continue
+		}
 		dir := filepath.Join(parent, name)
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			c.Remove()
@@ -131,7 +138,10 @@ func (c *cgroupV1Action) Join(pid int) error {
 
 func (c *cgroupV1Action) Stats() CgroupStats {
 	var stats CgroupStats
-	memory := c.dirs["memory"]
+	memory, ok := c.dirs["memory"]
+	if !ok {
+		return stats
+	}
 	if n, ok := readKeyedValue(filepath.Join(memory, "memory.oom_control"), "oom_kill"); ok && n > 0 {
 		stats.OOMKilled = true
 	}

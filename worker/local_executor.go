@@ -189,14 +189,15 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 	x.metadata.InputFetchCompletedTimestamp = timestamppb.Now()
 
 	observer(StageRunning)
+	stdout, stderr := newLogBuffer(filepath.Join(dir, "stdout")), newLogBuffer(filepath.Join(dir, "stderr"))
 	spec := &sandbox.Spec{
 		Mounts:           mounts,
 		Argv:             x.command.Arguments,
 		Env:              environment(x.command),
 		WorkingDirectory: workingDirectory,
 		Timeout:          timeout,
-		StdoutPath:       filepath.Join(dir, "stdout"),
-		StderrPath:       filepath.Join(dir, "stderr"),
+		Stdout:           stdout,
+		Stderr:           stderr,
 		OutputLimitBytes: e.options.OutputLimitBytes,
 		Limits:           e.options.Limits,
 	}
@@ -221,16 +222,16 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 	defer cancelUpload()
 	// Logs first: a timed-out or failed action still shows them.
 	for _, log := range []struct {
-		path   string
+		buffer *logBuffer
 		digest **remoteexecution.Digest
 	}{
-		{spec.StdoutPath, &x.result.StdoutDigest},
-		{spec.StderrPath, &x.result.StderrDigest},
+		{stdout, &x.result.StdoutDigest},
+		{stderr, &x.result.StderrDigest},
 	} {
 		var d digest.Digest
 		err := retryUnavailable(uploadCtx, "Uploading the action's log", func(ctx context.Context) error {
 			var err error
-			d, err = e.options.Outputs.UploadFile(ctx, x.request.InstanceName, x.request.DigestFunction, log.path)
+			d, err = log.buffer.upload(ctx, e.options.Outputs, x.request.InstanceName, x.request.DigestFunction)
 			return err
 		})
 		if err != nil {
