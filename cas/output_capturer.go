@@ -95,6 +95,8 @@ func (c *outputCapturer) Capture(ctx context.Context, instanceName digest.Instan
 		want:   want,
 		hashes: map[string][]*vnode{},
 		result: &remoteexecution.ActionResult{},
+
+		outputDirectoryFormat: command.OutputDirectoryFormat,
 	}
 
 	// REAPI 2.1+ clients send output_paths, and then the legacy
@@ -161,6 +163,8 @@ type capture struct {
 	files  []pendingOutputFile
 	dirs   []pendingOutputDirectory
 	result *remoteexecution.ActionResult
+	// outputDirectoryFormat is what the Command asked for.
+	outputDirectoryFormat remoteexecution.Command_OutputDirectoryFormat
 }
 
 type pendingOutputFile struct {
@@ -339,10 +343,28 @@ func (c *capture) finish(ctx context.Context) error {
 			return util.StatusWrapWithCode(err, codes.Internal, "Failed to marshal tree")
 		}
 		treeDigest := u.addBlob(c.fn, data)
-		c.result.OutputDirectories = append(c.result.OutputDirectories, &remoteexecution.OutputDirectory{
+		output := &remoteexecution.OutputDirectory{
 			Path:       od.path,
 			TreeDigest: treeDigest.GetProto(),
-		})
+		}
+		// REAPI 2.2+: a client may ask for the root Directory (with
+		// every Directory below it stored on its own) instead of, or
+		// besides, the Tree. The Tree is kept either way (the field
+		// may be set for DIRECTORY_ONLY): Action Cache completeness
+		// checks look at it.
+		if f := c.outputDirectoryFormat; f == remoteexecution.Command_DIRECTORY_ONLY || f == remoteexecution.Command_TREE_AND_DIRECTORY {
+			for _, directory := range append([]*remoteexecution.Directory{rootDir}, tb.children...) {
+				encoded, err := proto.MarshalOptions{Deterministic: true}.Marshal(directory)
+				if err != nil {
+					return util.StatusWrapWithCode(err, codes.Internal, "Failed to marshal directory")
+				}
+				d := u.addBlob(c.fn, encoded)
+				if directory == rootDir {
+					output.RootDirectoryDigest = d.GetProto()
+				}
+			}
+		}
+		c.result.OutputDirectories = append(c.result.OutputDirectories, output)
 	}
 	return u.upload(ctx)
 }

@@ -322,3 +322,28 @@ func TestAbsoluteSymlinksAreAllowedInInputsAndOutputs(t *testing.T) {
 		t.Errorf("output symlinks %v", tree.Root.Symlinks)
 	}
 }
+
+func TestOutputDirectoryAsRootDirectoryDigest(t *testing.T) {
+	c := startServer(t).client()
+	result := c.run(action{
+		args:        sh(`mkdir -p d/sub && echo x > d/sub/f && echo y > d/g`),
+		outputPaths: []string{"d"},
+		dirFormat:   remoteexecution.Command_TREE_AND_DIRECTORY,
+	})
+	out := result.OutputDirectories[0]
+	if out.TreeDigest == nil || out.RootDirectoryDigest == nil {
+		t.Fatalf("output directory %v", out)
+	}
+	// The root Directory and the one below it are stored on their own.
+	root := &remoteexecution.Directory{}
+	if err := proto.Unmarshal(c.read(out.RootDirectoryDigest), root); err != nil {
+		t.Fatal(err)
+	}
+	if len(root.Files) != 1 || root.Files[0].Name != "g" || len(root.Directories) != 1 {
+		t.Fatalf("root directory %v", root)
+	}
+	sub := &remoteexecution.Directory{}
+	if err := proto.Unmarshal(c.read(root.Directories[0].Digest), sub); err != nil || len(sub.Files) != 1 || sub.Files[0].Name != "f" {
+		t.Fatalf("sub directory %v, %v", sub, err)
+	}
+}

@@ -331,6 +331,7 @@ type action struct {
 	outputDirs  []string
 	outputPaths []string
 	nodeProps   []string
+	dirFormat   remoteexecution.Command_OutputDirectoryFormat
 	timeout     time.Duration
 	doNotCache  bool
 	platform    map[string]string
@@ -340,12 +341,13 @@ type action struct {
 func (c *client) newAction(a action) *remoteexecution.Digest {
 	c.t.Helper()
 	command := &remoteexecution.Command{
-		Arguments:            a.args,
-		WorkingDirectory:     a.workingDir,
-		OutputFiles:          a.outputFiles,
-		OutputDirectories:    a.outputDirs,
-		OutputPaths:          a.outputPaths,
-		OutputNodeProperties: a.nodeProps,
+		Arguments:             a.args,
+		WorkingDirectory:      a.workingDir,
+		OutputFiles:           a.outputFiles,
+		OutputDirectories:     a.outputDirs,
+		OutputPaths:           a.outputPaths,
+		OutputNodeProperties:  a.nodeProps,
+		OutputDirectoryFormat: a.dirFormat,
 	}
 	for _, name := range sortedKeys(a.env) {
 		command.EnvironmentVariables = append(command.EnvironmentVariables, &remoteexecution.Command_EnvironmentVariable{Name: name, Value: a.env[name]})
