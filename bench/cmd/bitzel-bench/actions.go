@@ -205,13 +205,16 @@ func (h *harness) memory(total, step int) error {
 	}
 	fdsBefore := openFDs(h.pids())
 	samples := make([]rss, total/step+1)
+	goSamples := make([]map[string]float64, total/step+1)
 	var mu sync.Mutex
 	sampler := h.sampleRSS()
 	elapsed, err := concurrently(16, total, func(i int) error { _, err := h.ep.execute(ctx, actions[i]); return err }, func(done int) {
 		if done%step == 0 {
 			r := readRSS(h.pids())
+			g := goMetrics(h.metrics)
 			mu.Lock()
 			samples[done/step] = r
+			goSamples[done/step] = g
 			mu.Unlock()
 		}
 	})
@@ -251,6 +254,16 @@ func (h *harness) memory(total, step int) error {
 		add(fmt.Sprint(step), fmt.Sprintf("after %d actions", step), first, "idle after start-up", h.idleRSS, "")
 		add(fmt.Sprint(total), fmt.Sprintf("after %d actions", total), last, fmt.Sprintf("after %d actions", step), first, "growth")
 		add("idle again", fmt.Sprintf("3 s after %d actions", total), after, "idle after start-up", h.idleRSS, "")
+	}
+	if goFirst, goLast := goSamples[1], goSamples[len(goSamples)-1]; len(goFirst) > 0 && len(goLast) > 0 {
+		const goal = "go_memstats_next_gc_bytes"
+		h.add(row{section: "memory", workload: "Go heap goal", x: fmt.Sprint(total), metric: fmt.Sprintf("after %d actions", total), unit: "MiB",
+			ours: goLast[goal] / (1 << 20), baseline: fmt.Sprintf("after %d actions", step), base: goFirst[goal] / (1 << 20), note: "2x the live heap"})
+		h.add(row{section: "memory", workload: "goroutines", x: fmt.Sprint(total), metric: fmt.Sprintf("after %d actions", total),
+			ours: goLast["go_goroutines"], baseline: fmt.Sprintf("after %d actions", step), base: goFirst["go_goroutines"]})
+		for i, g := range goSamples[1:] {
+			h.add(row{section: "rss_series", workload: "Go heap goal", x: fmt.Sprint((i + 1) * step), metric: "go_memstats_next_gc_bytes", unit: "MiB", ours: g[goal] / (1 << 20)})
+		}
 	}
 	h.add(row{section: "memory", workload: "open fds", x: fmt.Sprint(total), metric: fmt.Sprintf("after %d actions", total), ours: float64(fdsAfter), baseline: "before", base: float64(fdsBefore)})
 	return nil

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -15,6 +16,7 @@ import (
 // the children it reaped.
 func timed(argv ...string) (time.Duration, time.Duration, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
+	settle()
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	elapsed := time.Since(start)
@@ -62,3 +64,7 @@ func haveBwrap() bool {
 	}
 	return err == nil
 }
+
+// settle writes back dirty pages before a measurement, so that neither
+// side pays for the writeback of what the other just wrote.
+func settle() { syscall.Sync() }

@@ -87,18 +87,19 @@ cd %q
 for d in %q/*; do cp -al "$d"/. recipe-sysroot/; done
 cp -a %q src
 `, work, deps, filepath.Join(scratch, "src"))
-		start := time.Now()
-		if _, _, err := timed("sh", "-c", script); err != nil {
+		staging, _, err := timed("sh", "-c", script)
+		if err != nil {
 			return 0, err
 		}
 		argv := []string{"sh", "-c", "cd " + work + "\n" + compileScript}
 		if bwrap {
 			argv = bwrapArgs("--bind", scratch, scratch, "sh", "-c", "cd "+work+"\n"+compileScript)
 		}
-		if _, _, err := timed(argv...); err != nil {
+		task, _, err := timed(argv...)
+		if err != nil {
 			return 0, err
 		}
-		return time.Since(start), nil
+		return staging + task, nil
 	}
 
 	ctx := context.Background()
@@ -111,6 +112,7 @@ cp -a %q src
 		if err := h.ep.upload(ctx, cb); err != nil {
 			return 0, stages{}, err
 		}
+		settle()
 		start := time.Now()
 		result, err := h.ep.execute(ctx, action)
 		if err != nil {
@@ -213,6 +215,7 @@ while [ $i -lt 1000 ]; do { echo "$BENCH_NONCE $i"; cat in/seed; } > out/o$i; i=
 		if err := h.ep.upload(ctx, cb); err != nil {
 			return err
 		}
+		settle()
 		result, err := h.ep.execute(ctx, action)
 		if err != nil {
 			return err

@@ -34,6 +34,7 @@ import (
 type harness struct {
 	ep          *endpoint
 	pids        func() []int
+	metrics     string // the worker's /metrics, for Go heap figures
 	work        string
 	bwrap       bool
 	passThrough bool
@@ -81,6 +82,7 @@ func run() error {
 	workDir := flag.String("work", "", "scratch `directory` (default: a new one under $TMPDIR); serve's data directory goes there too")
 	remote := flag.String("remote", "", "drive this REAPI `host:port` instead of starting serve (e.g. a Buildbarn frontend)")
 	label := flag.String("label", "", "name of the worker in the tables (default: bitzel-worker serve, or the --remote address)")
+	metricsAddress := flag.String("metrics", "", "with --remote: `host:port` of the worker's Prometheus /metrics (Go heap and goroutines)")
 	watch := flag.String("watch-pids", "", "with --remote: comma-separated `pids` whose RSS and CPU are the worker's (e.g. bb_worker,bb_runner)")
 	only := flag.String("only", "trivial,throughput,memory,scaling,bitbake,outputs", "sections to run: trivial, throughput, memory, input (the 10,000-file root only), scaling, bitbake, outputs")
 	trivialN := flag.Int("trivial", 300, "actions timed for per-action latency")
@@ -129,10 +131,12 @@ func run() error {
 		defer srv.stop()
 		address = srv.address
 		h.pids = srv.processes
+		h.metrics = srv.metrics
 		if h.report.label == "" {
 			h.report.label = "bitzel-worker serve"
 		}
 	} else {
+		h.metrics = *metricsAddress
 		watched := intList(*watch)
 		// bitzel-worker's sandbox launcher is its child; count it as
 		// serve's is counted.

@@ -103,7 +103,7 @@ func (rp *report) markdown(w io.Writer) {
 				r.workload, r.x, metric, format(r.ours), r.unit, r.baseline, format(r.base), r.unit, ratio)
 		}
 		if s == "memory" {
-			for _, kind := range []string{"RSS", "anonymous RSS"} {
+			for _, kind := range []string{"RSS", "anonymous RSS", "Go heap goal"} {
 				var series []string
 				for _, r := range bySection["rss_series"] {
 					if r.workload == kind {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,11 +22,15 @@ type server struct {
 	cmd     *exec.Cmd
 	dataDir string
 	address string
+	metrics string // host:port of /metrics
 	exited  chan struct{}
 	log     *os.File
 }
 
-var servingRE = regexp.MustCompile(`serving REAPI on (\S+)`)
+var (
+	servingRE = regexp.MustCompile(`serving REAPI on (\S+)`)
+	metricsRE = regexp.MustCompile(`metrics on (\S+)`)
+)
 
 func startServer(binDir, workDir string, extra ...string) (*server, error) {
 	dataDir, err := os.MkdirTemp(workDir, "serve-data-")
@@ -39,7 +44,7 @@ func startServer(binDir, workDir string, extra ...string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--metrics-listen", "", "--data-dir", dataDir,
+	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--data-dir", dataDir,
 		"--cas-size", fmt.Sprint(int64(6) << 30), "--concurrency", fmt.Sprint(runtime.NumCPU())}, extra...)
 	cmd := exec.Command(filepath.Join(binDir, "bitzel-worker"), args...)
 	stderr, err := cmd.StderrPipe()
@@ -51,11 +56,18 @@ func startServer(binDir, workDir string, extra ...string) (*server, error) {
 	}
 	s := &server{cmd: cmd, dataDir: dataDir, exited: make(chan struct{}), log: log}
 	ready := make(chan string, 1)
+	metrics := make(chan string, 1)
 	go func() {
 		scanner := bufio.NewScanner(stderr)
 		for scanner.Scan() {
 			line := scanner.Text()
 			fmt.Fprintln(log, line)
+			if m := metricsRE.FindStringSubmatch(line); m != nil {
+				select {
+				case metrics <- m[1]:
+				default:
+				}
+			}
 			if m := servingRE.FindStringSubmatch(line); m != nil {
 				select {
 				case ready <- m[1]:
@@ -69,6 +81,10 @@ func startServer(binDir, workDir string, extra ...string) (*server, error) {
 	}()
 	select {
 	case s.address = <-ready:
+		select {
+		case s.metrics = <-metrics:
+		default:
+		}
 		return s, nil
 	case <-s.exited:
 		return nil, fmt.Errorf("serve exited at start-up; see %s", log.Name())
@@ -210,4 +226,34 @@ func removeAll(dir string) {
 		return nil
 	})
 	os.RemoveAll(dir)
+}
+
+// goMetrics reads the Go runtime's figures from serve's /metrics:
+// go_goroutines, and go_memstats_next_gc_bytes, the heap size at which
+// the next collection starts (twice the heap that was live after the
+// last one, with GOGC=100): a leak shows as a rising goal, garbage
+// waiting for collection does not.
+func goMetrics(address string) map[string]float64 {
+	out := map[string]float64{}
+	if address == "" {
+		return out
+	}
+	c := http.Client{Timeout: 5 * time.Second}
+	response, err := c.Get("http://" + address + "/metrics")
+	if err != nil {
+		return out
+	}
+	defer response.Body.Close()
+	scanner := bufio.NewScanner(response.Body)
+	scanner.Buffer(make([]byte, 1<<20), 1<<20)
+	for scanner.Scan() {
+		name, value, ok := strings.Cut(scanner.Text(), " ")
+		if !ok || !strings.HasPrefix(name, "go_") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(value, 64); err == nil {
+			out[name] = v
+		}
+	}
+	return out
 }

@@ -81,6 +81,7 @@ type treeRun struct {
 func (h *harness) runTree(b blobs, root digest.Digest, out string, withOutput bool) (treeRun, error) {
 	ctx := context.Background()
 	var r treeRun
+	settle()
 	start := time.Now()
 	if err := h.ep.upload(ctx, b); err != nil {
 		return r, err
@@ -96,6 +97,7 @@ func (h *harness) runTree(b blobs, root digest.Digest, out string, withOutput bo
 	if err := h.ep.upload(ctx, cb); err != nil {
 		return r, err
 	}
+	settle()
 	start = time.Now()
 	result, err := h.ep.execute(ctx, action)
 	if err != nil {
