@@ -16,7 +16,6 @@ import (
 // the children it reaped.
 func timed(argv ...string) (time.Duration, time.Duration, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
-	settle()
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	elapsed := time.Since(start)
@@ -42,6 +41,7 @@ func bwrapTrue() (time.Duration, time.Duration, error) { return timed(bwrapArgs(
 func cpTree(flag, src, scratch string) (time.Duration, error) {
 	dst := filepath.Join(scratch, "cp-dst")
 	removeAll(dst)
+	settle()
 	d, _, err := timed("cp", flag, src, dst)
 	removeAll(dst)
 	return d, err
@@ -50,6 +50,7 @@ func cpTree(flag, src, scratch string) (time.Duration, error) {
 // sha256Tree times hashing every file under dir with sha256sum: the
 // least a worker pays to learn the digests of outputs.
 func sha256Tree(dir string) (time.Duration, error) {
+	settle()
 	d, _, err := timed("sh", "-c", `find "$1" -type f -print0 | xargs -0 sha256sum >/dev/null`, "sh", dir)
 	return d, err
 }

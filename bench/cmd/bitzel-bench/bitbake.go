@@ -87,6 +87,7 @@ cd %q
 for d in %q/*; do cp -al "$d"/. recipe-sysroot/; done
 cp -a %q src
 `, work, deps, filepath.Join(scratch, "src"))
+		settle()
 		staging, _, err := timed("sh", "-c", script)
 		if err != nil {
 			return 0, err
@@ -95,6 +96,7 @@ cp -a %q src
 		if bwrap {
 			argv = bwrapArgs("--bind", scratch, scratch, "sh", "-c", "cd "+work+"\n"+compileScript)
 		}
+		settle()
 		task, _, err := timed(argv...)
 		if err != nil {
 			return 0, err
@@ -226,6 +228,7 @@ while [ $i -lt 1000 ]; do { echo "$BENCH_NONCE $i"; cat in/seed; } > out/o$i; i=
 		removeAll(work)
 		os.MkdirAll(work, 0o755)
 		os.Symlink(filepath.Join(scratch, "in"), filepath.Join(work, "in"))
+		settle()
 		if _, _, err := timed("sh", "-c", "cd "+work+"\nBENCH_NONCE=host"+fmt.Sprint(i)+"\n"+script); err != nil {
 			return err
 		}
