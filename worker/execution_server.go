@@ -29,8 +29,11 @@ type ExecutionServerOptions struct {
 	Concurrency int
 	// CompletedRetention is how long a finished operation can still
 	// be waited on by name (a client that lost its stream reconnects
-	// with WaitExecution).
+	// with WaitExecution), and MaximumCompleted how many are kept at
+	// most: each holds its ExecuteResponse, so without a count bound a
+	// busy worker's memory would grow with its action rate.
 	CompletedRetention time.Duration
+	MaximumCompleted   int
 }
 
 // actionKey identifies an action for merging identical in-flight
@@ -53,6 +56,14 @@ type ExecutionServer struct {
 	mu         sync.Mutex
 	inFlight   map[actionKey]*operation
 	operations map[string]*operation
+	// completed lists finished operations, oldest first, until they
+	// are forgotten.
+	completed []completedOperation
+}
+
+type completedOperation struct {
+	name string
+	at   time.Time
 }
 
 var _ remoteexecution.ExecutionServer = (*ExecutionServer)(nil)
@@ -61,6 +72,9 @@ var _ remoteexecution.ExecutionServer = (*ExecutionServer)(nil)
 func NewExecutionServer(options ExecutionServerOptions) *ExecutionServer {
 	if options.Concurrency <= 0 {
 		options.Concurrency = 1
+	}
+	if options.MaximumCompleted <= 0 {
+		options.MaximumCompleted = 1000
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &ExecutionServer{
@@ -165,13 +179,22 @@ func (s *ExecutionServer) run(key actionKey, op *operation, request *Request) {
 	s.forgetLater(op)
 }
 
-// forgetLater drops a completed operation after the retention period.
+// forgetLater records a completed operation, and forgets those past
+// the retention period or beyond the count bound.
 func (s *ExecutionServer) forgetLater(op *operation) {
-	time.AfterFunc(s.options.CompletedRetention, func() {
-		s.mu.Lock()
-		delete(s.operations, op.name)
-		s.mu.Unlock()
-	})
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.completed = append(s.completed, completedOperation{name: op.name, at: now})
+	drop := 0
+	for drop < len(s.completed) && (len(s.completed)-drop > s.options.MaximumCompleted || now.Sub(s.completed[drop].at) > s.options.CompletedRetention) {
+		delete(s.operations, s.completed[drop].name)
+		drop++
+	}
+	if drop > 0 {
+		// Copy rather than reslice, so the dropped names are freed.
+		s.completed = append([]completedOperation(nil), s.completed[drop:]...)
+	}
 }
 
 func (s *ExecutionServer) WaitExecution(request *remoteexecution.WaitExecutionRequest, stream remoteexecution.Execution_WaitExecutionServer) error {
@@ -179,7 +202,7 @@ func (s *ExecutionServer) WaitExecution(request *remoteexecution.WaitExecutionRe
 	op, ok := s.operations[request.Name]
 	s.mu.Unlock()
 	if !ok {
-		return status.Errorf(codes.NotFound, "Operation %q not found; it is unknown or finished more than %v ago", request.Name, s.options.CompletedRetention)
+		return status.Errorf(codes.NotFound, "Operation %q not found: it is unknown, or finished more than %v or %d operations ago", request.Name, s.options.CompletedRetention, s.options.MaximumCompleted)
 	}
 	return op.stream(stream.Context(), stream.Send)
 }

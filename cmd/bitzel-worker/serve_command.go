@@ -232,6 +232,7 @@ func serve(ctx context.Context, f *serveFlags, ready func()) error {
 		MaximumMessageSizeBytes: storage.MaximumMessageSizeBytes,
 		Concurrency:             f.concurrency,
 		CompletedRetention:      10 * time.Minute,
+		MaximumCompleted:        1000,
 	})
 	remoteexecution.RegisterExecutionServer(server, execution)
 	remoteexecution.RegisterContentAddressableStorageServer(server,
