@@ -117,7 +117,7 @@ func (h *harness) trivial(n int) error {
 		h.add(row{section: "trivial", workload: "latency", x: x, metric: "p90", unit: "ms", ours: ms(percentile(ours, 0.9)), baseline: "bwrap --unshare-all true", base: ms(percentile(bwrap, 0.9))})
 		if len(h.pids()) > 0 {
 			h.add(row{section: "trivial", workload: "worker CPU", x: x, metric: "CPU per action", unit: "ms", ours: ms(cpu) / float64(n),
-				baseline: "bwrap CPU per run", base: ms(bwrapCPU) / float64(len(bwrap)), note: "server + launcher + sandboxes"})
+				baseline: "bwrap CPU per run", base: ms(bwrapCPU) / float64(len(bwrap)), note: "the worker's processes and the children they reaped"})
 		}
 	}
 	return nil

@@ -244,7 +244,9 @@ func loadAverage() string {
 func environment(h *harness, address string) string {
 	var b strings.Builder
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	commit, _ := exec.Command("git", "describe", "--always", "--dirty").Output()
+	// The commit of the tree the harness was built in.
+	exe, _ := os.Executable()
+	commit, _ := exec.Command("git", "-C", filepath.Dir(exe), "describe", "--always", "--dirty").Output()
 	fmt.Fprintf(&b, "## bitzel-bench, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "- worker: %s at %s; commit %s\n", h.report.label, address, strings.TrimSpace(string(commit)))
 	fmt.Fprintf(&b, "- host: kernel %s, %d CPUs, %s, uid %d; load average at the start: %s\n",
