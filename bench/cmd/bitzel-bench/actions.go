@@ -72,6 +72,10 @@ func (h *harness) trivial(n int) error {
 	time.Sleep(200 * time.Millisecond)
 	var ours, fork, bwrap []time.Duration
 	var bwrapCPU time.Duration
+	// Where an action's time goes, from ExecutedActionMetadata: queued
+	// until a worker took it, the worker's three stages, and the rest
+	// (RPCs between client, front end and worker, outside the worker).
+	var parts [][5]time.Duration
 	// Blocks of 10 of each, in turn: close enough in time to share the
 	// machine's drift, apart enough that one's asynchronous teardown
 	// (a network namespace is freed by a kernel worker after exit)
@@ -84,10 +88,16 @@ func (h *harness) trivial(n int) error {
 		time.Sleep(20 * time.Millisecond)
 		for _, a := range actions[i:min(i+block, len(actions))] {
 			start := time.Now()
-			if _, err := h.ep.execute(ctx, a); err != nil {
+			result, err := h.ep.execute(ctx, a)
+			if err != nil {
 				return err
 			}
-			ours = append(ours, time.Since(start))
+			elapsed := time.Since(start)
+			ours = append(ours, elapsed)
+			m := result.ExecutionMetadata
+			st := stagesOf(m)
+			queued := m.GetWorkerStartTimestamp().AsTime().Sub(m.GetQueuedTimestamp().AsTime())
+			parts = append(parts, [5]time.Duration{queued, st.fetch, st.run, st.upload, elapsed - st.worker - queued})
 		}
 		time.Sleep(20 * time.Millisecond)
 		for j := 0; j < block; j++ {
@@ -119,6 +129,13 @@ func (h *harness) trivial(n int) error {
 			h.add(row{section: "trivial", workload: "worker CPU", x: x, metric: "CPU per action", unit: "ms", ours: ms(cpu) / float64(n),
 				baseline: "bwrap CPU per run", base: ms(bwrapCPU) / float64(len(bwrap)), note: "the worker's processes and the children they reaped"})
 		}
+	}
+	for i, name := range []string{"queued until a worker took it", "input fetch", "execution (sandbox + /bin/true)", "output upload", "outside the worker (RPCs)"} {
+		var ds []time.Duration
+		for _, p := range parts {
+			ds = append(ds, p[i])
+		}
+		h.add(row{section: "trivial", workload: "where the time goes", x: x, metric: name + ", median", unit: "ms", ours: ms(median(ds))})
 	}
 	return nil
 }

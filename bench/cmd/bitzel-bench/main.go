@@ -42,6 +42,7 @@ type harness struct {
 	seq         atomic.Int64
 	seeds       atomic.Int64
 	idleRSS     rss
+	idleGo      map[string]float64
 	peakRSS     rss
 }
 
@@ -93,6 +94,7 @@ func run() error {
 	files := flag.String("files", "1000,10000,100000", "input sizes (files) for scaling")
 	layers := flag.String("layers", "1,10,100,400", "layer counts for scaling (10,000 files in all)")
 	passThrough := flag.Bool("pass-through", true, "scaling actions list their input tree as an output directory (measures output upload of untouched inputs)")
+	serveArgs := flag.String("serve-args", "", "extra space-separated `flags` for serve (e.g. --memory-limit=4294967296)")
 	quick := flag.Bool("quick", false, "small counts, for checking that everything runs")
 	flag.Parse()
 
@@ -125,7 +127,7 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		if srv, err = startServer(abs, work); err != nil {
+		if srv, err = startServer(abs, work, strings.Fields(*serveArgs)...); err != nil {
 			return err
 		}
 		defer srv.stop()
@@ -176,6 +178,7 @@ func run() error {
 	// Idle: started, nothing run yet.
 	time.Sleep(2 * time.Second)
 	h.idleRSS = readRSS(h.pids())
+	h.idleGo = goMetrics(h.metrics)
 
 	steps := []struct {
 		name string
@@ -215,6 +218,10 @@ func run() error {
 			baseline: "idle after start-up", base: mib(h.idleRSS.total), note: fmt.Sprintf("file-backed %.0f MiB: the mapped CAS", mib(r.file))})
 		h.add(row{section: "memory", workload: "anonymous RSS", x: "end", metric: "after every workload", unit: "MiB", ours: mib(r.anon),
 			baseline: "idle after start-up", base: mib(h.idleRSS.anon)})
+		if g := goMetrics(h.metrics); len(g) > 0 {
+			h.add(row{section: "memory", workload: "Go heap goal", x: "end", metric: "after every workload", unit: "MiB",
+				ours: g["go_memstats_next_gc_bytes"] / (1 << 20), baseline: "idle after start-up", base: h.idleGo["go_memstats_next_gc_bytes"] / (1 << 20), note: "2x the live heap"})
+		}
 	}
 
 	var md bytes.Buffer
