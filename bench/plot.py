@@ -54,6 +54,7 @@ def main():
     for col, axis in enumerate(AXES):
         top, bottom = axes[0][col], axes[1][col]
         mine = [r for r in rows if r["workload"] == axis]
+        ys = [float(r[k]) for r in mine for k in ("ours", "baseline_value") if float(r[k]) > 0]
         baselines_drawn = set()
         for metric, (name, colour) in SERIES.items():
             pts = sorted((int(r["x"]), float(r["ours"]), r["baseline"], float(r["baseline_value"]), float(r["ratio"]))
@@ -70,17 +71,20 @@ def main():
                          label=f"baseline: {base}")
         top.set_xscale("log")
         top.set_yscale("log")
+        if ys:
+            # Room below the curves for the legend.
+            top.set_ylim(min(ys) / 40, max(ys) * 2)
         top.set_ylabel("milliseconds (median)")
         top.set_title(AXES[axis])
         top.grid(True, which="both", alpha=0.3)
-        top.legend(fontsize=7)
+        top.legend(fontsize=7, loc="best", framealpha=0.8)
         bottom.set_xscale("log")
         bottom.set_yscale("log")
         bottom.axhline(1, color="black", linewidth=0.8)
         bottom.set_ylabel("ratio worker / baseline")
         bottom.set_xlabel(AXES[axis])
         bottom.grid(True, which="both", alpha=0.3)
-        bottom.legend(fontsize=7)
+        bottom.legend(fontsize=7, loc="best", framealpha=0.8)
         xs = sorted({int(r["x"]) for r in mine})
         bottom.set_xticks(xs)
         bottom.set_xticklabels([str(x) for x in xs])
