@@ -75,9 +75,11 @@ func TestMisbehavingActionsAreContained(t *testing.T) {
 			for p in /root /home /var %s; do test -e $p && echo sees $p; done
 			mount -t tmpfs none /tmp 2>/dev/null && echo mounted
 			kill -9 %d 2>/dev/null && echo killed-worker
+			strace -o /dev/null -p %d 2>/dev/null && echo traced-worker
+			test -x /usr/bin/strace || echo no-strace
 			test -e /proc/%d && echo sees-worker
-			(echo > /dev/tcp/127.0.0.1/%d) 2>/dev/null && echo reached-host
-			true`, s.dataDir, s.cmd.Process.Pid, s.cmd.Process.Pid, port))})
+			bash -c 'echo > /dev/tcp/127.0.0.1/%d' 2>/dev/null && echo reached-host
+			true`, s.dataDir, s.cmd.Process.Pid, s.cmd.Process.Pid, s.cmd.Process.Pid, port))})
 		if out := string(c.read(result.StdoutDigest)); out != "" {
 			t.Errorf("the action got out:\n%s", out)
 		}

@@ -18,8 +18,9 @@ fi
 
 echo "== installing test dependencies"
 # bubblewrap: the benchmarks' baseline; busybox-static: a hermetic
-# userland layer for the exec-root-as-root-fs test.
-packages="bubblewrap busybox-static"
+# userland layer for the exec-root-as-root-fs test; strace: an action
+# tries to ptrace the worker.
+packages="bubblewrap busybox-static strace"
 missing=""
 for p in $packages; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
