@@ -117,17 +117,32 @@ type bbBuild struct {
 	stage   string // per-task temp/ inputs and an empty directory
 }
 
+// bbScratchDir makes the directory a BitBake-style build lives in. Not
+// under /tmp (the sandbox mounts its own there) nor under a host path
+// the sandbox binds, and reachable by the unprivileged ids a root
+// worker maps actions to. /var/tmp is the natural place, but it is not
+// writable for an ordinary user on every machine (some images ship it
+// 0755), so BITZEL_SCRATCH_DIR names a directory of the user's own;
+// scripts/test.sh sets it for the rootless run.
+func bbScratchDir(t *testing.T, prefix string) string {
+	parent := os.Getenv("BITZEL_SCRATCH_DIR")
+	if parent == "" {
+		parent = "/var/tmp"
+	}
+	base, err := os.MkdirTemp(parent, prefix)
+	if err != nil {
+		t.Fatalf("no scratch directory for the build (set BITZEL_SCRATCH_DIR to a writable directory outside /tmp): %v", err)
+	}
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return base
+}
+
 func TestBitBakeThreeRecipesRemoteMatchesLocal(t *testing.T) {
 	start := time.Now()
 	bin := binaries(t)
-	// Not under /tmp (the sandbox mounts its own there) nor under a
-	// host path the sandbox binds; reachable by the unprivileged ids
-	// a root worker maps actions to, and by an ordinary test user.
-	base, err := os.MkdirTemp("/var/tmp", "bitzel-bb-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(base, 0o755)
+	base := bbScratchDir(t, "bitzel-bb-")
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("kept the build for inspection: %s (client: bitzel's tree; build: the local one)", base)
@@ -695,11 +710,7 @@ func bbCopyTree(t *testing.T, src, dst string) {
 func TestBitBakeRecipeSysrootUnionPrecedence(t *testing.T) {
 	bin := binaries(t)
 	s := startServer(t)
-	base, err := os.MkdirTemp("/var/tmp", "bitzel-bb-union-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(base, 0o755)
+	base := bbScratchDir(t, "bitzel-bb-union-")
 	t.Cleanup(func() { removeAll(base) })
 	files := map[string]string{
 		"own/usr/include/a.h":       "own",

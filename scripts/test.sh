@@ -61,7 +61,12 @@ work=$(mktemp -d /tmp/bitzel-rootless-XXXXXX)
 # root the test mounts one itself).
 small_fs=$(mktemp -d /tmp/bitzel-small-fs-XXXXXX)
 mount -t tmpfs -o "size=96m,mode=0755,uid=$(id -u "$test_user")" tmpfs "$small_fs"
-trap 'umount "$small_fs"; rmdir "$small_fs"; rm -rf "$work"' EXIT
+# The BitBake-style builds live outside /tmp (the sandbox has its own
+# there); /var/tmp is not world-writable on every image.
+scratch=$(mktemp -d /var/tmp/bitzel-rootless-scratch-XXXXXX)
+chown "$test_user" "$scratch"
+chmod 755 "$scratch"
+trap 'umount "$small_fs"; rmdir "$small_fs"; rm -rf "$work" "$scratch"' EXIT
 chmod 755 "$work"
 tar -C "$repo" --exclude=.git --exclude=bin -cf - . | tar -C "$work" -xf -
 mkdir -p "$work/bin"
@@ -74,7 +79,7 @@ for pkg in $(go list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}{{en
 	name=$(echo "${rel:-root}" | tr / _)
 	go test -c -o "$work/$name.test" "./$rel"
 	echo "-- $pkg"
-	if ! (cd "$work/$rel" && runuser -u "$test_user" -- env HOME="/home/$test_user" BITZEL_BIN_DIR="$work/bin" BITZEL_SMALL_FS="$small_fs" "$work/$name.test" -test.count=1); then
+	if ! (cd "$work/$rel" && runuser -u "$test_user" -- env HOME="/home/$test_user" BITZEL_BIN_DIR="$work/bin" BITZEL_SMALL_FS="$small_fs" BITZEL_SCRATCH_DIR="$scratch" "$work/$name.test" -test.count=1); then
 		status=1
 	fi
 done
