@@ -4,8 +4,15 @@
 // bb-storage; the worker prefers it when installed next to itself.
 package main
 
-import "github.com/bitzel/bitzel-worker/sandbox/child"
+import (
+	"fmt"
+	"os"
+
+	"github.com/bitzel/bitzel-worker/sandbox/child"
+)
 
 func main() {
-	child.Main()
+	child.Dispatch()
+	fmt.Fprintf(os.Stderr, "%s is started by bitzel-worker, not by hand\n", child.InitBinaryName)
+	os.Exit(2)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -17,7 +18,23 @@ import (
 // and because those start goroutines and state a PID 1 must not have.
 // Go initialises a package once everything it imports is initialised,
 // so this runs after the standard library and x/sys only.
+//
+// The dedicated init binary dispatches from main() instead (Dispatch):
+// runtime.main locks the main goroutine to the main thread while
+// package initialisers run, so a PID 1 or launcher that never returns
+// from init keeps every goroutine it starts (the signal watcher, the
+// launcher's reapers, the runtime's own) off that thread, and each
+// switch between them is a thread handoff.
 func init() {
+	if self, err := os.Executable(); err == nil && filepath.Base(self) == InitBinaryName {
+		return
+	}
+	Dispatch()
+}
+
+// Dispatch runs PID 1 or the launcher when the environment asks for
+// one, and returns otherwise.
+func Dispatch() {
 	if os.Getenv(EnvMarker) != "" {
 		Main()
 	}
