@@ -219,3 +219,21 @@ func TestExecRootPathMayNotOverlapSandboxMounts(t *testing.T) {
 		}
 	}
 }
+
+// An action that signals PID 1 with everything that ends a process by
+// default must not take the sandbox down: PID 1 still reports the
+// command's own exit. And PID 1's immunity must not leak into the
+// command: a process of the action still dies of SIGTERM.
+func TestSignalsToPIDOneFromInside(t *testing.T) {
+	e := newEnv(t)
+	// HUP INT QUIT ABRT USR1 USR2 PIPE ALRM TERM STKFLT XCPU XFSZ
+	// VTALRM IO PWR SYS, by number: dash knows few of their names.
+	o := e.shell(`for s in 1 2 3 6 10 12 13 14 15 16 24 25 26 29 30 31; do kill -$s 1 || exit 99; done
+sleep 0.2
+sh -c 'kill -TERM $$; echo not-killed'; echo "inner exit $?"
+exit 7`)
+	o.expectExit(t, 7)
+	if !strings.Contains(o.stdout, "inner exit 143") || strings.Contains(o.stdout, "not-killed") {
+		t.Errorf("a process of the action survived SIGTERM (an ignored disposition leaked from PID 1): stdout %q", o.stdout)
+	}
+}
