@@ -3,8 +3,10 @@ package sandbox
 import (
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestCommandIsChildOfPID1(t *testing.T) {
@@ -150,5 +152,57 @@ func TestEnvironmentIsExactlyTheSpec(t *testing.T) {
 	o.expectExit(t, 0)
 	if got := strings.TrimSpace(o.stdout); got != "A=1\nB=two words" {
 		t.Errorf("environment:\n%s", got)
+	}
+}
+
+// With a pids cgroup the sandboxes share one user namespace (the
+// launcher's; see child/launcher.go), without one each has its own.
+// Either way a sandbox must not see, signal or reach another running
+// at the same time: A parks a process with a marker in its command
+// line and waits; B looks for it in /proc, kills everything it can
+// see, and listens on the port A's loopback would use.
+func TestConcurrentSandboxesStayApart(t *testing.T) {
+	e, manager := cgroupEnv(t)
+	marker := "4.2424"
+	aMount := e.mount("", e.dir("layers/empty"))
+	var a outcome
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a = e.run(&Spec{Mounts: []Mount{aMount}, Argv: []string{"/bin/sh", "-c",
+			`readlink /proc/self/ns/user; readlink /proc/self/ns/user > ns.tmp && mv ns.tmp ns; sleep ` + marker + `; echo survived`}})
+	}()
+	var aNamespace []byte
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var err error
+		if aNamespace, err = os.ReadFile(filepath.Join(aMount.UpperDir, "ns")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("sandbox A did not start within 10 s")
+		}
+	}
+	// B's own command lines must not contain the marker: it is
+	// assembled in a variable and matched by the shell itself.
+	b := e.shell(`readlink /proc/self/ns/user
+m=` + marker[:3] + `; m=${m}` + marker[3:] + `; n=0
+for p in /proc/[0-9]*; do
+	c=$(tr '\0' ' ' < $p/cmdline 2>/dev/null)
+	case "$c" in *"sleep $m"*) n=$((n+1));; esac
+done
+echo $n
+kill -9 -1 2>/dev/null; echo killed`)
+	<-done
+	a.expectExit(t, 0)
+	if !strings.Contains(a.stdout, "survived") {
+		t.Errorf("sandbox A did not finish its sleep (killed from B?): stdout %q", a.stdout)
+	}
+	got := lines(b.stdout)
+	if len(got) < 3 || got[1] != "0" || got[2] != "killed" {
+		t.Errorf("sandbox B saw A's process or did not run to the end: %q", b.stdout)
+	}
+	shared := strings.TrimSpace(string(aNamespace)) == got[0]
+	if want := manager != nil; shared != want {
+		t.Errorf("sandboxes share a user namespace: %v, want %v (cgroups: %v)", shared, want, manager)
 	}
 }

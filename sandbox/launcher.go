@@ -99,20 +99,39 @@ func (l *launcher) close() {
 }
 
 func startLauncherProcess(initPath string, config child.LauncherConfig) (*launcherProcess, error) {
+	binary, err := os.OpenFile(initPath, os.O_RDONLY|unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: open launcher binary: %w", err)
+	}
+	defer binary.Close()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: launcher socket: %w", err)
 	}
 	theirs := os.NewFile(uintptr(fds[1]), "launcher")
-	cmd := &exec.Cmd{
-		Path:       initPath,
-		Args:       []string{"bitzel-sandbox-launcher"},
-		Env:        []string{child.LauncherEnvMarker + "=1", "GOMAXPROCS=1"},
-		Stderr:     os.Stderr,
-		ExtraFiles: []*os.File{theirs},
+	attr := &syscall.SysProcAttr{
 		// The launcher, and through it every sandbox, dies with the
 		// worker.
-		SysProcAttr: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
+		Pdeathsig: syscall.SIGKILL,
+	}
+	if config.InUserNamespace {
+		attr.Cloneflags = syscall.CLONE_NEWUSER
+		attr.UidMappings = sysProcIDMaps(config.UIDMappings)
+		attr.GidMappings = sysProcIDMaps(config.GIDMappings)
+		attr.GidMappingsEnableSetgroups = config.SetgroupsAllowed
+		if config.BecomeRoot {
+			// Host root is not mapped: become the namespace's
+			// root before exec, or exec drops every capability.
+			attr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+		}
+	}
+	cmd := &exec.Cmd{
+		Path:        fmt.Sprintf("/proc/self/fd/%d", child.LauncherBinaryFD),
+		Args:        []string{"bitzel-sandbox-launcher"},
+		Env:         []string{child.LauncherEnvMarker + "=1", "GOMAXPROCS=1"},
+		Stderr:      os.Stderr,
+		ExtraFiles:  []*os.File{theirs, binary},
+		SysProcAttr: attr,
 	}
 	err = cmd.Start()
 	theirs.Close()
@@ -263,4 +282,12 @@ func (s *sandboxProcess) wait() child.ExitNotice {
 		return child.ExitNotice{PID: s.pid, WaitStatus: uint32(syscall.SIGKILL)}
 	}
 	return notice
+}
+
+func sysProcIDMaps(maps []child.IDMap) []syscall.SysProcIDMap {
+	result := make([]syscall.SysProcIDMap, len(maps))
+	for i, m := range maps {
+		result[i] = syscall.SysProcIDMap{ContainerID: m.ContainerID, HostID: m.HostID, Size: m.Size}
+	}
+	return result
 }

@@ -171,6 +171,10 @@ func NewNamespaceRunner(config Config) (Runner, error) {
 		r.prepare.HostPaths = config.HostPaths
 	}
 	r.launcher = newLauncher(r.initPath, child.LauncherConfig{
+		// Sharing one user namespace lets the launcher vfork (see
+		// child/launcher.go), but only a pids cgroup keeps each
+		// action's process limit its own.
+		InUserNamespace:  config.Cgroups != nil,
 		UIDMappings:      toIDMaps(r.uidMap),
 		GIDMappings:      toIDMaps(r.gidMap),
 		BecomeRoot:       !r.rootless,

@@ -7,16 +7,32 @@ import (
 	"os/exec"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
 // The launcher is a small, long-lived process that starts sandboxes on
 // the worker's behalf. Go cannot vfork a child that gets a new user
-// namespace, so starting one from the worker itself forks the whole
-// worker: its page tables are copied and every page it then writes
-// faults and shoots down TLBs on the other CPUs. Forking this small
-// process instead costs a fraction of that, on every action.
+// namespace (the parent must write its id maps while the child waits),
+// so starting one from the worker itself forks the whole worker: its
+// page tables are copied and every page it then writes faults and
+// shoots down TLBs on the other CPUs. Forking this small process
+// instead costs a fraction of that, on every action.
+//
+// When a pids cgroup bounds each action's processes, the launcher is
+// itself started in the sandboxes' user namespace (the worker maps its
+// ids) and starts every sandbox inside it, with new mount, pid,
+// network, ipc and uts namespaces but no new user namespace. That lets
+// Go vfork: no page table copy, no copy-on-write faults, no address
+// space to tear down at exec. The sandboxes then share that one user
+// namespace, as rootless Podman's containers share its pause
+// process's: they share their ids anyway, and the capabilities it
+// grants act only on namespaces one can name, while each sandbox sees
+// only its own processes, mounts and network (WORKSPACE.md). Without
+// cgroups each sandbox gets a user namespace of its own, because
+// RLIMIT_NPROC, the fallback process limit, counts per user namespace:
+// shared, it would count every action's processes together.
 //
 // The worker and the launcher talk over a SOCK_SEQPACKET socket: a
 // launch request carries the sandbox's stdout, stderr, config and
@@ -27,6 +43,11 @@ const (
 	LauncherEnvMarker = "BITZEL_SANDBOX_LAUNCHER"
 	// LauncherSocketFD is the launcher's end of the socket.
 	LauncherSocketFD = 3
+	// LauncherBinaryFD is the launcher's own executable, opened by
+	// the worker: the launcher is executed as /proc/self/fd/4, maybe
+	// as a namespace's root, which need not be able to search the
+	// directories on the binary's path.
+	LauncherBinaryFD = 4
 	// LaunchFDs is the number of descriptors of a launch request:
 	// stdout, stderr, the config pipe's read end and the status
 	// pipe's write end, in that order.
@@ -42,8 +63,12 @@ type IDMap struct {
 
 // LauncherConfig is the first message on the socket.
 type LauncherConfig struct {
-	UIDMappings []IDMap `json:"uid_mappings"`
-	GIDMappings []IDMap `json:"gid_mappings"`
+	// InUserNamespace: the launcher runs in the sandboxes' user
+	// namespace already; sandboxes get no user namespace of their own
+	// and the fields below are unused.
+	InUserNamespace bool    `json:"in_user_namespace,omitempty"`
+	UIDMappings     []IDMap `json:"uid_mappings"`
+	GIDMappings     []IDMap `json:"gid_mappings"`
 	// BecomeRoot: a root launcher's child must setuid/setgid to the
 	// namespace's 0 (its host uid 0 is not mapped).
 	BecomeRoot       bool `json:"become_root,omitempty"`
@@ -101,6 +126,10 @@ type launcherState struct {
 
 func runLauncher() error {
 	unix.CloseOnExec(LauncherSocketFD)
+	unix.Close(LauncherBinaryFD)
+	// Executed through /proc/self/fd, the process would be called "4"
+	// in ps and top.
+	unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&[]byte("bitzel-launcher\x00")[0])), 0, 0, 0)
 	l := &launcherState{fd: LauncherSocketFD}
 	buf := make([]byte, 64*1024)
 	oob := make([]byte, unix.CmsgSpace(LaunchFDs*4))
@@ -162,17 +191,20 @@ func (l *launcherState) launch(id uint64, fds []int) {
 		}
 	}()
 	attr := &syscall.SysProcAttr{
-		Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
+		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
 			syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS,
-		UidMappings:                idMaps(l.config.UIDMappings),
-		GidMappings:                idMaps(l.config.GIDMappings),
-		GidMappingsEnableSetgroups: l.config.SetgroupsAllowed,
 		// The sandbox dies with the launcher, which dies with the
 		// worker.
 		Pdeathsig: syscall.SIGKILL,
 	}
-	if l.config.BecomeRoot {
-		attr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+	if !l.config.InUserNamespace {
+		attr.Cloneflags |= syscall.CLONE_NEWUSER
+		attr.UidMappings = idMaps(l.config.UIDMappings)
+		attr.GidMappings = idMaps(l.config.GIDMappings)
+		attr.GidMappingsEnableSetgroups = l.config.SetgroupsAllowed
+		if l.config.BecomeRoot {
+			attr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+		}
 	}
 	cmd := &exec.Cmd{
 		Path:        "/proc/self/exe",
