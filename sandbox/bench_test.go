@@ -20,7 +20,7 @@ import (
 
 // initBinary builds cmd/bitzel-sandbox-init, as a worker installation
 // would have it next to bitzel-worker.
-func initBinary(b *testing.B, dir string) string {
+func initBinary(b testing.TB, dir string) string {
 	if binDir := os.Getenv("BITZEL_BIN_DIR"); binDir != "" {
 		return filepath.Join(binDir, InitBinaryName)
 	}

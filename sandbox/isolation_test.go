@@ -206,3 +206,31 @@ kill -9 -1 2>/dev/null; echo killed`)
 		t.Errorf("sandboxes share a user namespace: %v, want %v (cgroups: %v)", shared, want, manager)
 	}
 }
+
+// The command runs with Docker's default capability set (no
+// CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_NET_ADMIN, ...) and no_new_privs.
+// Both are per-thread state in PID 1, so many runs: a command forked
+// from a thread that did not drop them would show up in some.
+func TestCommandCapabilitiesAndNoNewPrivs(t *testing.T) {
+	// CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP
+	// NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP
+	const docker = "00000000a80425fb"
+	want := "CapEff:\t" + docker + "\nCapBnd:\t" + docker + "\nNoNewPrivs:\t1\n"
+	// PID 1 runs from a package initialiser when the worker (here the
+	// test binary) re-executes itself, from main() in the dedicated
+	// init binary: the runtime treats the two differently.
+	for _, dedicated := range []bool{false, true} {
+		e := newEnv(t, func(c *Config) {
+			if dedicated {
+				c.InitPath = initBinary(t, t.TempDir())
+			}
+		})
+		for i := 0; i < 40; i++ {
+			o := e.shell(`grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/self/status; mount -t tmpfs none /tmp 2>/dev/null && echo mounted; true`)
+			o.expectExit(t, 0)
+			if o.stdout != want {
+				t.Fatalf("init binary %v, run %d: the command's privileges:\n%s\nwant:\n%s", dedicated, i, o.stdout, want)
+			}
+		}
+	}
+}

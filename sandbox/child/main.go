@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -47,6 +48,11 @@ func Dispatch() {
 // and Action, builds the file system, runs the command, reaps every
 // process and reports a Status.
 func Main() {
+	// The capability bounding set and no_new_privs belong to a
+	// thread, and the command is forked from whichever thread runs
+	// this goroutine at the time: it must be the one that dropped
+	// them.
+	runtime.LockOSThread()
 	status := run()
 	if status != nil {
 		report(status)
