@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -345,5 +347,42 @@ func TestOutputDirectoryAsRootDirectoryDigest(t *testing.T) {
 	sub := &remoteexecution.Directory{}
 	if err := proto.Unmarshal(c.read(root.Directories[0].Digest), sub); err != nil || len(sub.Files) != 1 || sub.Files[0].Name != "f" {
 		t.Fatalf("sub directory %v, %v", sub, err)
+	}
+}
+
+// The worker reuses action directories (upper, work, spilled logs)
+// instead of creating and removing them for every action. An action
+// that leaves its exec root changed (mode, files, an unreadable
+// directory, a spilled log) must not be seen by the next one.
+func TestNextActionSeesAFreshExecRoot(t *testing.T) {
+	s := startServer(t, "--concurrency", "1")
+	c := s.client()
+	input := c.tree(map[string]entry{"in/a.txt": {content: "a"}})
+	inspect := func(run string) string {
+		check := c.run(action{input: input, env: map[string]string{"RUN": run}, args: sh(`stat -c %a . in; ls -A; cat in/a.txt`)})
+		return string(c.read(check.StdoutDigest))
+	}
+	// The server's first action gets a directory never used before.
+	fresh := inspect("first")
+	if !strings.HasSuffix(fresh, "in\na") {
+		t.Fatalf("first action saw %q", fresh)
+	}
+	for i := 0; i < 4; i++ {
+		dirty := c.run(action{input: input, env: map[string]string{"RUN": fmt.Sprint("dirty", i)}, args: sh(`
+			chmod 700 . && mkdir -p junk/locked && echo x > junk/locked/f && chmod 000 junk/locked
+			echo left > leftover && chmod 000 in
+			head -c 1500000 /dev/zero`)})
+		if dirty.ExitCode != 0 {
+			t.Fatalf("dirty action: exit %d, stderr %q", dirty.ExitCode, c.read(dirty.StderrDigest))
+		}
+		if got := inspect(fmt.Sprint("check", i)); got != fresh {
+			t.Fatalf("round %d: the next action saw %q, want %q as in a fresh exec root", i, got, fresh)
+		}
+	}
+	// Reused, not created and removed each time: the spare
+	// directories stay on disk.
+	entries, err := os.ReadDir(filepath.Join(s.dataDir, "build"))
+	if err != nil || len(entries) == 0 || len(entries) > 16 {
+		t.Errorf("build directory holds %d action directories (%v); want 1 to 16 kept for reuse", len(entries), err)
 	}
 }

@@ -476,22 +476,31 @@ func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) 
 	var status child.Status
 	reported := len(statusData) > 0 && json.Unmarshal(statusData, &status) == nil
 	var exit child.ExitNotice
+	// The exiting PID 1 unmounts the action's overlays itself (its
+	// mount namespace dies with it), so once it is reaped its upper
+	// and work directories are free.
+	released := make(chan struct{})
 	if reported {
 		r.exiting.Add(1)
 		go func() {
 			defer r.exiting.Done()
 			process.wait()
 			release()
+			close(released)
 		}()
 	} else {
 		exit = process.wait()
-		defer release()
+		defer func() {
+			release()
+			close(released)
+		}()
 	}
 	close(done)
 	wall := time.Since(start)
 	copies.Wait()
 
 	result := &Result{
+		Released:        released,
 		WallTime:        wall,
 		TimedOut:        timedOut.Load(),
 		StdoutTruncated: stdout.truncated,

@@ -87,4 +87,8 @@ type Result struct {
 	SystemTime       time.Duration
 	PeakRSSBytes     int64
 	CgroupMemoryPeak int64
+	// Released is closed once the sandbox's PID 1 has been reaped:
+	// then no process and no mount of the action remains, and its
+	// upper and work directories may be used again. Nil means at once.
+	Released <-chan struct{}
 }

@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path"
-	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -49,10 +47,17 @@ type LocalExecutorOptions struct {
 }
 
 type localExecutor struct {
-	options  LocalExecutorOptions
-	platform *platformMatcher
-	sequence atomic.Uint64
+	options     LocalExecutorOptions
+	platform    *platformMatcher
+	directories *actionDirectories
 }
+
+// closedChannel stands for a sandbox that was released at once.
+var closedChannel = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
 
 // NewLocalExecutor creates the Executor at the bottom of every
 // decorator stack: it fetches, materialises, runs and uploads.
@@ -63,7 +68,11 @@ func NewLocalExecutor(options LocalExecutorOptions) (Executor, error) {
 	if err := os.MkdirAll(options.BuildDirectory, 0o711); err != nil {
 		return nil, fmt.Errorf("create build directory: %w", err)
 	}
-	return &localExecutor{options: options, platform: newPlatformMatcher(options.Platform)}, nil
+	return &localExecutor{
+		options:     options,
+		platform:    newPlatformMatcher(options.Platform),
+		directories: &actionDirectories{root: options.BuildDirectory},
+	}, nil
 }
 
 // execution is the state of one action as it goes through the stages.
@@ -158,22 +167,29 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 	}
 	defer root.Release()
 
-	dir := filepath.Join(e.options.BuildDirectory, fmt.Sprint(e.sequence.Add(1)))
-	if err := os.Mkdir(dir, 0o711); err != nil {
+	actionDir, err := e.directories.get(len(root.Mounts))
+	if err != nil {
 		return status.Errorf(codes.Internal, "Failed to create the action directory: %v", err)
 	}
-	defer sandbox.RemoveAll(dir)
+	// Taken back once the sandbox is gone; until then (and whenever
+	// the sandbox failed and its state is unknown) it is not reused.
+	var released <-chan struct{}
+	defer func() {
+		if released == nil {
+			e.directories.discard(actionDir)
+			return
+		}
+		go func() {
+			<-released
+			e.directories.put(actionDir)
+		}()
+	}()
+	dir := actionDir.path
 	mounts := make([]sandbox.Mount, len(root.Mounts))
 	uppers := make([]string, len(root.Mounts))
 	for i, m := range root.Mounts {
-		uppers[i] = filepath.Join(dir, fmt.Sprintf("upper%d", i))
-		work := filepath.Join(dir, fmt.Sprintf("work%d", i))
-		for _, d := range []string{uppers[i], work} {
-			if err := os.Mkdir(d, 0o755); err != nil {
-				return status.Errorf(codes.Internal, "Failed to create %s: %v", d, err)
-			}
-		}
-		mounts[i] = sandbox.Mount{Path: m.Path, Layers: m.Layers, UpperDir: uppers[i], WorkDir: work}
+		uppers[i] = actionDir.upper(i)
+		mounts[i] = sandbox.Mount{Path: m.Path, Layers: m.Layers, UpperDir: uppers[i], WorkDir: actionDir.work(i)}
 	}
 	// Clients of REAPI 2.0 (Bazel 4) expect the parents of outputs and
 	// the working directory to exist before the action runs.
@@ -189,7 +205,7 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 	x.metadata.InputFetchCompletedTimestamp = timestamppb.Now()
 
 	observer(StageRunning)
-	stdout, stderr := newLogBuffer(filepath.Join(dir, "stdout")), newLogBuffer(filepath.Join(dir, "stderr"))
+	stdout, stderr := newLogBuffer(actionDir.file("stdout")), newLogBuffer(actionDir.file("stderr"))
 	spec := &sandbox.Spec{
 		Mounts:           mounts,
 		Argv:             x.command.Arguments,
@@ -204,6 +220,12 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 	x.metadata.ExecutionStartTimestamp = timestamppb.Now()
 	run, err := e.options.Runner.Run(ctx, spec)
 	x.metadata.ExecutionCompletedTimestamp = timestamppb.Now()
+	if err == nil {
+		released = run.Released
+		if released == nil {
+			released = closedChannel
+		}
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return status.FromContextError(ctx.Err()).Err()
