@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"sync"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -127,9 +126,7 @@ type launcherState struct {
 func runLauncher() error {
 	unix.CloseOnExec(LauncherSocketFD)
 	unix.Close(LauncherBinaryFD)
-	// Executed through /proc/self/fd, the process would be called "4"
-	// in ps and top.
-	unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&[]byte("bitzel-launcher\x00")[0])), 0, 0, 0)
+	nameThreads("bitzel-launcher")
 	l := &launcherState{fd: LauncherSocketFD}
 	buf := make([]byte, 64*1024)
 	oob := make([]byte, unix.CmsgSpace(LaunchFDs*4))
@@ -160,6 +157,17 @@ func runLauncher() error {
 			continue
 		}
 		l.launch(request.ID, fds)
+	}
+}
+
+// nameThreads names every thread of the process. Executed through
+// /proc/self/fd, the launcher would be called "4" in ps and top; the
+// runtime has started threads by now, and later ones inherit the name
+// of the thread that creates them.
+func nameThreads(name string) {
+	tasks, _ := os.ReadDir("/proc/self/task")
+	for _, task := range tasks {
+		os.WriteFile("/proc/self/task/"+task.Name()+"/comm", []byte(name), 0)
 	}
 }
 
