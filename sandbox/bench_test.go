@@ -6,6 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -39,18 +42,22 @@ type benchEnv struct {
 	n      int
 }
 
-func newBenchEnv(b *testing.B, warm int) *benchEnv {
+func newBenchEnv(b *testing.B, warm int, configure ...func(*Config)) *benchEnv {
 	base, err := os.MkdirTemp("", "sandbox-bench-")
 	if err != nil {
 		b.Fatal(err)
 	}
 	os.Chmod(base, 0o755)
 	b.Cleanup(func() { RemoveAll(base) })
-	runner, err := NewNamespaceRunner(Config{
+	config := Config{
 		StateDir:      filepath.Join(base, "state"),
 		InitPath:      initBinary(b, base),
 		WarmSandboxes: warm,
-	})
+	}
+	for _, c := range configure {
+		c(&config)
+	}
+	runner, err := NewNamespaceRunner(config)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -135,4 +142,72 @@ func BenchmarkSandbox(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkSharedUserNamespace compares the two ways the launcher
+// starts sandboxes (child/launcher.go): a user namespace per sandbox,
+// which makes Go fork the launcher, against one shared user namespace
+// (the mode with a pids cgroup), which lets it vfork. Without a warm
+// pool, so the launch is on the critical path; interleaved. CPU is the
+// launcher's and the sandboxes' it reaped, per run. Needs root and v1
+// cgroups (or a delegated v2) for the shared mode.
+//
+//	go test -run XXX -bench SharedUserNamespace -benchtime 300x ./sandbox/
+func BenchmarkSharedUserNamespace(b *testing.B) {
+	manager, err := DetectCgroups(CgroupsAuto, "bitzel-bench")
+	if err != nil {
+		b.Fatalf("the shared mode needs cgroups: %v", err)
+	}
+	own := newBenchEnv(b, 0)
+	shared := newBenchEnv(b, 0, func(c *Config) { c.Cgroups = manager })
+	layers := own.layers(1)
+	own.runTrue(layers)
+	launchers := childrenNamed(b, "bitzel-sandbox-launcher", os.Getpid())
+	shared.runTrue(layers)
+	var sharedLauncher int
+	for _, pid := range childrenNamed(b, "bitzel-sandbox-launcher", os.Getpid()) {
+		if !slices.Contains(launchers, pid) {
+			sharedLauncher = pid
+		}
+	}
+	if len(launchers) != 1 || sharedLauncher == 0 {
+		b.Fatalf("launchers %v then %d: want one per runner", launchers, sharedLauncher)
+	}
+	ownLauncher := launchers[0]
+	cpuBefore := map[int]time.Duration{ownLauncher: processCPU(b, ownLauncher), sharedLauncher: processCPU(b, sharedLauncher)}
+	var ownTime, sharedTime time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		ownTime += own.runTrue(layers)
+		sharedTime += shared.runTrue(layers)
+	}
+	b.StopTimer()
+	// Let the last PID 1s be reaped into their launcher's counters.
+	time.Sleep(100 * time.Millisecond)
+	ownCPU := processCPU(b, ownLauncher) - cpuBefore[ownLauncher]
+	sharedCPU := processCPU(b, sharedLauncher) - cpuBefore[sharedLauncher]
+	perOp := func(d time.Duration) float64 { return float64(d) / float64(b.N) / 1e6 }
+	b.ReportMetric(perOp(ownTime), "own-ms")
+	b.ReportMetric(perOp(sharedTime), "shared-ms")
+	b.ReportMetric(float64(sharedTime)/float64(ownTime), "x-own")
+	b.ReportMetric(perOp(ownCPU), "own-cpu-ms")
+	b.ReportMetric(perOp(sharedCPU), "shared-cpu-ms")
+	b.ReportMetric(float64(sharedCPU)/float64(ownCPU), "x-own-cpu")
+	b.ReportMetric(0, "ns/op")
+}
+
+// processCPU is utime+stime+cutime+cstime of a process, from
+// /proc/PID/stat in clock ticks of 1/100 s.
+func processCPU(b *testing.B, pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	var ticks int64
+	for _, f := range fields[11:15] {
+		n, _ := strconv.ParseInt(f, 10, 64)
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
 }

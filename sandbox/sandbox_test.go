@@ -278,7 +278,7 @@ func hostMounts(t *testing.T) string {
 
 // childrenNamed lists the processes with argv[0] name whose parent is
 // parent.
-func childrenNamed(t *testing.T, name string, parent int) []int {
+func childrenNamed(t testing.TB, name string, parent int) []int {
 	t.Helper()
 	var found []int
 	for _, proc := range processesWithArgument(t, name+"\x00") {
@@ -314,7 +314,7 @@ func sandboxProcesses(t *testing.T) (launchers, inits []int) {
 
 // processesWithArgument lists host processes whose command line holds
 // marker.
-func processesWithArgument(t *testing.T, marker string) []string {
+func processesWithArgument(t testing.TB, marker string) []string {
 	t.Helper()
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
