@@ -62,9 +62,10 @@ type IDMap struct {
 
 // LauncherConfig is the first message on the socket.
 type LauncherConfig struct {
-	// InUserNamespace: the launcher runs in the sandboxes' user
-	// namespace already; sandboxes get no user namespace of their own
-	// and the fields below are unused.
+	// InUserNamespace: the worker started the launcher in the
+	// sandboxes' user namespace, with the mappings below; sandboxes
+	// get no user namespace of their own. Otherwise each sandbox gets
+	// one with these mappings.
 	InUserNamespace bool    `json:"in_user_namespace,omitempty"`
 	UIDMappings     []IDMap `json:"uid_mappings"`
 	GIDMappings     []IDMap `json:"gid_mappings"`
