@@ -3,17 +3,15 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/internal/procfs"
 )
 
 // The end-to-end benchmarks drive `serve` the way Bazel does and put
@@ -60,25 +58,18 @@ func executeOnce(b *testing.B, c *client, d *remoteexecution.Digest) {
 // its time is not yet in the server's cutime).
 func serverCPU(b *testing.B, s *server) time.Duration {
 	total := processCPU(b, s.cmd.Process.Pid)
-	for _, launcher := range childProcesses(b, "bitzel-sandbox-launcher", s.cmd.Process.Pid) {
+	for _, launcher := range procfs.Children(s.cmd.Process.Pid, "bitzel-sandbox-launcher") {
 		total += processCPU(b, launcher)
 	}
 	return total
 }
 
 func processCPU(b *testing.B, pid int) time.Duration {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	cpu, err := procfs.CPUTime(pid)
 	if err != nil {
 		b.Fatal(err)
 	}
-	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
-	var ticks int64
-	for _, f := range fields[11:15] {
-		n, _ := strconv.ParseInt(f, 10, 64)
-		ticks += n
-	}
-	// The kernel reports clock ticks of 1/100 s (USER_HZ).
-	return time.Duration(ticks) * 10 * time.Millisecond
+	return cpu
 }
 
 func forkExecTrue(b *testing.B) {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/internal/procfs"
 	"google.golang.org/genproto/googleapis/bytestream"
 	"google.golang.org/genproto/googleapis/longrunning"
 	"google.golang.org/grpc"
@@ -435,37 +436,14 @@ func startClientOn(t testing.TB, s *server) *client {
 	}
 }
 
-// childProcesses lists the processes with argv[0] name whose parent
-// is parent.
-func childProcesses(t testing.TB, name string, parent int) []int {
-	t.Helper()
-	entries, _ := os.ReadDir("/proc")
-	var found []int
-	for _, e := range entries {
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !strings.HasPrefix(string(cmdline), name+"\x00") {
-			continue
-		}
-		status, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
-		for _, line := range strings.Split(string(status), "\n") {
-			if ppid, ok := strings.CutPrefix(line, "PPid:"); ok && strings.TrimSpace(ppid) == fmt.Sprint(parent) {
-				var pid int
-				fmt.Sscan(e.Name(), &pid)
-				found = append(found, pid)
-			}
-		}
-	}
-	return found
-}
-
 // sandboxProcesses lists a server's sandbox launcher and the sandbox
 // PID 1s it started.
 func sandboxProcesses(t testing.TB, server int) []int {
 	t.Helper()
-	launchers := childProcesses(t, "bitzel-sandbox-launcher", server)
+	launchers := procfs.Children(server, "bitzel-sandbox-launcher")
 	found := append([]int{}, launchers...)
 	for _, l := range launchers {
-		found = append(found, childProcesses(t, "bitzel-sandbox-init", l)...)
+		found = append(found, procfs.Children(l, "bitzel-sandbox-init")...)
 	}
 	return found
 }

@@ -7,10 +7,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/bitzel/bitzel-worker/internal/procfs"
 )
 
 // The sandbox benchmark runs /bin/true through the sandbox and, in the
@@ -162,10 +162,10 @@ func BenchmarkSharedUserNamespace(b *testing.B) {
 	shared := newBenchEnv(b, 0, func(c *Config) { c.Cgroups = manager })
 	layers := own.layers(1)
 	own.runTrue(layers)
-	launchers := childrenNamed(b, "bitzel-sandbox-launcher", os.Getpid())
+	launchers := procfs.Children(os.Getpid(), "bitzel-sandbox-launcher")
 	shared.runTrue(layers)
 	var sharedLauncher int
-	for _, pid := range childrenNamed(b, "bitzel-sandbox-launcher", os.Getpid()) {
+	for _, pid := range procfs.Children(os.Getpid(), "bitzel-sandbox-launcher") {
 		if !slices.Contains(launchers, pid) {
 			sharedLauncher = pid
 		}
@@ -196,18 +196,10 @@ func BenchmarkSharedUserNamespace(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 }
 
-// processCPU is utime+stime+cutime+cstime of a process, from
-// /proc/PID/stat in clock ticks of 1/100 s.
 func processCPU(b *testing.B, pid int) time.Duration {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	cpu, err := procfs.CPUTime(pid)
 	if err != nil {
 		b.Fatal(err)
 	}
-	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
-	var ticks int64
-	for _, f := range fields[11:15] {
-		n, _ := strconv.ParseInt(f, 10, 64)
-		ticks += n
-	}
-	return time.Duration(ticks) * 10 * time.Millisecond
+	return cpu
 }

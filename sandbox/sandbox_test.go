@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/bitzel/bitzel-worker/internal/procfs"
 )
 
 // Helper modes of the test binary, run inside sandboxes the way Go's
@@ -276,45 +278,20 @@ func hostMounts(t *testing.T) string {
 	return string(data)
 }
 
-// childrenNamed lists the processes with argv[0] name whose parent is
-// parent.
-func childrenNamed(t testing.TB, name string, parent int) []int {
-	t.Helper()
-	var found []int
-	for _, proc := range processesWithArgument(t, name+"\x00") {
-		pidText, cmdline, _ := strings.Cut(proc, ": ")
-		if !strings.HasPrefix(cmdline, name+" ") && cmdline != name {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", pidText, "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...
-		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-		if len(fields) > 1 && fields[1] == fmt.Sprint(parent) {
-			var pid int
-			fmt.Sscan(pidText, &pid)
-			found = append(found, pid)
-		}
-	}
-	return found
-}
-
 // sandboxProcesses lists this test process's sandbox launchers and the
 // PID 1s they started (other test binaries may run sandboxes too).
 func sandboxProcesses(t *testing.T) (launchers, inits []int) {
 	t.Helper()
-	launchers = childrenNamed(t, "bitzel-sandbox-launcher", os.Getpid())
+	launchers = procfs.Children(os.Getpid(), "bitzel-sandbox-launcher")
 	for _, l := range launchers {
-		inits = append(inits, childrenNamed(t, InitBinaryName, l)...)
+		inits = append(inits, procfs.Children(l, InitBinaryName)...)
 	}
 	return launchers, inits
 }
 
 // processesWithArgument lists host processes whose command line holds
 // marker.
-func processesWithArgument(t testing.TB, marker string) []string {
+func processesWithArgument(t *testing.T, marker string) []string {
 	t.Helper()
 	entries, err := os.ReadDir("/proc")
 	if err != nil {

@@ -29,6 +29,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/bitzel/bitzel-worker/internal/procfs"
 )
 
 type harness struct {
@@ -145,7 +147,7 @@ func run() error {
 		h.pids = func() []int {
 			pids := append([]int{}, watched...)
 			for _, p := range watched {
-				pids = append(pids, children(p, "bitzel-sandbox-launcher")...)
+				pids = append(pids, procfs.Children(p, "bitzel-sandbox-launcher")...)
 			}
 			return pids
 		}

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/bitzel/bitzel-worker/internal/procfs"
 )
 
 // server is a running `bitzel-worker serve` on free loopback ports
@@ -112,47 +114,15 @@ func (s *server) stop() {
 // (bitzel-sandbox-init, a few MB each) are reported apart.
 func (s *server) processes() []int {
 	pid := s.cmd.Process.Pid
-	return append([]int{pid}, children(pid, "bitzel-sandbox-launcher")...)
+	return append([]int{pid}, procfs.Children(pid, "bitzel-sandbox-launcher")...)
 }
 
 func (s *server) sandboxInits() []int {
 	var found []int
-	for _, l := range children(s.cmd.Process.Pid, "bitzel-sandbox-launcher") {
-		found = append(found, children(l, "bitzel-sandbox-init")...)
+	for _, l := range procfs.Children(s.cmd.Process.Pid, "bitzel-sandbox-launcher") {
+		found = append(found, procfs.Children(l, "bitzel-sandbox-init")...)
 	}
 	return found
-}
-
-// children lists the processes whose argv[0] is name and whose parent
-// is parent.
-func children(parent int, name string) []int {
-	entries, _ := os.ReadDir("/proc")
-	var found []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || filepath.Base(strings.SplitN(string(cmdline), "\x00", 2)[0]) != name {
-			continue
-		}
-		if ppid(pid) == parent {
-			found = append(found, pid)
-		}
-	}
-	return found
-}
-
-func ppid(pid int) int {
-	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, line := range strings.Split(string(status), "\n") {
-		if v, ok := strings.CutPrefix(line, "PPid:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSpace(v))
-			return n
-		}
-	}
-	return -1
 }
 
 // rss is the resident memory of a set of processes, from
@@ -191,20 +161,13 @@ func readRSS(pids []int) rss {
 // cpuTime sums utime+stime+cutime+cstime of pids: their own CPU time
 // and that of the children they reaped (the sandboxes).
 func cpuTime(pids []int) time.Duration {
-	var ticks int64
+	var total time.Duration
 	for _, pid := range pids {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
-		for _, f := range fields[11:15] {
-			n, _ := strconv.ParseInt(f, 10, 64)
-			ticks += n
-		}
+		// A process gone since it was listed adds nothing.
+		cpu, _ := procfs.CPUTime(pid)
+		total += cpu
 	}
-	// USER_HZ is 100 on Linux.
-	return time.Duration(ticks) * 10 * time.Millisecond
+	return total
 }
 
 func openFDs(pids []int) int {
