@@ -112,12 +112,16 @@ func (d *actionDirectories) discard(a *actionDirectory) {
 // fresh. Their owner is handed to the next action's root by the
 // sandbox runner anyway.
 func (a *actionDirectory) reset() error {
+	pairs := map[string]bool{}
+	for i := 0; i < a.pairs; i++ {
+		pairs[filepath.Base(a.upper(i))], pairs[filepath.Base(a.work(i))] = true, true
+	}
 	entries, err := os.ReadDir(a.path)
 	if err != nil {
 		return err
 	}
 	for _, entry := range entries {
-		if !a.isPair(entry.Name()) {
+		if !pairs[entry.Name()] {
 			if err := sandbox.RemoveAll(a.file(entry.Name())); err != nil {
 				return err
 			}
@@ -131,18 +135,6 @@ func (a *actionDirectory) reset() error {
 		}
 	}
 	return nil
-}
-
-func (a *actionDirectory) isPair(name string) bool {
-	for _, prefix := range []string{"upper", "work"} {
-		if rest, ok := strings.CutPrefix(name, prefix); ok {
-			var i int
-			if _, err := fmt.Sscan(rest, &i); err == nil && fmt.Sprint(i) == rest && i < a.pairs {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // resetDirectory makes dir an empty 0755 directory without extended

@@ -52,13 +52,6 @@ type localExecutor struct {
 	directories *actionDirectories
 }
 
-// closedChannel stands for a sandbox that was released at once.
-var closedChannel = func() chan struct{} {
-	c := make(chan struct{})
-	close(c)
-	return c
-}()
-
 // NewLocalExecutor creates the Executor at the bottom of every
 // decorator stack: it fetches, materialises, runs and uploads.
 func NewLocalExecutor(options LocalExecutorOptions) (Executor, error) {
@@ -171,16 +164,19 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 	if err != nil {
 		return status.Errorf(codes.Internal, "Failed to create the action directory: %v", err)
 	}
-	// Taken back once the sandbox is gone; until then (and whenever
-	// the sandbox failed and its state is unknown) it is not reused.
+	// Taken back once the sandbox is gone; a sandbox that failed
+	// leaves it in an unknown state, and it is not reused.
+	var reusable bool
 	var released <-chan struct{}
 	defer func() {
-		if released == nil {
+		if !reusable {
 			e.directories.discard(actionDir)
 			return
 		}
 		go func() {
-			<-released
+			if released != nil {
+				<-released
+			}
 			e.directories.put(actionDir)
 		}()
 	}()
@@ -221,10 +217,7 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 	run, err := e.options.Runner.Run(ctx, spec)
 	x.metadata.ExecutionCompletedTimestamp = timestamppb.Now()
 	if err == nil {
-		released = run.Released
-		if released == nil {
-			released = closedChannel
-		}
+		reusable, released = true, run.Released
 	}
 	if err != nil {
 		if ctx.Err() != nil {
