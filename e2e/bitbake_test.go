@@ -21,6 +21,7 @@ import (
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	bzclient "github.com/bitzel/bitzel-worker/client"
+	"github.com/bitzel/bitzel-worker/sandbox"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 )
 
@@ -148,7 +149,7 @@ func TestBitBakeThreeRecipesRemoteMatchesLocal(t *testing.T) {
 			t.Logf("kept the build for inspection: %s (client: bitzel's tree; build: the local one)", base)
 			return
 		}
-		removeAll(base)
+		sandbox.RemoveAll(base)
 	})
 	b := &bbBuild{
 		t: t, bin: bin, recipes: map[string]*bbRecipe{},
@@ -249,7 +250,7 @@ func TestBitBakeThreeRecipesRemoteMatchesLocal(t *testing.T) {
 		wd := filepath.Join(b.client, r.workdir())
 		for _, task := range r.tasks {
 			for _, o := range task.allOutputs() {
-				removeAll(filepath.Join(wd, o))
+				sandbox.RemoveAll(filepath.Join(wd, o))
 			}
 		}
 	}
@@ -307,7 +308,7 @@ func (b *bbBuild) submit(r *bbRecipe, task *bbTask) (stdout, stderr string) {
 	// Outputs come down next to the tree, then replace what the
 	// client had at their paths (an output may be an input too).
 	download := filepath.Join(b.stage, "download")
-	removeAll(download)
+	sandbox.RemoveAll(download)
 	args = append(args, "--download", download)
 	for _, o := range task.allOutputs() {
 		args = append(args, "--output", o)
@@ -322,7 +323,7 @@ func (b *bbBuild) submit(r *bbRecipe, task *bbTask) (stdout, stderr string) {
 	}
 	for _, o := range task.allOutputs() {
 		from, to := filepath.Join(download, o), filepath.Join(clientWD, o)
-		removeAll(to)
+		sandbox.RemoveAll(to)
 		// Moving a directory to another parent rewrites its "..":
 		// a read-only one (an input directory's mode) must be made
 		// writable for that, and is given its mode back.
@@ -711,7 +712,7 @@ func TestBitBakeRecipeSysrootUnionPrecedence(t *testing.T) {
 	bin := binaries(t)
 	s := startServer(t)
 	base := bbScratchDir(t, "bitzel-bb-union-")
-	t.Cleanup(func() { removeAll(base) })
+	t.Cleanup(func() { sandbox.RemoveAll(base) })
 	files := map[string]string{
 		"own/usr/include/a.h":       "own",
 		"top/usr/include/a.h":       "top",

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/sandbox"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -189,7 +190,7 @@ func TestServeExitsEvenIfItsDataDirectoryIsGone(t *testing.T) {
 	c.run(action{args: []string{"/bin/true"}})
 	// Someone deletes the data directory under the running worker;
 	// the local store can then never write its state again.
-	removeAll(s.dataDir)
+	sandbox.RemoveAll(s.dataDir)
 	s.cmd.Process.Signal(os.Interrupt)
 	select {
 	case <-s.exited:

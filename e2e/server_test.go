@@ -22,6 +22,7 @@ import (
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/bitzel/bitzel-worker/internal/procfs"
+	"github.com/bitzel/bitzel-worker/sandbox"
 	"google.golang.org/genproto/googleapis/bytestream"
 	"google.golang.org/genproto/googleapis/longrunning"
 	"google.golang.org/grpc"
@@ -95,7 +96,7 @@ func startServer(t testing.TB, extraArgs ...string) *server {
 	s := startServerIn(t, dataDir, extraArgs...)
 	t.Cleanup(func() {
 		s.stop()
-		removeAll(dataDir)
+		sandbox.RemoveAll(dataDir)
 	})
 	return s
 }
@@ -174,16 +175,6 @@ func (s *server) stop() {
 		<-s.exited
 		s.t.Errorf("serve did not stop on SIGINT:\n%s", s.logs())
 	}
-}
-
-func removeAll(dir string) {
-	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
-		if err == nil && info.IsDir() {
-			os.Chmod(p, 0o755)
-		}
-		return nil
-	})
-	os.RemoveAll(dir)
 }
 
 // client is a REAPI client for one instance name.

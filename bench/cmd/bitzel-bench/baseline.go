@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/bitzel/bitzel-worker/sandbox"
 )
 
 // The baselines: what the same workload costs without a worker, timed
@@ -40,10 +42,10 @@ func bwrapTrue() (time.Duration, time.Duration, error) { return timed(bwrapArgs(
 // directory does per action), removing dst outside the measurement.
 func cpTree(flag, src, scratch string) (time.Duration, error) {
 	dst := filepath.Join(scratch, "cp-dst")
-	removeAll(dst)
+	sandbox.RemoveAll(dst)
 	settle()
 	d, _, err := timed("cp", flag, src, dst)
-	removeAll(dst)
+	sandbox.RemoveAll(dst)
 	return d, err
 }
 

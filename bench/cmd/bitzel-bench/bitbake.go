@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/bitzel/bitzel-worker/sandbox"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 )
 
@@ -40,7 +41,7 @@ func (h *harness) bitbake(coldReps, warmReps int) error {
 	if err != nil {
 		return err
 	}
-	defer removeAll(scratch)
+	defer sandbox.RemoveAll(scratch)
 	// buildDeps returns the dependencies' trees, written to disk too
 	// when disk is set.
 	buildDeps := func(b blobs, seed int64, disk string) ([]digest.Digest, error) {
@@ -77,11 +78,11 @@ func (h *harness) bitbake(coldReps, warmReps int) error {
 	}
 	local := func(bwrap bool) (time.Duration, error) {
 		work := filepath.Join(scratch, "work")
-		removeAll(work)
+		sandbox.RemoveAll(work)
 		if err := os.MkdirAll(filepath.Join(work, "recipe-sysroot"), 0o755); err != nil {
 			return 0, err
 		}
-		defer removeAll(work)
+		defer sandbox.RemoveAll(work)
 		script := fmt.Sprintf(`set -e
 cd %q
 for d in %q/*; do cp -al "$d"/. recipe-sysroot/; done
@@ -189,7 +190,7 @@ func (h *harness) outputs(reps int) error {
 	if err != nil {
 		return err
 	}
-	defer removeAll(scratch)
+	defer sandbox.RemoveAll(scratch)
 	seed := make([]byte, 1<<20)
 	rand.Read(seed)
 	b := blobs{}
@@ -225,7 +226,7 @@ while [ $i -lt 1000 ]; do { echo "$BENCH_NONCE $i"; cat in/seed; } > out/o$i; i=
 		ours = append(ours, stagesOf(result.ExecutionMetadata).upload)
 		// The same files, written by the same script on the host.
 		work := filepath.Join(scratch, "host")
-		removeAll(work)
+		sandbox.RemoveAll(work)
 		os.MkdirAll(work, 0o755)
 		os.Symlink(filepath.Join(scratch, "in"), filepath.Join(work, "in"))
 		settle()
@@ -248,7 +249,7 @@ while [ $i -lt 1000 ]; do { echo "$BENCH_NONCE $i"; cat in/seed; } > out/o$i; i=
 				bytes += info.Size()
 			}
 		}
-		removeAll(work)
+		sandbox.RemoveAll(work)
 	}
 	x := fmt.Sprintf("%.2f GB", float64(bytes)/1e9)
 	h.add(row{section: "outputs", workload: "output upload", x: x, metric: "hash + store", unit: "ms", ours: ms(median(ours)), baseline: "sha256sum", base: ms(median(sha))})

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/bitzel/bitzel-worker/internal/procfs"
+	"github.com/bitzel/bitzel-worker/sandbox"
 )
 
 type harness struct {
@@ -117,7 +118,7 @@ func run() error {
 		if work, err = os.MkdirTemp("", "bitzel-bench-"); err != nil {
 			return err
 		}
-		defer removeAll(work)
+		defer sandbox.RemoveAll(work)
 	}
 	os.Chmod(work, 0o755)
 
@@ -165,7 +166,7 @@ func run() error {
 			srv.stop()
 		}
 		if *workDir == "" {
-			removeAll(work)
+			sandbox.RemoveAll(work)
 		}
 		os.Exit(130)
 	}()

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/bitzel/bitzel-worker/internal/procfs"
+	"github.com/bitzel/bitzel-worker/sandbox"
 )
 
 // server is a running `bitzel-worker serve` on free loopback ports
@@ -106,7 +107,7 @@ func (s *server) stop() {
 		<-s.exited
 	}
 	s.log.Close()
-	removeAll(s.dataDir)
+	sandbox.RemoveAll(s.dataDir)
 }
 
 // processes are the server and its sandbox launcher: what the issue
@@ -177,18 +178,6 @@ func openFDs(pids []int) int {
 		n += len(entries)
 	}
 	return n
-}
-
-// removeAll removes a tree whose directories a sandbox may have left
-// without write permission.
-func removeAll(dir string) {
-	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
-		if err == nil && info.IsDir() {
-			os.Chmod(p, 0o755)
-		}
-		return nil
-	})
-	os.RemoveAll(dir)
 }
 
 // goMetrics reads the Go runtime's figures from serve's /metrics:
