@@ -229,7 +229,7 @@ func TestCommandCapabilitiesAndNoNewPrivs(t *testing.T) {
 			o := e.shell(`grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/self/status; mount -t tmpfs none /tmp 2>/dev/null && echo mounted; true`)
 			o.expectExit(t, 0)
 			if o.stdout != want {
-				t.Fatalf("init binary %v, run %d: the command's privileges:\n%s\nwant:\n%s", dedicated, i, o.stdout, want)
+				t.Fatalf("init binary %v, run %d: the command's privileges:\n%s\nwant:\n%s\nstderr: %s", dedicated, i, o.stdout, want, o.stderr)
 			}
 		}
 	}
