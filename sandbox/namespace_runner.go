@@ -485,6 +485,11 @@ func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) 
 		go func() {
 			defer r.exiting.Done()
 			process.wait()
+			// release closes the output pipes' read ends: not
+			// before the copies have drained them, or the end of
+			// the action's output is lost when PID 1 is reaped
+			// first.
+			copies.Wait()
 			release()
 			close(released)
 		}()
