@@ -202,6 +202,12 @@ func newLocalBlobAccess(ctx context.Context, wg *sync.WaitGroup, dir string, siz
 	if err != nil {
 		return nil, util.StatusWrap(err, "Failed to open key-location map file")
 	}
+	// bb-storage creates its files 0666 less the umask: whatever the
+	// umask, and for stores of older versions, they are the worker's
+	// alone.
+	if err := restrictStorageFiles(dir); err != nil {
+		return nil, err
+	}
 	recordCount := int(int64(klSectorSize) * klSectorCount / local.BlockDeviceBackedLocationRecordSize)
 	// FNV-1a modulo a prime disperses best, as bb-storage does.
 	for recordCount > 3 && !isPrime(recordCount) {
@@ -240,4 +246,26 @@ func NewGRPCStorage(casConn, acConn grpc.ClientConnInterface, maximumMessageSize
 		MaximumMessageSizeBytes:   maximumMessageSizeBytes,
 		batch:                     newGRPCBatchBlobAccess(casConn, maximumMessageSizeBytes),
 	}, nil
+}
+
+// restrictStorageFiles makes a local store's directories 0700 and its
+// files 0600, where they exist.
+func restrictStorageFiles(dir string) error {
+	for _, name := range []string{"", "state", "blocks", "key_location_map"} {
+		p := filepath.Join(dir, name)
+		info, err := os.Lstat(p)
+		if os.IsNotExist(err) {
+			continue
+		} else if err != nil {
+			return util.StatusWrapWithCode(err, codes.Internal, "Failed to stat storage file")
+		}
+		mode := os.FileMode(0o600)
+		if info.IsDir() {
+			mode = 0o700
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			return util.StatusWrapWithCode(err, codes.Internal, "Failed to restrict storage file")
+		}
+	}
+	return nil
 }

@@ -153,7 +153,7 @@ func NewNamespaceRunner(config Config) (Runner, error) {
 		return nil, err
 	}
 	if !r.rootless {
-		if err := checkSearchable(r.newRoot); err != nil {
+		if err := checkSearchable(r.newRoot, int(r.config.HostIDBase)); err != nil {
 			return nil, err
 		}
 	}
@@ -238,16 +238,19 @@ func within(path, dir string) bool {
 }
 
 // checkSearchable makes sure the ids a root worker maps actions to can
-// reach path: every directory on the way must be searchable by others.
+// reach path: every directory on the way must be searchable by others,
+// or by its group when that is the actions' root gid (a data directory
+// closed to other host users is 0710 with that group).
 // t.TempDir and mktemp -d make 0700 directories, which would otherwise
 // fail inside the child with a bare "permission denied".
-func checkSearchable(path string) error {
+func checkSearchable(path string, actionGID int) error {
 	for dir := path; ; dir = filepath.Dir(dir) {
 		info, err := os.Stat(dir)
 		if err != nil {
 			return fmt.Errorf("sandbox: %w", err)
 		}
-		if info.Mode().Perm()&0o001 == 0 {
+		byGroup := info.Mode().Perm()&0o010 != 0 && int(info.Sys().(*syscall.Stat_t).Gid) == actionGID
+		if info.Mode().Perm()&0o001 == 0 && !byGroup {
 			return fmt.Errorf("sandbox: %q is not searchable by others (mode %v); the unprivileged ids actions run as could not reach %q", dir, info.Mode().Perm(), path)
 		}
 		if dir == "/" {

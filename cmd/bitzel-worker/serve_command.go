@@ -176,9 +176,13 @@ func runServe(f *serveFlags, globalConfiguration *globalpb.Configuration) error 
 func serve(ctx context.Context, f *serveFlags, ready func()) error {
 	// log.Writer: the global configuration may send logs to files too.
 	logger := log.New(log.Writer(), "", log.LstdFlags|log.Lmicroseconds)
-	if err := os.MkdirAll(f.dataDir, 0o711); err != nil {
-		return fmt.Errorf("create data directory: %w", err)
+	// Before anything in the data directory is touched: one worker
+	// per data directory.
+	dataDir, err := openDataDirectory(f.dataDir, f.actionGroup())
+	if err != nil {
+		return err
 	}
+	defer dataDir.Close()
 
 	// Storage: a persistent local CAS and AC.
 	storage, err := cas.NewLocalStorage(filepath.Join(f.dataDir, "storage"), f.casSize, f.acSize)

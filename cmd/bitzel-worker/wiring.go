@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"log"
-	"os"
 	"path/filepath"
 	"runtime"
 	"time"
@@ -164,10 +163,7 @@ type machine struct {
 // newMachine starts the sandbox runner and opens the caches under the
 // data directory. Close releases both.
 func newMachine(s *executorSettings, storage *cas.Storage, logger *log.Logger) (*machine, error) {
-	if err := os.MkdirAll(s.dataDir, 0o711); err != nil {
-		return nil, fmt.Errorf("create data directory: %w", err)
-	}
-
+	// The caller holds the data directory (openDataDirectory).
 	// Sandbox: namespaces and limits.
 	runner, owner, cgroupNote, err := newRunner(s)
 	if err != nil {

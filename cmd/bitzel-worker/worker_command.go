@@ -116,7 +116,13 @@ func runWorker(ctx context.Context, siblingsGroup, dependenciesGroup program.Gro
 	}
 	operationQueue := remoteworker.NewOperationQueueClient(schedulerConnection)
 
-	// Sandbox and caches, shared by every slot of every runner.
+	// Sandbox and caches, shared by every slot of every runner, in a
+	// data directory no other worker uses.
+	dataDir, err := openDataDirectory(settings.dataDir, settings.actionGroup())
+	if err != nil {
+		return err
+	}
+	defer dataDir.Close()
 	m, err := newMachine(&settings, storage, logger)
 	if err != nil {
 		return util.StatusWrap(err, "Failed to set up sandboxes and caches")
