@@ -48,7 +48,13 @@ type dataDirectory struct {
 // caches, whatever they know of the names in it. A pre-existing
 // directory with looser modes is tightened.
 func openDataDirectory(path string, actionGID int) (*dataDirectory, error) {
-	if err := os.MkdirAll(path, 0o700); err != nil {
+	// Parents stay searchable: the actions' root must pass them (a
+	// relative dataDirectoryPath puts several workers' directories
+	// under the default one).
+	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	if err := os.Mkdir(path, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
 	dirFd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
