@@ -8,6 +8,7 @@ import (
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/buildbarn/bb-storage/pkg/digest"
+	"golang.org/x/sys/unix"
 )
 
 // LayersPropertyName is the Directory node property by which a client
@@ -92,6 +93,9 @@ func validName(name string) string {
 		return "name may not be \".\" or \"..\""
 	case strings.ContainsAny(name, "/\x00"):
 		return "name contains \"/\" or NUL"
+	case len(name) > unix.NAME_MAX:
+		// The kernel would refuse it with ENAMETOOLONG.
+		return fmt.Sprintf("name is %d bytes, over the kernel's limit of %d (NAME_MAX)", len(name), unix.NAME_MAX)
 	}
 	return ""
 }
@@ -135,7 +139,7 @@ func newDirInfo(d digest.Digest, dir *remoteexecution.Directory, protoSize int) 
 			if name == previous {
 				fail(name, "duplicate %s name", kind)
 			} else {
-				fail(name, "%s names are not sorted (%q comes after %q)", kind, name, previous)
+				fail(name, "%s names are not sorted (%s comes after %s)", kind, quotePath(name), quotePath(previous))
 			}
 		}
 		if other, ok := kinds[name]; ok && other != kind {
@@ -183,6 +187,8 @@ func newDirInfo(d digest.Digest, dir *remoteexecution.Directory, protoSize int) 
 			fail(s.Name, "symlink has an empty target")
 		case strings.ContainsRune(s.Target, 0):
 			fail(s.Name, "symlink target contains NUL")
+		case len(s.Target) >= unix.PathMax:
+			fail(s.Name, "symlink target is %d bytes, over the kernel's limit of %d (PATH_MAX)", len(s.Target), unix.PathMax-1)
 		case strings.HasPrefix(s.Target, "/"):
 			// Whether that is allowed is the worker's setting
 			// (its advertised symlink_absolute_path_strategy).
@@ -217,14 +223,14 @@ func parseLayersProperty(function digest.Function, value string) ([]digest.Diges
 		hash, sizeString, ok := strings.Cut(field, "/")
 		size, err := strconv.ParseInt(sizeString, 10, 64)
 		if !ok || err != nil {
-			return nil, fmt.Sprintf("%s: %q is not of the form <hash>/<size>", LayersPropertyName, field)
+			return nil, fmt.Sprintf("%s: %s is not of the form <hash>/<size>", LayersPropertyName, quotePath(field))
 		}
 		d, err := function.NewDigest(hash, size)
 		if err != nil {
-			return nil, fmt.Sprintf("%s: %q: %s", LayersPropertyName, field, err)
+			return nil, fmt.Sprintf("%s: %s: %s", LayersPropertyName, quotePath(field), err)
 		}
 		if seen[d] {
-			return nil, fmt.Sprintf("%s: %q is listed more than once", LayersPropertyName, field)
+			return nil, fmt.Sprintf("%s: %s is listed more than once", LayersPropertyName, quotePath(field))
 		}
 		seen[d] = true
 		layers = append(layers, d)

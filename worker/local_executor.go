@@ -302,7 +302,7 @@ func (e *localExecutor) fetchActionAndCommand(ctx context.Context, x *execution)
 	if len(x.command.Arguments) == 0 {
 		return status.Error(codes.InvalidArgument, "The command has no arguments")
 	}
-	return nil
+	return validateCommand(x.command)
 }
 
 // ioBudget is how long fetching inputs or uploading outputs may take
