@@ -91,8 +91,12 @@ func sysLinkat(oldDirFd int, oldPath string, newDirFd int, newPath string) error
 type fileCacheEntry struct {
 	size     int64
 	pins     int
-	fetching chan struct{} // closed when a fetch ends; nil when present
+	fetching chan struct{} // closed when a fetch or verification ends; nil when present
 	failed   bool          // the fetch ended without a file
+	// verified is set once the file's content was checked against
+	// its digest in this run: while it was written, or on first use
+	// of a file a previous run left. Until then it is never served.
+	verified bool
 }
 
 // Owner is who cached files and layer directories belong to. A worker
@@ -313,6 +317,7 @@ func (fc *fileCache) Acquire(ctx context.Context, storage *Storage, keys []FileK
 		ch  chan struct{}
 	}
 	var waits []wait
+	var toVerify []FileKey
 	fc.mu.Lock()
 	for _, k := range keys {
 		if _, ok := set.pinned[k]; ok {
@@ -327,6 +332,12 @@ func (fc *fileCache) Acquire(ctx context.Context, storage *Storage, keys []FileK
 		case e.fetching != nil:
 			waits = append(waits, wait{k, e.fetching})
 			continue
+		case !e.verified:
+			// Left by a previous run: hashed before first use,
+			// while others asking for it wait as for a fetch.
+			e.fetching = make(chan struct{})
+			e.pins++
+			toVerify = append(toVerify, k)
 		default:
 			e.pins++
 			fc.lru.get(k)
@@ -336,6 +347,8 @@ func (fc *fileCache) Acquire(ctx context.Context, storage *Storage, keys []FileK
 	}
 	fc.mu.Unlock()
 
+	// Corrupt files are dropped and fetched again with the absent ones.
+	toFetch = append(toFetch, fc.verify(ctx, toVerify)...)
 	missing, err := fc.fetch(ctx, storage, toFetch)
 	// Keys whose fetch failed or found nothing are no longer pinned.
 	fc.mu.Lock()
@@ -420,6 +433,7 @@ func (fc *fileCache) fetch(ctx context.Context, storage *Storage, keys []FileKey
 	setSize := func(k FileKey) {
 		fc.mu.Lock()
 		fc.entries[k].size = k.Digest.GetSizeBytes()
+		fc.entries[k].verified = true
 		fc.mu.Unlock()
 	}
 

@@ -33,6 +33,10 @@ type LayerCache interface {
 	// GetOrBuild leases the layer, building it with build when it
 	// is absent. Concurrent callers for one key share one build.
 	GetOrBuild(ctx context.Context, key digest.Digest, build LayerBuildFunc) (LayerLease, error)
+	// GetOrBuildChecked is GetOrBuild that also serves a layer a
+	// previous run left, once check accepts it; a layer check
+	// refuses is dropped and built again. GetOrBuild rebuilds them.
+	GetOrBuildChecked(ctx context.Context, key digest.Digest, build LayerBuildFunc, check LayerCheckFunc) (LayerLease, error)
 	// Close marks the cache clean after syncing it to disk.
 	Close() error
 }
@@ -40,6 +44,10 @@ type LayerCache interface {
 // LayerBuildFunc creates the layer's tree at dir, which does not exist
 // yet, and reports its size.
 type LayerBuildFunc func(ctx context.Context, dir string) (LayerStats, error)
+
+// LayerCheckFunc reports whether the tree at dir, a layer a previous
+// run left, is exactly the layer wanted.
+type LayerCheckFunc func(dir string) bool
 
 // LayerStats is what a layer costs against the cache's budget.
 type LayerStats struct {
@@ -59,8 +67,12 @@ type layerEntry struct {
 	name     string
 	stats    LayerStats
 	refs     int
-	building chan struct{} // closed when the build ends; nil once published
+	building chan struct{} // closed when the build or check ends; nil once published
 	buildErr error
+	// verified is false for a layer a previous run left until a
+	// check accepted it: its files may have changed on disk since,
+	// so it is not served before.
+	verified bool
 }
 
 type layerCache struct {
@@ -221,7 +233,7 @@ func (lc *layerCache) Acquire(key digest.Digest) (LayerLease, bool) {
 	name := layerName(key)
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
-	if e, ok := lc.entries[name]; ok && e.building == nil {
+	if e, ok := lc.entries[name]; ok && e.building == nil && e.verified {
 		layerCacheHits.Inc()
 		return lc.newLeaseLocked(e), true
 	}
@@ -229,12 +241,22 @@ func (lc *layerCache) Acquire(key digest.Digest) (LayerLease, bool) {
 }
 
 func (lc *layerCache) GetOrBuild(ctx context.Context, key digest.Digest, build LayerBuildFunc) (LayerLease, error) {
+	return lc.GetOrBuildChecked(ctx, key, build, nil)
+}
+
+func (lc *layerCache) GetOrBuildChecked(ctx context.Context, key digest.Digest, build LayerBuildFunc, check LayerCheckFunc) (LayerLease, error) {
 	name := layerName(key)
 	for {
 		lc.mu.Lock()
 		e, ok := lc.entries[name]
 		if !ok {
 			break // with the lock held: this caller builds
+		}
+		if e.building == nil && !e.verified {
+			if lease, ok := lc.checkLocked(e, check); ok {
+				return lease, nil
+			}
+			continue // dropped: build it
 		}
 		if e.building == nil {
 			layerCacheHits.Inc()
@@ -272,6 +294,7 @@ func (lc *layerCache) GetOrBuild(ctx context.Context, key digest.Digest, build L
 		return nil, err
 	}
 	e.stats = stats
+	e.verified = true
 	lc.lru.put(name, e)
 	lc.usedBytes += stats.Bytes
 	lc.usedInodes += stats.Inodes
@@ -322,21 +345,27 @@ func (lc *layerCache) evictLocked() []string {
 		if e.refs > 0 {
 			return true
 		}
-		lc.lru.remove(name)
-		delete(lc.entries, name)
-		lc.usedBytes -= e.stats.Bytes
-		lc.usedInodes -= e.stats.Inodes
 		layerCacheEvictions.Inc()
-		// Renaming under the lock makes the name free at once, so
-		// a rebuild of the same key cannot collide with removal.
-		trash := filepath.Join(lc.dir, "tmp", "evicted-"+strconv.FormatUint(lc.tmpSeq.Add(1), 10))
-		if err := os.Rename(lc.layerPath(name), trash); err == nil {
+		if trash, ok := lc.unpublishLocked(e); ok {
 			victims = append(victims, trash)
 		}
 		return true
 	})
 	layerCacheBytes.Set(float64(lc.usedBytes))
 	return victims
+}
+
+// unpublishLocked takes an unleased layer out of the cache and
+// returns where its tree went, for removal outside the lock.
+func (lc *layerCache) unpublishLocked(e *layerEntry) (string, bool) {
+	lc.lru.remove(e.name)
+	delete(lc.entries, e.name)
+	lc.usedBytes -= e.stats.Bytes
+	lc.usedInodes -= e.stats.Inodes
+	// Renaming under the lock makes the name free at once, so a
+	// rebuild of the same key cannot collide with removal.
+	trash := filepath.Join(lc.dir, "tmp", "evicted-"+strconv.FormatUint(lc.tmpSeq.Add(1), 10))
+	return trash, os.Rename(lc.layerPath(e.name), trash) == nil
 }
 
 // remove deletes evicted layers in the background: they are already

@@ -184,16 +184,34 @@ func TestLayerCacheCrashLeavesNothingServed(t *testing.T) {
 	}
 	l.Release()
 
-	// Published layers survive a restart.
+	// Published layers survive a restart, and are served once checked.
 	lc2, err := newLayerCache(dir, 1<<30, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l2, ok := lc2.Acquire(layerKey(1))
-	if !ok {
-		t.Fatal("published layer lost on restart")
+	if _, ok := lc2.Acquire(layerKey(1)); ok {
+		t.Fatal("layer of a previous run served unchecked")
 	}
+	l2 := mustKeepReloaded(t, lc2, layerKey(1))
 	l2.Release()
+}
+
+// mustKeepReloaded leases a layer a previous run left, which a check
+// accepts, and fails if it is built again instead.
+func mustKeepReloaded(t *testing.T, lc *layerCache, key digest.Digest) LayerLease {
+	t.Helper()
+	checked := false
+	l, err := lc.GetOrBuildChecked(context.Background(), key, func(context.Context, string) (LayerStats, error) {
+		t.Fatal("published layer lost on restart")
+		return LayerStats{}, nil
+	}, func(string) bool { checked = true; return true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !checked {
+		t.Fatal("layer of a previous run served unchecked")
+	}
+	return l
 }
 
 func TestCacheWipedAfterUncleanReboot(t *testing.T) {
@@ -230,7 +248,5 @@ func TestCacheWipedAfterUncleanReboot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := lc.Acquire(layerKey(1)); !ok {
-		t.Fatal("cleanly closed cache wiped")
-	}
+	mustKeepReloaded(t, lc, layerKey(1)).Release()
 }

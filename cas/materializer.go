@@ -201,8 +201,10 @@ func (m *materializer) build(ctx context.Context, root digest.Digest, p *plan) (
 			lease, ok = m.layers.Acquire(l.key)
 		}
 		if !ok {
-			lease, err = m.layers.GetOrBuild(ctx, l.key, func(ctx context.Context, dir string) (LayerStats, error) {
+			lease, err = m.layers.GetOrBuildChecked(ctx, l.key, func(ctx context.Context, dir string) (LayerStats, error) {
 				return buildLayer(ctx, p.t, l.root, dir, files, m.options.Owner)
+			}, func(dir string) bool {
+				return layerMatches(p.t, l.root, dir, files)
 			})
 			if err != nil {
 				r.Release()

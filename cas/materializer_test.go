@@ -140,13 +140,17 @@ type countingLayerCache struct {
 }
 
 func (c *countingLayerCache) GetOrBuild(ctx context.Context, key digest.Digest, build LayerBuildFunc) (LayerLease, error) {
-	return c.LayerCache.GetOrBuild(ctx, key, func(ctx context.Context, dir string) (LayerStats, error) {
+	return c.GetOrBuildChecked(ctx, key, build, nil)
+}
+
+func (c *countingLayerCache) GetOrBuildChecked(ctx context.Context, key digest.Digest, build LayerBuildFunc, check LayerCheckFunc) (LayerLease, error) {
+	return c.LayerCache.GetOrBuildChecked(ctx, key, func(ctx context.Context, dir string) (LayerStats, error) {
 		c.mu.Lock()
 		v, _ := c.builds.LoadOrStore(key, 0)
 		c.builds.Store(key, v.(int)+1)
 		c.mu.Unlock()
 		return build(ctx, dir)
-	})
+	}, check)
 }
 
 func TestMissingBlobsAllListed(t *testing.T) {

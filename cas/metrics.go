@@ -37,10 +37,11 @@ var (
 		Namespace: "bitzel",
 		Subsystem: "cas",
 		Name:      "file_cache_lookups_total",
-		Help:      "File cache lookups, by result (hit or miss).",
+		Help:      "File cache lookups, by result (hit, miss, or corrupt: left by a previous run with other content than its digest, dropped and fetched again).",
 	}, []string{"result"})
-	fileCacheHits   = fileCacheLookups.WithLabelValues("hit")
-	fileCacheMisses = fileCacheLookups.WithLabelValues("miss")
+	fileCacheHits    = fileCacheLookups.WithLabelValues("hit")
+	fileCacheMisses  = fileCacheLookups.WithLabelValues("miss")
+	fileCacheCorrupt = fileCacheLookups.WithLabelValues("corrupt")
 
 	bytesFetched = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "bitzel",
