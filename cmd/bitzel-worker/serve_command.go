@@ -47,6 +47,10 @@ type serveFlags struct {
 	tlsCert, tlsKey       string
 	workerName            string
 	shutdownGrace         time.Duration
+	// Client access: the flag, and the configuration file's settings
+	// (nil without one).
+	actionCacheReadOnly bool
+	serveConfig         *configuration.ServeConfiguration
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -77,6 +81,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.cgroups, "cgroups", d.cgroups, "cgroup hierarchy for limits: auto, v1, v2 or none")
 	fs.IntVar(&f.warmSandboxes, "warm-sandboxes", d.warmSandboxes, "sandboxes kept started ahead of need")
 	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long running actions may finish before they are cancelled (a second signal cancels them at once)")
+	fs.BoolVar(&f.actionCacheReadOnly, "action-cache-read-only", false, "refuse UpdateActionResult from clients (the worker's own results still go in); default: any client may write any action's result")
 	// Settings without a flag: configuration files only.
 	f.cgroupName = d.cgroupName
 }
@@ -116,6 +121,7 @@ diagnostics HTTP server, tracing), from a Jsonnet file.
 			return 1
 		}
 		global = c.Global
+		f.serveConfig = &c
 		// Parsed again: flags given on the command line win over
 		// the file.
 		if err := fs.Parse(args); err != nil {
@@ -155,25 +161,38 @@ func (f *serveFlags) apply(c *configuration.ServeConfiguration) error {
 // configuration file gives one: its logging, tracing and diagnostics
 // HTTP server live in a program.Group, which ends when serve does.
 func runServe(f *serveFlags, globalConfiguration *globalpb.Configuration) error {
+	if globalConfiguration == nil && f.serveConfig.GetAuthenticationPolicy() == nil && f.serveConfig.GetActionCacheAuthorizers() == nil && f.serveConfig.GetContentAddressableStorageAuthorizers() == nil {
+		access, err := newClientAccess(f.serveConfig, f.actionCacheReadOnly, nil, nil)
+		if err != nil {
+			return err
+		}
+		return serve(context.Background(), f, access, func() {})
+	}
 	if globalConfiguration == nil {
-		return serve(context.Background(), f, func() {})
+		// Authenticators and authorizers may need a program group
+		// and gRPC clients (remote ones, JWKS refreshes).
+		globalConfiguration = &globalpb.Configuration{}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	return program.RunLocal(ctx, func(ctx context.Context, siblingsGroup, dependenciesGroup program.Group) error {
 		// The diagnostics server stops once serve has returned.
 		defer cancel()
-		lifecycleState, _, err := global.ApplyConfiguration(globalConfiguration, dependenciesGroup)
+		lifecycleState, grpcClientFactory, err := global.ApplyConfiguration(globalConfiguration, dependenciesGroup)
 		if err != nil {
 			return util.StatusWrap(err, "Failed to apply global configuration options")
 		}
-		return serve(ctx, f, func() { lifecycleState.MarkReadyAndWait(siblingsGroup) })
+		access, err := newClientAccess(f.serveConfig, f.actionCacheReadOnly, dependenciesGroup, grpcClientFactory)
+		if err != nil {
+			return err
+		}
+		return serve(ctx, f, access, func() { lifecycleState.MarkReadyAndWait(siblingsGroup) })
 	})
 }
 
 // serve runs the REAPI front end until a signal or ctx ends it; ready
 // is called once it accepts requests.
-func serve(ctx context.Context, f *serveFlags, ready func()) error {
+func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func()) error {
 	// log.Writer: the global configuration may send logs to files too.
 	logger := log.New(log.Writer(), "", log.LstdFlags|log.Lmicroseconds)
 	// Before anything in the data directory is touched: one worker
@@ -222,6 +241,7 @@ func serve(ctx context.Context, f *serveFlags, ready func()) error {
 		}
 		serverOptions = append(serverOptions, grpc.Creds(creds))
 	}
+	serverOptions = append(serverOptions, access.serverOptions()...)
 	serverOptions = append(serverOptions,
 		grpc.MaxRecvMsgSize(storage.MaximumMessageSizeBytes+1<<20),
 		grpc.MaxSendMsgSize(storage.MaximumMessageSizeBytes+1<<20))
@@ -240,12 +260,12 @@ func serve(ctx context.Context, f *serveFlags, ready func()) error {
 	})
 	remoteexecution.RegisterExecutionServer(server, execution)
 	remoteexecution.RegisterContentAddressableStorageServer(server,
-		grpcservers.NewContentAddressableStorageServer(storage.ContentAddressableStorage, int64(storage.MaximumMessageSizeBytes)))
+		grpcservers.NewContentAddressableStorageServer(access.contentAddressableStorage(storage.ContentAddressableStorage), int64(storage.MaximumMessageSizeBytes)))
 	remoteexecution.RegisterActionCacheServer(server,
-		grpcservers.NewActionCacheServer(actionCache, storage.MaximumMessageSizeBytes))
+		grpcservers.NewActionCacheServer(access.actionCache(actionCache), storage.MaximumMessageSizeBytes))
 	// The pinned genproto takes a *grpc.Server here, not a registrar.
 	bytestream.RegisterByteStreamServer(server,
-		grpcservers.NewByteStreamServer(storage.ContentAddressableStorage, 1<<16, bb_zstd.NewUnboundedPool(nil, nil)))
+		grpcservers.NewByteStreamServer(access.contentAddressableStorage(storage.ContentAddressableStorage), 1<<16, bb_zstd.NewUnboundedPool(nil, nil)))
 	remoteexecution.RegisterCapabilitiesServer(server,
 		capabilities.NewServer(worker.NewCapabilitiesProvider(int64(storage.MaximumMessageSizeBytes))))
 	healthServer := health.NewServer()

@@ -19,6 +19,7 @@ package configuration
 
 import (
 	v2 "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	auth "github.com/buildbarn/bb-storage/pkg/proto/configuration/auth"
 	blobstore "github.com/buildbarn/bb-storage/pkg/proto/configuration/blobstore"
 	global "github.com/buildbarn/bb-storage/pkg/proto/configuration/global"
 	grpc "github.com/buildbarn/bb-storage/pkg/proto/configuration/grpc"
@@ -90,7 +91,7 @@ func (x SandboxConfiguration_CgroupMode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SandboxConfiguration_CgroupMode.Descriptor instead.
 func (SandboxConfiguration_CgroupMode) EnumDescriptor() ([]byte, []int) {
-	return file_worker_configuration_configuration_proto_rawDescGZIP(), []int{4, 0}
+	return file_worker_configuration_configuration_proto_rawDescGZIP(), []int{6, 0}
 }
 
 // `bitzel-worker worker --config FILE`: a worker that joins a Buildbarn
@@ -346,6 +347,26 @@ type ServeConfiguration struct {
 	// On SIGTERM, how long running actions may finish before they are
 	// cancelled (a second signal cancels them at once). Default: 30s.
 	ShutdownGracePeriod *durationpb.Duration `protobuf:"bytes,10,opt,name=shutdown_grace_period,json=shutdownGracePeriod,proto3" json:"shutdown_grace_period,omitempty"`
+	// Who may call serve's gRPC services at all, as a bb_storage
+	// grpcServers entry's authenticationPolicy. Default: every client
+	// (serve listens on loopback unless told otherwise).
+	AuthenticationPolicy *grpc.AuthenticationPolicy `protobuf:"bytes,20,opt,name=authentication_policy,json=authenticationPolicy,proto3" json:"authentication_policy,omitempty"`
+	// Who may read and write the Action Cache through the ActionCache
+	// service, as bb_storage's actionCache.getAuthorizer and
+	// putAuthorizer. The worker's own results are written regardless.
+	// Default: every client may do both, so any client can make later
+	// Executes of any action return a result it chose.
+	ActionCacheAuthorizers *ActionCacheAuthorizers `protobuf:"bytes,21,opt,name=action_cache_authorizers,json=actionCacheAuthorizers,proto3" json:"action_cache_authorizers,omitempty"`
+	// Who may read, write and look for blobs through the CAS and
+	// ByteStream services, as bb_storage's contentAddressableStorage
+	// getAuthorizer, putAuthorizer and findMissingAuthorizer. Default:
+	// every client. (A CAS write cannot forge content: blobs are
+	// verified against their digests.)
+	ContentAddressableStorageAuthorizers *ContentAddressableStorageAuthorizers `protobuf:"bytes,22,opt,name=content_addressable_storage_authorizers,json=contentAddressableStorageAuthorizers,proto3" json:"content_addressable_storage_authorizers,omitempty"`
+	// Refuse UpdateActionResult from every client (the worker's own
+	// results still go in), whatever action_cache_authorizers says; the
+	// same as the --action-cache-read-only flag. Default: false.
+	ActionCacheReadOnly bool `protobuf:"varint,23,opt,name=action_cache_read_only,json=actionCacheReadOnly,proto3" json:"action_cache_read_only,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
 }
@@ -450,6 +471,148 @@ func (x *ServeConfiguration) GetShutdownGracePeriod() *durationpb.Duration {
 	return nil
 }
 
+func (x *ServeConfiguration) GetAuthenticationPolicy() *grpc.AuthenticationPolicy {
+	if x != nil {
+		return x.AuthenticationPolicy
+	}
+	return nil
+}
+
+func (x *ServeConfiguration) GetActionCacheAuthorizers() *ActionCacheAuthorizers {
+	if x != nil {
+		return x.ActionCacheAuthorizers
+	}
+	return nil
+}
+
+func (x *ServeConfiguration) GetContentAddressableStorageAuthorizers() *ContentAddressableStorageAuthorizers {
+	if x != nil {
+		return x.ContentAddressableStorageAuthorizers
+	}
+	return nil
+}
+
+func (x *ServeConfiguration) GetActionCacheReadOnly() bool {
+	if x != nil {
+		return x.ActionCacheReadOnly
+	}
+	return false
+}
+
+// The authorizers of serve's Action Cache service.
+type ActionCacheAuthorizers struct {
+	state         protoimpl.MessageState        `protogen:"open.v1"`
+	GetAuthorizer *auth.AuthorizerConfiguration `protobuf:"bytes,1,opt,name=get_authorizer,json=getAuthorizer,proto3" json:"get_authorizer,omitempty"`
+	PutAuthorizer *auth.AuthorizerConfiguration `protobuf:"bytes,2,opt,name=put_authorizer,json=putAuthorizer,proto3" json:"put_authorizer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActionCacheAuthorizers) Reset() {
+	*x = ActionCacheAuthorizers{}
+	mi := &file_worker_configuration_configuration_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActionCacheAuthorizers) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActionCacheAuthorizers) ProtoMessage() {}
+
+func (x *ActionCacheAuthorizers) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_configuration_configuration_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActionCacheAuthorizers.ProtoReflect.Descriptor instead.
+func (*ActionCacheAuthorizers) Descriptor() ([]byte, []int) {
+	return file_worker_configuration_configuration_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ActionCacheAuthorizers) GetGetAuthorizer() *auth.AuthorizerConfiguration {
+	if x != nil {
+		return x.GetAuthorizer
+	}
+	return nil
+}
+
+func (x *ActionCacheAuthorizers) GetPutAuthorizer() *auth.AuthorizerConfiguration {
+	if x != nil {
+		return x.PutAuthorizer
+	}
+	return nil
+}
+
+// The authorizers of serve's CAS and ByteStream services.
+type ContentAddressableStorageAuthorizers struct {
+	state                 protoimpl.MessageState        `protogen:"open.v1"`
+	GetAuthorizer         *auth.AuthorizerConfiguration `protobuf:"bytes,1,opt,name=get_authorizer,json=getAuthorizer,proto3" json:"get_authorizer,omitempty"`
+	PutAuthorizer         *auth.AuthorizerConfiguration `protobuf:"bytes,2,opt,name=put_authorizer,json=putAuthorizer,proto3" json:"put_authorizer,omitempty"`
+	FindMissingAuthorizer *auth.AuthorizerConfiguration `protobuf:"bytes,3,opt,name=find_missing_authorizer,json=findMissingAuthorizer,proto3" json:"find_missing_authorizer,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *ContentAddressableStorageAuthorizers) Reset() {
+	*x = ContentAddressableStorageAuthorizers{}
+	mi := &file_worker_configuration_configuration_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContentAddressableStorageAuthorizers) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContentAddressableStorageAuthorizers) ProtoMessage() {}
+
+func (x *ContentAddressableStorageAuthorizers) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_configuration_configuration_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContentAddressableStorageAuthorizers.ProtoReflect.Descriptor instead.
+func (*ContentAddressableStorageAuthorizers) Descriptor() ([]byte, []int) {
+	return file_worker_configuration_configuration_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ContentAddressableStorageAuthorizers) GetGetAuthorizer() *auth.AuthorizerConfiguration {
+	if x != nil {
+		return x.GetAuthorizer
+	}
+	return nil
+}
+
+func (x *ContentAddressableStorageAuthorizers) GetPutAuthorizer() *auth.AuthorizerConfiguration {
+	if x != nil {
+		return x.PutAuthorizer
+	}
+	return nil
+}
+
+func (x *ContentAddressableStorageAuthorizers) GetFindMissingAuthorizer() *auth.AuthorizerConfiguration {
+	if x != nil {
+		return x.FindMissingAuthorizer
+	}
+	return nil
+}
+
 // Where and how actions run on this machine: shared by serve and
 // worker.
 type ExecutorConfiguration struct {
@@ -488,7 +651,7 @@ type ExecutorConfiguration struct {
 
 func (x *ExecutorConfiguration) Reset() {
 	*x = ExecutorConfiguration{}
-	mi := &file_worker_configuration_configuration_proto_msgTypes[3]
+	mi := &file_worker_configuration_configuration_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +663,7 @@ func (x *ExecutorConfiguration) String() string {
 func (*ExecutorConfiguration) ProtoMessage() {}
 
 func (x *ExecutorConfiguration) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_configuration_configuration_proto_msgTypes[3]
+	mi := &file_worker_configuration_configuration_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +676,7 @@ func (x *ExecutorConfiguration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecutorConfiguration.ProtoReflect.Descriptor instead.
 func (*ExecutorConfiguration) Descriptor() ([]byte, []int) {
-	return file_worker_configuration_configuration_proto_rawDescGZIP(), []int{3}
+	return file_worker_configuration_configuration_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ExecutorConfiguration) GetDataDirectoryPath() string {
@@ -620,7 +783,7 @@ type SandboxConfiguration struct {
 
 func (x *SandboxConfiguration) Reset() {
 	*x = SandboxConfiguration{}
-	mi := &file_worker_configuration_configuration_proto_msgTypes[4]
+	mi := &file_worker_configuration_configuration_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -632,7 +795,7 @@ func (x *SandboxConfiguration) String() string {
 func (*SandboxConfiguration) ProtoMessage() {}
 
 func (x *SandboxConfiguration) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_configuration_configuration_proto_msgTypes[4]
+	mi := &file_worker_configuration_configuration_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -645,7 +808,7 @@ func (x *SandboxConfiguration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SandboxConfiguration.ProtoReflect.Descriptor instead.
 func (*SandboxConfiguration) Descriptor() ([]byte, []int) {
-	return file_worker_configuration_configuration_proto_rawDescGZIP(), []int{4}
+	return file_worker_configuration_configuration_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SandboxConfiguration) GetExecRootPath() string {
@@ -729,7 +892,7 @@ var File_worker_configuration_configuration_proto protoreflect.FileDescriptor
 
 const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\n" +
-	"(worker/configuration/configuration.proto\x12\x14bitzel.configuration\x1a6build/bazel/remote/execution/v2/remote_execution.proto\x1aQgithub.com/buildbarn/bb-storage/pkg/proto/configuration/blobstore/blobstore.proto\x1aKgithub.com/buildbarn/bb-storage/pkg/proto/configuration/global/global.proto\x1aGgithub.com/buildbarn/bb-storage/pkg/proto/configuration/grpc/grpc.proto\x1a\x1egoogle/protobuf/duration.proto\"\xa6\x04\n" +
+	"(worker/configuration/configuration.proto\x12\x14bitzel.configuration\x1a6build/bazel/remote/execution/v2/remote_execution.proto\x1aGgithub.com/buildbarn/bb-storage/pkg/proto/configuration/auth/auth.proto\x1aQgithub.com/buildbarn/bb-storage/pkg/proto/configuration/blobstore/blobstore.proto\x1aKgithub.com/buildbarn/bb-storage/pkg/proto/configuration/global/global.proto\x1aGgithub.com/buildbarn/bb-storage/pkg/proto/configuration/grpc/grpc.proto\x1a\x1egoogle/protobuf/duration.proto\"\xa6\x04\n" +
 	"\x13WorkerConfiguration\x12E\n" +
 	"\x06global\x18\x01 \x01(\v2-.buildbarn.configuration.global.ConfigurationR\x06global\x12W\n" +
 	"\tblobstore\x18\x02 \x01(\v29.buildbarn.configuration.blobstore.BlobstoreConfigurationR\tblobstore\x12;\n" +
@@ -747,7 +910,7 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\tworker_id\x18\x05 \x03(\v27.bitzel.configuration.RunnerConfiguration.WorkerIdEntryR\bworkerId\x1a;\n" +
 	"\rWorkerIdEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcb\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe5\a\n" +
 	"\x12ServeConfiguration\x12E\n" +
 	"\x06global\x18\x01 \x01(\v2-.buildbarn.configuration.global.ConfigurationR\x06global\x12%\n" +
 	"\x0elisten_address\x18\x02 \x01(\tR\rlistenAddress\x120\n" +
@@ -760,7 +923,18 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\vworker_name\x18\t \x01(\tR\n" +
 	"workerName\x12M\n" +
 	"\x15shutdown_grace_period\x18\n" +
-	" \x01(\v2\x19.google.protobuf.DurationR\x13shutdownGracePeriod\"\xd4\x04\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x13shutdownGracePeriod\x12g\n" +
+	"\x15authentication_policy\x18\x14 \x01(\v22.buildbarn.configuration.grpc.AuthenticationPolicyR\x14authenticationPolicy\x12f\n" +
+	"\x18action_cache_authorizers\x18\x15 \x01(\v2,.bitzel.configuration.ActionCacheAuthorizersR\x16actionCacheAuthorizers\x12\x91\x01\n" +
+	"'content_addressable_storage_authorizers\x18\x16 \x01(\v2:.bitzel.configuration.ContentAddressableStorageAuthorizersR$contentAddressableStorageAuthorizers\x123\n" +
+	"\x16action_cache_read_only\x18\x17 \x01(\bR\x13actionCacheReadOnly\"\xd4\x01\n" +
+	"\x16ActionCacheAuthorizers\x12\\\n" +
+	"\x0eget_authorizer\x18\x01 \x01(\v25.buildbarn.configuration.auth.AuthorizerConfigurationR\rgetAuthorizer\x12\\\n" +
+	"\x0eput_authorizer\x18\x02 \x01(\v25.buildbarn.configuration.auth.AuthorizerConfigurationR\rputAuthorizer\"\xd1\x02\n" +
+	"$ContentAddressableStorageAuthorizers\x12\\\n" +
+	"\x0eget_authorizer\x18\x01 \x01(\v25.buildbarn.configuration.auth.AuthorizerConfigurationR\rgetAuthorizer\x12\\\n" +
+	"\x0eput_authorizer\x18\x02 \x01(\v25.buildbarn.configuration.auth.AuthorizerConfigurationR\rputAuthorizer\x12m\n" +
+	"\x17find_missing_authorizer\x18\x03 \x01(\v25.buildbarn.configuration.auth.AuthorizerConfigurationR\x15findMissingAuthorizer\"\xd4\x04\n" +
 	"\x15ExecutorConfiguration\x12.\n" +
 	"\x13data_directory_path\x18\x01 \x01(\tR\x11dataDirectoryPath\x121\n" +
 	"\x15file_cache_size_bytes\x18\x02 \x01(\x03R\x12fileCacheSizeBytes\x127\n" +
@@ -809,42 +983,54 @@ func file_worker_configuration_configuration_proto_rawDescGZIP() []byte {
 }
 
 var file_worker_configuration_configuration_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_worker_configuration_configuration_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_worker_configuration_configuration_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_worker_configuration_configuration_proto_goTypes = []any{
-	(SandboxConfiguration_CgroupMode)(0),     // 0: bitzel.configuration.SandboxConfiguration.CgroupMode
-	(*WorkerConfiguration)(nil),              // 1: bitzel.configuration.WorkerConfiguration
-	(*RunnerConfiguration)(nil),              // 2: bitzel.configuration.RunnerConfiguration
-	(*ServeConfiguration)(nil),               // 3: bitzel.configuration.ServeConfiguration
-	(*ExecutorConfiguration)(nil),            // 4: bitzel.configuration.ExecutorConfiguration
-	(*SandboxConfiguration)(nil),             // 5: bitzel.configuration.SandboxConfiguration
-	nil,                                      // 6: bitzel.configuration.RunnerConfiguration.WorkerIdEntry
-	(*global.Configuration)(nil),             // 7: buildbarn.configuration.global.Configuration
-	(*blobstore.BlobstoreConfiguration)(nil), // 8: buildbarn.configuration.blobstore.BlobstoreConfiguration
-	(*grpc.ClientConfiguration)(nil),         // 9: buildbarn.configuration.grpc.ClientConfiguration
-	(*durationpb.Duration)(nil),              // 10: google.protobuf.Duration
-	(*v2.Platform)(nil),                      // 11: build.bazel.remote.execution.v2.Platform
+	(SandboxConfiguration_CgroupMode)(0),         // 0: bitzel.configuration.SandboxConfiguration.CgroupMode
+	(*WorkerConfiguration)(nil),                  // 1: bitzel.configuration.WorkerConfiguration
+	(*RunnerConfiguration)(nil),                  // 2: bitzel.configuration.RunnerConfiguration
+	(*ServeConfiguration)(nil),                   // 3: bitzel.configuration.ServeConfiguration
+	(*ActionCacheAuthorizers)(nil),               // 4: bitzel.configuration.ActionCacheAuthorizers
+	(*ContentAddressableStorageAuthorizers)(nil), // 5: bitzel.configuration.ContentAddressableStorageAuthorizers
+	(*ExecutorConfiguration)(nil),                // 6: bitzel.configuration.ExecutorConfiguration
+	(*SandboxConfiguration)(nil),                 // 7: bitzel.configuration.SandboxConfiguration
+	nil,                                          // 8: bitzel.configuration.RunnerConfiguration.WorkerIdEntry
+	(*global.Configuration)(nil),                 // 9: buildbarn.configuration.global.Configuration
+	(*blobstore.BlobstoreConfiguration)(nil),     // 10: buildbarn.configuration.blobstore.BlobstoreConfiguration
+	(*grpc.ClientConfiguration)(nil),             // 11: buildbarn.configuration.grpc.ClientConfiguration
+	(*durationpb.Duration)(nil),                  // 12: google.protobuf.Duration
+	(*v2.Platform)(nil),                          // 13: build.bazel.remote.execution.v2.Platform
+	(*grpc.AuthenticationPolicy)(nil),            // 14: buildbarn.configuration.grpc.AuthenticationPolicy
+	(*auth.AuthorizerConfiguration)(nil),         // 15: buildbarn.configuration.auth.AuthorizerConfiguration
 }
 var file_worker_configuration_configuration_proto_depIdxs = []int32{
-	7,  // 0: bitzel.configuration.WorkerConfiguration.global:type_name -> buildbarn.configuration.global.Configuration
-	8,  // 1: bitzel.configuration.WorkerConfiguration.blobstore:type_name -> buildbarn.configuration.blobstore.BlobstoreConfiguration
-	9,  // 2: bitzel.configuration.WorkerConfiguration.scheduler:type_name -> buildbarn.configuration.grpc.ClientConfiguration
-	4,  // 3: bitzel.configuration.WorkerConfiguration.executor:type_name -> bitzel.configuration.ExecutorConfiguration
+	9,  // 0: bitzel.configuration.WorkerConfiguration.global:type_name -> buildbarn.configuration.global.Configuration
+	10, // 1: bitzel.configuration.WorkerConfiguration.blobstore:type_name -> buildbarn.configuration.blobstore.BlobstoreConfiguration
+	11, // 2: bitzel.configuration.WorkerConfiguration.scheduler:type_name -> buildbarn.configuration.grpc.ClientConfiguration
+	6,  // 3: bitzel.configuration.WorkerConfiguration.executor:type_name -> bitzel.configuration.ExecutorConfiguration
 	2,  // 4: bitzel.configuration.WorkerConfiguration.runners:type_name -> bitzel.configuration.RunnerConfiguration
-	10, // 5: bitzel.configuration.WorkerConfiguration.scheduler_worker_timeout:type_name -> google.protobuf.Duration
-	11, // 6: bitzel.configuration.RunnerConfiguration.platform:type_name -> build.bazel.remote.execution.v2.Platform
-	6,  // 7: bitzel.configuration.RunnerConfiguration.worker_id:type_name -> bitzel.configuration.RunnerConfiguration.WorkerIdEntry
-	7,  // 8: bitzel.configuration.ServeConfiguration.global:type_name -> buildbarn.configuration.global.Configuration
-	4,  // 9: bitzel.configuration.ServeConfiguration.executor:type_name -> bitzel.configuration.ExecutorConfiguration
-	10, // 10: bitzel.configuration.ServeConfiguration.shutdown_grace_period:type_name -> google.protobuf.Duration
-	5,  // 11: bitzel.configuration.ExecutorConfiguration.sandbox:type_name -> bitzel.configuration.SandboxConfiguration
-	10, // 12: bitzel.configuration.ExecutorConfiguration.default_execution_timeout:type_name -> google.protobuf.Duration
-	10, // 13: bitzel.configuration.ExecutorConfiguration.maximum_execution_timeout:type_name -> google.protobuf.Duration
-	0,  // 14: bitzel.configuration.SandboxConfiguration.cgroups:type_name -> bitzel.configuration.SandboxConfiguration.CgroupMode
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	12, // 5: bitzel.configuration.WorkerConfiguration.scheduler_worker_timeout:type_name -> google.protobuf.Duration
+	13, // 6: bitzel.configuration.RunnerConfiguration.platform:type_name -> build.bazel.remote.execution.v2.Platform
+	8,  // 7: bitzel.configuration.RunnerConfiguration.worker_id:type_name -> bitzel.configuration.RunnerConfiguration.WorkerIdEntry
+	9,  // 8: bitzel.configuration.ServeConfiguration.global:type_name -> buildbarn.configuration.global.Configuration
+	6,  // 9: bitzel.configuration.ServeConfiguration.executor:type_name -> bitzel.configuration.ExecutorConfiguration
+	12, // 10: bitzel.configuration.ServeConfiguration.shutdown_grace_period:type_name -> google.protobuf.Duration
+	14, // 11: bitzel.configuration.ServeConfiguration.authentication_policy:type_name -> buildbarn.configuration.grpc.AuthenticationPolicy
+	4,  // 12: bitzel.configuration.ServeConfiguration.action_cache_authorizers:type_name -> bitzel.configuration.ActionCacheAuthorizers
+	5,  // 13: bitzel.configuration.ServeConfiguration.content_addressable_storage_authorizers:type_name -> bitzel.configuration.ContentAddressableStorageAuthorizers
+	15, // 14: bitzel.configuration.ActionCacheAuthorizers.get_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	15, // 15: bitzel.configuration.ActionCacheAuthorizers.put_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	15, // 16: bitzel.configuration.ContentAddressableStorageAuthorizers.get_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	15, // 17: bitzel.configuration.ContentAddressableStorageAuthorizers.put_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	15, // 18: bitzel.configuration.ContentAddressableStorageAuthorizers.find_missing_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	7,  // 19: bitzel.configuration.ExecutorConfiguration.sandbox:type_name -> bitzel.configuration.SandboxConfiguration
+	12, // 20: bitzel.configuration.ExecutorConfiguration.default_execution_timeout:type_name -> google.protobuf.Duration
+	12, // 21: bitzel.configuration.ExecutorConfiguration.maximum_execution_timeout:type_name -> google.protobuf.Duration
+	0,  // 22: bitzel.configuration.SandboxConfiguration.cgroups:type_name -> bitzel.configuration.SandboxConfiguration.CgroupMode
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_worker_configuration_configuration_proto_init() }
@@ -852,14 +1038,14 @@ func file_worker_configuration_configuration_proto_init() {
 	if File_worker_configuration_configuration_proto != nil {
 		return
 	}
-	file_worker_configuration_configuration_proto_msgTypes[4].OneofWrappers = []any{}
+	file_worker_configuration_configuration_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_worker_configuration_configuration_proto_rawDesc), len(file_worker_configuration_configuration_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -23,6 +23,7 @@ import (
 	"strings"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/buildbarn/bb-storage/pkg/proto/configuration/auth"
 	"github.com/buildbarn/bb-storage/pkg/proto/configuration/blobstore"
 	"github.com/buildbarn/bb-storage/pkg/proto/configuration/global"
 	"github.com/buildbarn/bb-storage/pkg/proto/configuration/grpc"
@@ -73,6 +74,7 @@ func main() {
 func importDescriptorSet() []byte {
 	roots := []protoreflect.FileDescriptor{
 		remoteexecution.File_build_bazel_remote_execution_v2_remote_execution_proto,
+		auth.File_github_com_buildbarn_bb_storage_pkg_proto_configuration_auth_auth_proto,
 		blobstore.File_github_com_buildbarn_bb_storage_pkg_proto_configuration_blobstore_blobstore_proto,
 		global.File_github_com_buildbarn_bb_storage_pkg_proto_configuration_global_global_proto,
 		grpc.File_github_com_buildbarn_bb_storage_pkg_proto_configuration_grpc_grpc_proto,
