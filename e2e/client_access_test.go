@@ -32,6 +32,10 @@ func TestActionCacheReadOnlyRefusesClientWrites(t *testing.T) {
 	if code := updateActionResult(c); code != codes.PermissionDenied {
 		t.Errorf("read-only: UpdateActionResult is %v, want PERMISSION_DENIED", code)
 	}
+	caps, err := c.caps.GetCapabilities(context.Background(), &remoteexecution.GetCapabilitiesRequest{})
+	if err != nil || caps.CacheCapabilities.GetActionCacheUpdateCapabilities().GetUpdateEnabled() {
+		t.Errorf("read-only: capabilities say clients may update the Action Cache: %v", err)
+	}
 	a := c.newAction(action{args: sh(`echo mine`)})
 	c.execute(a, false)
 	response, _ := c.execute(a, false)

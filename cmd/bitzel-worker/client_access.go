@@ -5,6 +5,7 @@ import (
 	"github.com/buildbarn/bb-storage/pkg/auth"
 	auth_configuration "github.com/buildbarn/bb-storage/pkg/auth/configuration"
 	"github.com/buildbarn/bb-storage/pkg/blobstore"
+	"github.com/buildbarn/bb-storage/pkg/capabilities"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	bb_grpc "github.com/buildbarn/bb-storage/pkg/grpc"
 	"github.com/buildbarn/bb-storage/pkg/program"
@@ -87,4 +88,11 @@ func (a *clientAccess) actionCache(ac blobstore.BlobAccess) blobstore.BlobAccess
 // do with cas.
 func (a *clientAccess) contentAddressableStorage(cas blobstore.BlobAccess) blobstore.BlobAccess {
 	return blobstore.NewAuthorizingBlobAccess(cas, a.casGet, a.casPut, a.casFindMissing)
+}
+
+// capabilities reports update_enabled only to clients the Action
+// Cache's put authorizer lets write, as bb_storage does, so that Bazel
+// does not try to upload results it would be refused.
+func (a *clientAccess) capabilities(p capabilities.Provider) capabilities.Provider {
+	return capabilities.NewActionCacheUpdateEnabledClearingProvider(p, a.acPut)
 }

@@ -267,7 +267,7 @@ func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func(
 	bytestream.RegisterByteStreamServer(server,
 		grpcservers.NewByteStreamServer(access.contentAddressableStorage(storage.ContentAddressableStorage), 1<<16, bb_zstd.NewUnboundedPool(nil, nil)))
 	remoteexecution.RegisterCapabilitiesServer(server,
-		capabilities.NewServer(worker.NewCapabilitiesProvider(int64(storage.MaximumMessageSizeBytes))))
+		capabilities.NewServer(access.capabilities(worker.NewCapabilitiesProvider(int64(storage.MaximumMessageSizeBytes)))))
 	healthServer := health.NewServer()
 	healthpb.RegisterHealthServer(server, healthServer)
 
