@@ -33,6 +33,9 @@
     defaultExecutionTimeout: '900s',
     maximumExecutionTimeout: '86400s',
     maximumOutputSizeBytes: 64 * 1024 * 1024,
+    // Per-action output budget (bytes hashed and uploaded; entries).
+    maximumOutputBytesPerAction: 16 * 1024 * 1024 * 1024,
+    maximumOutputEntriesPerAction: 1000000,
     sandbox: {
       execRootPath: '/bitzel/execroot',
       hermetic: false,

@@ -68,6 +68,8 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.defaultTimeout, "default-timeout", d.defaultTimeout, "timeout of actions that set none")
 	fs.DurationVar(&f.maxTime, "max-timeout", d.maxTime, "largest timeout an action may ask for")
 	fs.Int64Var(&f.outputLimit, "output-limit", d.outputLimit, "cap on each of stdout and stderr, in `bytes`")
+	fs.Int64Var(&f.outputBudgetBytes, "output-budget-bytes", d.outputBudgetBytes, "per-action budget of output file `bytes` to hash and upload (RESOURCE_EXHAUSTED past it)")
+	fs.Int64Var(&f.outputBudgetEntries, "output-budget-files", d.outputBudgetEntries, "per-action budget of output files, directories and symlinks (RESOURCE_EXHAUSTED past it)")
 	fs.Int64Var(&f.memoryLimit, "memory-limit", d.memoryLimit, "memory limit per action in `bytes` (needs cgroups; 0: none)")
 	fs.Int64Var(&f.pidsLimit, "pids-limit", d.pidsLimit, "process limit per action")
 	fs.Int64Var(&f.tmpSize, "tmp-size", d.tmpSize, "size of each action's private /tmp in `bytes`")

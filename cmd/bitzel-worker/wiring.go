@@ -27,6 +27,8 @@ type executorSettings struct {
 	layerCacheInodes        int64
 	defaultTimeout, maxTime time.Duration
 	outputLimit             int64
+	outputBudgetBytes       int64
+	outputBudgetEntries     int64
 	memoryLimit, pidsLimit  int64
 	cpuMillis               int64
 	tmpSize                 int64
@@ -48,12 +50,17 @@ func defaultExecutorSettings() executorSettings {
 		defaultTimeout:   15 * time.Minute,
 		maxTime:          24 * time.Hour,
 		outputLimit:      64 << 20,
-		pidsLimit:        4096,
-		tmpSize:          4 << 30,
-		execRootPath:     sandbox.DefaultExecRootPath,
-		cgroups:          string(sandbox.CgroupsAuto),
-		cgroupName:       "bitzel-worker",
-		warmSandboxes:    runtime.NumCPU(),
+		// Outputs past these cost more hashing and uploading than a
+		// build's legitimate action does; the CAS's own blob limit
+		// applies as well.
+		outputBudgetBytes:   16 << 30,
+		outputBudgetEntries: 1_000_000,
+		pidsLimit:           4096,
+		tmpSize:             4 << 30,
+		execRootPath:        sandbox.DefaultExecRootPath,
+		cgroups:             string(sandbox.CgroupsAuto),
+		cgroupName:          "bitzel-worker",
+		warmSandboxes:       runtime.NumCPU(),
 	}
 }
 
@@ -87,6 +94,8 @@ func (s *executorSettings) apply(c *configuration.ExecutorConfiguration) error {
 		return err
 	}
 	setInt64(&s.outputLimit, c.MaximumOutputSizeBytes)
+	setInt64(&s.outputBudgetBytes, c.MaximumOutputBytesPerAction)
+	setInt64(&s.outputBudgetEntries, c.MaximumOutputEntriesPerAction)
 
 	sb := c.Sandbox
 	if sb == nil {
@@ -207,6 +216,8 @@ func newMachine(s *executorSettings, storage *cas.Storage, logger *log.Logger) (
 		}),
 		outputs: cas.NewOutputCapturer(storage, cas.OutputCapturerOptions{
 			SymlinkAbsolutePathStrategy: worker.SymlinkAbsolutePathStrategy,
+			MaximumBytes:                s.outputBudgetBytes,
+			MaximumEntries:              s.outputBudgetEntries,
 		}),
 		// Closing marks the caches clean, so a restart keeps them.
 		closeCaches: func() {

@@ -482,8 +482,16 @@ type ExecutorConfiguration struct {
 	// Cap on each of stdout and stderr in bytes; output beyond it is
 	// dropped. Default: 64 MiB.
 	MaximumOutputSizeBytes int64 `protobuf:"varint,9,opt,name=maximum_output_size_bytes,json=maximumOutputSizeBytes,proto3" json:"maximum_output_size_bytes,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// Per-action output budget: the bytes of the output files an action
+	// wrote (what must be hashed and uploaded; untouched inputs cost
+	// nothing) and the files, directories and symlinks its outputs list.
+	// Sizes are checked from stat before anything is read; past either
+	// limit, or past the CAS's largest blob, the action fails with
+	// RESOURCE_EXHAUSTED naming the path. Defaults: 16 GiB, 1000000.
+	MaximumOutputBytesPerAction   int64 `protobuf:"varint,20,opt,name=maximum_output_bytes_per_action,json=maximumOutputBytesPerAction,proto3" json:"maximum_output_bytes_per_action,omitempty"`
+	MaximumOutputEntriesPerAction int64 `protobuf:"varint,21,opt,name=maximum_output_entries_per_action,json=maximumOutputEntriesPerAction,proto3" json:"maximum_output_entries_per_action,omitempty"`
+	unknownFields                 protoimpl.UnknownFields
+	sizeCache                     protoimpl.SizeCache
 }
 
 func (x *ExecutorConfiguration) Reset() {
@@ -575,6 +583,20 @@ func (x *ExecutorConfiguration) GetMaximumExecutionTimeout() *durationpb.Duratio
 func (x *ExecutorConfiguration) GetMaximumOutputSizeBytes() int64 {
 	if x != nil {
 		return x.MaximumOutputSizeBytes
+	}
+	return 0
+}
+
+func (x *ExecutorConfiguration) GetMaximumOutputBytesPerAction() int64 {
+	if x != nil {
+		return x.MaximumOutputBytesPerAction
+	}
+	return 0
+}
+
+func (x *ExecutorConfiguration) GetMaximumOutputEntriesPerAction() int64 {
+	if x != nil {
+		return x.MaximumOutputEntriesPerAction
 	}
 	return 0
 }
@@ -760,7 +782,7 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\vworker_name\x18\t \x01(\tR\n" +
 	"workerName\x12M\n" +
 	"\x15shutdown_grace_period\x18\n" +
-	" \x01(\v2\x19.google.protobuf.DurationR\x13shutdownGracePeriod\"\xd4\x04\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x13shutdownGracePeriod\"\xe4\x05\n" +
 	"\x15ExecutorConfiguration\x12.\n" +
 	"\x13data_directory_path\x18\x01 \x01(\tR\x11dataDirectoryPath\x121\n" +
 	"\x15file_cache_size_bytes\x18\x02 \x01(\x03R\x12fileCacheSizeBytes\x127\n" +
@@ -770,7 +792,9 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\asandbox\x18\x06 \x01(\v2*.bitzel.configuration.SandboxConfigurationR\asandbox\x12U\n" +
 	"\x19default_execution_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\x17defaultExecutionTimeout\x12U\n" +
 	"\x19maximum_execution_timeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\x17maximumExecutionTimeout\x129\n" +
-	"\x19maximum_output_size_bytes\x18\t \x01(\x03R\x16maximumOutputSizeBytes\"\xbc\x04\n" +
+	"\x19maximum_output_size_bytes\x18\t \x01(\x03R\x16maximumOutputSizeBytes\x12D\n" +
+	"\x1fmaximum_output_bytes_per_action\x18\x14 \x01(\x03R\x1bmaximumOutputBytesPerAction\x12H\n" +
+	"!maximum_output_entries_per_action\x18\x15 \x01(\x03R\x1dmaximumOutputEntriesPerAction\"\xbc\x04\n" +
 	"\x14SandboxConfiguration\x12$\n" +
 	"\x0eexec_root_path\x18\x01 \x01(\tR\fexecRootPath\x12\x1a\n" +
 	"\bhermetic\x18\x02 \x01(\bR\bhermetic\x12 \n" +
