@@ -1,13 +1,17 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
+	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // TestOutputsBeyondTheBudgetAreRefusedAtOnce: outputs are checked
@@ -50,5 +54,43 @@ func TestOutputsBeyondTheBudgetAreRefusedAtOnce(t *testing.T) {
 	// The worker goes on serving.
 	if got := string(c.read(c.run(action{args: sh(`echo fine`)}).StdoutDigest)); got != "fine\n" {
 		t.Errorf("stdout %q", got)
+	}
+}
+
+// TestResultAfterAnOOMKillIsNotCached: the shell exits 0 although the
+// kernel killed its child for memory. The result is reported, says so,
+// and is not written to the Action Cache.
+func TestResultAfterAnOOMKillIsNotCached(t *testing.T) {
+	if os.Geteuid() != 0 {
+		// Rootless here means no delegated cgroup: no memory
+		// limit to be killed by. The caching half is covered by
+		// worker.TestResultsAfterALimitKillAreNotCached.
+		t.Skip("needs the memory cgroup, which only a root worker has on this machine")
+	}
+	s := startServer(t, "--memory-limit", fmt.Sprint(64<<20))
+	c := s.client()
+	a := c.newAction(action{args: sh(`head -c 300m /dev/zero | tail -c 300m > /dev/null; echo survived; exit 0`)})
+	response, _ := c.execute(a, false)
+	if st := status.FromProto(response.Status); st.Code() != codes.OK || response.Result.GetExitCode() != 0 {
+		t.Fatalf("status %v, exit %d: the shell should have exited 0", st, response.Result.GetExitCode())
+	}
+	if !strings.Contains(response.Message, "memory limit") || !strings.Contains(response.Message, "not written to the Action Cache") {
+		t.Errorf("message %q", response.Message)
+	}
+	found := false
+	for _, a := range response.Result.GetExecutionMetadata().GetAuxiliaryMetadata() {
+		var s structpb.Struct
+		if a.UnmarshalTo(&s) == nil && strings.Contains(s.Fields["not_cached_because"].GetStringValue(), "memory limit") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no auxiliary metadata says why the result is not cached: %v", response.Result.GetExecutionMetadata().GetAuxiliaryMetadata())
+	}
+	if _, err := c.ac.GetActionResult(context.Background(), &remoteexecution.GetActionResultRequest{ActionDigest: a}); status.Code(err) != codes.NotFound {
+		t.Errorf("GetActionResult: %v, want NOT_FOUND", err)
+	}
+	if again, _ := c.execute(a, false); again.CachedResult {
+		t.Error("a second Execute was served the OOM-affected result from the cache")
 	}
 }

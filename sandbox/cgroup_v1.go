@@ -138,6 +138,11 @@ func (c *cgroupV1Action) Join(pid int) error {
 
 func (c *cgroupV1Action) Stats() CgroupStats {
 	var stats CgroupStats
+	if pids, ok := c.dirs["pids"]; ok {
+		if n, ok := readKeyedValue(filepath.Join(pids, "pids.events"), "max"); ok && n > 0 {
+			stats.PidsLimitHit = true
+		}
+	}
 	memory, ok := c.dirs["memory"]
 	if !ok {
 		return stats

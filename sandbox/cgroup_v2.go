@@ -100,6 +100,9 @@ func (c *cgroupV2Action) Stats() CgroupStats {
 	if n, ok := readKeyedValue(filepath.Join(c.dir, "memory.events"), "oom_kill"); ok && n > 0 {
 		stats.OOMKilled = true
 	}
+	if n, ok := readKeyedValue(filepath.Join(c.dir, "pids.events"), "max"); ok && n > 0 {
+		stats.PidsLimitHit = true
+	}
 	if n, ok := readInt(filepath.Join(c.dir, "memory.peak")); ok {
 		stats.MemoryPeakBytes = n
 	}

@@ -514,6 +514,7 @@ func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) 
 	if cgroup != nil {
 		stats := cgroup.Stats()
 		result.OOMKilled = stats.OOMKilled
+		result.PidsLimitHit = stats.PidsLimitHit
 		result.CgroupMemoryPeak = stats.MemoryPeakBytes
 	}
 	if cancelled.Load() {

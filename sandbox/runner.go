@@ -63,6 +63,9 @@ type Limits struct {
 	// CPUMillis is the CPU bandwidth in thousandths of a CPU.
 	CPUMillis    int64
 	TmpSizeBytes int64
+	// DiskBytes bounds everything the action writes (exec root and
+	// /tmp together); 0: unbounded.
+	DiskBytes int64
 }
 
 // Result is what happened to the command.
@@ -77,6 +80,10 @@ type Result struct {
 	// OOMKilled: the memory limit was hit and the kernel killed a
 	// process of the action.
 	OOMKilled bool
+	// PidsLimitHit: the process limit refused a fork (cgroups only).
+	PidsLimitHit bool
+	// DiskBudgetExceeded: the action's writes filled Limits.DiskBytes.
+	DiskBudgetExceeded bool
 	// NotFound: argv[0] could not be executed (exit code 127).
 	NotFound         bool
 	StdoutTruncated  bool

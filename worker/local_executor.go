@@ -230,6 +230,11 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 	if usage := resourceUsage(run); usage != nil {
 		x.metadata.AuxiliaryMetadata = append(x.metadata.AuxiliaryMetadata, usage)
 	}
+	if events := limitEvents(run, e.options.Limits); events != "" {
+		reason := events + "; the result is not written to the Action Cache"
+		x.metadata.AuxiliaryMetadata = append(x.metadata.AuxiliaryMetadata, notCachedMetadata(reason))
+		x.message = joinMessages(x.message, "the result is not written to the Action Cache")
+	}
 
 	observer(StageUploadingOutputs)
 	x.metadata.OutputUploadStartTimestamp = timestamppb.Now()
@@ -428,8 +433,8 @@ func mergeOutputs(result, outputs *remoteexecution.ActionResult) {
 // not the command, decided it.
 func describeRun(run *sandbox.Result, limits sandbox.Limits, outputLimit int64) string {
 	var parts []string
-	if run.OOMKilled {
-		parts = append(parts, fmt.Sprintf("the kernel killed a process of the action for exceeding its memory limit of %d bytes", limits.MemoryBytes))
+	if events := limitEvents(run, limits); events != "" {
+		parts = append(parts, events)
 	}
 	if run.NotFound {
 		parts = append(parts, "the command could not be executed (see stderr)")
@@ -438,4 +443,11 @@ func describeRun(run *sandbox.Result, limits sandbox.Limits, outputLimit int64) 
 		parts = append(parts, fmt.Sprintf("output beyond %d bytes per stream was discarded", outputLimit))
 	}
 	return strings.Join(parts, "; ")
+}
+
+func joinMessages(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
 }
