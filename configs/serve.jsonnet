@@ -43,6 +43,8 @@
       // memoryLimitBytes: 4 * 1024 * 1024 * 1024,
       maximumProcesses: 4096,
       tmpSizeBytes: 4 * 1024 * 1024 * 1024,
+      // What an action may write to its exec root (a tmpfs of this size).
+      diskBudgetBytes: 4 * 1024 * 1024 * 1024,
       // Default: the number of CPUs.
       // warmSandboxes: 4,
     },

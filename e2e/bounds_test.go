@@ -57,30 +57,33 @@ func TestOutputsBeyondTheBudgetAreRefusedAtOnce(t *testing.T) {
 	}
 }
 
-// TestResultAfterAnOOMKillIsNotCached: the shell exits 0 although the
-// kernel killed its child for memory. The result is reported, says so,
-// and is not written to the Action Cache.
-func TestResultAfterAnOOMKillIsNotCached(t *testing.T) {
-	if os.Geteuid() != 0 {
-		// Rootless here means no delegated cgroup: no memory
-		// limit to be killed by. The caching half is covered by
-		// worker.TestResultsAfterALimitKillAreNotCached.
-		t.Skip("needs the memory cgroup, which only a root worker has on this machine")
+// TestResultAfterALimitKillIsNotCached: the shell exits 0 although a
+// limit stopped part of its work: as root, the kernel OOM-kills its
+// child under the v1 memory cgroup; rootless (no delegated cgroup on
+// this machine, so no memory limit to hit), its write fills the disk
+// budget. The result is reported, says why it is not cached, and is
+// not written to the Action Cache.
+func TestResultAfterALimitKillIsNotCached(t *testing.T) {
+	script, limit, wantCode := `head -c 100m /dev/zero > big; echo survived; exit 0`, "disk budget", codes.ResourceExhausted
+	args := []string{"--disk-budget", fmt.Sprint(32 << 20)}
+	if os.Geteuid() == 0 {
+		script, limit, wantCode = `head -c 300m /dev/zero | tail -c 300m > /dev/null; echo survived; exit 0`, "memory limit", codes.OK
+		args = []string{"--memory-limit", fmt.Sprint(64 << 20)}
 	}
-	s := startServer(t, "--memory-limit", fmt.Sprint(64<<20))
+	s := startServer(t, args...)
 	c := s.client()
-	a := c.newAction(action{args: sh(`head -c 300m /dev/zero | tail -c 300m > /dev/null; echo survived; exit 0`)})
+	a := c.newAction(action{args: sh(script)})
 	response, _ := c.execute(a, false)
-	if st := status.FromProto(response.Status); st.Code() != codes.OK || response.Result.GetExitCode() != 0 {
-		t.Fatalf("status %v, exit %d: the shell should have exited 0", st, response.Result.GetExitCode())
+	if st := status.FromProto(response.Status); st.Code() != wantCode || response.Result.GetExitCode() != 0 {
+		t.Fatalf("status %v, exit %d: want %v and exit 0", st, response.Result.GetExitCode(), wantCode)
 	}
-	if !strings.Contains(response.Message, "memory limit") || !strings.Contains(response.Message, "not written to the Action Cache") {
+	if !strings.Contains(response.Message, limit) || !strings.Contains(response.Message, "not written to the Action Cache") {
 		t.Errorf("message %q", response.Message)
 	}
 	found := false
 	for _, a := range response.Result.GetExecutionMetadata().GetAuxiliaryMetadata() {
 		var s structpb.Struct
-		if a.UnmarshalTo(&s) == nil && strings.Contains(s.Fields["not_cached_because"].GetStringValue(), "memory limit") {
+		if a.UnmarshalTo(&s) == nil && strings.Contains(s.Fields["not_cached_because"].GetStringValue(), limit) {
 			found = true
 		}
 	}
@@ -91,6 +94,35 @@ func TestResultAfterAnOOMKillIsNotCached(t *testing.T) {
 		t.Errorf("GetActionResult: %v, want NOT_FOUND", err)
 	}
 	if again, _ := c.execute(a, false); again.CachedResult {
-		t.Error("a second Execute was served the OOM-affected result from the cache")
+		t.Error("a second Execute was served the limit-affected result from the cache")
+	}
+}
+
+// TestDiskBudgetStopsExecRootWritesAsTheyHappen: a write past the
+// budget fails inside the action (ENOSPC), the action fails with
+// RESOURCE_EXHAUSTED naming the budget, nothing is cached, and an
+// action within its budget, before and after, is unaffected.
+func TestDiskBudgetStopsExecRootWritesAsTheyHappen(t *testing.T) {
+	s := startServer(t, "--disk-budget", fmt.Sprint(32<<20))
+	c := s.client()
+	within := c.run(action{args: sh(`head -c 16m /dev/zero > part && echo ok`), outputFiles: []string{"part"}})
+	if len(within.OutputFiles) != 1 || within.OutputFiles[0].Digest.SizeBytes != 16<<20 {
+		t.Fatalf("16 MiB within a 32 MiB budget: %v", within.OutputFiles)
+	}
+	a := c.newAction(action{args: sh(`head -c 100m /dev/zero > big; echo rc=$?; exit 0`), outputFiles: []string{"big"}})
+	response, _ := c.execute(a, false)
+	st := status.FromProto(response.Status)
+	if st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), fmt.Sprintf("disk budget of %d bytes", 32<<20)) {
+		t.Errorf("status %v, want RESOURCE_EXHAUSTED naming the disk budget", st)
+	}
+	if out := string(c.read(response.Result.GetStdoutDigest())); !strings.Contains(out, "rc=1") {
+		t.Errorf("the write past the budget did not fail inside the action: %q", out)
+	}
+	if _, err := c.ac.GetActionResult(context.Background(), &remoteexecution.GetActionResultRequest{ActionDigest: a}); status.Code(err) != codes.NotFound {
+		t.Errorf("GetActionResult: %v, want NOT_FOUND", err)
+	}
+	after := c.run(action{args: sh(`head -c 16m /dev/zero > part2 && echo ok`), outputFiles: []string{"part2"}})
+	if len(after.OutputFiles) != 1 || after.OutputFiles[0].Digest.SizeBytes != 16<<20 {
+		t.Fatalf("after an action filled its budget: %v", after.OutputFiles)
 	}
 }

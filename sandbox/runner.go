@@ -6,6 +6,7 @@ package sandbox
 import (
 	"context"
 	"io"
+	"os"
 	"syscall"
 	"time"
 )
@@ -94,6 +95,12 @@ type Result struct {
 	SystemTime       time.Duration
 	PeakRSSBytes     int64
 	CgroupMemoryPeak int64
+	// DiskBudget is set when Limits.DiskBytes applied: the tmpfs that
+	// holds the overlays' upper directories, which the sandbox's
+	// mounts no longer reach. UpperDirs names them through it; the
+	// caller closes it once it has read the outputs, which frees the
+	// tmpfs.
+	DiskBudget *os.File
 	// Released is closed once the sandbox's PID 1 has been reaped:
 	// then no process and no mount of the action remains, and its
 	// upper and work directories may be used again. Nil means at once.

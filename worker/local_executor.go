@@ -218,6 +218,12 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 	x.metadata.ExecutionCompletedTimestamp = timestamppb.Now()
 	if err == nil {
 		reusable, released = true, run.Released
+		// With a disk budget the action wrote to a tmpfs of its
+		// own, which lives until its outputs are captured.
+		uppers = run.UpperDirs(spec)
+		if run.DiskBudget != nil {
+			defer run.DiskBudget.Close()
+		}
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -258,6 +264,9 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 			return util.StatusWrap(err, "Failed to upload the action's log")
 		}
 		*log.digest = d.GetProto()
+	}
+	if run.DiskBudgetExceeded {
+		return status.Errorf(codes.ResourceExhausted, "The action's writes filled its disk budget of %d bytes (exec root); it exited with %d", e.options.Limits.DiskBytes, run.ExitCode)
 	}
 	var outputs *remoteexecution.ActionResult
 	err = retryUnavailable(uploadCtx, "Uploading outputs", func(ctx context.Context) error {

@@ -72,6 +72,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.Int64Var(&f.outputBudgetEntries, "output-budget-files", d.outputBudgetEntries, "per-action budget of output files, directories and symlinks (RESOURCE_EXHAUSTED past it)")
 	fs.Int64Var(&f.memoryLimit, "memory-limit", d.memoryLimit, "memory limit per action in `bytes` (needs cgroups; 0: none)")
 	fs.Int64Var(&f.pidsLimit, "pids-limit", d.pidsLimit, "process limit per action")
+	fs.Int64Var(&f.diskBudget, "disk-budget", d.diskBudget, "per-action budget of `bytes` an action may write to its exec root, enforced as it writes (a tmpfs of this size holds its upper directories; 0: unbounded, on the data directory)")
 	fs.Int64Var(&f.tmpSize, "tmp-size", d.tmpSize, "size of each action's private /tmp in `bytes`")
 	fs.StringVar(&f.execRootPath, "exec-root-path", d.execRootPath, "where the exec root appears inside the sandbox")
 	fs.BoolVar(&f.hermetic, "hermetic", d.hermetic, "use the input root as the whole root file system (no host userland)")

@@ -32,6 +32,7 @@ type executorSettings struct {
 	memoryLimit, pidsLimit  int64
 	cpuMillis               int64
 	tmpSize                 int64
+	diskBudget              int64
 	execRootPath            string
 	hermetic                bool
 	hostIDBase, hostIDCount uint32
@@ -57,6 +58,7 @@ func defaultExecutorSettings() executorSettings {
 		outputBudgetEntries: 1_000_000,
 		pidsLimit:           4096,
 		tmpSize:             4 << 30,
+		diskBudget:          4 << 30,
 		execRootPath:        sandbox.DefaultExecRootPath,
 		cgroups:             string(sandbox.CgroupsAuto),
 		cgroupName:          "bitzel-worker",
@@ -130,6 +132,9 @@ func (s *executorSettings) apply(c *configuration.ExecutorConfiguration) error {
 	}
 	setInt64(&s.cpuMillis, sb.CpuMillis)
 	setInt64(&s.tmpSize, sb.TmpSizeBytes)
+	if sb.DiskBudgetBytes != nil {
+		s.diskBudget = *sb.DiskBudgetBytes
+	}
 	return nil
 }
 
@@ -288,6 +293,7 @@ func (m *machine) newExecutor(buildDirectory, workerName string, platform *remot
 			MaxProcesses: s.pidsLimit,
 			CPUMillis:    s.cpuMillis,
 			TmpSizeBytes: s.tmpSize,
+			DiskBytes:    s.diskBudget,
 		},
 	})
 	if err != nil {

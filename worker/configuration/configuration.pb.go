@@ -635,9 +635,16 @@ type SandboxConfiguration struct {
 	// Default: none.
 	CpuMillis int64 `protobuf:"varint,10,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"`
 	// Size of each action's private /tmp in bytes. Default: 4 GiB.
-	TmpSizeBytes  int64 `protobuf:"varint,11,opt,name=tmp_size_bytes,json=tmpSizeBytes,proto3" json:"tmp_size_bytes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TmpSizeBytes int64 `protobuf:"varint,11,opt,name=tmp_size_bytes,json=tmpSizeBytes,proto3" json:"tmp_size_bytes,omitempty"`
+	// Per-action budget in bytes of what an action writes to its exec
+	// root, enforced as it writes: its overlays' upper directories live
+	// on a tmpfs of this size (memory, charged to the action's memory
+	// cgroup), and a write past it fails with ENOSPC; the action then
+	// fails with RESOURCE_EXHAUSTED. 0: unbounded, on the data
+	// directory's file system. Default: 4 GiB.
+	DiskBudgetBytes *int64 `protobuf:"varint,30,opt,name=disk_budget_bytes,json=diskBudgetBytes,proto3,oneof" json:"disk_budget_bytes,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SandboxConfiguration) Reset() {
@@ -747,6 +754,13 @@ func (x *SandboxConfiguration) GetTmpSizeBytes() int64 {
 	return 0
 }
 
+func (x *SandboxConfiguration) GetDiskBudgetBytes() int64 {
+	if x != nil && x.DiskBudgetBytes != nil {
+		return *x.DiskBudgetBytes
+	}
+	return 0
+}
+
 var File_worker_configuration_configuration_proto protoreflect.FileDescriptor
 
 const file_worker_configuration_configuration_proto_rawDesc = "" +
@@ -794,7 +808,7 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\x19maximum_execution_timeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\x17maximumExecutionTimeout\x129\n" +
 	"\x19maximum_output_size_bytes\x18\t \x01(\x03R\x16maximumOutputSizeBytes\x12D\n" +
 	"\x1fmaximum_output_bytes_per_action\x18\x14 \x01(\x03R\x1bmaximumOutputBytesPerAction\x12H\n" +
-	"!maximum_output_entries_per_action\x18\x15 \x01(\x03R\x1dmaximumOutputEntriesPerAction\"\xbc\x04\n" +
+	"!maximum_output_entries_per_action\x18\x15 \x01(\x03R\x1dmaximumOutputEntriesPerAction\"\x83\x05\n" +
 	"\x14SandboxConfiguration\x12$\n" +
 	"\x0eexec_root_path\x18\x01 \x01(\tR\fexecRootPath\x12\x1a\n" +
 	"\bhermetic\x18\x02 \x01(\bR\bhermetic\x12 \n" +
@@ -810,7 +824,8 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\n" +
 	"cpu_millis\x18\n" +
 	" \x01(\x03R\tcpuMillis\x12$\n" +
-	"\x0etmp_size_bytes\x18\v \x01(\x03R\ftmpSizeBytes\"0\n" +
+	"\x0etmp_size_bytes\x18\v \x01(\x03R\ftmpSizeBytes\x12/\n" +
+	"\x11disk_budget_bytes\x18\x1e \x01(\x03H\x02R\x0fdiskBudgetBytes\x88\x01\x01\"0\n" +
 	"\n" +
 	"CgroupMode\x12\b\n" +
 	"\x04AUTO\x10\x00\x12\x06\n" +
@@ -818,7 +833,8 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\x02V2\x10\x02\x12\b\n" +
 	"\x04NONE\x10\x03B\x11\n" +
 	"\x0f_warm_sandboxesB\x14\n" +
-	"\x12_maximum_processesB6Z4github.com/bitzel/bitzel-worker/worker/configurationb\x06proto3"
+	"\x12_maximum_processesB\x14\n" +
+	"\x12_disk_budget_bytesB6Z4github.com/bitzel/bitzel-worker/worker/configurationb\x06proto3"
 
 var (
 	file_worker_configuration_configuration_proto_rawDescOnce sync.Once
