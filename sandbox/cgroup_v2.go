@@ -14,6 +14,8 @@ type cgroupV2 struct {
 	parent string
 	// removeParent: the parent was created for this manager.
 	removeParent bool
+	// leftovers counts the groups of dead workers removed at start.
+	leftovers int
 }
 
 // NewCgroupV2Manager uses parent, a cgroup v2 directory the worker may

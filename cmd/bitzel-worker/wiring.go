@@ -182,8 +182,17 @@ func newMachine(s *executorSettings, storage *cas.Storage, logger *log.Logger) (
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
 
+	// What a predecessor killed with SIGKILL left: mounts first (a
+	// build directory cannot be removed under one), its cgroups as
+	// the runner starts, its build directories below.
+	leftovers, err := sandbox.RemoveLeftoverMounts(s.dataDir)
+	if err != nil {
+		return nil, err
+	}
+	leftovers.BuildDirectories = sandbox.CountEntries(filepath.Join(s.dataDir, "build"))
+
 	// Sandbox: namespaces and limits.
-	runner, owner, cgroupNote, err := newRunner(s)
+	runner, owner, cgroupNote, err := newRunner(s, &leftovers)
 	if err != nil {
 		return nil, err
 	}
@@ -210,6 +219,9 @@ func newMachine(s *executorSettings, storage *cas.Storage, logger *log.Logger) (
 		files.Close()
 		runner.Close()
 		return nil, fmt.Errorf("wipe build directory: %w", err)
+	}
+	if !leftovers.Empty() {
+		logger.Printf("start-up: removed what an earlier run left behind: %v", leftovers)
 	}
 	return &machine{
 		settings: s,
@@ -242,7 +254,7 @@ func (m *machine) Close() {
 
 // newRunner also returns who cached inputs must belong to: the host
 // uid of the actions' root.
-func newRunner(s *executorSettings) (sandbox.Runner, *cas.Owner, string, error) {
+func newRunner(s *executorSettings, leftovers *sandbox.Leftovers) (sandbox.Runner, *cas.Owner, string, error) {
 	config := sandbox.Config{
 		StateDir:       filepath.Join(s.dataDir, "sandbox"),
 		ExecRootPath:   s.execRootPath,
@@ -258,6 +270,7 @@ func newRunner(s *executorSettings) (sandbox.Runner, *cas.Owner, string, error) 
 	} else {
 		config.Cgroups = manager
 		note = manager.String()
+		leftovers.Cgroups = sandbox.RemovedCgroupLeftovers(manager)
 	}
 	runner, err := sandbox.NewNamespaceRunner(config)
 	if err != nil {
