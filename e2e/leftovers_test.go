@@ -76,7 +76,7 @@ func TestRestartAfterKillRemovesWhatThePredecessorLeft(t *testing.T) {
 			t.Fatalf("precondition: cgroup %s should outlive a SIGKILLed worker: %v", dir, err)
 		}
 	}
-	if CountEntries(filepath.Join(s.dataDir, "build")) == 0 {
+	if countEntries(filepath.Join(s.dataDir, "build")) == 0 {
 		t.Fatal("precondition: the killed action's build directory should remain")
 	}
 	leftoverMount := filepath.Join(s.dataDir, "sandbox", "leftover-mount")
@@ -121,8 +121,8 @@ func TestRestartAfterKillRemovesWhatThePredecessorLeft(t *testing.T) {
 	}
 }
 
-// CountEntries is the number of entries in dir.
-func CountEntries(dir string) int {
+// countEntries is the number of entries in dir.
+func countEntries(dir string) int {
 	entries, _ := os.ReadDir(dir)
 	return len(entries)
 }
