@@ -46,7 +46,10 @@ type vnode struct {
 	fromUpper bool
 
 	// Lower files: known digest. Upper files: hashed on demand.
-	digest     digest.Digest
+	digest digest.Digest
+	// size of an upper file, from lstat: checked against the output
+	// budget before any byte is read.
+	size       int64
 	executable bool
 
 	target string // symlinks
@@ -111,6 +114,9 @@ func (mv *mergedView) children(d *vdir) (map[string]*vnode, []string, error) {
 	open := map[string]bool{}
 	if d.upper != "" {
 		entries, err := os.ReadDir(d.upper)
+		if errors.Is(err, unix.ENAMETOOLONG) {
+			return nil, nil, pathTooLong(d.relPath)
+		}
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, nil, util.StatusWrapfWithCode(err, codes.Internal, "Failed to read upper directory of %q", d.relPath)
 		}
@@ -161,11 +167,14 @@ func (mv *mergedView) upperNode(d *vdir, name string) (*vnode, error) {
 	p := filepath.Join(d.upper, name)
 	var st unix.Stat_t
 	if err := unix.Lstat(p, &st); err != nil {
+		if err == unix.ENAMETOOLONG {
+			return nil, pathTooLong(joinPath(d.relPath, name))
+		}
 		return nil, util.StatusWrapfWithCode(err, codes.Internal, "Failed to stat %q", joinPath(d.relPath, name))
 	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
-		return &vnode{kind: kindFile, hostPath: p, fromUpper: true, executable: st.Mode&0o111 != 0}, nil
+		return &vnode{kind: kindFile, hostPath: p, fromUpper: true, executable: st.Mode&0o111 != 0, size: st.Size}, nil
 	case unix.S_IFLNK:
 		target, err := os.Readlink(p)
 		if err != nil {
@@ -261,7 +270,16 @@ func nodeProperties(n *vnode, want map[string]bool) (*remoteexecution.NodeProper
 	}
 	var st unix.Stat_t
 	if err := unix.Lstat(n.hostPath, &st); err != nil {
+		if err == unix.ENAMETOOLONG {
+			return nil, pathTooLong(n.hostPath)
+		}
 		return nil, util.StatusWrapfWithCode(err, codes.Internal, "Failed to stat %q", n.hostPath)
 	}
 	return statNodeProperties(&st, want), nil
+}
+
+// pathTooLong is the action's fault, not the worker's: its outputs
+// nest deeper than the kernel lets the worker name them.
+func pathTooLong(relPath string) error {
+	return status.Errorf(codes.InvalidArgument, "Output path %s is longer than the kernel's PATH_MAX (%d bytes) allows outputs to be read", shortPath(relPath), unix.PathMax)
 }

@@ -39,6 +39,13 @@ type OutputCapturerOptions struct {
 	SymlinkAbsolutePathStrategy remoteexecution.SymlinkAbsolutePathStrategy_Value
 	// HashParallelism bounds files hashed and uploaded at once.
 	HashParallelism int
+	// MaximumBytes bounds the bytes of the files one action wrote
+	// into its outputs (what must be hashed and uploaded), and
+	// MaximumEntries the files, directories and symlinks its outputs
+	// list. 0: unlimited. Past either, Capture fails with
+	// RESOURCE_EXHAUSTED before reading a byte.
+	MaximumBytes   int64
+	MaximumEntries int64
 }
 
 type outputCapturer struct {
@@ -94,7 +101,13 @@ func (c *outputCapturer) Capture(ctx context.Context, instanceName digest.Instan
 		fn:     root.Root.GetDigestFunction(),
 		want:   want,
 		hashes: map[string][]*vnode{},
+		names:  map[string]string{},
 		result: &remoteexecution.ActionResult{},
+		budget: outputBudget{
+			maximumBytes:    c.options.MaximumBytes,
+			maximumEntries:  c.options.MaximumEntries,
+			maximumBlobSize: c.storage.MaximumBlobSizeBytes,
+		},
 
 		outputDirectoryFormat: command.OutputDirectoryFormat,
 	}
@@ -160,6 +173,10 @@ type capture struct {
 	// can be reached as several outputs (a file output inside a
 	// directory output), each with its own vnode.
 	hashes map[string][]*vnode
+	// names maps a host path to hash to the output path that first
+	// reached it, for messages.
+	names  map[string]string
+	budget outputBudget
 	files  []pendingOutputFile
 	dirs   []pendingOutputDirectory
 	result *remoteexecution.ActionResult
@@ -211,6 +228,9 @@ func (c *capture) addOutput(p, workingDirectory string, kind, legacyKind outputK
 	if n == nil {
 		return nil // a missing output is simply absent
 	}
+	if err := c.budget.addEntry(p); err != nil {
+		return err
+	}
 	switch n.kind {
 	case kindSymlink:
 		if err := c.symlinkAllowed(p, n.target); err != nil {
@@ -237,7 +257,9 @@ func (c *capture) addOutput(p, workingDirectory string, kind, legacyKind outputK
 		if err != nil {
 			return err
 		}
-		c.noteFile(n)
+		if err := c.noteFile(p, n); err != nil {
+			return err
+		}
 		c.files = append(c.files, pendingOutputFile{path: p, node: n, props: props})
 	case kindDirectory:
 		if kind == wantFile {
@@ -252,10 +274,20 @@ func (c *capture) addOutput(p, workingDirectory string, kind, legacyKind outputK
 	return nil
 }
 
-func (c *capture) noteFile(n *vnode) {
-	if n.fromUpper {
-		c.hashes[n.hostPath] = append(c.hashes[n.hostPath], n)
+// noteFile queues a file the action wrote for hashing, once per
+// inode path, within the budget.
+func (c *capture) noteFile(p string, n *vnode) error {
+	if !n.fromUpper {
+		return nil
 	}
+	if _, seen := c.hashes[n.hostPath]; !seen {
+		if err := c.budget.addBytes(p, n.size); err != nil {
+			return err
+		}
+		c.names[n.hostPath] = p
+	}
+	c.hashes[n.hostPath] = append(c.hashes[n.hostPath], n)
+	return nil
 }
 
 func (c *capture) walkDirectory(p string, n *vnode) (*outDir, error) {
@@ -271,13 +303,18 @@ func (c *capture) walkDirectory(p string, n *vnode) (*outDir, error) {
 	for _, name := range names {
 		child := nodes[name]
 		childPath := joinPath(p, name)
+		if err := c.budget.addEntry(childPath); err != nil {
+			return nil, err
+		}
 		switch child.kind {
 		case kindFile:
 			props, err := nodeProperties(child, c.want)
 			if err != nil {
 				return nil, err
 			}
-			c.noteFile(child)
+			if err := c.noteFile(childPath, child); err != nil {
+				return nil, err
+			}
 			d.files = append(d.files, pendingOutputFile{path: name, node: child, props: props})
 		case kindSymlink:
 			if err := c.symlinkAllowed(childPath, child.target); err != nil {
@@ -306,8 +343,12 @@ func (c *capture) hashFiles(ctx context.Context) error {
 		paths = append(paths, p)
 	}
 	return runParallel(ctx, c.oc.options.HashParallelism, len(paths), func(ctx context.Context, i int) error {
-		d, err := hashFile(c.fn, paths[i])
+		d, err := hashFile(ctx, c.fn, paths[i])
 		if err != nil {
+			if code := status.Code(err); code == codes.Canceled || code == codes.ResourceExhausted {
+				// Named by the output path, not the host's.
+				return hashInterrupted(ctx, c.names[paths[i]], c.hashes[paths[i]][0].size)
+			}
 			return err
 		}
 		for _, n := range c.hashes[paths[i]] {
@@ -428,7 +469,7 @@ func (c *outputCapturer) UploadBlob(ctx context.Context, instanceName digest.Ins
 }
 
 func (c *outputCapturer) UploadFile(ctx context.Context, instanceName digest.InstanceName, digestFunction digest.Function, p string) (digest.Digest, error) {
-	d, err := hashFile(digestFunction, p)
+	d, err := hashFile(ctx, digestFunction, p)
 	if err != nil {
 		return digest.BadDigest, err
 	}

@@ -38,6 +38,10 @@ type Storage struct {
 	// MaximumMessageSizeBytes bounds protos read from storage and the
 	// size of batched requests.
 	MaximumMessageSizeBytes int
+	// MaximumBlobSizeBytes is the largest blob the CAS can hold (a
+	// local store's block size), 0 when unknown. Outputs past it are
+	// refused before they are hashed.
+	MaximumBlobSizeBytes int64
 
 	// batch is set for remote storage, where many small blobs are
 	// cheaper in one BatchReadBlobs/BatchUpdateBlobs round trip than
@@ -81,12 +85,12 @@ var (
 func NewLocalStorage(dir string, casSizeBytes, acSizeBytes int64) (*Storage, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	cas, err := newLocalBlobAccess(ctx, &wg, filepath.Join(dir, "cas"), casSizeBytes, true)
+	cas, maximumBlobSize, err := newLocalBlobAccess(ctx, &wg, filepath.Join(dir, "cas"), casSizeBytes, true)
 	if err != nil {
 		cancel()
 		return nil, util.StatusWrap(err, "Failed to open local CAS")
 	}
-	ac, err := newLocalBlobAccess(ctx, &wg, filepath.Join(dir, "ac"), acSizeBytes, false)
+	ac, _, err := newLocalBlobAccess(ctx, &wg, filepath.Join(dir, "ac"), acSizeBytes, false)
 	if err != nil {
 		cancel()
 		wg.Wait()
@@ -96,6 +100,7 @@ func NewLocalStorage(dir string, casSizeBytes, acSizeBytes int64) (*Storage, err
 		ContentAddressableStorage: newOutOfSpaceReportingBlobAccess(cas),
 		ActionCache:               newOutOfSpaceReportingBlobAccess(ac),
 		MaximumMessageSizeBytes:   DefaultMaximumMessageSizeBytes,
+		MaximumBlobSizeBytes:      maximumBlobSize,
 		close: func() error {
 			// Cancelling makes the syncers do a final sync and
 			// write the persistent state before returning. A syncer
@@ -128,9 +133,11 @@ const (
 	localSpareBlocks   = 3
 )
 
-func newLocalBlobAccess(ctx context.Context, wg *sync.WaitGroup, dir string, sizeBytes int64, isCAS bool) (blobstore.BlobAccess, error) {
+// newLocalBlobAccess also returns the largest blob the store holds: one
+// block.
+func newLocalBlobAccess(ctx context.Context, wg *sync.WaitGroup, dir string, sizeBytes int64, isCAS bool) (blobstore.BlobAccess, int64, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "state"), 0o700); err != nil {
-		return nil, util.StatusWrapWithCode(err, codes.Internal, "Failed to create storage directory")
+		return nil, 0, util.StatusWrapWithCode(err, codes.Internal, "Failed to create storage directory")
 	}
 	newBlocks := 1
 	readBufferFactory := blobstore.ACReadBufferFactory
@@ -154,19 +161,19 @@ func newLocalBlobAccess(ctx context.Context, wg *sync.WaitGroup, dir string, siz
 
 	blocksDevice, sectorSizeBytes, sectorCount, err := blockdevice.NewBlockDeviceFromFile(filepath.Join(dir, "blocks"), int(sizeBytes), false)
 	if err != nil {
-		return nil, util.StatusWrap(err, "Failed to open blocks file")
+		return nil, 0, util.StatusWrap(err, "Failed to open blocks file")
 	}
 	blockSectorCount := sectorCount / int64(blockCount)
 	blockAllocator := local.NewBlockDeviceBackedBlockAllocator(blocksDevice, readBufferFactory, sectorSizeBytes, blockSectorCount, blockCount, storageType)
 
 	stateDirectory, err := filesystem.NewLocalDirectory(path.LocalFormat.NewParser(filepath.Join(dir, "state")))
 	if err != nil {
-		return nil, util.StatusWrap(err, "Failed to open persistent state directory")
+		return nil, 0, util.StatusWrap(err, "Failed to open persistent state directory")
 	}
 	stateStore := local.NewDirectoryBackedPersistentStateStore(stateDirectory)
 	state, err := stateStore.ReadPersistentState()
 	if err != nil {
-		return nil, util.StatusWrap(err, "Failed to reload persistent state")
+		return nil, 0, util.StatusWrap(err, "Failed to reload persistent state")
 	}
 	blockList, initialBlockCount := local.NewPersistentBlockList(blockAllocator, state.OldestEpochId, state.Blocks)
 
@@ -200,13 +207,13 @@ func newLocalBlobAccess(ctx context.Context, wg *sync.WaitGroup, dir string, siz
 	keyLocationDevice, klSectorSize, klSectorCount, err := blockdevice.NewBlockDeviceFromFile(
 		filepath.Join(dir, "key_location_map"), int(entries*local.BlockDeviceBackedLocationRecordSize), false)
 	if err != nil {
-		return nil, util.StatusWrap(err, "Failed to open key-location map file")
+		return nil, 0, util.StatusWrap(err, "Failed to open key-location map file")
 	}
 	// bb-storage creates its files 0666 less the umask: whatever the
 	// umask, and for stores of older versions, they are the worker's
 	// alone.
 	if err := restrictStorageFiles(dir); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	recordCount := int(int64(klSectorSize) * klSectorCount / local.BlockDeviceBackedLocationRecordSize)
 	// FNV-1a modulo a prime disperses best, as bb-storage does.
@@ -216,7 +223,7 @@ func newLocalBlobAccess(ctx context.Context, wg *sync.WaitGroup, dir string, siz
 	keyLocationMap := local.NewHashingKeyLocationMap(
 		local.NewBlockDeviceBackedLocationRecordArray(keyLocationDevice, locationBlobMap),
 		recordCount, state.KeyLocationMapHashInitialization, 16, 64, storageType)
-	return local.NewFlatBlobAccess(keyLocationMap, locationBlobMap, digestKeyFormat, &globalLock, storageType, capabilitiesProvider), nil
+	return local.NewFlatBlobAccess(keyLocationMap, locationBlobMap, digestKeyFormat, &globalLock, storageType, capabilitiesProvider), int64(sectorSizeBytes) * blockSectorCount, nil
 }
 
 func isPrime(n int) bool {

@@ -31,8 +31,9 @@ func openForRead(p string) (*os.File, error) {
 	return f, err
 }
 
-// hashFile computes the digest of a file's content.
-func hashFile(function digest.Function, p string) (digest.Digest, error) {
+// hashFile computes the digest of a file's content, giving up when ctx
+// ends.
+func hashFile(ctx context.Context, function digest.Function, p string) (digest.Digest, error) {
 	f, err := openForRead(p)
 	if err != nil {
 		return digest.BadDigest, util.StatusWrapfWithCode(err, codes.Internal, "Failed to open %q", p)
@@ -43,7 +44,10 @@ func hashFile(function digest.Function, p string) (digest.Digest, error) {
 		return digest.BadDigest, util.StatusWrapfWithCode(err, codes.Internal, "Failed to stat %q", p)
 	}
 	g := function.NewGenerator(info.Size())
-	if _, err := io.Copy(g, f); err != nil {
+	if _, err := io.Copy(g, contextReader{ctx: ctx, r: f}); err != nil {
+		if ctx.Err() != nil {
+			return digest.BadDigest, hashInterrupted(ctx, p, info.Size())
+		}
 		return digest.BadDigest, util.StatusWrapfWithCode(err, codes.Internal, "Failed to read %q", p)
 	}
 	return g.Sum(), nil

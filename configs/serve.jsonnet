@@ -33,6 +33,9 @@
     defaultExecutionTimeout: '900s',
     maximumExecutionTimeout: '86400s',
     maximumOutputSizeBytes: 64 * 1024 * 1024,
+    // Per-action output budget (bytes hashed and uploaded; entries).
+    maximumOutputBytesPerAction: 16 * 1024 * 1024 * 1024,
+    maximumOutputEntriesPerAction: 1000000,
     sandbox: {
       execRootPath: '/bitzel/execroot',
       hermetic: false,
@@ -40,6 +43,8 @@
       // memoryLimitBytes: 4 * 1024 * 1024 * 1024,
       maximumProcesses: 4096,
       tmpSizeBytes: 4 * 1024 * 1024 * 1024,
+      // What an action may write to its exec root (a tmpfs of this size).
+      diskBudgetBytes: 4 * 1024 * 1024 * 1024,
       // Default: the number of CPUs.
       // warmSandboxes: 4,
     },

@@ -46,6 +46,9 @@ local index = std.parseInt(std.extVar('BITZEL_WORKER_INDEX'));
     defaultExecutionTimeout: '1800s',
     maximumExecutionTimeout: '7200s',
     maximumOutputSizeBytes: 64 * 1024 * 1024,
+    // Per-action output budget (bytes hashed and uploaded; entries).
+    maximumOutputBytesPerAction: 16 * 1024 * 1024 * 1024,
+    maximumOutputEntriesPerAction: 1000000,
     sandbox: {
       // Where inputs appear inside the sandbox.
       execRootPath: '/bitzel/execroot',

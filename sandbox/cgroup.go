@@ -24,6 +24,8 @@ type ActionCgroup interface {
 
 // CgroupStats are what a cgroup recorded about an action.
 type CgroupStats struct {
-	OOMKilled       bool
+	OOMKilled bool
+	// PidsLimitHit: a fork or clone failed at the process limit.
+	PidsLimitHit    bool
 	MemoryPeakBytes int64
 }

@@ -87,6 +87,7 @@ func detectV2(mount, ownPath, name string) (CgroupManager, error) {
 	if err := writeCgroupFile(base, "cgroup.subtree_control", "+memory +pids +cpu"); err != nil {
 		return nil, err
 	}
+	leftovers := removeDeadWorkerGroups(base, name)
 	parent := filepath.Join(base, fmt.Sprintf("%s-%d", name, os.Getpid()))
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return nil, err
@@ -97,6 +98,7 @@ func detectV2(mount, ownPath, name string) (CgroupManager, error) {
 		return nil, err
 	}
 	m.(*cgroupV2).removeParent = true
+	m.(*cgroupV2).leftovers = leftovers
 	return m, nil
 }
 

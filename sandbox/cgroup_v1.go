@@ -16,6 +16,8 @@ import (
 type cgroupV1 struct {
 	// dirs maps a controller to the worker's subtree in its hierarchy.
 	dirs map[string]string
+	// leftovers counts the groups of dead workers removed at start.
+	leftovers int
 }
 
 var cgroupV1Controllers = []string{"memory", "pids", "cpu"}
@@ -32,7 +34,7 @@ func NewCgroupV1Manager(mounts, ownPaths map[string]string, name string) (Cgroup
 			return nil, fmt.Errorf("cgroup v1: no %s hierarchy is mounted", controller)
 		}
 		parent := filepath.Join(mounts[controller], ownPaths[controller])
-		removeDeadWorkerGroups(parent, name)
+		m.leftovers += removeDeadWorkerGroups(parent, name)
 		dir := filepath.Join(parent, fmt.Sprintf("%s-%d", name, os.Getpid()))
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			m.Close()
@@ -44,8 +46,9 @@ func NewCgroupV1Manager(mounts, ownPaths map[string]string, name string) (Cgroup
 }
 
 // removeDeadWorkerGroups removes the subtrees "<name>-<pid>" of workers
-// that died with actions in flight.
-func removeDeadWorkerGroups(parent, name string) {
+// that died with actions in flight, and counts the groups removed.
+func removeDeadWorkerGroups(parent, name string) int {
+	removed := 0
 	entries, _ := os.ReadDir(parent)
 	for _, entry := range entries {
 		pidText, ok := strings.CutPrefix(entry.Name(), name+"-")
@@ -57,11 +60,19 @@ func removeDeadWorkerGroups(parent, name string) {
 		actions, _ := os.ReadDir(dir)
 		for _, action := range actions {
 			if action.IsDir() {
-				removeCgroup(filepath.Join(dir, action.Name()))
+				// cgroup v2 only: end whatever escaped the
+				// sandbox's pid namespace (nothing should have).
+				killCgroup(filepath.Join(dir, action.Name()))
+				if removeCgroup(filepath.Join(dir, action.Name())) == nil {
+					removed++
+				}
 			}
 		}
-		removeCgroup(dir)
+		if removeCgroup(dir) == nil {
+			removed++
+		}
 	}
+	return removed
 }
 
 func (m *cgroupV1) String() string { return fmt.Sprintf("cgroup v1 at %s", m.dirs["memory"]) }
@@ -138,6 +149,11 @@ func (c *cgroupV1Action) Join(pid int) error {
 
 func (c *cgroupV1Action) Stats() CgroupStats {
 	var stats CgroupStats
+	if pids, ok := c.dirs["pids"]; ok {
+		if n, ok := readKeyedValue(filepath.Join(pids, "pids.events"), "max"); ok && n > 0 {
+			stats.PidsLimitHit = true
+		}
+	}
 	memory, ok := c.dirs["memory"]
 	if !ok {
 		return stats

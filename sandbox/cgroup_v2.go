@@ -14,6 +14,8 @@ type cgroupV2 struct {
 	parent string
 	// removeParent: the parent was created for this manager.
 	removeParent bool
+	// leftovers counts the groups of dead workers removed at start.
+	leftovers int
 }
 
 // NewCgroupV2Manager uses parent, a cgroup v2 directory the worker may
@@ -99,6 +101,9 @@ func (c *cgroupV2Action) Stats() CgroupStats {
 	var stats CgroupStats
 	if n, ok := readKeyedValue(filepath.Join(c.dir, "memory.events"), "oom_kill"); ok && n > 0 {
 		stats.OOMKilled = true
+	}
+	if n, ok := readKeyedValue(filepath.Join(c.dir, "pids.events"), "max"); ok && n > 0 {
+		stats.PidsLimitHit = true
 	}
 	if n, ok := readInt(filepath.Join(c.dir, "memory.peak")); ok {
 		stats.MemoryPeakBytes = n

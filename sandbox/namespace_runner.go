@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -475,7 +474,7 @@ func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) 
 	// action is over: its output pipes are closed too, and PID 1's own
 	// exit (tearing down the namespaces, a few milliseconds of RCU
 	// grace periods) finishes in the background; Close waits for it.
-	statusData, _ := io.ReadAll(p.statusR)
+	statusData, diskBudget := readStatus(p.statusR)
 	var status child.Status
 	reported := len(statusData) > 0 && json.Unmarshal(statusData, &status) == nil
 	var exit child.ExitNotice
@@ -508,6 +507,7 @@ func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) 
 	copies.Wait()
 
 	result := &Result{
+		DiskBudget:      diskBudget,
 		Released:        released,
 		WallTime:        wall,
 		TimedOut:        timedOut.Load(),
@@ -517,13 +517,17 @@ func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) 
 	if cgroup != nil {
 		stats := cgroup.Stats()
 		result.OOMKilled = stats.OOMKilled
+		result.PidsLimitHit = stats.PidsLimitHit
 		result.CgroupMemoryPeak = stats.MemoryPeakBytes
 	}
+	result.DiskBudgetExceeded = budgetFull(diskBudget)
 	if cancelled.Load() {
+		result.closeDiskBudget()
 		return nil, fmt.Errorf("sandbox: %w", context.Cause(ctx))
 	}
 	if !reported {
 		if !result.TimedOut && !result.OOMKilled {
+			result.closeDiskBudget()
 			return nil, fmt.Errorf("sandbox: init exited without reporting (wait status %v)", syscall.WaitStatus(exit.WaitStatus))
 		}
 		// Killed before it could report: take what wait4 saw.
@@ -535,6 +539,7 @@ func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) 
 		return result, nil
 	}
 	if status.Error != "" && !status.NotFound {
+		result.closeDiskBudget()
 		return nil, fmt.Errorf("sandbox: %s: %s", status.Stage, status.Error)
 	}
 	result.ExitCode = status.ExitCode
@@ -555,6 +560,7 @@ func (r *namespaceRunner) action(spec *Spec) *child.Action {
 	return &child.Action{
 		Overlays:         overlays,
 		TmpSizeBytes:     spec.Limits.TmpSizeBytes,
+		DiskBytes:        spec.Limits.DiskBytes,
 		Argv:             spec.Argv,
 		Env:              spec.Env,
 		WorkingDirectory: spec.WorkingDirectory,

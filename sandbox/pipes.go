@@ -16,9 +16,12 @@ type pipes struct {
 
 func newPipes() (*pipes, error) {
 	p := &pipes{}
+	var err error
+	if p.statusR, p.statusW, err = newStatusSocket(); err != nil {
+		return nil, fmt.Errorf("sandbox: create status socket: %w", err)
+	}
 	for _, pair := range []struct{ r, w **os.File }{
 		{&p.configR, &p.configW},
-		{&p.statusR, &p.statusW},
 		{&p.stdoutR, &p.stdoutW},
 		{&p.stderrR, &p.stderrW},
 	} {

@@ -6,6 +6,7 @@ package sandbox
 import (
 	"context"
 	"io"
+	"os"
 	"syscall"
 	"time"
 )
@@ -63,6 +64,9 @@ type Limits struct {
 	// CPUMillis is the CPU bandwidth in thousandths of a CPU.
 	CPUMillis    int64
 	TmpSizeBytes int64
+	// DiskBytes bounds everything the action writes (exec root and
+	// /tmp together); 0: unbounded.
+	DiskBytes int64
 }
 
 // Result is what happened to the command.
@@ -77,6 +81,10 @@ type Result struct {
 	// OOMKilled: the memory limit was hit and the kernel killed a
 	// process of the action.
 	OOMKilled bool
+	// PidsLimitHit: the process limit refused a fork (cgroups only).
+	PidsLimitHit bool
+	// DiskBudgetExceeded: the action's writes filled Limits.DiskBytes.
+	DiskBudgetExceeded bool
 	// NotFound: argv[0] could not be executed (exit code 127).
 	NotFound         bool
 	StdoutTruncated  bool
@@ -87,6 +95,12 @@ type Result struct {
 	SystemTime       time.Duration
 	PeakRSSBytes     int64
 	CgroupMemoryPeak int64
+	// DiskBudget is set when Limits.DiskBytes applied: the tmpfs that
+	// holds the overlays' upper directories, which the sandbox's
+	// mounts no longer reach. UpperDirs names them through it; the
+	// caller closes it once it has read the outputs, which frees the
+	// tmpfs.
+	DiskBudget *os.File
 	// Released is closed once the sandbox's PID 1 has been reaped:
 	// then no process and no mount of the action remains, and its
 	// upper and work directories may be used again. Nil means at once.

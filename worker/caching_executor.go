@@ -43,6 +43,10 @@ func (e *cachingExecutor) Execute(ctx context.Context, request *Request, observe
 		response.Result.ExitCode != 0 || request.Action.DoNotCache {
 		return response
 	}
+	if _, limited := notCachedReason(response.Result); limited {
+		// An exit 0 after a limit kill: see limit_events.go.
+		return response
+	}
 	err := e.storage.ActionCache.Put(ctx, request.ActionDigest, buffer.NewProtoBufferFromProto(response.Result, buffer.UserProvided))
 	if err != nil {
 		// The action ran and its outputs are in the CAS: report it

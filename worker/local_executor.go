@@ -218,6 +218,12 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 	x.metadata.ExecutionCompletedTimestamp = timestamppb.Now()
 	if err == nil {
 		reusable, released = true, run.Released
+		// With a disk budget the action wrote to a tmpfs of its
+		// own, which lives until its outputs are captured.
+		uppers = run.UpperDirs(spec)
+		if run.DiskBudget != nil {
+			defer run.DiskBudget.Close()
+		}
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -229,6 +235,11 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 	x.message = describeRun(run, e.options.Limits, e.options.OutputLimitBytes)
 	if usage := resourceUsage(run); usage != nil {
 		x.metadata.AuxiliaryMetadata = append(x.metadata.AuxiliaryMetadata, usage)
+	}
+	if events := limitEvents(run, e.options.Limits); events != "" {
+		reason := events + "; the result is not written to the Action Cache"
+		x.metadata.AuxiliaryMetadata = append(x.metadata.AuxiliaryMetadata, notCachedMetadata(reason))
+		x.message = joinMessages(x.message, "the result is not written to the Action Cache")
 	}
 
 	observer(StageUploadingOutputs)
@@ -253,6 +264,9 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 			return util.StatusWrap(err, "Failed to upload the action's log")
 		}
 		*log.digest = d.GetProto()
+	}
+	if run.DiskBudgetExceeded {
+		return status.Errorf(codes.ResourceExhausted, "The action's writes filled its disk budget of %d bytes (exec root); it exited with %d", e.options.Limits.DiskBytes, run.ExitCode)
 	}
 	var outputs *remoteexecution.ActionResult
 	err = retryUnavailable(uploadCtx, "Uploading outputs", func(ctx context.Context) error {
@@ -428,8 +442,8 @@ func mergeOutputs(result, outputs *remoteexecution.ActionResult) {
 // not the command, decided it.
 func describeRun(run *sandbox.Result, limits sandbox.Limits, outputLimit int64) string {
 	var parts []string
-	if run.OOMKilled {
-		parts = append(parts, fmt.Sprintf("the kernel killed a process of the action for exceeding its memory limit of %d bytes", limits.MemoryBytes))
+	if events := limitEvents(run, limits); events != "" {
+		parts = append(parts, events)
 	}
 	if run.NotFound {
 		parts = append(parts, "the command could not be executed (see stderr)")
@@ -438,4 +452,11 @@ func describeRun(run *sandbox.Result, limits sandbox.Limits, outputLimit int64) 
 		parts = append(parts, fmt.Sprintf("output beyond %d bytes per stream was discarded", outputLimit))
 	}
 	return strings.Join(parts, "; ")
+}
+
+func joinMessages(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
 }

@@ -28,6 +28,12 @@ func retryUnavailable(ctx context.Context, what string, op func(ctx context.Cont
 			return nil
 		}
 		code := status.Code(err)
+		if code != codes.Unavailable && code != codes.DeadlineExceeded && code != codes.Canceled {
+			// The worker's own verdict (an output over its
+			// budget, a bad tree), even when it came as ctx
+			// ended: not to be passed off as the storage's.
+			return err
+		}
 		if ctx.Err() != nil || code == codes.DeadlineExceeded {
 			return util.StatusWrapWithCode(err, codes.Unavailable, what+": storage did not respond in time")
 		}

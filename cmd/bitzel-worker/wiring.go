@@ -26,9 +26,12 @@ type executorSettings struct {
 	layerCacheInodes        int64
 	defaultTimeout, maxTime time.Duration
 	outputLimit             int64
+	outputBudgetBytes       int64
+	outputBudgetEntries     int64
 	memoryLimit, pidsLimit  int64
 	cpuMillis               int64
 	tmpSize                 int64
+	diskBudget              int64
 	execRootPath            string
 	hermetic                bool
 	hostIDBase, hostIDCount uint32
@@ -47,12 +50,18 @@ func defaultExecutorSettings() executorSettings {
 		defaultTimeout:   15 * time.Minute,
 		maxTime:          24 * time.Hour,
 		outputLimit:      64 << 20,
-		pidsLimit:        4096,
-		tmpSize:          4 << 30,
-		execRootPath:     sandbox.DefaultExecRootPath,
-		cgroups:          string(sandbox.CgroupsAuto),
-		cgroupName:       "bitzel-worker",
-		warmSandboxes:    runtime.NumCPU(),
+		// Outputs past these cost more hashing and uploading than a
+		// build's legitimate action does; the CAS's own blob limit
+		// applies as well.
+		outputBudgetBytes:   16 << 30,
+		outputBudgetEntries: 1_000_000,
+		pidsLimit:           4096,
+		tmpSize:             4 << 30,
+		diskBudget:          4 << 30,
+		execRootPath:        sandbox.DefaultExecRootPath,
+		cgroups:             string(sandbox.CgroupsAuto),
+		cgroupName:          "bitzel-worker",
+		warmSandboxes:       runtime.NumCPU(),
 	}
 }
 
@@ -86,6 +95,8 @@ func (s *executorSettings) apply(c *configuration.ExecutorConfiguration) error {
 		return err
 	}
 	setInt64(&s.outputLimit, c.MaximumOutputSizeBytes)
+	setInt64(&s.outputBudgetBytes, c.MaximumOutputBytesPerAction)
+	setInt64(&s.outputBudgetEntries, c.MaximumOutputEntriesPerAction)
 
 	sb := c.Sandbox
 	if sb == nil {
@@ -120,6 +131,9 @@ func (s *executorSettings) apply(c *configuration.ExecutorConfiguration) error {
 	}
 	setInt64(&s.cpuMillis, sb.CpuMillis)
 	setInt64(&s.tmpSize, sb.TmpSizeBytes)
+	if sb.DiskBudgetBytes != nil {
+		s.diskBudget = *sb.DiskBudgetBytes
+	}
 	return nil
 }
 
@@ -164,8 +178,18 @@ type machine struct {
 // data directory. Close releases both.
 func newMachine(s *executorSettings, storage *cas.Storage, logger *log.Logger) (*machine, error) {
 	// The caller holds the data directory (openDataDirectory).
+
+	// What a predecessor killed with SIGKILL left: mounts first (a
+	// build directory cannot be removed under one), its cgroups as
+	// the runner starts, its build directories below.
+	leftovers, err := sandbox.RemoveLeftoverMounts(s.dataDir)
+	if err != nil {
+		return nil, err
+	}
+	leftovers.BuildDirectories = sandbox.CountEntries(filepath.Join(s.dataDir, "build"))
+
 	// Sandbox: namespaces and limits.
-	runner, owner, cgroupNote, err := newRunner(s)
+	runner, owner, cgroupNote, err := newRunner(s, &leftovers)
 	if err != nil {
 		return nil, err
 	}
@@ -193,6 +217,9 @@ func newMachine(s *executorSettings, storage *cas.Storage, logger *log.Logger) (
 		runner.Close()
 		return nil, fmt.Errorf("wipe build directory: %w", err)
 	}
+	if !leftovers.Empty() {
+		logger.Printf("start-up: removed what an earlier run left behind: %v", leftovers)
+	}
 	return &machine{
 		settings: s,
 		storage:  storage,
@@ -203,6 +230,8 @@ func newMachine(s *executorSettings, storage *cas.Storage, logger *log.Logger) (
 		}),
 		outputs: cas.NewOutputCapturer(storage, cas.OutputCapturerOptions{
 			SymlinkAbsolutePathStrategy: worker.SymlinkAbsolutePathStrategy,
+			MaximumBytes:                s.outputBudgetBytes,
+			MaximumEntries:              s.outputBudgetEntries,
 		}),
 		// Closing marks the caches clean, so a restart keeps them.
 		closeCaches: func() {
@@ -222,7 +251,7 @@ func (m *machine) Close() {
 
 // newRunner also returns who cached inputs must belong to: the host
 // uid of the actions' root.
-func newRunner(s *executorSettings) (sandbox.Runner, *cas.Owner, string, error) {
+func newRunner(s *executorSettings, leftovers *sandbox.Leftovers) (sandbox.Runner, *cas.Owner, string, error) {
 	config := sandbox.Config{
 		StateDir:       filepath.Join(s.dataDir, "sandbox"),
 		ExecRootPath:   s.execRootPath,
@@ -238,6 +267,7 @@ func newRunner(s *executorSettings) (sandbox.Runner, *cas.Owner, string, error) 
 	} else {
 		config.Cgroups = manager
 		note = manager.String()
+		leftovers.Cgroups = sandbox.RemovedCgroupLeftovers(manager)
 	}
 	runner, err := sandbox.NewNamespaceRunner(config)
 	if err != nil {
@@ -273,6 +303,7 @@ func (m *machine) newExecutor(buildDirectory, workerName string, platform *remot
 			MaxProcesses: s.pidsLimit,
 			CPUMillis:    s.cpuMillis,
 			TmpSizeBytes: s.tmpSize,
+			DiskBytes:    s.diskBudget,
 		},
 	})
 	if err != nil {

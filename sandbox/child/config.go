@@ -70,6 +70,10 @@ type Action struct {
 	// becomes RLIMIT_NPROC of the command, counted per user in the
 	// sandbox's own user namespace.
 	MaxProcesses uint64 `json:"max_processes,omitempty"`
+	// DiskBytes, when set, bounds everything the action writes to its
+	// overlays: their upper and work directories move to a tmpfs of
+	// this size (see disk_budget.go).
+	DiskBytes int64 `json:"disk_bytes,omitempty"`
 }
 
 // Overlay is one overlay mount: read-only lowers (topmost first) under

@@ -67,6 +67,10 @@ func prepareRoot(prepare *Prepare) (*rootBuilder, error) {
 // finish mounts the action's overlays and /tmp and pivots into the
 // root.
 func (b *rootBuilder) finish(action *Action) error {
+	budget, err := mountDiskBudget(b.prepare.NewRoot, b.prepare.ExecRootIsRoot, action)
+	if err != nil {
+		return err
+	}
 	if err := b.mounter.mount(&action.Overlays[0], b.execRoot); err != nil {
 		return fmt.Errorf("exec root: %w", err)
 	}
@@ -84,6 +88,9 @@ func (b *rootBuilder) finish(action *Action) error {
 		}
 	}
 	b.mounter.cleanup()
+	if err := budget.handOver(); err != nil {
+		return err
+	}
 	newRoot := b.prepare.NewRoot
 	if b.prepare.ExecRootIsRoot {
 		if err := mountProcAndDev(newRoot); err != nil {

@@ -645,8 +645,16 @@ type ExecutorConfiguration struct {
 	// Cap on each of stdout and stderr in bytes; output beyond it is
 	// dropped. Default: 64 MiB.
 	MaximumOutputSizeBytes int64 `protobuf:"varint,9,opt,name=maximum_output_size_bytes,json=maximumOutputSizeBytes,proto3" json:"maximum_output_size_bytes,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// Per-action output budget: the bytes of the output files an action
+	// wrote (what must be hashed and uploaded; untouched inputs cost
+	// nothing) and the files, directories and symlinks its outputs list.
+	// Sizes are checked from stat before anything is read; past either
+	// limit, or past the CAS's largest blob, the action fails with
+	// RESOURCE_EXHAUSTED naming the path. Defaults: 16 GiB, 1000000.
+	MaximumOutputBytesPerAction   int64 `protobuf:"varint,20,opt,name=maximum_output_bytes_per_action,json=maximumOutputBytesPerAction,proto3" json:"maximum_output_bytes_per_action,omitempty"`
+	MaximumOutputEntriesPerAction int64 `protobuf:"varint,21,opt,name=maximum_output_entries_per_action,json=maximumOutputEntriesPerAction,proto3" json:"maximum_output_entries_per_action,omitempty"`
+	unknownFields                 protoimpl.UnknownFields
+	sizeCache                     protoimpl.SizeCache
 }
 
 func (x *ExecutorConfiguration) Reset() {
@@ -742,6 +750,20 @@ func (x *ExecutorConfiguration) GetMaximumOutputSizeBytes() int64 {
 	return 0
 }
 
+func (x *ExecutorConfiguration) GetMaximumOutputBytesPerAction() int64 {
+	if x != nil {
+		return x.MaximumOutputBytesPerAction
+	}
+	return 0
+}
+
+func (x *ExecutorConfiguration) GetMaximumOutputEntriesPerAction() int64 {
+	if x != nil {
+		return x.MaximumOutputEntriesPerAction
+	}
+	return 0
+}
+
 // The namespaces, mounts and limits of each action's sandbox.
 type SandboxConfiguration struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -776,9 +798,16 @@ type SandboxConfiguration struct {
 	// Default: none.
 	CpuMillis int64 `protobuf:"varint,10,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"`
 	// Size of each action's private /tmp in bytes. Default: 4 GiB.
-	TmpSizeBytes  int64 `protobuf:"varint,11,opt,name=tmp_size_bytes,json=tmpSizeBytes,proto3" json:"tmp_size_bytes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TmpSizeBytes int64 `protobuf:"varint,11,opt,name=tmp_size_bytes,json=tmpSizeBytes,proto3" json:"tmp_size_bytes,omitempty"`
+	// Per-action budget in bytes of what an action writes to its exec
+	// root, enforced as it writes: its overlays' upper directories live
+	// on a tmpfs of this size (memory, charged to the action's memory
+	// cgroup), and a write past it fails with ENOSPC; the action then
+	// fails with RESOURCE_EXHAUSTED. 0: unbounded, on the data
+	// directory's file system. Default: 4 GiB.
+	DiskBudgetBytes *int64 `protobuf:"varint,30,opt,name=disk_budget_bytes,json=diskBudgetBytes,proto3,oneof" json:"disk_budget_bytes,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SandboxConfiguration) Reset() {
@@ -888,6 +917,13 @@ func (x *SandboxConfiguration) GetTmpSizeBytes() int64 {
 	return 0
 }
 
+func (x *SandboxConfiguration) GetDiskBudgetBytes() int64 {
+	if x != nil && x.DiskBudgetBytes != nil {
+		return *x.DiskBudgetBytes
+	}
+	return 0
+}
+
 var File_worker_configuration_configuration_proto protoreflect.FileDescriptor
 
 const file_worker_configuration_configuration_proto_rawDesc = "" +
@@ -934,7 +970,7 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"$ContentAddressableStorageAuthorizers\x12\\\n" +
 	"\x0eget_authorizer\x18\x01 \x01(\v25.buildbarn.configuration.auth.AuthorizerConfigurationR\rgetAuthorizer\x12\\\n" +
 	"\x0eput_authorizer\x18\x02 \x01(\v25.buildbarn.configuration.auth.AuthorizerConfigurationR\rputAuthorizer\x12m\n" +
-	"\x17find_missing_authorizer\x18\x03 \x01(\v25.buildbarn.configuration.auth.AuthorizerConfigurationR\x15findMissingAuthorizer\"\xd4\x04\n" +
+	"\x17find_missing_authorizer\x18\x03 \x01(\v25.buildbarn.configuration.auth.AuthorizerConfigurationR\x15findMissingAuthorizer\"\xe4\x05\n" +
 	"\x15ExecutorConfiguration\x12.\n" +
 	"\x13data_directory_path\x18\x01 \x01(\tR\x11dataDirectoryPath\x121\n" +
 	"\x15file_cache_size_bytes\x18\x02 \x01(\x03R\x12fileCacheSizeBytes\x127\n" +
@@ -944,7 +980,9 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\asandbox\x18\x06 \x01(\v2*.bitzel.configuration.SandboxConfigurationR\asandbox\x12U\n" +
 	"\x19default_execution_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\x17defaultExecutionTimeout\x12U\n" +
 	"\x19maximum_execution_timeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\x17maximumExecutionTimeout\x129\n" +
-	"\x19maximum_output_size_bytes\x18\t \x01(\x03R\x16maximumOutputSizeBytes\"\xbc\x04\n" +
+	"\x19maximum_output_size_bytes\x18\t \x01(\x03R\x16maximumOutputSizeBytes\x12D\n" +
+	"\x1fmaximum_output_bytes_per_action\x18\x14 \x01(\x03R\x1bmaximumOutputBytesPerAction\x12H\n" +
+	"!maximum_output_entries_per_action\x18\x15 \x01(\x03R\x1dmaximumOutputEntriesPerAction\"\x83\x05\n" +
 	"\x14SandboxConfiguration\x12$\n" +
 	"\x0eexec_root_path\x18\x01 \x01(\tR\fexecRootPath\x12\x1a\n" +
 	"\bhermetic\x18\x02 \x01(\bR\bhermetic\x12 \n" +
@@ -960,7 +998,8 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\n" +
 	"cpu_millis\x18\n" +
 	" \x01(\x03R\tcpuMillis\x12$\n" +
-	"\x0etmp_size_bytes\x18\v \x01(\x03R\ftmpSizeBytes\"0\n" +
+	"\x0etmp_size_bytes\x18\v \x01(\x03R\ftmpSizeBytes\x12/\n" +
+	"\x11disk_budget_bytes\x18\x1e \x01(\x03H\x02R\x0fdiskBudgetBytes\x88\x01\x01\"0\n" +
 	"\n" +
 	"CgroupMode\x12\b\n" +
 	"\x04AUTO\x10\x00\x12\x06\n" +
@@ -968,7 +1007,8 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\x02V2\x10\x02\x12\b\n" +
 	"\x04NONE\x10\x03B\x11\n" +
 	"\x0f_warm_sandboxesB\x14\n" +
-	"\x12_maximum_processesB6Z4github.com/bitzel/bitzel-worker/worker/configurationb\x06proto3"
+	"\x12_maximum_processesB\x14\n" +
+	"\x12_disk_budget_bytesB6Z4github.com/bitzel/bitzel-worker/worker/configurationb\x06proto3"
 
 var (
 	file_worker_configuration_configuration_proto_rawDescOnce sync.Once
