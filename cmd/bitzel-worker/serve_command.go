@@ -76,6 +76,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.workerName, "worker-name", hostname, "name reported in ExecutedActionMetadata")
 	fs.StringVar(&f.cgroups, "cgroups", d.cgroups, "cgroup hierarchy for limits: auto, v1, v2 or none")
 	fs.IntVar(&f.warmSandboxes, "warm-sandboxes", d.warmSandboxes, "sandboxes kept started ahead of need")
+	fs.StringVar(&f.seccomp, "seccomp", d.seccomp, "system-call filter of actions: default, allow-user-namespaces (actions may unshare -r and mount inside) or off")
 	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long running actions may finish before they are cancelled (a second signal cancels them at once)")
 	// Settings without a flag: configuration files only.
 	f.cgroupName = d.cgroupName

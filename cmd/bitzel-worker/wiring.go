@@ -36,6 +36,7 @@ type executorSettings struct {
 	cgroups                 string
 	cgroupName              string
 	warmSandboxes           int
+	seccomp                 string
 }
 
 func defaultExecutorSettings() executorSettings {
@@ -54,6 +55,7 @@ func defaultExecutorSettings() executorSettings {
 		cgroups:          string(sandbox.CgroupsAuto),
 		cgroupName:       "bitzel-worker",
 		warmSandboxes:    runtime.NumCPU(),
+		seccomp:          string(sandbox.SeccompDefault),
 	}
 }
 
@@ -121,6 +123,10 @@ func (s *executorSettings) apply(c *configuration.ExecutorConfiguration) error {
 	}
 	setInt64(&s.cpuMillis, sb.CpuMillis)
 	setInt64(&s.tmpSize, sb.TmpSizeBytes)
+	if _, err := sandbox.ParseSeccompMode(sb.Seccomp); err != nil {
+		return fmt.Errorf("sandbox.seccomp: %w", err)
+	}
+	setString(&s.seccomp, sb.Seccomp)
 	return nil
 }
 
@@ -234,6 +240,7 @@ func newRunner(s *executorSettings) (sandbox.Runner, *cas.Owner, string, error) 
 		WarmSandboxes:  s.warmSandboxes,
 		HostIDBase:     s.hostIDBase,
 		HostIDCount:    s.hostIDCount,
+		Seccomp:        sandbox.SeccompMode(s.seccomp),
 	}
 	note := "cgroup limits enforced"
 	manager, err := sandbox.DetectCgroups(sandbox.CgroupMode(s.cgroups), s.cgroupName)
