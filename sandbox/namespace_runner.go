@@ -632,6 +632,10 @@ func (r *namespaceRunner) chownUppers(spec *Spec) error {
 
 // String says how action ids map to host ids, for logs.
 func (r *namespaceRunner) String() string {
+	return r.ids() + UnixSocketExposure(r.prepare.HostPaths)
+}
+
+func (r *namespaceRunner) ids() string {
 	if r.rootless {
 		return fmt.Sprintf("rootless: action uid 0 = host uid %d", os.Geteuid())
 	}
