@@ -121,6 +121,7 @@ func mountReadOnlyOverlay(source, empty, target string, attr uint64) error {
 		return fmt.Errorf("fsopen overlay: %w", err)
 	}
 	defer unix.Close(fsfd)
+	unix.FsconfigSetString(fsfd, "source", "overlay")
 	if err := unix.FsconfigSetString(fsfd, "lowerdir+", source); err != nil {
 		if errors.Is(err, unix.EINVAL) && strings.Contains(fsContextLog(fsfd), "lowerdir+") {
 			return errNoLowerdirPlus
