@@ -68,6 +68,9 @@ type Config struct {
 	// prepared ahead of need (0: each Run starts its own). Each costs
 	// an idle PID 1 of a few MiB and a set of namespaces.
 	WarmSandboxes int
+	// Seccomp is the actions' system-call filter; empty means
+	// SeccompDefault.
+	Seccomp SeccompMode
 }
 
 // Defaults for the id mapping of a worker running as root. The range is
@@ -120,6 +123,14 @@ func NewNamespaceRunner(config Config) (Runner, error) {
 	if config.StateDir == "" {
 		return nil, errors.New("sandbox: no state directory configured")
 	}
+	mode, err := ParseSeccompMode(string(config.Seccomp))
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	filter, err := compileSeccomp(mode)
+	if err != nil {
+		return nil, err
+	}
 	if config.ExecRootPath == "" {
 		config.ExecRootPath = DefaultExecRootPath
 	}
@@ -160,6 +171,7 @@ func NewNamespaceRunner(config Config) (Runner, error) {
 		return nil, err
 	}
 	r.prepare = &child.Prepare{
+		SeccompFilter:  filter,
 		NewRoot:        r.newRoot,
 		ExecRootPath:   config.ExecRootPath,
 		ExecRootIsRoot: config.ExecRootIsRoot,
@@ -629,6 +641,10 @@ func (r *namespaceRunner) chownUppers(spec *Spec) error {
 
 // String says how action ids map to host ids, for logs.
 func (r *namespaceRunner) String() string {
+	return r.ids() + UnixSocketExposure(r.prepare.HostPaths)
+}
+
+func (r *namespaceRunner) ids() string {
 	if r.rootless {
 		return fmt.Sprintf("rootless: action uid 0 = host uid %d", os.Geteuid())
 	}

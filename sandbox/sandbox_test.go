@@ -99,6 +99,9 @@ func runHelper(mode string, args []string) int {
 		}
 		return 0
 	}
+	if helper, ok := moreHelpers[mode]; ok {
+		return helper(args)
+	}
 	fmt.Fprintln(os.Stderr, "unknown helper mode", mode)
 	return 2
 }

@@ -48,6 +48,7 @@ going to the upper directory, then prints what happened.
 	hermetic := fs.Bool("hermetic", false, "use the exec root as the whole root file system instead of binding the host userland")
 	execRoot := fs.String("exec-root-path", sandbox.DefaultExecRootPath, "where the exec root appears inside the sandbox")
 	dataDir := fs.String("data-dir", defaultDataDir(), "the worker's data directory (sandbox state lives under it)")
+	seccompMode := fs.String("seccomp", string(sandbox.SeccompDefault), "system-call filter: default, allow-user-namespaces or off")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -135,6 +136,7 @@ going to the upper directory, then prints what happened.
 		StateDir:       filepath.Join(*dataDir, "sandbox"),
 		ExecRootPath:   *execRoot,
 		ExecRootIsRoot: *hermetic,
+		Seccomp:        sandbox.SeccompMode(*seccompMode),
 	}
 	if *memory > 0 || *pids > 0 {
 		manager, err := sandbox.DetectCgroups(sandbox.CgroupsAuto, "bitzel-sandbox")

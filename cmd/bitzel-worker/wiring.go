@@ -38,6 +38,7 @@ type executorSettings struct {
 	cgroups                 string
 	cgroupName              string
 	warmSandboxes           int
+	seccomp                 string
 }
 
 func defaultExecutorSettings() executorSettings {
@@ -62,6 +63,7 @@ func defaultExecutorSettings() executorSettings {
 		cgroups:             string(sandbox.CgroupsAuto),
 		cgroupName:          "bitzel-worker",
 		warmSandboxes:       runtime.NumCPU(),
+		seccomp:             string(sandbox.SeccompDefault),
 	}
 }
 
@@ -134,6 +136,10 @@ func (s *executorSettings) apply(c *configuration.ExecutorConfiguration) error {
 	if sb.DiskBudgetBytes != nil {
 		s.diskBudget = *sb.DiskBudgetBytes
 	}
+	if _, err := sandbox.ParseSeccompMode(sb.Seccomp); err != nil {
+		return fmt.Errorf("sandbox.seccomp: %w", err)
+	}
+	setString(&s.seccomp, sb.Seccomp)
 	return nil
 }
 
@@ -259,6 +265,7 @@ func newRunner(s *executorSettings, leftovers *sandbox.Leftovers) (sandbox.Runne
 		WarmSandboxes:  s.warmSandboxes,
 		HostIDBase:     s.hostIDBase,
 		HostIDCount:    s.hostIDCount,
+		Seccomp:        sandbox.SeccompMode(s.seccomp),
 	}
 	note := "cgroup limits enforced"
 	manager, err := sandbox.DetectCgroups(sandbox.CgroupMode(s.cgroups), s.cgroupName)

@@ -52,6 +52,9 @@ type Prepare struct {
 	// LegacyOverlay forces the mount(2) option string instead of the
 	// fsopen API, to test the fallback on kernels that have both.
 	LegacyOverlay bool `json:"legacy_overlay,omitempty"`
+	// SeccompFilter is the command's system-call filter, a struct
+	// sock_filter array compiled by the worker; empty: none.
+	SeccompFilter []byte `json:"seccomp_filter,omitempty"`
 }
 
 // Action is one action's part of the sandbox and its command.

@@ -44,12 +44,15 @@ func prepareIsolation(prepare *Prepare) error {
 }
 
 // isolateAction limits what the command inherits.
-func isolateAction(action *Action) error {
+func isolateAction(prepare *Prepare, action *Action) error {
 	if action.MaxProcesses > 0 {
 		limit := unix.Rlimit{Cur: action.MaxProcesses, Max: action.MaxProcesses}
 		if err := unix.Setrlimit(unix.RLIMIT_NPROC, &limit); err != nil {
 			return fmt.Errorf("limit processes: %w", err)
 		}
+	}
+	if err := joinFreshSessionKeyring(); err != nil {
+		return err
 	}
 	if err := dropCapabilities(); err != nil {
 		return err
@@ -59,7 +62,7 @@ func isolateAction(action *Action) error {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("set no_new_privs: %w", err)
 	}
-	return nil
+	return installSeccomp(prepare.SeccompFilter)
 }
 
 // bringUpLoopback sets IFF_UP on lo, the only interface of a new

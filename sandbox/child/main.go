@@ -107,7 +107,7 @@ func run() *Status {
 	if err := root.finish(&action); err != nil {
 		return failure("mount", err)
 	}
-	if err := isolateAction(&action); err != nil {
+	if err := isolateAction(&prepare, &action); err != nil {
 		return failure("isolate", err)
 	}
 	setup := time.Since(start)

@@ -39,13 +39,18 @@ func (m *overlayMounter) mount(overlay *Overlay, target string) error {
 	if len(overlay.Lowers) > MaxLowers {
 		return fmt.Errorf("overlay has %d lower layers, the kernel allows %d", len(overlay.Lowers), MaxLowers)
 	}
+	names, closeNames, err := nameByDescriptor(overlay)
+	if err != nil {
+		return err
+	}
+	defer closeNames()
 	if !m.legacy {
-		err := mountOverlayWithFsopen(overlay, target)
+		err := mountOverlayWithFsopen(overlay, names, target)
 		if err == nil || !(errors.Is(err, unix.ENOSYS) || errors.Is(err, errNoLowerdirPlus)) {
 			return err
 		}
 	}
-	return m.mountLegacy(overlay, target)
+	return m.mountLegacy(overlay, names, target)
 }
 
 // cleanup removes the layer links: the mounts hold their layers by
@@ -58,25 +63,28 @@ func (m *overlayMounter) cleanup() {
 
 // mountOverlayWithFsopen passes each lower layer as its own
 // "lowerdir+" parameter: no option string to outgrow a page, no
-// escaping of ':' and ','.
-func mountOverlayWithFsopen(overlay *Overlay, target string) error {
+// escaping of ':' and ','. names are what the kernel is given (and
+// shows); overlay's paths name the layers in errors.
+func mountOverlayWithFsopen(overlay, names *Overlay, target string) error {
 	fsfd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
 	if err != nil {
 		return fmt.Errorf("fsopen overlay: %w", err)
 	}
 	defer unix.Close(fsfd)
+	// What df and mount show as the device ("none" otherwise).
+	unix.FsconfigSetString(fsfd, "source", "overlay")
 	for i, lower := range overlay.Lowers {
-		if err := unix.FsconfigSetString(fsfd, "lowerdir+", lower); err != nil {
+		if err := unix.FsconfigSetString(fsfd, "lowerdir+", names.Lowers[i]); err != nil {
 			if i == 0 && errors.Is(err, unix.EINVAL) && strings.Contains(fsContextLog(fsfd), "lowerdir+") {
 				return errNoLowerdirPlus
 			}
 			return fmt.Errorf("lower layer %q: %w%s", lower, err, logSuffix(fsfd))
 		}
 	}
-	if err := unix.FsconfigSetString(fsfd, "upperdir", overlay.Upper); err != nil {
+	if err := unix.FsconfigSetString(fsfd, "upperdir", names.Upper); err != nil {
 		return fmt.Errorf("upper directory %q: %w%s", overlay.Upper, err, logSuffix(fsfd))
 	}
-	if err := unix.FsconfigSetString(fsfd, "workdir", overlay.Work); err != nil {
+	if err := unix.FsconfigSetString(fsfd, "workdir", names.Work); err != nil {
 		return fmt.Errorf("work directory %q: %w%s", overlay.Work, err, logSuffix(fsfd))
 	}
 	if err := unix.FsconfigSetFlag(fsfd, "userxattr"); err != nil {
@@ -123,8 +131,8 @@ func logSuffix(fsfd int) string {
 // longer, so when they do not fit, each layer gets a short symlink
 // ("0", "1", ...) in linkDir and the options name those relative to it.
 // overlayfs resolves the links when it mounts.
-func (m *overlayMounter) mountLegacy(overlay *Overlay, target string) error {
-	options := legacyOptions(overlay.Lowers, overlay.Upper, overlay.Work)
+func (m *overlayMounter) mountLegacy(overlay, names *Overlay, target string) error {
+	options := legacyOptions(names.Lowers, names.Upper, names.Work)
 	limit := os.Getpagesize() - 1
 	if len(options) < limit {
 		if err := unix.Mount("overlay", target, "overlay", 0, options); err != nil {
@@ -135,15 +143,15 @@ func (m *overlayMounter) mountLegacy(overlay *Overlay, target string) error {
 	if err := os.MkdirAll(m.linkDir, 0o700); err != nil {
 		return fmt.Errorf("create layer links: %w", err)
 	}
-	names := make([]string, len(overlay.Lowers))
+	links := make([]string, len(overlay.Lowers))
 	for i, lower := range overlay.Lowers {
-		names[i] = strconv.Itoa(m.links)
+		links[i] = strconv.Itoa(m.links)
 		m.links++
-		if err := os.Symlink(lower, filepath.Join(m.linkDir, names[i])); err != nil {
+		if err := os.Symlink(lower, filepath.Join(m.linkDir, links[i])); err != nil {
 			return fmt.Errorf("link layer %q: %w", lower, err)
 		}
 	}
-	options = legacyOptions(names, overlay.Upper, overlay.Work)
+	options = legacyOptions(links, names.Upper, names.Work)
 	if len(options) >= limit {
 		return fmt.Errorf("overlay options are %d bytes even with short layer names, over the %d of a page", len(options), limit)
 	}

@@ -46,8 +46,13 @@ func prepareRoot(prepare *Prepare) (*rootBuilder, error) {
 		// exists once the action is known.
 		return b, nil
 	}
+	view, err := newHostView(newRoot, prepare.LegacyOverlay)
+	if err != nil {
+		return nil, err
+	}
+	defer view.close()
 	for _, hostPath := range prepare.HostPaths {
-		if err := bindHostPath(hostPath, filepath.Join(newRoot, hostPath)); err != nil {
+		if err := bindHostPath(view, hostPath, newRoot); err != nil {
 			return nil, err
 		}
 	}
@@ -103,10 +108,12 @@ func (b *rootBuilder) finish(action *Action) error {
 	return pivotRoot(newRoot, !b.prepare.ExecRootIsRoot)
 }
 
-// bindHostPath makes a host path visible read-only at target. Symlinks
-// (the /bin -> usr/bin of a merged-/usr system) are recreated, not
-// followed, so the sandbox sees the same layout as the host.
-func bindHostPath(hostPath, target string) error {
+// bindHostPath makes a host path visible read-only at the same path
+// under newRoot, a directory through view. Symlinks (the /bin -> usr/bin
+// of a merged-/usr system) are recreated, not followed, so the sandbox
+// sees the same layout as the host.
+func bindHostPath(view *hostView, hostPath, newRoot string) error {
+	target := filepath.Join(newRoot, hostPath)
 	info, err := os.Lstat(hostPath)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -130,6 +137,7 @@ func bindHostPath(hostPath, target string) error {
 		if err := os.Mkdir(target, 0o755); err != nil {
 			return fmt.Errorf("host path %q: create mount point: %w", hostPath, err)
 		}
+		return view.mountDirectory(hostPath, target)
 	default:
 		if err := createFile(target); err != nil {
 			return fmt.Errorf("host path %q: create mount point: %w", hostPath, err)

@@ -806,8 +806,15 @@ type SandboxConfiguration struct {
 	// fails with RESOURCE_EXHAUSTED. 0: unbounded, on the data
 	// directory's file system. Default: 4 GiB.
 	DiskBudgetBytes *int64 `protobuf:"varint,30,opt,name=disk_budget_bytes,json=diskBudgetBytes,proto3,oneof" json:"disk_budget_bytes,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// System-call filter of every action: "default" (Docker's default
+	// profile: no keyrings, BPF, perf events, userfaultfd, io_uring,
+	// kexec, modules, clock setting, nested user namespaces or mounts),
+	// "allow-user-namespaces" (the same, but an action may create user
+	// namespaces and mount in them, for bubblewrap or rootless Podman
+	// inside an action) or "off". Default: "default".
+	Seccomp       string `protobuf:"bytes,20,opt,name=seccomp,proto3" json:"seccomp,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SandboxConfiguration) Reset() {
@@ -924,6 +931,13 @@ func (x *SandboxConfiguration) GetDiskBudgetBytes() int64 {
 	return 0
 }
 
+func (x *SandboxConfiguration) GetSeccomp() string {
+	if x != nil {
+		return x.Seccomp
+	}
+	return ""
+}
+
 var File_worker_configuration_configuration_proto protoreflect.FileDescriptor
 
 const file_worker_configuration_configuration_proto_rawDesc = "" +
@@ -982,7 +996,7 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\x19maximum_execution_timeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\x17maximumExecutionTimeout\x129\n" +
 	"\x19maximum_output_size_bytes\x18\t \x01(\x03R\x16maximumOutputSizeBytes\x12D\n" +
 	"\x1fmaximum_output_bytes_per_action\x18\x14 \x01(\x03R\x1bmaximumOutputBytesPerAction\x12H\n" +
-	"!maximum_output_entries_per_action\x18\x15 \x01(\x03R\x1dmaximumOutputEntriesPerAction\"\x83\x05\n" +
+	"!maximum_output_entries_per_action\x18\x15 \x01(\x03R\x1dmaximumOutputEntriesPerAction\"\x9d\x05\n" +
 	"\x14SandboxConfiguration\x12$\n" +
 	"\x0eexec_root_path\x18\x01 \x01(\tR\fexecRootPath\x12\x1a\n" +
 	"\bhermetic\x18\x02 \x01(\bR\bhermetic\x12 \n" +
@@ -999,7 +1013,8 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"cpu_millis\x18\n" +
 	" \x01(\x03R\tcpuMillis\x12$\n" +
 	"\x0etmp_size_bytes\x18\v \x01(\x03R\ftmpSizeBytes\x12/\n" +
-	"\x11disk_budget_bytes\x18\x1e \x01(\x03H\x02R\x0fdiskBudgetBytes\x88\x01\x01\"0\n" +
+	"\x11disk_budget_bytes\x18\x1e \x01(\x03H\x02R\x0fdiskBudgetBytes\x88\x01\x01\x12\x18\n" +
+	"\aseccomp\x18\x14 \x01(\tR\aseccomp\"0\n" +
 	"\n" +
 	"CgroupMode\x12\b\n" +
 	"\x04AUTO\x10\x00\x12\x06\n" +
