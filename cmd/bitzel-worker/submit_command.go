@@ -39,7 +39,7 @@ writes its outputs under --download with their modes, and exits with its
 exit code (124 on timeout, 125 when it could not be run).
 
 `)
-		fs.PrintDefaults()
+		printVisibleDefaults(fs)
 	}
 	var inputs, layers, env, outputs, platform listFlag
 	remote := fs.String("remote", "grpc://127.0.0.1:8980", "REAPI endpoint, grpc://HOST:PORT or grpcs://HOST:PORT")
@@ -59,12 +59,12 @@ exit code (124 on timeout, 125 when it could not be run).
 	quiet := fs.Bool("quiet", false, "no progress on stderr")
 	preserveMtimes := fs.Bool("preserve-mtimes", false, "send input files' modification times (mtime node property), for tasks whose make must see an earlier task's timestamps")
 	preserveModes := fs.Bool("preserve-modes", true, "send input files' permission bits (unix_mode node property)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	argv := fs.Args()
 	if len(argv) == 0 {
-		fs.Usage()
+		usageError("submit", "missing the command to run: submit [flags] -- CMD [ARGS...]")
 		return 2
 	}
 	fail := func(format string, a ...any) int {

@@ -30,6 +30,7 @@ type executorSettings struct {
 	memoryLimit, pidsLimit  int64
 	cpuMillis               int64
 	tmpSize                 int64
+	shmSize                 int64
 	execRootPath            string
 	hermetic                bool
 	hostIDBase, hostIDCount uint32
@@ -50,6 +51,7 @@ func defaultExecutorSettings() executorSettings {
 		outputLimit:      64 << 20,
 		pidsLimit:        4096,
 		tmpSize:          4 << 30,
+		shmSize:          sandbox.DefaultShmSizeBytes,
 		execRootPath:     sandbox.DefaultExecRootPath,
 		cgroups:          string(sandbox.CgroupsAuto),
 		cgroupName:       "bitzel-worker",
@@ -121,6 +123,7 @@ func (s *executorSettings) apply(c *configuration.ExecutorConfiguration) error {
 	}
 	setInt64(&s.cpuMillis, sb.CpuMillis)
 	setInt64(&s.tmpSize, sb.TmpSizeBytes)
+	setInt64(&s.shmSize, sb.ShmSizeBytes)
 	return nil
 }
 
@@ -234,6 +237,7 @@ func newRunner(s *executorSettings) (sandbox.Runner, *cas.Owner, string, error) 
 		WarmSandboxes:  s.warmSandboxes,
 		HostIDBase:     s.hostIDBase,
 		HostIDCount:    s.hostIDCount,
+		ShmSizeBytes:   s.shmSize,
 	}
 	note := "cgroup limits enforced"
 	manager, err := sandbox.DetectCgroups(sandbox.CgroupMode(s.cgroups), s.cgroupName)

@@ -45,14 +45,18 @@ the worker asks the scheduler for no more work, finishes and reports
 the actions it is running, then exits.
 
 `)
-		fs.PrintDefaults()
+		printVisibleDefaults(fs)
 	}
 	configPath := fs.String("config", "", "Jsonnet configuration `file` (a WorkerConfiguration)")
-	if err := fs.Parse(args); err != nil {
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	if *configPath == "" {
+		usageError("worker", "missing --config FILE.jsonnet (a WorkerConfiguration, e.g. configs/worker.jsonnet)")
 		return 2
 	}
-	if *configPath == "" || fs.NArg() > 0 {
-		fs.Usage()
+	if fs.NArg() > 0 {
+		usageError("worker", "unexpected arguments %q", fs.Args())
 		return 2
 	}
 	// Buildbarn's program lifecycle (routines in a program.Group, whose

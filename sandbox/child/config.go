@@ -52,6 +52,8 @@ type Prepare struct {
 	// LegacyOverlay forces the mount(2) option string instead of the
 	// fsopen API, to test the fallback on kernels that have both.
 	LegacyOverlay bool `json:"legacy_overlay,omitempty"`
+	// ShmSizeBytes bounds the sandbox's /dev/shm tmpfs.
+	ShmSizeBytes int64 `json:"shm_size_bytes"`
 }
 
 // Action is one action's part of the sandbox and its command.

@@ -613,7 +613,10 @@ type SandboxConfiguration struct {
 	// Default: none.
 	CpuMillis int64 `protobuf:"varint,10,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"`
 	// Size of each action's private /tmp in bytes. Default: 4 GiB.
-	TmpSizeBytes  int64 `protobuf:"varint,11,opt,name=tmp_size_bytes,json=tmpSizeBytes,proto3" json:"tmp_size_bytes,omitempty"`
+	TmpSizeBytes int64 `protobuf:"varint,11,opt,name=tmp_size_bytes,json=tmpSizeBytes,proto3" json:"tmp_size_bytes,omitempty"`
+	// Size of each action's private /dev/shm in bytes (its own tmpfs:
+	// a container's shm_size does not reach it). Default: 1 GiB.
+	ShmSizeBytes  int64 `protobuf:"varint,40,opt,name=shm_size_bytes,json=shmSizeBytes,proto3" json:"shm_size_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -725,6 +728,13 @@ func (x *SandboxConfiguration) GetTmpSizeBytes() int64 {
 	return 0
 }
 
+func (x *SandboxConfiguration) GetShmSizeBytes() int64 {
+	if x != nil {
+		return x.ShmSizeBytes
+	}
+	return 0
+}
+
 var File_worker_configuration_configuration_proto protoreflect.FileDescriptor
 
 const file_worker_configuration_configuration_proto_rawDesc = "" +
@@ -770,7 +780,7 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\asandbox\x18\x06 \x01(\v2*.bitzel.configuration.SandboxConfigurationR\asandbox\x12U\n" +
 	"\x19default_execution_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\x17defaultExecutionTimeout\x12U\n" +
 	"\x19maximum_execution_timeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\x17maximumExecutionTimeout\x129\n" +
-	"\x19maximum_output_size_bytes\x18\t \x01(\x03R\x16maximumOutputSizeBytes\"\xbc\x04\n" +
+	"\x19maximum_output_size_bytes\x18\t \x01(\x03R\x16maximumOutputSizeBytes\"\xe2\x04\n" +
 	"\x14SandboxConfiguration\x12$\n" +
 	"\x0eexec_root_path\x18\x01 \x01(\tR\fexecRootPath\x12\x1a\n" +
 	"\bhermetic\x18\x02 \x01(\bR\bhermetic\x12 \n" +
@@ -786,7 +796,8 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\n" +
 	"cpu_millis\x18\n" +
 	" \x01(\x03R\tcpuMillis\x12$\n" +
-	"\x0etmp_size_bytes\x18\v \x01(\x03R\ftmpSizeBytes\"0\n" +
+	"\x0etmp_size_bytes\x18\v \x01(\x03R\ftmpSizeBytes\x12$\n" +
+	"\x0eshm_size_bytes\x18( \x01(\x03R\fshmSizeBytes\"0\n" +
 	"\n" +
 	"CgroupMode\x12\b\n" +
 	"\x04AUTO\x10\x00\x12\x06\n" +
