@@ -226,7 +226,7 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 		return status.Errorf(codes.Internal, "Failed to run the action: %v", err)
 	}
 	x.result.ExitCode = int32(run.ExitCode)
-	x.message = describeRun(run, e.options.Limits, e.options.OutputLimitBytes)
+	x.message = describeRun(run, e.options.Limits, e.options.OutputLimitBytes, spec.Env)
 	if usage := resourceUsage(run); usage != nil {
 		x.metadata.AuxiliaryMetadata = append(x.metadata.AuxiliaryMetadata, usage)
 	}
@@ -425,9 +425,16 @@ func mergeOutputs(result, outputs *remoteexecution.ActionResult) {
 }
 
 // describeRun says why a command ended the way it did when the worker,
-// not the command, decided it.
-func describeRun(run *sandbox.Result, limits sandbox.Limits, outputLimit int64) string {
+// not the command, decided it, and points at an environment without
+// PATH when the command failed: the worker rightly invents none (the
+// REAPI makes the Command's environment the whole of it), and a
+// compiler driver without PATH fails deep inside (gcc: "cannot
+// execute 'cc1'").
+func describeRun(run *sandbox.Result, limits sandbox.Limits, outputLimit int64, env []string) string {
 	var parts []string
+	if run.ExitCode != 0 && !hasVariable(env, "PATH") {
+		parts = append(parts, fmt.Sprintf("the action's environment has no PATH (%d variables; the worker adds none, the client must send it)", len(env)))
+	}
 	if run.OOMKilled {
 		parts = append(parts, fmt.Sprintf("the kernel killed a process of the action for exceeding its memory limit of %d bytes", limits.MemoryBytes))
 	}
@@ -438,4 +445,13 @@ func describeRun(run *sandbox.Result, limits sandbox.Limits, outputLimit int64) 
 		parts = append(parts, fmt.Sprintf("output beyond %d bytes per stream was discarded", outputLimit))
 	}
 	return strings.Join(parts, "; ")
+}
+
+func hasVariable(env []string, name string) bool {
+	for _, v := range env {
+		if strings.HasPrefix(v, name+"=") {
+			return true
+		}
+	}
+	return false
 }

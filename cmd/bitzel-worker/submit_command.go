@@ -46,7 +46,8 @@ exit code (124 on timeout, 125 when it could not be run).
 	instance := fs.String("instance", "", "instance name")
 	fs.Var(&inputs, "input", "local `DIR` as the input root, or PATH=DIR to place it at PATH; repeat")
 	fs.Var(&layers, "layer", "`PATH=DIR[,DIR...]`: the directory at PATH is the union of its own entries over these trees, topmost first (bitzel.layers); repeat")
-	fs.Var(&env, "env", "environment `VAR=VALUE`; repeat")
+	fs.Var(&env, "env", "environment `VAR=VALUE`; repeat (the whole environment, with -default-path)")
+	defaultPATH := fs.String("default-path", client.DefaultPATH, "`PATH` sent when no --env PATH=... is given (empty: none; the worker adds no environment of its own)")
 	fs.Var(&outputs, "output", "output `PATH` relative to the working directory (file or directory); repeat")
 	fs.Var(&platform, "platform", "platform property `NAME=VALUE`; repeat")
 	cwd := fs.String("cwd", "", "working directory relative to the input root")
@@ -98,9 +99,7 @@ exit code (124 on timeout, 125 when it could not be run).
 	if err != nil {
 		return fail("%v", err)
 	}
-	for _, kv := range variables {
-		command.EnvironmentVariables = append(command.EnvironmentVariables, &remoteexecution.Command_EnvironmentVariable{Name: kv[0], Value: kv[1]})
-	}
+	command.EnvironmentVariables = client.Environment(variables, *defaultPATH)
 	properties, err := keyValues(platform, "--platform")
 	if err != nil {
 		return fail("%v", err)
