@@ -64,6 +64,10 @@ local index = std.parseInt(std.extVar('BITZEL_WORKER_INDEX'));
       memoryLimitBytes: 4 * 1024 * 1024 * 1024,
       maximumProcesses: 4096,
       tmpSizeBytes: 4 * 1024 * 1024 * 1024,
+      // Each action's own /dev/shm (POSIX shared memory: Python
+      // multiprocessing in BitBake); a container's shm_size does not
+      // reach it.
+      shmSizeBytes: 1024 * 1024 * 1024,
     },
   },
 
