@@ -2,6 +2,7 @@ package cas
 
 import (
 	"context"
+	"log"
 	"os"
 	"path/filepath"
 	"sync"
@@ -17,6 +18,8 @@ import (
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"github.com/buildbarn/bb-storage/pkg/filesystem"
 	"github.com/buildbarn/bb-storage/pkg/filesystem/path"
+	localpb "github.com/buildbarn/bb-storage/pkg/proto/blobstore/local"
+	"github.com/buildbarn/bb-storage/pkg/random"
 	"github.com/buildbarn/bb-storage/pkg/util"
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
@@ -159,6 +162,8 @@ func newLocalBlobAccess(ctx context.Context, wg *sync.WaitGroup, dir string, siz
 		sizeBytes = int64(blockCount) * 1 << 20
 	}
 
+	_, err := os.Stat(filepath.Join(dir, "blocks"))
+	blocksExisted := err == nil
 	blocksDevice, sectorSizeBytes, sectorCount, err := blockdevice.NewBlockDeviceFromFile(filepath.Join(dir, "blocks"), int(sizeBytes), false)
 	if err != nil {
 		return nil, 0, util.StatusWrap(err, "Failed to open blocks file")
@@ -170,7 +175,11 @@ func newLocalBlobAccess(ctx context.Context, wg *sync.WaitGroup, dir string, siz
 	if err != nil {
 		return nil, 0, util.StatusWrap(err, "Failed to open persistent state directory")
 	}
-	stateStore := local.NewDirectoryBackedPersistentStateStore(stateDirectory)
+	stateStore := persistentStateStore{
+		PersistentStateStore: local.NewDirectoryBackedPersistentStateStore(stateDirectory),
+		statePath:            filepath.Join(dir, "state", "state"),
+		blocksExisted:        blocksExisted,
+	}
 	state, err := stateStore.ReadPersistentState()
 	if err != nil {
 		return nil, 0, util.StatusWrap(err, "Failed to reload persistent state")
@@ -275,4 +284,29 @@ func restrictStorageFiles(dir string) error {
 		}
 	}
 	return nil
+}
+
+// persistentStateStore starts a new store quietly: bb-storage's logs
+// "Reinitializing data store, as persistent state was not found" on
+// every first start, which is no news for a new data directory. A
+// store whose blocks were there without the state (the last run
+// stopped before its first sync) is said once, with what it means.
+type persistentStateStore struct {
+	local.PersistentStateStore
+	statePath     string
+	blocksExisted bool
+}
+
+func (s persistentStateStore) ReadPersistentState() (*localpb.PersistentState, error) {
+	if _, err := os.Stat(s.statePath); !os.IsNotExist(err) {
+		return s.PersistentStateStore.ReadPersistentState()
+	}
+	if s.blocksExisted {
+		log.Printf("storage: %s is missing (the last run stopped before saving it): the store in %s starts empty", s.statePath, filepath.Dir(filepath.Dir(s.statePath)))
+	}
+	// As bb-storage makes a new one.
+	return &localpb.PersistentState{
+		OldestEpochId:                    1,
+		KeyLocationMapHashInitialization: random.CryptoThreadSafeGenerator.Uint64(),
+	}, nil
 }

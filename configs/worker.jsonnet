@@ -4,11 +4,12 @@
 // global, blobstore and scheduler messages are bb-storage's, written as
 // for bb_worker.
 //
-//   BITZEL_WORKER_INDEX=0 bitzel-worker worker --config configs/worker.jsonnet
+//   bitzel-worker worker --config configs/worker.jsonnet
 //   BITZEL_WORKER_INDEX=1 bitzel-worker worker --config configs/worker.jsonnet
 //
-// BITZEL_WORKER_INDEX tells workers on one machine apart: their worker
-// IDs, data directories and diagnostics ports. Run as root or as an
+// BITZEL_WORKER_INDEX (0 when unset: bitzel-worker defines it) tells
+// workers on one machine apart: their worker IDs, data directories and
+// diagnostics ports. Run as root or as an
 // ordinary user (rootless sandboxes). SIGTERM drains: no more work is
 // taken, running actions finish and are reported, then the worker exits.
 local cluster = import 'cluster.libsonnet';
@@ -66,6 +67,10 @@ local index = std.parseInt(std.extVar('BITZEL_WORKER_INDEX'));
       memoryLimitBytes: 4 * 1024 * 1024 * 1024,
       maximumProcesses: 4096,
       tmpSizeBytes: 4 * 1024 * 1024 * 1024,
+      // Each action's own /dev/shm (POSIX shared memory: Python
+      // multiprocessing in BitBake); a container's shm_size does not
+      // reach it.
+      shmSizeBytes: 1024 * 1024 * 1024,
     },
   },
 

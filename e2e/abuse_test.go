@@ -16,8 +16,11 @@ import (
 // worker, the host or their own limits, through `serve`: each must be
 // contained and reported, and the worker must go on serving.
 func TestMisbehavingActionsAreContained(t *testing.T) {
-	mountsBefore, _ := os.ReadFile("/proc/self/mountinfo")
 	s := startServer(t, "--pids-limit", "64", "--memory-limit", fmt.Sprint(64<<20), "--tmp-size", fmt.Sprint(16<<20), "--output-limit", fmt.Sprint(1<<20))
+	// Everything the worker mounts on the host is under its data
+	// directory (sandbox state, build directories); the rest of the
+	// machine's mounts are not this test's.
+	mountsBefore := mountsUnder(t, s.dataDir)
 	c := s.client()
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -103,9 +106,7 @@ func TestMisbehavingActionsAreContained(t *testing.T) {
 	if got := string(c.read(result.StdoutDigest)); got != "fine\n" {
 		t.Errorf("after the abuse: %q", got)
 	}
-	if mountsAfter, _ := os.ReadFile("/proc/self/mountinfo"); string(mountsAfter) != string(mountsBefore) {
-		t.Errorf("mounts changed")
-	}
+	expectSameMounts(t, s.dataDir, mountsBefore)
 	if procs := sandboxProcesses(t, s.cmd.Process.Pid); len(procs) > 1+2*4 {
 		t.Errorf("%d sandbox processes left (a launcher and warm sandboxes expected)", len(procs))
 	}

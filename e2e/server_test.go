@@ -36,6 +36,9 @@ var (
 	binariesOnce sync.Once
 	binDir       string
 	binErr       error
+	// builtBinDir is binDir when the tests built it: TestMain
+	// removes it (59 MB per run otherwise).
+	builtBinDir string
 )
 
 // binaries returns the directory holding bitzel-worker and
@@ -52,6 +55,7 @@ func binaries(t testing.TB) string {
 			binErr = err
 			return
 		}
+		builtBinDir = dir
 		os.Chmod(dir, 0o755)
 		out, err := exec.Command("go", "build", "-o", dir+"/", "../cmd/bitzel-worker", "../cmd/bitzel-sandbox-init").CombinedOutput()
 		if err != nil {

@@ -211,6 +211,27 @@ func TestTmpIsPrivateAndLimited(t *testing.T) {
 	}
 }
 
+// /dev/shm is the sandbox's own tmpfs: its size is the runner's
+// setting (a container's --shm-size does not reach it), 1 GiB unless
+// configured, for the warm (prepared) and the hermetic path alike.
+func TestShmSizeIsConfigurable(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		config   func(*Config)
+		wantSize string
+	}{
+		{"default", func(*Config) {}, "size=1048576k"},
+		{"8 MiB", func(c *Config) { c.ShmSizeBytes = 8 << 20 }, "size=8192k"},
+	} {
+		e := newEnv(t, c.config)
+		o := e.shell(`grep ' /dev/shm ' /proc/mounts`)
+		o.expectExit(t, 0)
+		if !strings.Contains(o.stdout, c.wantSize) {
+			t.Errorf("%s: /dev/shm is %q, want %s", c.name, o.stdout, c.wantSize)
+		}
+	}
+}
+
 func TestExecRootPathMayNotOverlapSandboxMounts(t *testing.T) {
 	for _, p := range []string{"/tmp/build", "/usr/src/x", "/proc", "/", "relative"} {
 		_, err := NewNamespaceRunner(Config{StateDir: t.TempDir(), ExecRootPath: p})

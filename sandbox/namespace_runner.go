@@ -71,7 +71,17 @@ type Config struct {
 	// Seccomp is the actions' system-call filter; empty means
 	// SeccompDefault.
 	Seccomp SeccompMode
+	// ShmSizeBytes bounds each sandbox's /dev/shm, a tmpfs of its own
+	// (a container's --shm-size never reaches it); 0 means
+	// DefaultShmSizeBytes. Its pages count against the action's
+	// memory limit like any other.
+	ShmSizeBytes int64
 }
+
+// DefaultShmSizeBytes is /dev/shm's size when Config sets none: room
+// for POSIX shared memory of Python multiprocessing (BitBake) or a
+// browser under test, which the 64 MiB of Docker's default starve.
+const DefaultShmSizeBytes = 1 << 30
 
 // Defaults for the id mapping of a worker running as root. The range is
 // high enough not to collide with ordinary users or /etc/subuid ranges.
@@ -177,6 +187,10 @@ func NewNamespaceRunner(config Config) (Runner, error) {
 		ExecRootIsRoot: config.ExecRootIsRoot,
 		Hostname:       config.Hostname,
 		LegacyOverlay:  config.LegacyOverlay,
+		ShmSizeBytes:   config.ShmSizeBytes,
+	}
+	if r.prepare.ShmSizeBytes <= 0 {
+		r.prepare.ShmSizeBytes = DefaultShmSizeBytes
 	}
 	if !config.ExecRootIsRoot {
 		r.prepare.HostPaths = config.HostPaths

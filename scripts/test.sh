@@ -31,6 +31,33 @@ if [ -n "$missing" ]; then
 fi
 id "$test_user" >/dev/null 2>&1 || useradd --create-home --shell /bin/sh "$test_user"
 go mod download
+# gotestsum prints one line per test (PASS, FAIL, SKIP) and the output
+# of failures, so a skipped or missing test shows in the log; plain
+# go test -v is the fallback.
+gotestsum_version=v1.13.0
+gotestsum="$(go env GOPATH)/bin/gotestsum"
+if ! "$gotestsum" --version 2>/dev/null | grep -q "$gotestsum_version"; then
+	go install "gotest.tools/gotestsum@$gotestsum_version" || gotestsum=""
+fi
+# go_test PKG... runs go test with one line per test.
+go_test() {
+	if [ -n "$gotestsum" ]; then
+		"$gotestsum" --format testname -- -count=1 "$@"
+	else
+		go test -v -count=1 "$@"
+	fi
+}
+# test_binary PKG CMD... runs a test binary built with go test -c
+# (CMD runs it, with -test.v=test2json appended) the same way.
+test_binary() {
+	pkg=$1
+	shift
+	if [ -n "$gotestsum" ]; then
+		"$gotestsum" --format testname --raw-command -- go tool test2json -t -p "$pkg" "$@" -test.v=test2json
+	else
+		"$@" -test.v
+	fi
+}
 
 echo "== gofmt and go vet"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
@@ -41,10 +68,15 @@ fi
 go vet ./...
 
 echo "== build"
-go build -o bin/ ./cmd/...
+# -buildvcs=false (the rootless copy has no .git): the commit comes in
+# through the linker, for `bitzel-worker version`.
+commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+go build -ldflags "-X main.commit=$commit" -o bin/ ./cmd/...
 
 echo "== tests as root"
-go test -count=1 ./...
+# The e2e tests use the binaries just built rather than building
+# their own.
+BITZEL_BIN_DIR="$repo/bin" go_test ./...
 sh e2e/bazel/run.sh # real Bazel 4.2.3 against serve: every spawn remote, then all remote cache hits
 BITZEL_BIN_DIR="$repo/bin" sh e2e/bitbake/busybox.sh # Debian busybox 1.35 do_configure/compile/install through serve: byte-identical to a local build, wall times
 
@@ -80,7 +112,7 @@ for pkg in $(go list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}{{en
 	name=$(echo "${rel:-root}" | tr / _)
 	go test -c -o "$work/$name.test" "./$rel"
 	echo "-- $pkg"
-	if ! (cd "$work/$rel" && runuser -u "$test_user" -- env HOME="/home/$test_user" BITZEL_BIN_DIR="$work/bin" BITZEL_SMALL_FS="$small_fs" BITZEL_SCRATCH_DIR="$scratch" "$work/$name.test" -test.count=1); then
+	if ! (cd "$work/$rel" && test_binary "$pkg" runuser -u "$test_user" -- env HOME="/home/$test_user" BITZEL_BIN_DIR="$work/bin" BITZEL_SMALL_FS="$small_fs" BITZEL_SCRATCH_DIR="$scratch" "$work/$name.test" -test.count=1); then
 		status=1
 	fi
 done

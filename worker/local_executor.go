@@ -232,7 +232,7 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 		return status.Errorf(codes.Internal, "Failed to run the action: %v", err)
 	}
 	x.result.ExitCode = int32(run.ExitCode)
-	x.message = describeRun(run, e.options.Limits, e.options.OutputLimitBytes)
+	x.message = describeRun(run, e.options.Limits, e.options.OutputLimitBytes, spec.Env)
 	if usage := resourceUsage(run); usage != nil {
 		x.metadata.AuxiliaryMetadata = append(x.metadata.AuxiliaryMetadata, usage)
 	}
@@ -439,9 +439,16 @@ func mergeOutputs(result, outputs *remoteexecution.ActionResult) {
 }
 
 // describeRun says why a command ended the way it did when the worker,
-// not the command, decided it.
-func describeRun(run *sandbox.Result, limits sandbox.Limits, outputLimit int64) string {
+// not the command, decided it, and points at an environment without
+// PATH when the command failed: the worker rightly invents none (the
+// REAPI makes the Command's environment the whole of it), and a
+// compiler driver without PATH fails deep inside (gcc: "cannot
+// execute 'cc1'").
+func describeRun(run *sandbox.Result, limits sandbox.Limits, outputLimit int64, env []string) string {
 	var parts []string
+	if run.ExitCode != 0 && !hasVariable(env, "PATH") {
+		parts = append(parts, fmt.Sprintf("the action's environment has no PATH (%d variables; the worker adds none, the client must send it)", len(env)))
+	}
 	if events := limitEvents(run, limits); events != "" {
 		parts = append(parts, events)
 	}
@@ -459,4 +466,13 @@ func joinMessages(a, b string) string {
 		return b
 	}
 	return a + "; " + b
+}
+
+func hasVariable(env []string, name string) bool {
+	for _, v := range env {
+		if strings.HasPrefix(v, name+"=") {
+			return true
+		}
+	}
+	return false
 }

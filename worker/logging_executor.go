@@ -31,6 +31,11 @@ func (e *loggingExecutor) Execute(ctx context.Context, request *Request, observe
 	} else if code := response.Result.GetExitCode(); code != 0 {
 		outcome = fmt.Sprintf("exit %d", code)
 	}
+	if response.Message != "" {
+		// What the worker knows about why the action ended so:
+		// limits hit, an environment without PATH, ...
+		outcome += " (" + response.Message + ")"
+	}
 	m := response.Result.GetExecutionMetadata()
 	e.logger.Printf("action %s/%d %s: %s; fetch %s, run %s, upload %s, total %s",
 		request.ActionDigest.GetHashString(), request.ActionDigest.GetSizeBytes(),

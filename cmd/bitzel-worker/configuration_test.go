@@ -79,6 +79,23 @@ func TestSampleConfigurationsAreValid(t *testing.T) {
 	}
 }
 
+// configs/worker.jsonnet works as written: without BITZEL_WORKER_INDEX
+// it is worker 0.
+func TestSampleWorkerConfigurationDefaultsToIndexZero(t *testing.T) {
+	t.Setenv(workerIndexVariable, "")
+	os.Unsetenv(workerIndexVariable)
+	var worker configuration.WorkerConfiguration
+	if err := readWorkerConfiguration("../../configs/worker.jsonnet", &worker); err != nil {
+		t.Fatal(err)
+	}
+	if got := worker.Executor.GetDataDirectoryPath(); got != "cluster-worker-0" {
+		t.Errorf("data directory %q, want cluster-worker-0", got)
+	}
+	if got := worker.Runners[0].WorkerId["worker"]; got != "0" {
+		t.Errorf("worker ID %v", worker.Runners[0].WorkerId)
+	}
+}
+
 func copyFile(t *testing.T, from, to string) {
 	t.Helper()
 	data, err := os.ReadFile(from)

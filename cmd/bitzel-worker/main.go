@@ -19,7 +19,8 @@ commands:
   worker    join a Buildbarn cluster: take actions from bb_scheduler (--config FILE.jsonnet)
   submit    run a task on a REAPI endpoint: upload inputs, execute, fetch outputs
   sandbox   run one command in a sandbox on layer directories, for debugging
-  version   print the version
+  version   print the module version and the commit it was built from
+  help      print this text; "help COMMAND" prints the flags of a command
 
 Run "bitzel-worker COMMAND -h" for the flags of a command.
 `
@@ -31,21 +32,38 @@ var commands = map[string]func(args []string) int{
 	"worker":  workerCommand,
 	"submit":  submitCommand,
 	"sandbox": sandboxCommand,
-	"version": func([]string) int { fmt.Println("bitzel-worker", version); return 0 },
+	"version": versionCommand,
 }
 
-// version is set by the linker for releases.
-var version = "dev"
-
 func main() {
-	if len(os.Args) < 2 {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	if len(args) == 0 {
 		fmt.Fprint(os.Stderr, usage)
-		os.Exit(2)
+		return 2
 	}
-	command, ok := commands[os.Args[1]]
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		if len(args) > 1 {
+			// "help serve" is "serve -h".
+			if command, ok := commands[args[1]]; ok {
+				return command([]string{"-h"})
+			}
+			return unknownCommand(args[1])
+		}
+		fmt.Print(usage)
+		return 0
+	}
+	command, ok := commands[args[0]]
 	if !ok {
-		fmt.Fprintf(os.Stderr, "bitzel-worker: unknown command %q\n\n%s", os.Args[1], usage)
-		os.Exit(2)
+		return unknownCommand(args[0])
 	}
-	os.Exit(command(os.Args[2:]))
+	return command(args[1:])
+}
+
+func unknownCommand(name string) int {
+	fmt.Fprintf(os.Stderr, "bitzel-worker: unknown command %q (see \"bitzel-worker help\")\n", name)
+	return 2
 }

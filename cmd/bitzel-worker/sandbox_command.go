@@ -20,41 +20,69 @@ type listFlag []string
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
-// sandboxCommand runs one command exactly as the worker would run an
-// action, on layer directories given on the command line. It is the
-// tool for a person whose BitBake task fails only remotely.
-func sandboxCommand(args []string) int {
-	fs := flag.NewFlagSet("sandbox", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `usage: bitzel-worker sandbox --layer DIR [--layer DIR ...] [flags] -- CMD [ARGS...]
+const sandboxUsage = `usage: bitzel-worker sandbox --layer DIR [--layer DIR ...] [flags] -- CMD [ARGS...]
 
 Runs CMD in fresh user, mount, pid, network, IPC and UTS namespaces, with
 the exec root an overlay of the layers (the first is topmost) and writes
-going to the upper directory, then prints what happened.
+going to the upper directory, then prints what happened. The limits have
+the names and defaults of serve's flags.
 
-`)
-		fs.PrintDefaults()
-	}
-	var layers, mounts, env listFlag
-	fs.Var(&layers, "layer", "read-only layer `DIR` of the exec root; repeat, topmost first")
-	fs.Var(&mounts, "mount", "extra overlay `PATH=DIR[,DIR...]` at PATH in the exec root, its layers topmost first; repeat")
-	fs.Var(&env, "env", "environment `VAR=VALUE` of the command; repeat (nothing is inherited)")
-	upper := fs.String("upper", "", "upper `DIR` receiving the command's writes (default: a new temporary directory, kept)")
-	cwd := fs.String("cwd", "", "working directory relative to the exec root")
-	timeout := fs.Duration("timeout", 0, "kill every process of the command after this long (0: never)")
-	memory := fs.Int64("memory", 0, "memory limit in bytes (needs cgroups)")
-	pids := fs.Int64("pids", 0, "process limit")
-	tmpSize := fs.Int64("tmp-size", 1<<30, "size limit of the private /tmp in bytes")
-	hermetic := fs.Bool("hermetic", false, "use the exec root as the whole root file system instead of binding the host userland")
-	execRoot := fs.String("exec-root-path", sandbox.DefaultExecRootPath, "where the exec root appears inside the sandbox")
-	dataDir := fs.String("data-dir", defaultDataDir(), "the worker's data directory (sandbox state lives under it)")
-	seccompMode := fs.String("seccomp", string(sandbox.SeccompDefault), "system-call filter: default, allow-user-namespaces or off")
-	if err := fs.Parse(args); err != nil {
-		return 2
+`
+
+// sandboxFlags are the settings of `sandbox`.
+type sandboxFlags struct {
+	layers, mounts, env listFlag
+	upper, cwd          string
+	timeout             time.Duration
+	limits              sandbox.Limits
+	shmSize             int64
+	hermetic            bool
+	execRootPath        string
+	dataDir             string
+	seccomp             string
+}
+
+func (f *sandboxFlags) register(fs *flag.FlagSet) {
+	d := defaultExecutorSettings()
+	fs.Var(&f.layers, "layer", "read-only layer `DIR` of the exec root; repeat, topmost first")
+	fs.Var(&f.mounts, "mount", "extra overlay `PATH=DIR[,DIR...]` at PATH in the exec root, its layers topmost first; repeat")
+	fs.Var(&f.env, "env", "environment `VAR=VALUE` of the command; repeat (nothing is inherited)")
+	fs.StringVar(&f.upper, "upper", "", "upper `DIR` receiving the command's writes to the exec root, kept (default: a temporary directory, removed at exit)")
+	fs.StringVar(&f.cwd, "cwd", "", "working directory relative to the exec root")
+	fs.DurationVar(&f.timeout, "timeout", 0, "kill every process of the command after this long (0: never)")
+	// Spelled and defaulted as serve's flags (and the Jsonnet
+	// sandbox fields memoryLimitBytes, maximumProcesses, cpuMillis,
+	// tmpSizeBytes, shmSizeBytes).
+	fs.Int64Var(&f.limits.MemoryBytes, "memory-limit", d.memoryLimit, "memory limit in `bytes` (needs cgroups; 0: none)")
+	fs.Int64Var(&f.limits.MaxProcesses, "pids-limit", d.pidsLimit, "process limit (0: none)")
+	fs.Int64Var(&f.limits.CPUMillis, "cpu-millis", d.cpuMillis, "CPU bandwidth in thousandths of a CPU (needs cgroups; 0: none)")
+	fs.Int64Var(&f.limits.TmpSizeBytes, "tmp-size", d.tmpSize, "size of the private /tmp in `bytes`")
+	fs.Int64Var(&f.shmSize, "shm-size", d.shmSize, "size of the private /dev/shm in `bytes`")
+	aliasFlag(fs, "memory", "memory-limit")
+	aliasFlag(fs, "pids", "pids-limit")
+	fs.BoolVar(&f.hermetic, "hermetic", d.hermetic, "use the exec root as the whole root file system instead of binding the host userland")
+	fs.StringVar(&f.execRootPath, "exec-root-path", d.execRootPath, "where the exec root appears inside the sandbox")
+	fs.StringVar(&f.seccomp, "seccomp", string(sandbox.SeccompDefault), "system-call filter: default, allow-user-namespaces or off")
+	fs.StringVar(&f.dataDir, "data-dir", d.dataDir, "the worker's data `directory` (sandbox state lives under it)")
+}
+
+// sandboxCommand runs one command the way the worker runs an action, on
+// layer directories given on the command line. It is the tool for a
+// person whose BitBake task fails only remotely.
+func sandboxCommand(args []string) int {
+	fs := newFlagSet("sandbox", sandboxUsage)
+	var f sandboxFlags
+	f.register(fs)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	argv := fs.Args()
-	if len(argv) == 0 || len(layers) == 0 {
-		fs.Usage()
+	switch {
+	case len(f.layers) == 0:
+		usageError("sandbox", "missing --layer DIR: the exec root is an overlay of at least one layer directory (an empty one will do)")
+		return 2
+	case len(argv) == 0:
+		usageError("sandbox", "missing the command to run: sandbox --layer DIR [flags] -- CMD [ARGS...]")
 		return 2
 	}
 	fail := func(format string, a ...any) int {
@@ -62,86 +90,32 @@ going to the upper directory, then prints what happened.
 		return 125
 	}
 
-	var cleanups []string
-	defer func() {
-		for _, dir := range cleanups {
-			sandbox.RemoveAll(dir)
-		}
-	}()
-	newOverlay := func(path string, layerDirs []string, upperDir string) (sandbox.Mount, error) {
-		m := sandbox.Mount{Path: path}
-		for _, layer := range layerDirs {
-			abs, err := filepath.Abs(layer)
-			if err != nil {
-				return m, err
-			}
-			m.Layers = append(m.Layers, abs)
-		}
-		if upperDir == "" {
-			dir, err := os.MkdirTemp("", "bitzel-upper-")
-			if err != nil {
-				return m, err
-			}
-			// The upper's mode is the exec root's mode.
-			if err := os.Chmod(dir, 0o755); err != nil {
-				return m, err
-			}
-			upperDir = dir
-			fmt.Fprintf(os.Stderr, "bitzel-worker sandbox: writes under %q go to %s\n", "/"+path, upperDir)
-		}
-		upperDir, err := filepath.Abs(upperDir)
-		if err != nil {
-			return m, err
-		}
-		if err := os.MkdirAll(upperDir, 0o755); err != nil {
-			return m, err
-		}
-		// The work directory must be on the upper's file system.
-		work, err := os.MkdirTemp(filepath.Dir(upperDir), ".bitzel-work-")
-		if err != nil {
-			return m, err
-		}
-		cleanups = append(cleanups, work)
-		m.UpperDir, m.WorkDir = upperDir, work
-		return m, nil
+	config := sandbox.Config{
+		StateDir:       filepath.Join(f.dataDir, "sandbox"),
+		ExecRootPath:   f.execRootPath,
+		ExecRootIsRoot: f.hermetic,
+		ShmSizeBytes:   f.shmSize,
+		Seccomp:        sandbox.SeccompMode(f.seccomp),
 	}
-
-	root, err := newOverlay("", layers, *upper)
+	overlays := &overlayDirs{}
+	// Temporary uppers and work directories go, whatever happens.
+	defer overlays.remove()
+	spec, err := f.spec(overlays, argv)
 	if err != nil {
 		return fail("%v", err)
 	}
-	spec := &sandbox.Spec{
-		Mounts:           []sandbox.Mount{root},
-		Argv:             argv,
-		Env:              env,
-		WorkingDirectory: *cwd,
-		Timeout:          *timeout,
-		Stdout:           os.Stdout,
-		Stderr:           os.Stderr,
-		Limits:           sandbox.Limits{MemoryBytes: *memory, MaxProcesses: *pids, TmpSizeBytes: *tmpSize},
-	}
-	for _, m := range mounts {
-		path, dirs, ok := strings.Cut(m, "=")
-		if !ok || path == "" || dirs == "" {
-			return fail("--mount %q: want PATH=DIR[,DIR...]", m)
-		}
-		overlay, err := newOverlay(path, strings.Split(dirs, ","), "")
-		if err != nil {
-			return fail("%v", err)
-		}
-		spec.Mounts = append(spec.Mounts, overlay)
-	}
+	warnUnmappedLayers(spec, config)
 
-	config := sandbox.Config{
-		StateDir:       filepath.Join(*dataDir, "sandbox"),
-		ExecRootPath:   *execRoot,
-		ExecRootIsRoot: *hermetic,
-		Seccomp:        sandbox.SeccompMode(*seccompMode),
-	}
-	if *memory > 0 || *pids > 0 {
+	limited := f.limits.MemoryBytes > 0 || f.limits.MaxProcesses > 0 || f.limits.CPUMillis > 0
+	if limited {
 		manager, err := sandbox.DetectCgroups(sandbox.CgroupsAuto, "bitzel-sandbox")
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "bitzel-worker sandbox: no cgroups (%v); the memory limit is not enforced, processes are limited by RLIMIT_NPROC\n", err)
+			// Without cgroups the process limit is RLIMIT_NPROC,
+			// as in the worker; only the limits that are lost
+			// are worth a line.
+			if f.limits.MemoryBytes > 0 || f.limits.CPUMillis > 0 {
+				fmt.Fprintf(os.Stderr, "bitzel-worker sandbox: no cgroups (%v): --memory-limit and --cpu-millis are not enforced\n", err)
+			}
 		} else {
 			config.Cgroups = manager
 		}
@@ -162,6 +136,36 @@ going to the upper directory, then prints what happened.
 		return 124
 	}
 	return result.ExitCode
+}
+
+// spec checks the layer directories and builds the sandbox's overlays.
+func (f *sandboxFlags) spec(overlays *overlayDirs, argv []string) (*sandbox.Spec, error) {
+	root, err := overlays.add("", "--layer", f.layers, f.upper)
+	if err != nil {
+		return nil, err
+	}
+	spec := &sandbox.Spec{
+		Mounts:           []sandbox.Mount{root},
+		Argv:             argv,
+		Env:              f.env,
+		WorkingDirectory: f.cwd,
+		Timeout:          f.timeout,
+		Stdout:           os.Stdout,
+		Stderr:           os.Stderr,
+		Limits:           f.limits,
+	}
+	for _, m := range f.mounts {
+		path, dirs, ok := strings.Cut(m, "=")
+		if !ok || path == "" || dirs == "" {
+			return nil, fmt.Errorf("--mount %q: want PATH=DIR[,DIR...]", m)
+		}
+		overlay, err := overlays.add(path, "--mount "+m, strings.Split(dirs, ","), "")
+		if err != nil {
+			return nil, err
+		}
+		spec.Mounts = append(spec.Mounts, overlay)
+	}
+	return spec, nil
 }
 
 func describeResult(r *sandbox.Result) string {

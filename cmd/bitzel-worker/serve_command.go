@@ -78,6 +78,8 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.Int64Var(&f.pidsLimit, "pids-limit", d.pidsLimit, "process limit per action")
 	fs.Int64Var(&f.diskBudget, "disk-budget", d.diskBudget, "per-action budget of `bytes` an action may write to its exec root, enforced as it writes (a tmpfs of this size holds its upper directories; 0: unbounded, on the data directory)")
 	fs.Int64Var(&f.tmpSize, "tmp-size", d.tmpSize, "size of each action's private /tmp in `bytes`")
+	fs.Int64Var(&f.shmSize, "shm-size", d.shmSize, "size of each action's private /dev/shm in `bytes`")
+	fs.Int64Var(&f.cpuMillis, "cpu-millis", d.cpuMillis, "CPU bandwidth per action in thousandths of a CPU (needs cgroups; 0: none)")
 	fs.StringVar(&f.execRootPath, "exec-root-path", d.execRootPath, "where the exec root appears inside the sandbox")
 	fs.BoolVar(&f.hermetic, "hermetic", d.hermetic, "use the input root as the whole root file system (no host userland)")
 	fs.StringVar(&f.workerName, "worker-name", hostname, "name reported in ExecutedActionMetadata")
@@ -102,15 +104,15 @@ running actions in sandboxes on this machine. No flag is required.
 diagnostics HTTP server, tracing), from a Jsonnet file.
 
 `)
-		fs.PrintDefaults()
+		printVisibleDefaults(fs)
 	}
 	var f serveFlags
 	f.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "serve: unexpected arguments %q\n", fs.Args())
+		usageError("serve", "unexpected arguments %q", fs.Args())
 		return 2
 	}
 	var global *globalpb.Configuration

@@ -39,14 +39,15 @@ writes its outputs under --download with their modes, and exits with its
 exit code (124 on timeout, 125 when it could not be run).
 
 `)
-		fs.PrintDefaults()
+		printVisibleDefaults(fs)
 	}
 	var inputs, layers, env, outputs, platform listFlag
 	remote := fs.String("remote", "grpc://127.0.0.1:8980", "REAPI endpoint, grpc://HOST:PORT or grpcs://HOST:PORT")
 	instance := fs.String("instance", "", "instance name")
 	fs.Var(&inputs, "input", "local `DIR` as the input root, or PATH=DIR to place it at PATH; repeat")
 	fs.Var(&layers, "layer", "`PATH=DIR[,DIR...]`: the directory at PATH is the union of its own entries over these trees, topmost first (bitzel.layers); repeat")
-	fs.Var(&env, "env", "environment `VAR=VALUE`; repeat")
+	fs.Var(&env, "env", "environment `VAR=VALUE`; repeat (the whole environment, with -default-path)")
+	defaultPATH := fs.String("default-path", client.DefaultPATH, "`PATH` sent when no --env PATH=... is given (empty: none; the worker adds no environment of its own)")
 	fs.Var(&outputs, "output", "output `PATH` relative to the working directory (file or directory); repeat")
 	fs.Var(&platform, "platform", "platform property `NAME=VALUE`; repeat")
 	cwd := fs.String("cwd", "", "working directory relative to the input root")
@@ -59,12 +60,12 @@ exit code (124 on timeout, 125 when it could not be run).
 	quiet := fs.Bool("quiet", false, "no progress on stderr")
 	preserveMtimes := fs.Bool("preserve-mtimes", false, "send input files' modification times (mtime node property), for tasks whose make must see an earlier task's timestamps")
 	preserveModes := fs.Bool("preserve-modes", true, "send input files' permission bits (unix_mode node property)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	argv := fs.Args()
 	if len(argv) == 0 {
-		fs.Usage()
+		usageError("submit", "missing the command to run: submit [flags] -- CMD [ARGS...]")
 		return 2
 	}
 	fail := func(format string, a ...any) int {
@@ -98,9 +99,7 @@ exit code (124 on timeout, 125 when it could not be run).
 	if err != nil {
 		return fail("%v", err)
 	}
-	for _, kv := range variables {
-		command.EnvironmentVariables = append(command.EnvironmentVariables, &remoteexecution.Command_EnvironmentVariable{Name: kv[0], Value: kv[1]})
-	}
+	command.EnvironmentVariables = client.Environment(variables, *defaultPATH)
 	properties, err := keyValues(platform, "--platform")
 	if err != nil {
 		return fail("%v", err)

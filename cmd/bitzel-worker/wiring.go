@@ -32,6 +32,7 @@ type executorSettings struct {
 	cpuMillis               int64
 	tmpSize                 int64
 	diskBudget              int64
+	shmSize                 int64
 	execRootPath            string
 	hermetic                bool
 	hostIDBase, hostIDCount uint32
@@ -58,6 +59,7 @@ func defaultExecutorSettings() executorSettings {
 		outputBudgetEntries: 1_000_000,
 		pidsLimit:           4096,
 		tmpSize:             4 << 30,
+		shmSize:             sandbox.DefaultShmSizeBytes,
 		diskBudget:          4 << 30,
 		execRootPath:        sandbox.DefaultExecRootPath,
 		cgroups:             string(sandbox.CgroupsAuto),
@@ -140,6 +142,7 @@ func (s *executorSettings) apply(c *configuration.ExecutorConfiguration) error {
 		return fmt.Errorf("sandbox.seccomp: %w", err)
 	}
 	setString(&s.seccomp, sb.Seccomp)
+	setInt64(&s.shmSize, sb.ShmSizeBytes)
 	return nil
 }
 
@@ -266,6 +269,7 @@ func newRunner(s *executorSettings, leftovers *sandbox.Leftovers) (sandbox.Runne
 		HostIDBase:     s.hostIDBase,
 		HostIDCount:    s.hostIDCount,
 		Seccomp:        sandbox.SeccompMode(s.seccomp),
+		ShmSizeBytes:   s.shmSize,
 	}
 	note := "cgroup limits enforced"
 	manager, err := sandbox.DetectCgroups(sandbox.CgroupMode(s.cgroups), s.cgroupName)

@@ -40,19 +40,25 @@ Joins a Buildbarn cluster in place of bb_worker + bb_runner: takes
 actions from bb_scheduler, runs them in sandboxes on this machine, and
 reads and writes the CAS and Action Cache of bb_storage (or any REAPI
 storage). FILE is a WorkerConfiguration in Jsonnet (see
-worker/configuration and configs/worker.jsonnet). SIGTERM drains:
+worker/configuration and configs/worker.jsonnet, which reads
+BITZEL_WORKER_INDEX, 0 unless set, to tell several workers on one host
+apart). SIGTERM drains:
 the worker asks the scheduler for no more work, finishes and reports
 the actions it is running, then exits.
 
 `)
-		fs.PrintDefaults()
+		printVisibleDefaults(fs)
 	}
 	configPath := fs.String("config", "", "Jsonnet configuration `file` (a WorkerConfiguration)")
-	if err := fs.Parse(args); err != nil {
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	if *configPath == "" {
+		usageError("worker", "missing --config FILE.jsonnet (a WorkerConfiguration, e.g. configs/worker.jsonnet)")
 		return 2
 	}
-	if *configPath == "" || fs.NArg() > 0 {
-		fs.Usage()
+	if fs.NArg() > 0 {
+		usageError("worker", "unexpected arguments %q", fs.Args())
 		return 2
 	}
 	// Buildbarn's program lifecycle (routines in a program.Group, whose
@@ -86,8 +92,8 @@ the actions it is running, then exits.
 
 func runWorker(ctx context.Context, siblingsGroup, dependenciesGroup program.Group, configPath string) error {
 	var c configuration.WorkerConfiguration
-	if err := util.UnmarshalConfigurationFromFile(configPath, &c); err != nil {
-		return util.StatusWrapf(err, "Failed to read configuration from %s", configPath)
+	if err := readWorkerConfiguration(configPath, &c); err != nil {
+		return err
 	}
 	lifecycleState, grpcClientFactory, err := global.ApplyConfiguration(c.Global, dependenciesGroup)
 	if err != nil {
@@ -183,6 +189,21 @@ func runWorker(ctx context.Context, siblingsGroup, dependenciesGroup program.Gro
 	logger.Printf("draining: asking the scheduler for no more work; running actions finish and are reported")
 	wg.Wait()
 	logger.Printf("drained")
+	return nil
+}
+
+// workerIndexVariable tells several workers on one host apart in
+// configs/worker.jsonnet (std.extVar: every environment variable is
+// one). It is 0 when unset, so that the sample works as written.
+const workerIndexVariable = "BITZEL_WORKER_INDEX"
+
+func readWorkerConfiguration(path string, c *configuration.WorkerConfiguration) error {
+	if _, ok := os.LookupEnv(workerIndexVariable); !ok {
+		os.Setenv(workerIndexVariable, "0")
+	}
+	if err := util.UnmarshalConfigurationFromFile(path, c); err != nil {
+		return util.StatusWrapf(err, "Failed to read configuration from %s", path)
+	}
 	return nil
 }
 

@@ -55,6 +55,8 @@ type Prepare struct {
 	// SeccompFilter is the command's system-call filter, a struct
 	// sock_filter array compiled by the worker; empty: none.
 	SeccompFilter []byte `json:"seccomp_filter,omitempty"`
+	// ShmSizeBytes bounds the sandbox's /dev/shm tmpfs.
+	ShmSizeBytes int64 `json:"shm_size_bytes"`
 }
 
 // Action is one action's part of the sandbox and its command.

@@ -60,7 +60,7 @@ func prepareRoot(prepare *Prepare) (*rootBuilder, error) {
 	if err := os.MkdirAll(b.execRoot, 0o755); err != nil {
 		return nil, fmt.Errorf("create exec root mount point: %w", err)
 	}
-	if err := mountProcAndDev(newRoot); err != nil {
+	if err := mountProcAndDev(newRoot, prepare.ShmSizeBytes); err != nil {
 		return nil, err
 	}
 	if err := os.Mkdir(filepath.Join(newRoot, "tmp"), 0o755); err != nil {
@@ -98,7 +98,7 @@ func (b *rootBuilder) finish(action *Action) error {
 	}
 	newRoot := b.prepare.NewRoot
 	if b.prepare.ExecRootIsRoot {
-		if err := mountProcAndDev(newRoot); err != nil {
+		if err := mountProcAndDev(newRoot, b.prepare.ShmSizeBytes); err != nil {
 			return err
 		}
 	}
@@ -200,7 +200,7 @@ func createFile(path string) error {
 
 // mountProcAndDev gives the sandbox its own /proc (of its pid
 // namespace) and a minimal /dev.
-func mountProcAndDev(root string) error {
+func mountProcAndDev(root string, shmSizeBytes int64) error {
 	proc := filepath.Join(root, "proc")
 	if err := os.MkdirAll(proc, 0o555); err != nil {
 		return fmt.Errorf("create /proc: %w", err)
@@ -210,7 +210,7 @@ func mountProcAndDev(root string) error {
 		// a fresh proc mount in a nested user namespace.
 		return fmt.Errorf("mount /proc (a container's masked /proc prevents this; Docker needs --security-opt systempaths=unconfined): %w", err)
 	}
-	return mountDev(filepath.Join(root, "dev"))
+	return mountDev(filepath.Join(root, "dev"), shmSizeBytes)
 }
 
 // mountTmp gives the action a private, size-limited /tmp.
@@ -228,7 +228,7 @@ func mountTmp(tmp string, sizeBytes int64) error {
 	return nil
 }
 
-func mountDev(dev string) error {
+func mountDev(dev string, shmSizeBytes int64) error {
 	if err := os.MkdirAll(dev, 0o755); err != nil {
 		return fmt.Errorf("create /dev: %w", err)
 	}
@@ -255,7 +255,7 @@ func mountDev(dev string) error {
 	if err := os.Mkdir(shm, 0o755); err != nil {
 		return fmt.Errorf("create /dev/shm: %w", err)
 	}
-	if err := unix.Mount("tmpfs", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777,size=64m"); err != nil {
+	if err := unix.Mount("tmpfs", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("mode=1777,size=%d", shmSizeBytes)); err != nil {
 		return fmt.Errorf("mount /dev/shm: %w", err)
 	}
 	links := [][2]string{

@@ -812,7 +812,10 @@ type SandboxConfiguration struct {
 	// "allow-user-namespaces" (the same, but an action may create user
 	// namespaces and mount in them, for bubblewrap or rootless Podman
 	// inside an action) or "off". Default: "default".
-	Seccomp       string `protobuf:"bytes,20,opt,name=seccomp,proto3" json:"seccomp,omitempty"`
+	Seccomp string `protobuf:"bytes,20,opt,name=seccomp,proto3" json:"seccomp,omitempty"`
+	// Size of each action's private /dev/shm in bytes (its own tmpfs:
+	// a container's shm_size does not reach it). Default: 1 GiB.
+	ShmSizeBytes  int64 `protobuf:"varint,40,opt,name=shm_size_bytes,json=shmSizeBytes,proto3" json:"shm_size_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -938,6 +941,13 @@ func (x *SandboxConfiguration) GetSeccomp() string {
 	return ""
 }
 
+func (x *SandboxConfiguration) GetShmSizeBytes() int64 {
+	if x != nil {
+		return x.ShmSizeBytes
+	}
+	return 0
+}
+
 var File_worker_configuration_configuration_proto protoreflect.FileDescriptor
 
 const file_worker_configuration_configuration_proto_rawDesc = "" +
@@ -996,7 +1006,7 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\x19maximum_execution_timeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\x17maximumExecutionTimeout\x129\n" +
 	"\x19maximum_output_size_bytes\x18\t \x01(\x03R\x16maximumOutputSizeBytes\x12D\n" +
 	"\x1fmaximum_output_bytes_per_action\x18\x14 \x01(\x03R\x1bmaximumOutputBytesPerAction\x12H\n" +
-	"!maximum_output_entries_per_action\x18\x15 \x01(\x03R\x1dmaximumOutputEntriesPerAction\"\x9d\x05\n" +
+	"!maximum_output_entries_per_action\x18\x15 \x01(\x03R\x1dmaximumOutputEntriesPerAction\"\xc3\x05\n" +
 	"\x14SandboxConfiguration\x12$\n" +
 	"\x0eexec_root_path\x18\x01 \x01(\tR\fexecRootPath\x12\x1a\n" +
 	"\bhermetic\x18\x02 \x01(\bR\bhermetic\x12 \n" +
@@ -1014,7 +1024,8 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	" \x01(\x03R\tcpuMillis\x12$\n" +
 	"\x0etmp_size_bytes\x18\v \x01(\x03R\ftmpSizeBytes\x12/\n" +
 	"\x11disk_budget_bytes\x18\x1e \x01(\x03H\x02R\x0fdiskBudgetBytes\x88\x01\x01\x12\x18\n" +
-	"\aseccomp\x18\x14 \x01(\tR\aseccomp\"0\n" +
+	"\aseccomp\x18\x14 \x01(\tR\aseccomp\x12$\n" +
+	"\x0eshm_size_bytes\x18( \x01(\x03R\fshmSizeBytes\"0\n" +
 	"\n" +
 	"CgroupMode\x12\b\n" +
 	"\x04AUTO\x10\x00\x12\x06\n" +
