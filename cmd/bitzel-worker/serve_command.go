@@ -19,6 +19,7 @@ import (
 	"github.com/bitzel/bitzel-worker/cas"
 	"github.com/bitzel/bitzel-worker/worker"
 	"github.com/bitzel/bitzel-worker/worker/configuration"
+	"github.com/bitzel/bitzel-worker/worker/statuspage"
 	"github.com/buildbarn/bb-storage/pkg/blobstore"
 	"github.com/buildbarn/bb-storage/pkg/blobstore/completenesschecking"
 	"github.com/buildbarn/bb-storage/pkg/blobstore/grpcservers"
@@ -47,6 +48,7 @@ type serveFlags struct {
 	tlsCert, tlsKey       string
 	workerName            string
 	shutdownGrace         time.Duration
+	recentActions         uint32
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -143,6 +145,7 @@ func (f *serveFlags) apply(c *configuration.ServeConfiguration) error {
 	if err := setDuration(&f.shutdownGrace, c.ShutdownGracePeriod, "shutdownGracePeriod"); err != nil {
 		return err
 	}
+	f.recentActions = c.StatusPageRecentActions
 	if c.Global.GetDiagnosticsHttpServer() != nil {
 		// Buildbarn's diagnostics server takes over /metrics
 		// and /-/healthy.
@@ -156,24 +159,30 @@ func (f *serveFlags) apply(c *configuration.ServeConfiguration) error {
 // HTTP server live in a program.Group, which ends when serve does.
 func runServe(f *serveFlags, globalConfiguration *globalpb.Configuration) error {
 	if globalConfiguration == nil {
-		return serve(context.Background(), f, func() {})
+		return serve(context.Background(), f, func(http.Handler) {})
 	}
+	globalConfiguration, diagnostics := takeOverDiagnostics(globalConfiguration)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	return program.RunLocal(ctx, func(ctx context.Context, siblingsGroup, dependenciesGroup program.Group) error {
 		// The diagnostics server stops once serve has returned.
 		defer cancel()
-		lifecycleState, _, err := global.ApplyConfiguration(globalConfiguration, dependenciesGroup)
+		lifecycleState, grpcClientFactory, err := global.ApplyConfiguration(globalConfiguration, dependenciesGroup)
 		if err != nil {
 			return util.StatusWrap(err, "Failed to apply global configuration options")
 		}
-		return serve(ctx, f, func() { lifecycleState.MarkReadyAndWait(siblingsGroup) })
+		return serve(ctx, f, func(statusPage http.Handler) {
+			lifecycleState.MarkReadyAndWait(siblingsGroup)
+			if diagnostics != nil {
+				serveDiagnostics(diagnostics, statusPage, siblingsGroup, grpcClientFactory)
+			}
+		})
 	})
 }
 
 // serve runs the REAPI front end until a signal or ctx ends it; ready
-// is called once it accepts requests.
-func serve(ctx context.Context, f *serveFlags, ready func()) error {
+// is called once it accepts requests, with the status page.
+func serve(ctx context.Context, f *serveFlags, ready func(statusPage http.Handler)) error {
 	// log.Writer: the global configuration may send logs to files too.
 	logger := log.New(log.Writer(), "", log.LstdFlags|log.Lmicroseconds)
 	if err := os.MkdirAll(f.dataDir, 0o711); err != nil {
@@ -201,6 +210,8 @@ func serve(ctx context.Context, f *serveFlags, ready func()) error {
 		return err
 	}
 	defer m.Close()
+	recorder := statuspage.NewRecorder(recentActions(f.recentActions))
+	m.recorder = recorder
 
 	// Executor: materialisation, outputs, and the decorator stack
 	// every action goes through.
@@ -233,6 +244,18 @@ func serve(ctx context.Context, f *serveFlags, ready func()) error {
 		Concurrency:             f.concurrency,
 		CompletedRetention:      10 * time.Minute,
 		MaximumCompleted:        1000,
+		Recorder:                recorder,
+	})
+	statusPage := statuspage.NewHandler(statuspage.Options{
+		Recorder:                  recorder,
+		ContentAddressableStorage: storage.ContentAddressableStorage,
+		MaximumMessageSizeBytes:   storage.MaximumMessageSizeBytes,
+		Gatherer:                  statusPageGatherer,
+		Slots:                     f.concurrency,
+		QueueLength:               execution.QueueLength,
+		DataDirectory:             f.dataDir,
+		DiskBudgetBytes:           f.casSize + f.acSize + f.fileCacheSize + f.layerCacheSize,
+		WorkerName:                f.workerName,
 	})
 	remoteexecution.RegisterExecutionServer(server, execution)
 	remoteexecution.RegisterContentAddressableStorageServer(server,
@@ -256,8 +279,8 @@ func serve(ctx context.Context, f *serveFlags, ready func()) error {
 		if err != nil {
 			return fmt.Errorf("listen on %s: %w", f.metricsListen, err)
 		}
-		logger.Printf("metrics on %s (/metrics, /-/healthy)", metricsListener.Addr())
-		go serveMetrics(metricsListener, logger)
+		logger.Printf("metrics on %s (/metrics, /-/healthy, status page at /status/)", metricsListener.Addr())
+		go serveMetrics(metricsListener, logger, statusPage)
 	}
 	logger.Printf("serving REAPI on %s (data in %s, %d actions at once)", listener.Addr(), f.dataDir, f.concurrency)
 
@@ -265,7 +288,7 @@ func serve(ctx context.Context, f *serveFlags, ready func()) error {
 	go func() { serveErr <- server.Serve(listener) }()
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
-	ready()
+	ready(statusPage)
 	select {
 	case err := <-serveErr:
 		return err
@@ -301,8 +324,9 @@ func serve(ctx context.Context, f *serveFlags, ready func()) error {
 	return nil
 }
 
-func serveMetrics(listener net.Listener, logger *log.Logger) {
+func serveMetrics(listener net.Listener, logger *log.Logger, statusPage http.Handler) {
 	mux := http.NewServeMux()
+	addStatusPage(mux, statusPage)
 	mux.Handle("/metrics", promhttp.Handler())
 	healthy := func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) }
 	mux.HandleFunc("/-/healthy", healthy)

@@ -137,8 +137,12 @@ type WorkerConfiguration struct {
 	// cannot reach the scheduler gives up on delivering its results
 	// after this. Default: 60s.
 	SchedulerWorkerTimeout *durationpb.Duration `protobuf:"bytes,7,opt,name=scheduler_worker_timeout,json=schedulerWorkerTimeout,proto3" json:"scheduler_worker_timeout,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// How many completed actions the status page (/status/ on the
+	// diagnostics HTTP server) keeps for its list of recent actions.
+	// Default: 1000.
+	StatusPageRecentActions uint32 `protobuf:"varint,50,opt,name=status_page_recent_actions,json=statusPageRecentActions,proto3" json:"status_page_recent_actions,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *WorkerConfiguration) Reset() {
@@ -218,6 +222,13 @@ func (x *WorkerConfiguration) GetSchedulerWorkerTimeout() *durationpb.Duration {
 		return x.SchedulerWorkerTimeout
 	}
 	return nil
+}
+
+func (x *WorkerConfiguration) GetStatusPageRecentActions() uint32 {
+	if x != nil {
+		return x.StatusPageRecentActions
+	}
+	return 0
 }
 
 // One group of slots (bb_worker's RunnerConfiguration; the runner
@@ -346,8 +357,12 @@ type ServeConfiguration struct {
 	// On SIGTERM, how long running actions may finish before they are
 	// cancelled (a second signal cancels them at once). Default: 30s.
 	ShutdownGracePeriod *durationpb.Duration `protobuf:"bytes,10,opt,name=shutdown_grace_period,json=shutdownGracePeriod,proto3" json:"shutdown_grace_period,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// How many completed actions the status page (/status/ on the
+	// diagnostics HTTP server) keeps for its list of recent actions.
+	// Default: 1000.
+	StatusPageRecentActions uint32 `protobuf:"varint,50,opt,name=status_page_recent_actions,json=statusPageRecentActions,proto3" json:"status_page_recent_actions,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *ServeConfiguration) Reset() {
@@ -448,6 +463,13 @@ func (x *ServeConfiguration) GetShutdownGracePeriod() *durationpb.Duration {
 		return x.ShutdownGracePeriod
 	}
 	return nil
+}
+
+func (x *ServeConfiguration) GetStatusPageRecentActions() uint32 {
+	if x != nil {
+		return x.StatusPageRecentActions
+	}
+	return 0
 }
 
 // Where and how actions run on this machine: shared by serve and
@@ -729,7 +751,7 @@ var File_worker_configuration_configuration_proto protoreflect.FileDescriptor
 
 const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\n" +
-	"(worker/configuration/configuration.proto\x12\x14bitzel.configuration\x1a6build/bazel/remote/execution/v2/remote_execution.proto\x1aQgithub.com/buildbarn/bb-storage/pkg/proto/configuration/blobstore/blobstore.proto\x1aKgithub.com/buildbarn/bb-storage/pkg/proto/configuration/global/global.proto\x1aGgithub.com/buildbarn/bb-storage/pkg/proto/configuration/grpc/grpc.proto\x1a\x1egoogle/protobuf/duration.proto\"\xa6\x04\n" +
+	"(worker/configuration/configuration.proto\x12\x14bitzel.configuration\x1a6build/bazel/remote/execution/v2/remote_execution.proto\x1aQgithub.com/buildbarn/bb-storage/pkg/proto/configuration/blobstore/blobstore.proto\x1aKgithub.com/buildbarn/bb-storage/pkg/proto/configuration/global/global.proto\x1aGgithub.com/buildbarn/bb-storage/pkg/proto/configuration/grpc/grpc.proto\x1a\x1egoogle/protobuf/duration.proto\"\xe3\x04\n" +
 	"\x13WorkerConfiguration\x12E\n" +
 	"\x06global\x18\x01 \x01(\v2-.buildbarn.configuration.global.ConfigurationR\x06global\x12W\n" +
 	"\tblobstore\x18\x02 \x01(\v29.buildbarn.configuration.blobstore.BlobstoreConfigurationR\tblobstore\x12;\n" +
@@ -737,7 +759,8 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\tscheduler\x18\x04 \x01(\v21.buildbarn.configuration.grpc.ClientConfigurationR\tscheduler\x12G\n" +
 	"\bexecutor\x18\x05 \x01(\v2+.bitzel.configuration.ExecutorConfigurationR\bexecutor\x12C\n" +
 	"\arunners\x18\x06 \x03(\v2).bitzel.configuration.RunnerConfigurationR\arunners\x12S\n" +
-	"\x18scheduler_worker_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\x16schedulerWorkerTimeout\"\xe2\x02\n" +
+	"\x18scheduler_worker_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\x16schedulerWorkerTimeout\x12;\n" +
+	"\x1astatus_page_recent_actions\x182 \x01(\rR\x17statusPageRecentActions\"\xe2\x02\n" +
 	"\x13RunnerConfiguration\x12 \n" +
 	"\vconcurrency\x18\x01 \x01(\rR\vconcurrency\x120\n" +
 	"\x14instance_name_prefix\x18\x02 \x01(\tR\x12instanceNamePrefix\x12E\n" +
@@ -747,7 +770,7 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\tworker_id\x18\x05 \x03(\v27.bitzel.configuration.RunnerConfiguration.WorkerIdEntryR\bworkerId\x1a;\n" +
 	"\rWorkerIdEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcb\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x88\x05\n" +
 	"\x12ServeConfiguration\x12E\n" +
 	"\x06global\x18\x01 \x01(\v2-.buildbarn.configuration.global.ConfigurationR\x06global\x12%\n" +
 	"\x0elisten_address\x18\x02 \x01(\tR\rlistenAddress\x120\n" +
@@ -760,7 +783,8 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\vworker_name\x18\t \x01(\tR\n" +
 	"workerName\x12M\n" +
 	"\x15shutdown_grace_period\x18\n" +
-	" \x01(\v2\x19.google.protobuf.DurationR\x13shutdownGracePeriod\"\xd4\x04\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x13shutdownGracePeriod\x12;\n" +
+	"\x1astatus_page_recent_actions\x182 \x01(\rR\x17statusPageRecentActions\"\xd4\x04\n" +
 	"\x15ExecutorConfiguration\x12.\n" +
 	"\x13data_directory_path\x18\x01 \x01(\tR\x11dataDirectoryPath\x121\n" +
 	"\x15file_cache_size_bytes\x18\x02 \x01(\x03R\x12fileCacheSizeBytes\x127\n" +
