@@ -128,7 +128,12 @@ func (h *handler) fetchMessage(ctx context.Context, record *Record, d *remoteexe
 	if err != nil {
 		return err
 	}
-	proto.Merge(m, got)
+	// ToProto fills its template, or returns a message of its own
+	// (when the buffer was made from one).
+	if got != m {
+		proto.Reset(m)
+		proto.Merge(m, got)
+	}
 	return nil
 }
 
