@@ -96,7 +96,9 @@ func (h *handler) serveAction(w http.ResponseWriter, r *http.Request) {
 	p.Stdout = h.logTail(ctx, record, record.Stdout, base+"stdout")
 	p.Stderr = h.logTail(ctx, record, record.Stderr, base+"stderr")
 	for name, value := range record.Usage {
-		p.Usage = append(p.Usage, usageItem{Name: strings.ReplaceAll(name, "_", " "), Value: usageValue(name, value)})
+		// The unit is in the value: "peak rss" 3.0 MiB.
+		label := strings.TrimSuffix(strings.TrimSuffix(name, "_seconds"), "_bytes")
+		p.Usage = append(p.Usage, usageItem{Name: strings.ReplaceAll(label, "_", " "), Value: usageValue(name, value)})
 	}
 	sort.Slice(p.Usage, func(i, j int) bool { return p.Usage[i].Name < p.Usage[j].Name })
 	h.render(w, "action.html", &p)

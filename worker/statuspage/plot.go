@@ -95,6 +95,10 @@ func writePlot(w io.Writer, title string, intervals []Interval, lines []line, lo
 			}
 			fmt.Fprintf(&path, "%s%.1f %.1f ", pen, x(i), y(v))
 			pen = "L"
+			if isolated(l.points, i) {
+				// A lone interval has no line to be part of.
+				fmt.Fprintf(w, `<circle cx="%.1f" cy="%.1f" r="2.5" fill="%s"/>`, x(i), y(v), l.color)
+			}
 		}
 		if path.Len() > 0 {
 			fmt.Fprintf(w, `<path d="%s" fill="none" stroke="%s" stroke-width="1.5"/>`, strings.TrimSpace(path.String()), l.color)
@@ -103,6 +107,12 @@ func writePlot(w io.Writer, title string, intervals []Interval, lines []line, lo
 		legendX += 12 + 7*len(l.label)
 	}
 	fmt.Fprint(w, `</g></svg>`)
+}
+
+func isolated(points []float64, i int) bool {
+	before := i > 0 && !math.IsNaN(points[i-1])
+	after := i+1 < len(points) && !math.IsNaN(points[i+1])
+	return !before && !after
 }
 
 func escapeXML(s string) string {
