@@ -2,14 +2,18 @@ package statuspage
 
 import (
 	"net/http"
+	"net/url"
 	"sort"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// maximumRows bounds the table; filters narrow it down further.
-const maximumRows = 300
+// defaultRows is how many rows the table shows unless ?limit= asks for
+// more: rendering is most of what a view costs, and a viewer refreshes
+// every two seconds.
+const defaultRows = 100
 
 type indexPage struct {
 	Now                       time.Time
@@ -27,9 +31,11 @@ type indexPage struct {
 	Outcomes                  []string
 	Invocations               []string
 	Shown, Matching           int
-	Total                     int
-	Stages                    []string
-	StageIndexes              []int
+	// More is the ?limit= of a link to more rows (0: all are shown).
+	More         int
+	Total        int
+	Stages       []string
+	StageIndexes []int
 }
 
 type row struct {
@@ -103,12 +109,30 @@ func (h *handler) serveIndex(w http.ResponseWriter, r *http.Request) {
 		})
 	}
 	p.Matching = len(matching)
-	if len(matching) > maximumRows {
-		matching = matching[:maximumRows]
+	limit := defaultRows
+	if n, err := strconv.Atoi(q.Get("limit")); err == nil && n > 0 {
+		limit = n
+	}
+	if len(matching) > limit {
+		matching = matching[:limit]
+		p.More = min(p.Matching, 10*limit)
 	}
 	p.Shown = len(matching)
 	p.Rows = rows(matching, snapshot.Now)
 	h.render(w, "index.html", &p)
+}
+
+// MoreQuery is the query string of the current view with a larger
+// limit.
+func (p *indexPage) MoreQuery() string {
+	q := url.Values{}
+	for name, value := range map[string]string{"outcome": p.Outcome, "invocation": p.Invocation, "sort": p.Sort} {
+		if value != "" {
+			q.Set(name, value)
+		}
+	}
+	q.Set("limit", strconv.Itoa(p.More))
+	return q.Encode()
 }
 
 func matches(record *Record, outcome, invocation string) bool {
