@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // executeAs runs an action with the RequestMetadata Bazel attaches to
@@ -248,5 +250,100 @@ func TestStatusPageInABrowserWhileActionsRun(t *testing.T) {
 	time.Sleep(2500 * time.Millisecond)
 	if p := problems(); len(p) > 0 {
 		t.Errorf("the browser reported:\n%s", strings.Join(p, "\n"))
+	}
+}
+
+// The cluster worker serves the page on the diagnostics server that its
+// Buildbarn configuration describes, labels actions with the
+// RequestMetadata the scheduler forwards, and shows logs read from the
+// cluster's CAS.
+func TestClusterWorkerServesTheStatusPage(t *testing.T) {
+	storage := startServer(t)
+	c := storage.client()
+	d, schedulerAddress := startSchedulerDouble(t)
+	workerID := map[string]string{"test": "status-page"}
+	w := startClusterWorker(t, storage.address, schedulerAddress, workerID)
+	waitForStage(t, d, workerID, "idle")
+	actionDigest := c.newAction(action{
+		args:     sh(`echo from-the-cluster-marker >&2; exit 4`),
+		platform: map[string]string{"OSFamily": "linux"},
+	})
+	task := clusterTask(t, c, actionDigest)
+	forwarded, err := anypb.New(&remoteexecution.RequestMetadata{ToolInvocationId: "cluster-invocation", TargetId: "//cluster:target", ActionMnemonic: "Genrule"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	task.Auxiliary = []*anypb.Any{forwarded}
+	d.Enqueue(task)
+	if response := waitForCompletion(t, d, actionDigest); response.Result.GetExitCode() != 4 {
+		t.Fatalf("completed with %v", response)
+	}
+	base := "http://" + w.metricsAddr
+	// The worker has reported completion before its own recording
+	// is certain to be visible: both happen once Execute returns.
+	var index string
+	waitUntil(t, "the page to list the action", func() bool {
+		_, index = httpGet(t, base+"/status/")
+		return strings.Contains(index, "//cluster:target")
+	})
+	for _, want := range []string{`id="busy">0 / 1`, "queue: at the scheduler", `outcome-failed">failed (4)`, "cluster-invocation"[:8]} {
+		if !strings.Contains(index, want) {
+			t.Errorf("the worker's page lacks %q", want)
+		}
+	}
+	code, page := httpGet(t, base+"/status/actions/1")
+	if code != http.StatusOK || !strings.Contains(page, "from-the-cluster-marker") || !strings.Contains(page, "//cluster:target") {
+		t.Errorf("the action's page (%d) lacks its stderr or target:\n%s", code, page)
+	}
+	// Buildbarn's endpoints are still there.
+	if code, _ := httpGet(t, base+"/-/healthy"); code != http.StatusOK {
+		t.Errorf("/-/healthy: %d", code)
+	}
+	if _, metrics := httpGet(t, base+"/metrics"); !strings.Contains(metrics, "bitzel_cluster_slots 1") {
+		t.Error("/metrics lacks the worker's metrics")
+	}
+}
+
+// serve with a Buildbarn diagnostics server in its configuration file
+// serves the page there, with the ring size the file gives.
+func TestServeConfigurationFileDiagnosticsServerHasTheStatusPage(t *testing.T) {
+	dir := t.TempDir()
+	diagnostics := freeAddress(t)
+	configPath := filepath.Join(dir, "serve.jsonnet")
+	config := fmt.Sprintf(`{
+  statusPageRecentActions: 2,
+  executor: { sandbox: { warmSandboxes: 0 } },
+  global: {
+    diagnosticsHttpServer: {
+      httpServers: [{ listenAddresses: ['%s'], authenticationPolicy: { allow: {} } }],
+      enablePrometheus: true,
+    },
+  },
+}
+`, diagnostics)
+	if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, "--config", configPath)
+	c := s.client()
+	for i := range 3 {
+		c.run(action{args: sh(fmt.Sprintf("echo run-%d", i))})
+	}
+	base := "http://" + diagnostics
+	code, index := httpGet(t, base+"/status/")
+	if code != http.StatusOK || !strings.Contains(index, "2 shown of 2 matching, 2 kept.") {
+		t.Errorf("/status/ (%d) does not keep the configured 2 actions:\n%s", code, index)
+	}
+	if code, _ := httpGet(t, base+"/status/actions/1"); code != http.StatusNotFound {
+		t.Errorf("the oldest of 3 actions with a ring of 2: %d, want 404", code)
+	}
+	if code, page := httpGet(t, base+"/status/actions/3"); code != http.StatusOK || !strings.Contains(page, "run-2") {
+		t.Errorf("the newest action's page (%d) lacks its stdout", code)
+	}
+	if code, _ := httpGet(t, base+"/-/healthy"); code != http.StatusOK {
+		t.Errorf("/-/healthy: %d", code)
+	}
+	if _, metrics := httpGet(t, base+"/metrics"); !strings.Contains(metrics, "bitzel_executor_actions_completed_total") {
+		t.Error("/metrics lacks the executor's metrics")
 	}
 }
