@@ -214,6 +214,9 @@ func TestStatusPageInABrowserWhileActionsRun(t *testing.T) {
 	if err := chromedp.Do(ctx,
 		chromedp.SetValue(chromedp.CSS(`select[name="outcome"]`), "problems"),
 		chromedp.Click(chromedp.CSS(`form.filters button`)),
+		// The attribute, unlike the value SetValue changed, is only
+		// on the page the form loads: this waits for that page.
+		chromedp.WaitReady(chromedp.CSS(`select[name="outcome"] option[value="problems"][selected]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#recent tr.row-failed`)),
 	); err != nil {
 		t.Fatalf("filter the failed actions: %v", err)
