@@ -19,8 +19,9 @@ fi
 echo "== installing test dependencies"
 # bubblewrap: the benchmarks' baseline; busybox-static: a hermetic
 # userland layer for the exec-root-as-root-fs test; strace: an action
-# tries to ptrace the worker.
-packages="bubblewrap busybox-static strace"
+# tries to ptrace the worker; chromium and a font: the status page's
+# browser test (e2e/statuspage_test.go).
+packages="bubblewrap busybox-static strace chromium fonts-dejavu-core"
 missing=""
 for p in $packages; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
@@ -34,6 +35,9 @@ type ExecutionServerOptions struct {
 	// busy worker's memory would grow with its action rate.
 	CompletedRetention time.Duration
 	MaximumCompleted   int
+	// Recorder (optional) is told of results served from the Action
+	// Cache, which never reach the Executor.
+	Recorder ActionRecorder
 }
 
 // actionKey identifies an action for merging identical in-flight
@@ -52,6 +56,8 @@ type ExecutionServer struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// queued counts actions waiting for a slot.
+	queued atomic.Int64
 
 	mu         sync.Mutex
 	inFlight   map[actionKey]*operation
@@ -101,24 +107,26 @@ func (s *ExecutionServer) Execute(request *remoteexecution.ExecuteRequest, strea
 	if err != nil {
 		return util.StatusWrap(err, "Invalid action digest")
 	}
-	if !request.SkipCacheLookup {
-		if op := s.lookupCache(ctx, actionDigest); op != nil {
-			return op.stream(ctx, stream.Send)
-		}
-	}
-	op := s.enqueue(&Request{
+	r := &Request{
 		InstanceName:    instanceName,
 		DigestFunction:  digestFunction,
 		ActionDigest:    actionDigest,
 		SkipCacheLookup: request.SkipCacheLookup,
 		QueuedTimestamp: timestamppb.Now(),
-	})
-	return op.stream(ctx, stream.Send)
+		RequestMetadata: RequestMetadataFromContext(ctx),
+	}
+	if !request.SkipCacheLookup {
+		if op := s.lookupCache(ctx, r); op != nil {
+			return op.stream(ctx, stream.Send)
+		}
+	}
+	return s.enqueue(r).stream(ctx, stream.Send)
 }
 
 // lookupCache returns a completed operation for an action whose result
 // is in the Action Cache.
-func (s *ExecutionServer) lookupCache(ctx context.Context, actionDigest digest.Digest) *operation {
+func (s *ExecutionServer) lookupCache(ctx context.Context, request *Request) *operation {
+	actionDigest := request.ActionDigest
 	m, err := s.options.ActionCache.Get(ctx, actionDigest).ToProto(&remoteexecution.ActionResult{}, s.options.MaximumMessageSizeBytes)
 	if err != nil {
 		// NotFound, or an incomplete result whose outputs are gone:
@@ -126,7 +134,11 @@ func (s *ExecutionServer) lookupCache(ctx context.Context, actionDigest digest.D
 		return nil
 	}
 	op := newOperation(uuid.NewString(), actionDigest)
-	op.complete(&remoteexecution.ExecuteResponse{Result: m.(*remoteexecution.ActionResult), CachedResult: true})
+	response := &remoteexecution.ExecuteResponse{Result: m.(*remoteexecution.ActionResult), CachedResult: true}
+	if s.options.Recorder != nil {
+		s.options.Recorder.ActionStarted(request).ActionCompleted(response)
+	}
+	op.complete(response)
 	// Registered like any operation, so WaitExecution finds it.
 	s.mu.Lock()
 	s.operations[op.name] = op
@@ -159,13 +171,16 @@ func (s *ExecutionServer) enqueue(request *Request) *operation {
 func (s *ExecutionServer) run(key actionKey, op *operation, request *Request) {
 	defer s.wg.Done()
 	var response *remoteexecution.ExecuteResponse
+	s.queued.Add(1)
 	select {
 	case s.slots <- struct{}{}:
+		s.queued.Add(-1)
 		response = s.options.Executor.Execute(s.ctx, request, func(Stage) {
 			op.setStage(remoteexecution.ExecutionStage_EXECUTING)
 		})
 		<-s.slots
 	case <-s.ctx.Done():
+		s.queued.Add(-1)
 		response = &remoteexecution.ExecuteResponse{
 			Status: status.New(codes.Unavailable, "The worker is shutting down; the action was not started").Proto(),
 		}
@@ -205,6 +220,11 @@ func (s *ExecutionServer) WaitExecution(request *remoteexecution.WaitExecutionRe
 		return status.Errorf(codes.NotFound, "Operation %q not found: it is unknown, or finished more than %v or %d operations ago", request.Name, s.options.CompletedRetention, s.options.MaximumCompleted)
 	}
 	return op.stream(stream.Context(), stream.Send)
+}
+
+// QueueLength returns the number of actions waiting for a slot.
+func (s *ExecutionServer) QueueLength() int {
+	return int(s.queued.Load())
 }
 
 // Shutdown stops running and queued actions (they complete with an

@@ -41,6 +41,9 @@ type Request struct {
 	// AuxiliaryMetadata from the front end (Buildbarn's scheduler
 	// sends some) is reported along with the worker's own.
 	AuxiliaryMetadata []*anypb.Any
+	// RequestMetadata is what the client attached to its Execute call
+	// (nil when it sent none); only the status page uses it.
+	RequestMetadata *remoteexecution.RequestMetadata
 }
 
 // Stage is the part of its life an action is in. The values follow

@@ -19,6 +19,7 @@ import (
 	"github.com/bitzel/bitzel-worker/cas"
 	"github.com/bitzel/bitzel-worker/worker"
 	"github.com/bitzel/bitzel-worker/worker/configuration"
+	"github.com/bitzel/bitzel-worker/worker/statuspage"
 	"github.com/buildbarn/bb-storage/pkg/blobstore"
 	"github.com/buildbarn/bb-storage/pkg/blobstore/completenesschecking"
 	"github.com/buildbarn/bb-storage/pkg/blobstore/grpcservers"
@@ -51,6 +52,7 @@ type serveFlags struct {
 	// (nil without one).
 	actionCacheReadOnly bool
 	serveConfig         *configuration.ServeConfiguration
+	recentActions         uint32
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -155,6 +157,7 @@ func (f *serveFlags) apply(c *configuration.ServeConfiguration) error {
 	if err := setDuration(&f.shutdownGrace, c.ShutdownGracePeriod, "shutdownGracePeriod"); err != nil {
 		return err
 	}
+	f.recentActions = c.StatusPageRecentActions
 	if c.Global.GetDiagnosticsHttpServer() != nil {
 		// Buildbarn's diagnostics server takes over /metrics
 		// and /-/healthy.
@@ -172,13 +175,14 @@ func runServe(f *serveFlags, globalConfiguration *globalpb.Configuration) error 
 		if err != nil {
 			return err
 		}
-		return serve(context.Background(), f, access, func() {})
+		return serve(context.Background(), f, access, func(http.Handler) {})
 	}
 	if globalConfiguration == nil {
 		// Authenticators and authorizers may need a program group
 		// and gRPC clients (remote ones, JWKS refreshes).
 		globalConfiguration = &globalpb.Configuration{}
 	}
+	globalConfiguration, diagnostics := takeOverDiagnostics(globalConfiguration)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	return program.RunLocal(ctx, func(ctx context.Context, siblingsGroup, dependenciesGroup program.Group) error {
@@ -192,13 +196,18 @@ func runServe(f *serveFlags, globalConfiguration *globalpb.Configuration) error 
 		if err != nil {
 			return err
 		}
-		return serve(ctx, f, access, func() { lifecycleState.MarkReadyAndWait(siblingsGroup) })
+		return serve(ctx, f, access, func(statusPage http.Handler) {
+			lifecycleState.MarkReadyAndWait(siblingsGroup)
+			if diagnostics != nil {
+				serveDiagnostics(diagnostics, statusPage, siblingsGroup, grpcClientFactory)
+			}
+		})
 	})
 }
 
 // serve runs the REAPI front end until a signal or ctx ends it; ready
-// is called once it accepts requests.
-func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func()) error {
+// is called once it accepts requests, with the status page.
+func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func(statusPage http.Handler)) error {
 	// log.Writer: the global configuration may send logs to files too.
 	logger := log.New(log.Writer(), "", log.LstdFlags|log.Lmicroseconds)
 	// Before anything in the data directory is touched: one worker
@@ -230,6 +239,8 @@ func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func(
 		return err
 	}
 	defer m.Close()
+	recorder := statuspage.NewRecorder(recentActions(f.recentActions))
+	m.recorder = recorder
 
 	// Executor: materialisation, outputs, and the decorator stack
 	// every action goes through.
@@ -263,6 +274,18 @@ func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func(
 		Concurrency:             f.concurrency,
 		CompletedRetention:      10 * time.Minute,
 		MaximumCompleted:        1000,
+		Recorder:                recorder,
+	})
+	statusPage := statuspage.NewHandler(statuspage.Options{
+		Recorder:                  recorder,
+		ContentAddressableStorage: storage.ContentAddressableStorage,
+		MaximumMessageSizeBytes:   storage.MaximumMessageSizeBytes,
+		Gatherer:                  statusPageGatherer,
+		Slots:                     f.concurrency,
+		QueueLength:               execution.QueueLength,
+		DataDirectory:             f.dataDir,
+		DiskBudgetBytes:           f.casSize + f.acSize + f.fileCacheSize + f.layerCacheSize,
+		WorkerName:                f.workerName,
 	})
 	remoteexecution.RegisterExecutionServer(server, execution)
 	remoteexecution.RegisterContentAddressableStorageServer(server,
@@ -286,8 +309,8 @@ func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func(
 		if err != nil {
 			return fmt.Errorf("listen on %s: %w", f.metricsListen, err)
 		}
-		logger.Printf("metrics on %s (/metrics, /-/healthy)", metricsListener.Addr())
-		go serveMetrics(metricsListener, logger)
+		logger.Printf("metrics on %s (/metrics, /-/healthy, status page at /status/)", metricsListener.Addr())
+		go serveMetrics(metricsListener, logger, statusPage)
 	}
 	logger.Printf("serving REAPI on %s (data in %s, %d actions at once)", listener.Addr(), f.dataDir, f.concurrency)
 
@@ -295,7 +318,7 @@ func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func(
 	go func() { serveErr <- server.Serve(listener) }()
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
-	ready()
+	ready(statusPage)
 	select {
 	case err := <-serveErr:
 		return err
@@ -331,8 +354,9 @@ func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func(
 	return nil
 }
 
-func serveMetrics(listener net.Listener, logger *log.Logger) {
+func serveMetrics(listener net.Listener, logger *log.Logger, statusPage http.Handler) {
 	mux := http.NewServeMux()
+	addStatusPage(mux, statusPage)
 	mux.Handle("/metrics", promhttp.Handler())
 	healthy := func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) }
 	mux.HandleFunc("/-/healthy", healthy)

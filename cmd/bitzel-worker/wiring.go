@@ -181,6 +181,8 @@ type machine struct {
 	outputs      cas.OutputCapturer
 	closeCaches  func()
 	logger       *log.Logger
+	// recorder (nil: none) is told of every action, for the status page.
+	recorder worker.ActionRecorder
 }
 
 // newMachine starts the sandbox runner and opens the caches under the
@@ -323,5 +325,8 @@ func (m *machine) newExecutor(buildDirectory, workerName string, platform *remot
 	executor = worker.NewCachingExecutor(executor, m.storage)
 	executor = worker.NewMetricsExecutor(executor)
 	executor = worker.NewLoggingExecutor(executor, m.logger)
+	if m.recorder != nil {
+		executor = worker.NewRecordingExecutor(executor, m.recorder)
+	}
 	return executor, nil
 }

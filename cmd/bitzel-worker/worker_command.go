@@ -20,6 +20,7 @@ import (
 	"github.com/bitzel/bitzel-worker/worker/cluster"
 	"github.com/bitzel/bitzel-worker/worker/configuration"
 	"github.com/bitzel/bitzel-worker/worker/remoteworker"
+	"github.com/bitzel/bitzel-worker/worker/statuspage"
 	"github.com/buildbarn/bb-storage/pkg/blobstore"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"github.com/buildbarn/bb-storage/pkg/global"
@@ -95,7 +96,8 @@ func runWorker(ctx context.Context, siblingsGroup, dependenciesGroup program.Gro
 	if err := readWorkerConfiguration(configPath, &c); err != nil {
 		return err
 	}
-	lifecycleState, grpcClientFactory, err := global.ApplyConfiguration(c.Global, dependenciesGroup)
+	globalConfiguration, diagnostics := takeOverDiagnostics(c.Global)
+	lifecycleState, grpcClientFactory, err := global.ApplyConfiguration(globalConfiguration, dependenciesGroup)
 	if err != nil {
 		return util.StatusWrap(err, "Failed to apply global configuration options")
 	}
@@ -134,6 +136,8 @@ func runWorker(ctx context.Context, siblingsGroup, dependenciesGroup program.Gro
 		return util.StatusWrap(err, "Failed to set up sandboxes and caches")
 	}
 	defer m.Close()
+	recorder := statuspage.NewRecorder(recentActions(c.StatusPageRecentActions))
+	m.recorder = recorder
 
 	// One Client per runner, an Executor per slot: each slot reports
 	// its own worker ID as ExecutedActionMetadata.worker, as
@@ -143,6 +147,7 @@ func runWorker(ctx context.Context, siblingsGroup, dependenciesGroup program.Gro
 		return util.StatusWrapWithCode(err, codes.InvalidArgument, "Invalid configuration")
 	}
 	var clients []cluster.Client
+	slots := 0
 	for i, runner := range c.Runners {
 		instanceNamePrefix, err := digest.NewInstanceName(runner.InstanceNamePrefix)
 		if err != nil {
@@ -167,12 +172,25 @@ func runWorker(ctx context.Context, siblingsGroup, dependenciesGroup program.Gro
 			return util.StatusWrapf(err, "Runner %d", i)
 		}
 		clients = append(clients, client)
+		slots += concurrency
 		logger.Printf("runner %d: %d slots, worker ID %s, instance name prefix %q, platform %s, size class %d",
 			i, concurrency, workerIDString(runner.WorkerId), runner.InstanceNamePrefix, platformString(platform), runner.SizeClass)
 	}
 
 	// Metrics and /-/healthy, as every Buildbarn binary serves them.
 	lifecycleState.MarkReadyAndWait(siblingsGroup)
+	if diagnostics != nil {
+		// The queue is bb_scheduler's: no QueueLength.
+		serveDiagnostics(diagnostics, statuspage.NewHandler(statuspage.Options{
+			Recorder:                  recorder,
+			ContentAddressableStorage: storage.ContentAddressableStorage,
+			MaximumMessageSizeBytes:   storage.MaximumMessageSizeBytes,
+			Gatherer:                  statusPageGatherer,
+			Slots:                     slots,
+			DataDirectory:             settings.dataDir,
+			DiskBudgetBytes:           settings.fileCacheSize + settings.layerCacheSize,
+		}), siblingsGroup, grpcClientFactory)
+	}
 
 	var wg sync.WaitGroup
 	for _, client := range clients {

@@ -138,8 +138,12 @@ type WorkerConfiguration struct {
 	// cannot reach the scheduler gives up on delivering its results
 	// after this. Default: 60s.
 	SchedulerWorkerTimeout *durationpb.Duration `protobuf:"bytes,7,opt,name=scheduler_worker_timeout,json=schedulerWorkerTimeout,proto3" json:"scheduler_worker_timeout,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// How many completed actions the status page (/status/ on the
+	// diagnostics HTTP server) keeps for its list of recent actions.
+	// Default: 1000.
+	StatusPageRecentActions uint32 `protobuf:"varint,50,opt,name=status_page_recent_actions,json=statusPageRecentActions,proto3" json:"status_page_recent_actions,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *WorkerConfiguration) Reset() {
@@ -219,6 +223,13 @@ func (x *WorkerConfiguration) GetSchedulerWorkerTimeout() *durationpb.Duration {
 		return x.SchedulerWorkerTimeout
 	}
 	return nil
+}
+
+func (x *WorkerConfiguration) GetStatusPageRecentActions() uint32 {
+	if x != nil {
+		return x.StatusPageRecentActions
+	}
+	return 0
 }
 
 // One group of slots (bb_worker's RunnerConfiguration; the runner
@@ -367,8 +378,12 @@ type ServeConfiguration struct {
 	// results still go in), whatever action_cache_authorizers says; the
 	// same as the --action-cache-read-only flag. Default: false.
 	ActionCacheReadOnly bool `protobuf:"varint,23,opt,name=action_cache_read_only,json=actionCacheReadOnly,proto3" json:"action_cache_read_only,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// How many completed actions the status page (/status/ on the
+	// diagnostics HTTP server) keeps for its list of recent actions.
+	// Default: 1000.
+	StatusPageRecentActions uint32 `protobuf:"varint,50,opt,name=status_page_recent_actions,json=statusPageRecentActions,proto3" json:"status_page_recent_actions,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *ServeConfiguration) Reset() {
@@ -497,6 +512,13 @@ func (x *ServeConfiguration) GetActionCacheReadOnly() bool {
 		return x.ActionCacheReadOnly
 	}
 	return false
+}
+
+func (x *ServeConfiguration) GetStatusPageRecentActions() uint32 {
+	if x != nil {
+		return x.StatusPageRecentActions
+	}
+	return 0
 }
 
 // The authorizers of serve's Action Cache service.
@@ -952,7 +974,7 @@ var File_worker_configuration_configuration_proto protoreflect.FileDescriptor
 
 const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\n" +
-	"(worker/configuration/configuration.proto\x12\x14bitzel.configuration\x1a6build/bazel/remote/execution/v2/remote_execution.proto\x1aGgithub.com/buildbarn/bb-storage/pkg/proto/configuration/auth/auth.proto\x1aQgithub.com/buildbarn/bb-storage/pkg/proto/configuration/blobstore/blobstore.proto\x1aKgithub.com/buildbarn/bb-storage/pkg/proto/configuration/global/global.proto\x1aGgithub.com/buildbarn/bb-storage/pkg/proto/configuration/grpc/grpc.proto\x1a\x1egoogle/protobuf/duration.proto\"\xa6\x04\n" +
+	"(worker/configuration/configuration.proto\x12\x14bitzel.configuration\x1a6build/bazel/remote/execution/v2/remote_execution.proto\x1aGgithub.com/buildbarn/bb-storage/pkg/proto/configuration/auth/auth.proto\x1aQgithub.com/buildbarn/bb-storage/pkg/proto/configuration/blobstore/blobstore.proto\x1aKgithub.com/buildbarn/bb-storage/pkg/proto/configuration/global/global.proto\x1aGgithub.com/buildbarn/bb-storage/pkg/proto/configuration/grpc/grpc.proto\x1a\x1egoogle/protobuf/duration.proto\"\xe3\x04\n" +
 	"\x13WorkerConfiguration\x12E\n" +
 	"\x06global\x18\x01 \x01(\v2-.buildbarn.configuration.global.ConfigurationR\x06global\x12W\n" +
 	"\tblobstore\x18\x02 \x01(\v29.buildbarn.configuration.blobstore.BlobstoreConfigurationR\tblobstore\x12;\n" +
@@ -960,7 +982,8 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\tscheduler\x18\x04 \x01(\v21.buildbarn.configuration.grpc.ClientConfigurationR\tscheduler\x12G\n" +
 	"\bexecutor\x18\x05 \x01(\v2+.bitzel.configuration.ExecutorConfigurationR\bexecutor\x12C\n" +
 	"\arunners\x18\x06 \x03(\v2).bitzel.configuration.RunnerConfigurationR\arunners\x12S\n" +
-	"\x18scheduler_worker_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\x16schedulerWorkerTimeout\"\xe2\x02\n" +
+	"\x18scheduler_worker_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\x16schedulerWorkerTimeout\x12;\n" +
+	"\x1astatus_page_recent_actions\x182 \x01(\rR\x17statusPageRecentActions\"\xe2\x02\n" +
 	"\x13RunnerConfiguration\x12 \n" +
 	"\vconcurrency\x18\x01 \x01(\rR\vconcurrency\x120\n" +
 	"\x14instance_name_prefix\x18\x02 \x01(\tR\x12instanceNamePrefix\x12E\n" +
@@ -970,7 +993,7 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\tworker_id\x18\x05 \x03(\v27.bitzel.configuration.RunnerConfiguration.WorkerIdEntryR\bworkerId\x1a;\n" +
 	"\rWorkerIdEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe5\a\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa2\b\n" +
 	"\x12ServeConfiguration\x12E\n" +
 	"\x06global\x18\x01 \x01(\v2-.buildbarn.configuration.global.ConfigurationR\x06global\x12%\n" +
 	"\x0elisten_address\x18\x02 \x01(\tR\rlistenAddress\x120\n" +
@@ -987,7 +1010,8 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\x15authentication_policy\x18\x14 \x01(\v22.buildbarn.configuration.grpc.AuthenticationPolicyR\x14authenticationPolicy\x12f\n" +
 	"\x18action_cache_authorizers\x18\x15 \x01(\v2,.bitzel.configuration.ActionCacheAuthorizersR\x16actionCacheAuthorizers\x12\x91\x01\n" +
 	"'content_addressable_storage_authorizers\x18\x16 \x01(\v2:.bitzel.configuration.ContentAddressableStorageAuthorizersR$contentAddressableStorageAuthorizers\x123\n" +
-	"\x16action_cache_read_only\x18\x17 \x01(\bR\x13actionCacheReadOnly\"\xd4\x01\n" +
+	"\x16action_cache_read_only\x18\x17 \x01(\bR\x13actionCacheReadOnly\x12;\n" +
+	"\x1astatus_page_recent_actions\x182 \x01(\rR\x17statusPageRecentActions\"\xd4\x01\n" +
 	"\x16ActionCacheAuthorizers\x12\\\n" +
 	"\x0eget_authorizer\x18\x01 \x01(\v25.buildbarn.configuration.auth.AuthorizerConfigurationR\rgetAuthorizer\x12\\\n" +
 	"\x0eput_authorizer\x18\x02 \x01(\v25.buildbarn.configuration.auth.AuthorizerConfigurationR\rputAuthorizer\"\xd1\x02\n" +
