@@ -52,7 +52,7 @@ type serveFlags struct {
 	// (nil without one).
 	actionCacheReadOnly bool
 	serveConfig         *configuration.ServeConfiguration
-	recentActions         uint32
+	recentActions       uint32
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
