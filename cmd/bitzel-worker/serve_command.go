@@ -300,6 +300,13 @@ func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func(
 	healthServer := health.NewServer()
 	healthpb.RegisterHealthServer(server, healthServer)
 
+	// Signals are taken before the "serving" line: a client (or a
+	// test) that stops serve as soon as it reads that line would
+	// otherwise be lost when SIGINT was ignored at start, as a shell
+	// does for background jobs (a rootless CI run hung on it).
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(signals)
 	listener, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.listen, err)
@@ -316,8 +323,6 @@ func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func(
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- server.Serve(listener) }()
-	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 	ready(statusPage)
 	select {
 	case err := <-serveErr:
