@@ -61,6 +61,10 @@ func TestRestartAfterKillRemovesWhatThePredecessorLeft(t *testing.T) {
 		waitUntil(t, "the action's cgroup", func() bool { return len(workerCgroups(t, s.cmd.Process.Pid)) > 3 })
 		cgroups = workerCgroups(t, s.cmd.Process.Pid)
 	}
+	// The build directory is made before the action runs, but the
+	// test must not depend on when: without it the precondition
+	// below fails (it raced).
+	waitUntil(t, "the action's build directory", func() bool { return countEntries(filepath.Join(s.dataDir, "build")) > 0 })
 	sandboxes := sandboxProcesses(t, s.cmd.Process.Pid)
 	s.cmd.Process.Kill()
 	<-s.exited
@@ -92,7 +96,9 @@ func TestRestartAfterKillRemovesWhatThePredecessorLeft(t *testing.T) {
 		t.Cleanup(func() { syscall.Unmount(leftoverMount, syscall.MNT_DETACH) })
 	}
 
-	restarted := startServerIn(t, s.dataDir)
+	// A short grace period: the clean stop below cancels an action
+	// in flight rather than waiting for it.
+	restarted := startServerIn(t, s.dataDir, "--shutdown-grace", "100ms")
 	defer restarted.stop()
 	for _, dir := range cgroups {
 		if _, err := os.Stat(dir); !os.IsNotExist(err) {
@@ -117,9 +123,27 @@ func TestRestartAfterKillRemovesWhatThePredecessorLeft(t *testing.T) {
 	if n, _ := strconv.Atoi(got[0]); n < len(cgroups) || got[1] != wantMounts || got[2] != "1" {
 		t.Errorf("log line %q: want at least %d cgroups, %s mounts, 1 build directory", lines[0][0], len(cgroups), wantMounts)
 	}
-	// A restart after a clean stop finds no mount or build directory of
-	// its own (it may still remove other dead workers' cgroups).
+	// A clean stop leaves nothing of its own, even with an action in
+	// flight: no cgroup of the stopped worker (its own nor the
+	// action's), and a restart finds no mount or build directory (it
+	// may still remove other dead workers' cgroups).
+	rc := restarted.client()
+	inFlight, err := rc.exec.Execute(context.Background(), &remoteexecution.ExecuteRequest{ActionDigest: rc.newAction(action{args: sh(`sleep 601`)})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitForExecuting(t, inFlight)
+	var ownCgroups []string
+	if root {
+		waitUntil(t, "the action's cgroup", func() bool { return len(workerCgroups(t, restarted.cmd.Process.Pid)) > 3 })
+		ownCgroups = workerCgroups(t, restarted.cmd.Process.Pid)
+	}
 	restarted.stop()
+	for _, dir := range ownCgroups {
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("cgroup %s of a cleanly stopped worker is still there (%v)", dir, err)
+		}
+	}
 	again := startServerIn(t, s.dataDir)
 	defer again.stop()
 	for _, m := range regexp.MustCompile(`(?m)left behind: \d+ cgroups, (\d+) mounts, (\d+) build directories$`).FindAllStringSubmatch(again.logs(), -1) {

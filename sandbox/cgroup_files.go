@@ -64,3 +64,26 @@ func removeCgroup(dir string) error {
 	}
 	return fmt.Errorf("remove cgroup %s: %w", dir, err)
 }
+
+// removeCgroupTree removes dir and the groups below it (one level: the
+// actions'), ending what is left in them on v2. Close uses it so that
+// an action cgroup whose removal failed earlier does not keep the
+// runner's own directory at EBUSY for good.
+func removeCgroupTree(dir string) error {
+	var first error
+	entries, _ := os.ReadDir(dir)
+	for _, entry := range entries {
+		if !entry.IsDir() {
+			continue
+		}
+		child := filepath.Join(dir, entry.Name())
+		killCgroup(child)
+		if err := removeCgroup(child); err != nil && first == nil {
+			first = err
+		}
+	}
+	if err := removeCgroup(dir); err != nil && first == nil {
+		first = err
+	}
+	return first
+}

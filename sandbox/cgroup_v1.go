@@ -80,7 +80,7 @@ func (m *cgroupV1) String() string { return fmt.Sprintf("cgroup v1 at %s", m.dir
 func (m *cgroupV1) Close() error {
 	var first error
 	for _, dir := range m.dirs {
-		if err := removeCgroup(dir); err != nil && first == nil {
+		if err := removeCgroupTree(dir); err != nil && first == nil {
 			first = err
 		}
 	}

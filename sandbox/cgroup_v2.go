@@ -48,7 +48,7 @@ func (m *cgroupV2) Close() error {
 	if !m.removeParent {
 		return nil
 	}
-	return removeCgroup(m.parent)
+	return removeCgroupTree(m.parent)
 }
 
 func (m *cgroupV2) Create(name string, limits Limits) (ActionCgroup, error) {

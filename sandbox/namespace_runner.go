@@ -118,7 +118,17 @@ type namespaceRunner struct {
 	gidMap   []syscall.SysProcIDMap
 	sequence atomic.Uint64
 
-	launcher   *launcher
+	launcher *launcher
+	// runs are the Runs in flight, each with the cancel function of
+	// its context: Close ends them and waits for them before it
+	// removes the cgroups they are charged to (removing those first
+	// fails with EBUSY and left the runner's own cgroup behind).
+	runs      sync.WaitGroup
+	runsMu    sync.Mutex
+	closed    bool
+	cancels   map[uint64]context.CancelCauseFunc
+	nextRunID uint64
+
 	exiting    sync.WaitGroup
 	pool       chan *warmSandbox
 	closing    chan struct{}
@@ -368,7 +378,40 @@ func (r *namespaceRunner) takeSandbox() (*warmSandbox, error) {
 	}
 }
 
-// Close discards the warm sandboxes and removes the cgroups.
+// ErrRunnerClosed is the error of a Run after Close, and of one that
+// Close ended.
+var ErrRunnerClosed = errors.New("sandbox runner closed")
+
+// beginRun registers a Run, refusing it once Close has begun; end
+// unregisters it. The context it returns is cancelled by Close.
+func (r *namespaceRunner) beginRun(ctx context.Context) (runCtx context.Context, end func(), err error) {
+	r.runsMu.Lock()
+	defer r.runsMu.Unlock()
+	if r.closed {
+		return nil, nil, fmt.Errorf("sandbox: %w", ErrRunnerClosed)
+	}
+	runCtx, cancel := context.WithCancelCause(ctx)
+	if r.cancels == nil {
+		r.cancels = map[uint64]context.CancelCauseFunc{}
+	}
+	r.nextRunID++
+	id := r.nextRunID
+	r.cancels[id] = cancel
+	r.runs.Add(1)
+	return runCtx, func() {
+		r.runsMu.Lock()
+		delete(r.cancels, id)
+		r.runsMu.Unlock()
+		cancel(nil)
+		r.runs.Done()
+	}, nil
+}
+
+// Close refuses new Runs, kills the running actions and waits for them
+// (their PID 1s reaped, their cgroups removed), discards the warm
+// sandboxes, stops the launcher, and only then removes the runner's
+// own cgroups, which the kernel refuses while anything is charged to
+// them. Its error is that removal's.
 func (r *namespaceRunner) Close() error {
 	var err error
 	r.closeOnce.Do(func() {
@@ -377,7 +420,14 @@ func (r *namespaceRunner) Close() error {
 				err = r.config.Cgroups.Close()
 			}
 		}()
+		r.runsMu.Lock()
+		r.closed = true
+		for _, cancel := range r.cancels {
+			cancel(ErrRunnerClosed)
+		}
+		r.runsMu.Unlock()
 		close(r.closing)
+		r.runs.Wait()
 		if r.pool != nil {
 			<-r.fillerDone
 			for {
@@ -405,6 +455,11 @@ func toIDMaps(maps []syscall.SysProcIDMap) []child.IDMap {
 }
 
 func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) {
+	ctx, end, err := r.beginRun(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer end()
 	if err := r.validate(spec); err != nil {
 		return nil, err
 	}
@@ -417,7 +472,6 @@ func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) 
 
 	var cgroup ActionCgroup
 	if r.config.Cgroups != nil {
-		var err error
 		cgroup, err = r.config.Cgroups.Create(fmt.Sprintf("action-%d-%d", os.Getpid(), r.sequence.Add(1)), spec.Limits)
 		if err != nil {
 			return nil, fmt.Errorf("sandbox: create cgroup: %w", err)

@@ -254,10 +254,13 @@ func newMachine(s *executorSettings, storage *cas.Storage, logger *log.Logger) (
 }
 
 // Close closes the caches, then stops the sandboxes. Every executor
-// must have returned.
+// must have returned. A runner that cannot remove its cgroups leaves
+// them for the next start, which says so; the log names them now.
 func (m *machine) Close() {
 	m.closeCaches()
-	m.runner.Close()
+	if err := m.runner.Close(); err != nil {
+		m.logger.Printf("stopping the sandboxes: %v (the next start removes what is left)", err)
+	}
 }
 
 // newRunner also returns who cached inputs must belong to: the host
