@@ -73,6 +73,10 @@ echo "== build"
 # through the linker, for `bitzel-worker version`.
 commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 go build -ldflags "-X main.commit=$commit" -o bin/ ./cmd/...
+# A 32-bit binary for the seccomp filter's i386 section
+# (sandbox TestSeccompCoversI386), built here because the rootless run
+# has no Go.
+GOARCH=386 CGO_ENABLED=0 go build -o bin/seccomp-i386-probe ./sandbox/testdata/i386probe
 
 echo "== tests as root"
 # The e2e tests use the binaries just built rather than building
