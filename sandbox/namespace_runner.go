@@ -655,7 +655,7 @@ func (r *namespaceRunner) chownUppers(spec *Spec) error {
 
 // String says how action ids map to host ids, for logs.
 func (r *namespaceRunner) String() string {
-	return r.ids() + UnixSocketExposure(r.prepare.HostPaths)
+	return r.ids() + HostTreesRebuilt(r.prepare.HostPaths)
 }
 
 func (r *namespaceRunner) ids() string {
