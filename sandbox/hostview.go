@@ -8,26 +8,27 @@ import (
 	"github.com/bitzel/bitzel-worker/sandbox/child"
 )
 
-// UnixSocketExposure says which host paths the sandbox has to bind
-// rather than present through an overlay, because something is mounted
-// below them (child/hostview.go): pathname sockets under those can be
-// connected to from an action. Empty when there are none.
-func UnixSocketExposure(hostPaths []string) string {
+// HostTreesRebuilt names the host paths that have something mounted
+// below them and that every sandbox therefore rebuilds entry by entry
+// rather than overlaying whole (child/hostrebuild.go): a mount each per
+// directory and file on the way, paid when a sandbox is prepared.
+// Empty when there are none.
+func HostTreesRebuilt(hostPaths []string) string {
 	mountPoints, err := child.ReadMountPoints("/proc/self/mountinfo")
 	if err != nil {
-		return fmt.Sprintf("; cannot tell whether host Unix sockets are reachable: %v", err)
+		return fmt.Sprintf("; cannot read the host's mounts: %v", err)
 	}
-	var exposed []string
+	var rebuilt []string
 	for _, path := range hostPaths {
 		if info, err := os.Lstat(path); err != nil || !info.IsDir() {
 			continue
 		}
 		if below := child.MountsBelow(mountPoints, path); len(below) > 0 {
-			exposed = append(exposed, fmt.Sprintf("%s (mounts below it: %s)", path, strings.Join(below, ", ")))
+			rebuilt = append(rebuilt, fmt.Sprintf("%s (mounts below it: %s)", path, strings.Join(below, ", ")))
 		}
 	}
-	if len(exposed) == 0 {
+	if len(rebuilt) == 0 {
 		return ""
 	}
-	return "; bound, not overlaid, so Unix sockets under them are reachable from actions: " + strings.Join(exposed, "; ")
+	return "; host trees rebuilt entry by entry, their sockets, FIFOs and devices left out: " + strings.Join(rebuilt, "; ")
 }

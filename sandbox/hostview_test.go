@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 func init() {
@@ -104,42 +102,6 @@ func TestHostUnixSocketsUnreachable(t *testing.T) {
 		}
 		if o.stdout != want {
 			t.Errorf("in the sandbox:\n%s(stderr %s)\nwant:\n%s", o.stdout, o.stderr, want)
-		}
-	})
-}
-
-// TestHostSubmountsKept: a tree with a mount below it (Docker's
-// /etc/resolv.conf) cannot be overlaid in a user namespace; it is bound
-// with its mounts, and the worker says that its sockets are reachable.
-func TestHostSubmountsKept(t *testing.T) {
-	dir, configure := boundTestDir(t)
-	tree := filepath.Dir(dir)
-	if os.Geteuid() != 0 {
-		// Only root can mount on the host: check that a tree
-		// without mounts below it is not reported.
-		if note := UnixSocketExposure([]string{dir}); note != "" {
-			t.Errorf("UnixSocketExposure of %s: %q, want none", dir, note)
-		}
-		return
-	}
-	sub := filepath.Join(dir, "sub")
-	if err := os.Mkdir(sub, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("tmpfs", sub, "tmpfs", 0, "mode=0755,size=1m"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Unmount(sub, unix.MNT_DETACH) })
-	if err := os.WriteFile(filepath.Join(sub, "visible"), []byte("submount\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if note := UnixSocketExposure([]string{tree}); !strings.Contains(note, sub) {
-		t.Errorf("UnixSocketExposure of %s: %q, want it to name %s", tree, note, sub)
-	}
-	forEachUserNamespaceMode(t, func(t *testing.T, userNamespace func(*Config)) {
-		o := newEnv(t, configure, userNamespace).shell("cat " + filepath.Join(sub, "visible"))
-		if o.stdout != "submount\n" {
-			t.Errorf("the mount below %s in the sandbox: %q (stderr %q)", tree, o.stdout, o.stderr)
 		}
 	})
 }

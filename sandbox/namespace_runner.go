@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -76,6 +77,16 @@ type Config struct {
 	// DefaultShmSizeBytes. Its pages count against the action's
 	// memory limit like any other.
 	ShmSizeBytes int64
+	// Slots is how many actions run at once, among which the
+	// per-user-namespace budgets are split (userns_budget.go); 0
+	// means runtime.NumCPU(), the worker's default concurrency.
+	Slots int
+	// ShareUserNamespace, with Cgroups, runs every sandbox in the one
+	// user namespace of the launcher, which lets it vfork (cheaper per
+	// action) but lets one action take the inotify instances and the
+	// other per-user-namespace budgets of all actions, though never
+	// the host's reserve.
+	ShareUserNamespace bool
 }
 
 // DefaultShmSizeBytes is /dev/shm's size when Config sets none: room
@@ -117,6 +128,7 @@ type namespaceRunner struct {
 	uidMap   []syscall.SysProcIDMap
 	gidMap   []syscall.SysProcIDMap
 	sequence atomic.Uint64
+	budget   *UserNamespaceBudget
 
 	launcher *launcher
 	// runs are the Runs in flight, each with the cancel function of
@@ -205,15 +217,29 @@ func NewNamespaceRunner(config Config) (Runner, error) {
 	if !config.ExecRootIsRoot {
 		r.prepare.HostPaths = config.HostPaths
 	}
+	if config.Slots <= 0 {
+		config.Slots = runtime.NumCPU()
+	}
+	budget, err := NewUserNamespaceBudget(config.Slots)
+	if err != nil {
+		return nil, err
+	}
+	// Sharing one user namespace lets the launcher vfork (see
+	// child/launcher.go), but only a pids cgroup keeps each action's
+	// process limit its own.
+	shared := config.Cgroups != nil && config.ShareUserNamespace
+	if !shared {
+		r.prepare.UserNamespaceLimits = &budget.PerAction
+	}
+	r.budget = budget
 	r.launcher = newLauncher(r.initPath, child.LauncherConfig{
-		// Sharing one user namespace lets the launcher vfork (see
-		// child/launcher.go), but only a pids cgroup keeps each
-		// action's process limit its own.
-		InUserNamespace:  config.Cgroups != nil,
-		UIDMappings:      toIDMaps(r.uidMap),
-		GIDMappings:      toIDMaps(r.gidMap),
-		BecomeRoot:       !r.rootless,
-		SetgroupsAllowed: !r.rootless,
+		InUserNamespace:       true,
+		SandboxUserNamespaces: !shared,
+		UserNamespaceLimits:   &budget.All,
+		UIDMappings:           toIDMaps(r.uidMap),
+		GIDMappings:           toIDMaps(r.gidMap),
+		BecomeRoot:            !r.rootless,
+		SetgroupsAllowed:      !r.rootless,
 	})
 	r.closing = make(chan struct{})
 	if config.WarmSandboxes > 0 {
@@ -709,7 +735,7 @@ func (r *namespaceRunner) chownUppers(spec *Spec) error {
 
 // String says how action ids map to host ids, for logs.
 func (r *namespaceRunner) String() string {
-	return r.ids() + UnixSocketExposure(r.prepare.HostPaths)
+	return r.ids() + "; " + r.budget.String() + HostTreesRebuilt(r.prepare.HostPaths)
 }
 
 func (r *namespaceRunner) ids() string {

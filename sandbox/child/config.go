@@ -57,6 +57,10 @@ type Prepare struct {
 	SeccompFilter []byte `json:"seccomp_filter,omitempty"`
 	// ShmSizeBytes bounds the sandbox's /dev/shm tmpfs.
 	ShmSizeBytes int64 `json:"shm_size_bytes"`
+	// UserNamespaceLimits, set when PID 1 is root of a user namespace
+	// of its own, are the action's share of the per-user-namespace
+	// budgets, written into that namespace while it is prepared.
+	UserNamespaceLimits *UserNamespaceLimits `json:"user_namespace_limits,omitempty"`
 }
 
 // Action is one action's part of the sandbox and its command.

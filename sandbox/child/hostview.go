@@ -20,13 +20,10 @@ import (
 // connect fails with ECONNREFUSED. This is how network isolation holds
 // for Unix sockets, not only for IP.
 //
-// A tree with a mount below it (Docker's /etc/resolv.conf) is bound
-// recursively instead, as before: in a mount namespace copied into a
-// user namespace those mounts are locked to their parent, and the
-// kernel refuses to make an overlay (or any non-recursive clone) of a
-// directory that would reveal what they cover ("failed to clone
-// lowerpath"). The worker names such trees when it starts
-// (sandbox.UnixSocketExposure).
+// A tree with a mount below it (Docker's /etc/resolv.conf) cannot be
+// overlaid as a whole in a user namespace; it is rebuilt entry by
+// entry instead (hostrebuild.go), which keeps its sockets out too. The
+// worker names such trees when it starts (sandbox.HostTreesRebuilt).
 type hostView struct {
 	// empty is the bottom layer of every host overlay: overlayfs
 	// needs two lower layers when it has no upper one.
@@ -64,7 +61,7 @@ func (v *hostView) close() {
 func (v *hostView) mountDirectory(hostPath, target string) error {
 	var err error
 	if len(MountsBelow(v.mountPoints, hostPath)) > 0 {
-		err = bindReadOnly(hostPath, target)
+		err = v.rebuildTree(hostPath, target)
 	} else {
 		err = v.mountOverlay(hostPath, target)
 	}

@@ -3,6 +3,7 @@ package child
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -31,9 +32,13 @@ var keptCapabilities = map[int]bool{
 	unix.CAP_AUDIT_WRITE:      true,
 }
 
-// prepareIsolation sets what every sandbox shares: hostname and
-// loopback.
+// prepareIsolation sets what every sandbox shares: hostname, loopback
+// and the action's share of the per-user-namespace budgets (PID 1 has
+// every capability in its namespace until isolateAction drops them).
 func prepareIsolation(prepare *Prepare) error {
+	if err := prepare.UserNamespaceLimits.apply("/proc", filepath.Join(prepare.NewRoot, "proc")); err != nil {
+		return err
+	}
 	if err := unix.Sethostname([]byte(prepare.Hostname)); err != nil {
 		return fmt.Errorf("set hostname: %w", err)
 	}

@@ -73,6 +73,18 @@ type LauncherConfig struct {
 	// namespace's 0 (its host uid 0 is not mapped).
 	BecomeRoot       bool `json:"become_root,omitempty"`
 	SetgroupsAllowed bool `json:"setgroups_allowed,omitempty"`
+	// SandboxUserNamespaces, with InUserNamespace, still gives each
+	// sandbox a user namespace of its own, a child of the launcher's
+	// that maps the same ids to themselves. The launcher's namespace
+	// then sums every sandbox's per-user-namespace charges under one
+	// owner, so that the budget written there (UserNamespaceLimits)
+	// bounds all actions together whatever ids they switch to, and
+	// each sandbox's own namespace bounds its action (userns_limits.go).
+	SandboxUserNamespaces bool `json:"sandbox_user_namespaces,omitempty"`
+	// UserNamespaceLimits, with InUserNamespace, are written into the
+	// launcher's namespace before any sandbox is started: the share of
+	// the worker's budgets that all sandboxes together may take.
+	UserNamespaceLimits *UserNamespaceLimits `json:"user_namespace_limits,omitempty"`
 }
 
 // LaunchRequest asks for one sandbox.
@@ -137,6 +149,13 @@ func runLauncher() error {
 	}
 	if err := json.Unmarshal(buf[:n], &l.config); err != nil {
 		return fmt.Errorf("decode config: %w", err)
+	}
+	if l.config.InUserNamespace {
+		// Before the first sandbox: a user namespace records the
+		// message-queue limit of its creator when it is made.
+		if err := l.config.UserNamespaceLimits.apply("/proc"); err != nil {
+			return fmt.Errorf("the sandboxes' user namespace: %w", err)
+		}
 	}
 	for {
 		n, oobn, _, _, err := unix.Recvmsg(l.fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
@@ -206,7 +225,8 @@ func (l *launcherState) launch(id uint64, fds []int) {
 		// worker.
 		Pdeathsig: syscall.SIGKILL,
 	}
-	if !l.config.InUserNamespace {
+	switch {
+	case !l.config.InUserNamespace:
 		attr.Cloneflags |= syscall.CLONE_NEWUSER
 		attr.UidMappings = idMaps(l.config.UIDMappings)
 		attr.GidMappings = idMaps(l.config.GIDMappings)
@@ -214,6 +234,13 @@ func (l *launcherState) launch(id uint64, fds []int) {
 		if l.config.BecomeRoot {
 			attr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
 		}
+	case l.config.SandboxUserNamespaces:
+		// The launcher is already its namespace's root: the
+		// sandbox's root is the same ids.
+		attr.Cloneflags |= syscall.CLONE_NEWUSER
+		attr.UidMappings = identityMaps(l.config.UIDMappings)
+		attr.GidMappings = identityMaps(l.config.GIDMappings)
+		attr.GidMappingsEnableSetgroups = l.config.SetgroupsAllowed
 	}
 	cmd := &exec.Cmd{
 		Path:        "/proc/self/exe",
@@ -273,6 +300,15 @@ func idMaps(maps []IDMap) []syscall.SysProcIDMap {
 	result := make([]syscall.SysProcIDMap, len(maps))
 	for i, m := range maps {
 		result[i] = syscall.SysProcIDMap{ContainerID: m.ContainerID, HostID: m.HostID, Size: m.Size}
+	}
+	return result
+}
+
+// identityMaps maps the ids the launcher's namespace has to themselves.
+func identityMaps(maps []IDMap) []syscall.SysProcIDMap {
+	result := make([]syscall.SysProcIDMap, len(maps))
+	for i, m := range maps {
+		result[i] = syscall.SysProcIDMap{ContainerID: m.ContainerID, HostID: m.ContainerID, Size: m.Size}
 	}
 	return result
 }
