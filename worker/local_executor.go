@@ -33,9 +33,9 @@ type LocalExecutorOptions struct {
 	BuildDirectory string
 	// WorkerName goes into ExecutedActionMetadata.worker.
 	WorkerName string
-	// Platform is what this worker offers; an action asking for a
-	// property it lacks is refused.
-	Platform *remoteexecution.Platform
+	// Platform is what this worker offers and how actions are matched
+	// against it; an action asking for a property it lacks is refused.
+	Platform PlatformOffer
 	// DefaultTimeout applies to actions without one; MaximumTimeout
 	// bounds what an action may ask for.
 	DefaultTimeout time.Duration
