@@ -1,6 +1,11 @@
 package e2e
 
 import (
+	"context"
+	"fmt"
+	"io"
+
+	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"runtime"
 	"strings"
 	"testing"
@@ -59,4 +64,50 @@ func hostISA() string {
 		return "arm-a64"
 	}
 	return runtime.GOARCH
+}
+
+// TestGetTreeOverPages: serve implements GetTree (bb-storage's CAS
+// server does not) with page tokens a client can follow.
+func TestGetTreeOverPages(t *testing.T) {
+	c := startServer(t).client()
+	files := map[string]entry{}
+	for i := 0; i < 9; i++ {
+		files[fmt.Sprintf("d%d/sub/file%d", i, i)] = entry{content: fmt.Sprint(i)}
+	}
+	root := c.tree(files)
+	var directories int
+	token, pages := "", 0
+	for {
+		stream, err := c.cas.GetTree(context.Background(), &remoteexecution.GetTreeRequest{InstanceName: c.instance, RootDigest: root, PageSize: 4, PageToken: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		token = ""
+		for {
+			response, err := stream.Recv()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("page %d: %v", pages, err)
+			}
+			directories += len(response.Directories)
+			token = response.NextPageToken
+		}
+		pages++
+		if token == "" {
+			break
+		}
+	}
+	// The root, d0..d8 and their nine sub directories.
+	if directories != 19 || pages != 5 {
+		t.Errorf("%d directories in %d pages, want 19 in 5", directories, pages)
+	}
+	stream, err := c.cas.GetTree(context.Background(), &remoteexecution.GetTreeRequest{InstanceName: c.instance, RootDigest: root, PageToken: "bogus"})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.InvalidArgument {
+		t.Errorf("bad page token: %v, want INVALID_ARGUMENT", err)
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/bitzel/bitzel-worker/cas"
 	"github.com/bitzel/bitzel-worker/worker"
 	"github.com/bitzel/bitzel-worker/worker/configuration"
+	"github.com/bitzel/bitzel-worker/worker/gettree"
 	"github.com/bitzel/bitzel-worker/worker/statuspage"
 	"github.com/buildbarn/bb-storage/pkg/blobstore"
 	"github.com/buildbarn/bb-storage/pkg/blobstore/completenesschecking"
@@ -298,8 +299,12 @@ func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func(
 		WorkerName:                f.workerName,
 	})
 	remoteexecution.RegisterExecutionServer(server, execution)
-	remoteexecution.RegisterContentAddressableStorageServer(server,
-		grpcservers.NewContentAddressableStorageServer(access.contentAddressableStorage(storage.ContentAddressableStorage), int64(storage.MaximumMessageSizeBytes)))
+	// bb-storage's CAS server leaves GetTree Unimplemented;
+	// remotetool's directory operations need it.
+	casAccess := access.contentAddressableStorage(storage.ContentAddressableStorage)
+	remoteexecution.RegisterContentAddressableStorageServer(server, gettree.NewServer(
+		grpcservers.NewContentAddressableStorageServer(casAccess, int64(storage.MaximumMessageSizeBytes)),
+		casAccess, storage.MaximumMessageSizeBytes))
 	remoteexecution.RegisterActionCacheServer(server,
 		grpcservers.NewActionCacheServer(access.actionCache(actionCache), storage.MaximumMessageSizeBytes))
 	// The pinned genproto takes a *grpc.Server here, not a registrar.
