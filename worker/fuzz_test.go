@@ -88,6 +88,6 @@ func checkBeforeRunning(e *localExecutor, action *remoteexecution.Action, comman
 	if err != nil {
 		return err
 	}
-	_, err = outputPaths(command, workingDirectory)
+	_, err = outputPaths(command, workingDirectory, false)
 	return err
 }

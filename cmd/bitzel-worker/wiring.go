@@ -317,6 +317,7 @@ func (m *machine) newExecutor(buildDirectory, workerName string, platform worker
 			TmpSizeBytes: s.tmpSize,
 			DiskBytes:    s.diskBudget,
 		},
+		ExecRootIsRoot: s.hermetic,
 	})
 	if err != nil {
 		return nil, err
