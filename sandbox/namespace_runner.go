@@ -345,6 +345,10 @@ type warmSandbox struct {
 // startSandbox has the launcher start a PID 1 in new namespaces and
 // sends it the Prepare message; it does not wait for the preparation.
 func (r *namespaceRunner) startSandbox() (*warmSandbox, error) {
+	return r.startSandboxWith(r.prepare)
+}
+
+func (r *namespaceRunner) startSandboxWith(prepare *child.Prepare) (*warmSandbox, error) {
 	p, err := newPipes()
 	if err != nil {
 		return nil, err
@@ -357,7 +361,7 @@ func (r *namespaceRunner) startSandbox() (*warmSandbox, error) {
 	p.closeChildEnds()
 	// The pipe buffer holds the message whether or not PID 1 reads it
 	// yet; a PID 1 that died shows up as a missing status later.
-	json.NewEncoder(p.configW).Encode(r.prepare)
+	json.NewEncoder(p.configW).Encode(prepare)
 	return &warmSandbox{process: process, pipes: p}, nil
 }
 
@@ -395,7 +399,15 @@ func (r *namespaceRunner) keepWarm() {
 	}
 }
 
-func (r *namespaceRunner) takeSandbox() (*warmSandbox, error) {
+func (r *namespaceRunner) takeSandbox(spec *Spec) (*warmSandbox, error) {
+	if spec.ExecRootIsRoot && !r.prepare.ExecRootIsRoot {
+		// Warm sandboxes hold host binds; a whole-root action starts
+		// its own, without them.
+		wholeRoot := *r.prepare
+		wholeRoot.ExecRootIsRoot = true
+		wholeRoot.HostPaths = nil
+		return r.startSandboxWith(&wholeRoot)
+	}
 	select {
 	case s := <-r.pool:
 		return s, nil
@@ -530,7 +542,7 @@ func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) 
 	}
 	defer stderr.Close()
 
-	s, err := r.takeSandbox()
+	s, err := r.takeSandbox(spec)
 	if err != nil {
 		release()
 		return nil, err

@@ -46,6 +46,11 @@ type Spec struct {
 	Stdout io.Writer
 	Stderr io.Writer
 	Limits Limits
+	// ExecRootIsRoot makes the exec root the whole root file system
+	// for this command only (the input root is "/": its userland
+	// comes in its layers), as the runner-wide option does for every
+	// command; the two are ORed.
+	ExecRootIsRoot bool
 }
 
 // Mount is one overlay: read-only Layers (topmost first) under a

@@ -40,7 +40,7 @@ func FuzzCommandAndAction(f *testing.F) {
 	}
 	e := &localExecutor{
 		options:  LocalExecutorOptions{DefaultTimeout: time.Minute, MaximumTimeout: time.Hour},
-		platform: newPlatformMatcher(nil),
+		platform: newPlatformMatcher(PlatformOffer{}),
 	}
 	f.Fuzz(func(t *testing.T, commandBytes, actionBytes []byte) {
 		var command remoteexecution.Command
@@ -88,6 +88,6 @@ func checkBeforeRunning(e *localExecutor, action *remoteexecution.Action, comman
 	if err != nil {
 		return err
 	}
-	_, err = outputPaths(command, workingDirectory)
+	_, err = outputPaths(command, workingDirectory, false)
 	return err
 }

@@ -33,9 +33,9 @@ type LocalExecutorOptions struct {
 	BuildDirectory string
 	// WorkerName goes into ExecutedActionMetadata.worker.
 	WorkerName string
-	// Platform is what this worker offers; an action asking for a
-	// property it lacks is refused.
-	Platform *remoteexecution.Platform
+	// Platform is what this worker offers and how actions are matched
+	// against it; an action asking for a property it lacks is refused.
+	Platform PlatformOffer
 	// DefaultTimeout applies to actions without one; MaximumTimeout
 	// bounds what an action may ask for.
 	DefaultTimeout time.Duration
@@ -44,6 +44,11 @@ type LocalExecutorOptions struct {
 	OutputLimitBytes int64
 	// Limits bound each action's resources.
 	Limits sandbox.Limits
+	// ExecRootIsRoot: the runner makes every action's input root its
+	// "/" (-hermetic), so outputs "." and paths climbing back to the
+	// input root are accepted for every action, not only for
+	// whole-root instance names (see IsWholeRootInstanceName).
+	ExecRootIsRoot bool
 }
 
 type localExecutor struct {
@@ -135,7 +140,8 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 	if err != nil {
 		return err
 	}
-	outputPaths, err := outputPaths(x.command, workingDirectory)
+	wholeRoot := IsWholeRootInstanceName(x.request.InstanceName)
+	outputPaths, err := outputPaths(x.command, workingDirectory, wholeRoot || e.options.ExecRootIsRoot)
 	if err != nil {
 		return err
 	}
@@ -212,6 +218,7 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 		Stderr:           stderr,
 		OutputLimitBytes: e.options.OutputLimitBytes,
 		Limits:           e.options.Limits,
+		ExecRootIsRoot:   wholeRoot,
 	}
 	x.metadata.ExecutionStartTimestamp = timestamppb.Now()
 	run, err := e.options.Runner.Run(ctx, spec)
@@ -267,6 +274,9 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 	}
 	if run.DiskBudgetExceeded {
 		return status.Errorf(codes.ResourceExhausted, "The action's writes filled its disk budget of %d bytes (exec root); it exited with %d", e.options.Limits.DiskBytes, run.ExitCode)
+	}
+	if wholeRoot || e.options.ExecRootIsRoot {
+		removeSandboxMountPoints(root, uppers)
 	}
 	var outputs *remoteexecution.ActionResult
 	err = retryUnavailable(uploadCtx, "Uploading outputs", func(ctx context.Context) error {
@@ -401,8 +411,10 @@ func cleanRelativePath(p, what string) (string, error) {
 }
 
 // outputPaths returns every output path relative to the exec root,
-// from output_paths (2.1+) or the legacy fields.
-func outputPaths(command *remoteexecution.Command, workingDirectory string) ([]string, error) {
+// from output_paths (2.1+) or the legacy fields. The exec root itself
+// ("" here) is an output only when wholeRoot: the input root is then
+// the action's "/", which BuildStream asks for whole.
+func outputPaths(command *remoteexecution.Command, workingDirectory string, wholeRoot bool) ([]string, error) {
 	paths := command.OutputPaths
 	if len(paths) == 0 {
 		paths = append(append([]string{}, command.OutputFiles...), command.OutputDirectories...)
@@ -421,8 +433,8 @@ func outputPaths(command *remoteexecution.Command, workingDirectory string) ([]s
 		if err != nil {
 			return nil, err
 		}
-		if joined == "" {
-			return nil, status.Errorf(codes.InvalidArgument, "Output path %q is the input root itself", p)
+		if joined == "" && !wholeRoot {
+			return nil, status.Errorf(codes.InvalidArgument, "Output path %q is the input root itself, which only a whole-root action may ask for: send it with an instance name whose last component is %q (such as %q), which makes the input root the action's \"/\"", p, WholeRootInstanceNameComponent, WholeRootInstanceNameComponent)
 		}
 		result = append(result, joined)
 	}

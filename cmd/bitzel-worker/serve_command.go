@@ -19,6 +19,7 @@ import (
 	"github.com/bitzel/bitzel-worker/cas"
 	"github.com/bitzel/bitzel-worker/worker"
 	"github.com/bitzel/bitzel-worker/worker/configuration"
+	"github.com/bitzel/bitzel-worker/worker/gettree"
 	"github.com/bitzel/bitzel-worker/worker/statuspage"
 	"github.com/buildbarn/bb-storage/pkg/blobstore"
 	"github.com/buildbarn/bb-storage/pkg/blobstore/completenesschecking"
@@ -53,6 +54,9 @@ type serveFlags struct {
 	actionCacheReadOnly bool
 	serveConfig         *configuration.ServeConfiguration
 	recentActions       uint32
+	// platform overrides the host's platform properties (see
+	// servePlatformOffer).
+	platform platformFlag
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -90,6 +94,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.seccomp, "seccomp", d.seccomp, "system-call filter of actions: default, allow-user-namespaces (actions may unshare -r and mount inside) or off")
 	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long running actions may finish before they are cancelled (a second signal cancels them at once)")
 	fs.BoolVar(&f.actionCacheReadOnly, "action-cache-read-only", false, "refuse UpdateActionResult from clients (the worker's own results still go in); default: any client may write any action's result")
+	fs.Var(&f.platform, "platform", "platform property `NAME=VALUE` to offer, repeatable; replaces the host default (OSFamily and ISA, in the REAPI lexicon's spelling) of that NAME, an empty VALUE removes it")
 	// Settings without a flag: configuration files only.
 	f.cgroupName = d.cgroupName
 }
@@ -131,7 +136,9 @@ diagnostics HTTP server, tracing), from a Jsonnet file.
 		global = c.Global
 		f.serveConfig = &c
 		// Parsed again: flags given on the command line win over
-		// the file.
+		// the file. Repeatable flags start again, or they would
+		// count twice.
+		f.platform = nil
 		if err := fs.Parse(args); err != nil {
 			return 2
 		}
@@ -244,7 +251,11 @@ func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func(
 
 	// Executor: materialisation, outputs, and the decorator stack
 	// every action goes through.
-	executor, err := m.newExecutor(filepath.Join(f.dataDir, "build"), f.workerName, nil)
+	platform, err := servePlatformOffer(f)
+	if err != nil {
+		return err
+	}
+	executor, err := m.newExecutor(filepath.Join(f.dataDir, "build"), f.workerName, platform)
 	if err != nil {
 		return err
 	}
@@ -288,8 +299,12 @@ func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func(
 		WorkerName:                f.workerName,
 	})
 	remoteexecution.RegisterExecutionServer(server, execution)
-	remoteexecution.RegisterContentAddressableStorageServer(server,
-		grpcservers.NewContentAddressableStorageServer(access.contentAddressableStorage(storage.ContentAddressableStorage), int64(storage.MaximumMessageSizeBytes)))
+	// bb-storage's CAS server leaves GetTree Unimplemented;
+	// remotetool's directory operations need it.
+	casAccess := access.contentAddressableStorage(storage.ContentAddressableStorage)
+	remoteexecution.RegisterContentAddressableStorageServer(server, gettree.NewServer(
+		grpcservers.NewContentAddressableStorageServer(casAccess, int64(storage.MaximumMessageSizeBytes)),
+		casAccess, storage.MaximumMessageSizeBytes))
 	remoteexecution.RegisterActionCacheServer(server,
 		grpcservers.NewActionCacheServer(access.actionCache(actionCache), storage.MaximumMessageSizeBytes))
 	// The pinned genproto takes a *grpc.Server here, not a registrar.
@@ -319,7 +334,7 @@ func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func(
 		logger.Printf("metrics on %s (/metrics, /-/healthy, status page at /status/)", metricsListener.Addr())
 		go serveMetrics(metricsListener, logger, statusPage)
 	}
-	logger.Printf("serving REAPI on %s (data in %s, %d actions at once)", listener.Addr(), f.dataDir, f.concurrency)
+	logger.Printf("serving REAPI on %s (data in %s, %d actions at once, platform %s)", listener.Addr(), f.dataDir, f.concurrency, platformString(platform.Platform))
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- server.Serve(listener) }()

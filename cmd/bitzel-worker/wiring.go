@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"time"
 
-	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/bitzel/bitzel-worker/cas"
 	"github.com/bitzel/bitzel-worker/sandbox"
 	"github.com/bitzel/bitzel-worker/worker"
@@ -300,8 +299,8 @@ func newRunner(s *executorSettings, leftovers *sandbox.Leftovers) (sandbox.Runne
 // as bb_worker builds its BuildExecutor: Action Cache writes, then
 // metrics, then a log line, around the local executor that fetches,
 // materialises, runs and uploads. buildDirectory must be its own;
-// platform (nil: none) is what actions may ask for.
-func (m *machine) newExecutor(buildDirectory, workerName string, platform *remoteexecution.Platform) (worker.Executor, error) {
+// platform is what actions may ask for.
+func (m *machine) newExecutor(buildDirectory, workerName string, platform worker.PlatformOffer) (worker.Executor, error) {
 	s := m.settings
 	executor, err := worker.NewLocalExecutor(worker.LocalExecutorOptions{
 		Storage:          m.storage,
@@ -321,6 +320,7 @@ func (m *machine) newExecutor(buildDirectory, workerName string, platform *remot
 			TmpSizeBytes: s.tmpSize,
 			DiskBytes:    s.diskBudget,
 		},
+		ExecRootIsRoot: s.hermetic,
 	})
 	if err != nil {
 		return nil, err

@@ -158,8 +158,12 @@ func runWorker(ctx context.Context, siblingsGroup, dependenciesGroup program.Gro
 			concurrency = 1
 		}
 		platform := runner.Platform
+		offer, err := runnerPlatformOffer(i, runner)
+		if err != nil {
+			return err
+		}
 		client, err := cluster.NewClientWithSlotExecutors(operationQueue, func(slot int, workerName string) (worker.Executor, error) {
-			return m.newExecutor(filepath.Join(settings.dataDir, "build", fmt.Sprintf("%d-%d", i, slot)), workerName, platform)
+			return m.newExecutor(filepath.Join(settings.dataDir, "build", fmt.Sprintf("%d-%d", i, slot)), workerName, offer)
 		}, cluster.Options{
 			WorkerID:           runner.WorkerId,
 			InstanceNamePrefix: instanceNamePrefix,
@@ -287,6 +291,24 @@ func workerIDString(workerID map[string]string) string {
 		return "{}"
 	}
 	return cluster.WorkerName(workerID)
+}
+
+// runnerPlatformOffer is what runner i's executors accept. Exact
+// matching is the default: bb_scheduler routes by exact platform, and
+// an action reaching a slot whose platform it does not match exactly
+// came through a queue that is not this runner's.
+func runnerPlatformOffer(i int, runner *configuration.RunnerConfiguration) (worker.PlatformOffer, error) {
+	matching, err := platformMatching(runner.PlatformMatching, worker.PlatformMatchExact)
+	if err != nil {
+		return worker.PlatformOffer{}, status.Errorf(codes.InvalidArgument, "runners[%d].platformMatching: %v", i, err)
+	}
+	return worker.PlatformOffer{
+		Platform: runner.Platform,
+		Matching: matching,
+		HowToOffer: func(properties []string) string {
+			return fmt.Sprintf("add %s to runners[%d].platform of the worker configuration and to the platform queue of bb_scheduler that routes these actions", strings.Join(properties, ", "), i)
+		},
+	}, nil
 }
 
 func platformString(platform *remoteexecution.Platform) string {

@@ -38,6 +38,62 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// How an action's platform properties are compared with the ones a
+// worker offers.
+type PlatformMatching int32
+
+const (
+	// serve: LEXICON; worker: EXACT.
+	PlatformMatching_PLATFORM_MATCHING_DEFAULT PlatformMatching = 0
+	// Names and values equal byte for byte (Buildbarn's rule).
+	PlatformMatching_PLATFORM_MATCHING_EXACT PlatformMatching = 1
+	// As EXACT, except that the values of the REAPI platform lexicon's
+	// OSFamily and ISA compare case-insensitively (OSFamily=Linux, as
+	// Bazel configurations often spell it, matches OSFamily=linux).
+	PlatformMatching_PLATFORM_MATCHING_LEXICON PlatformMatching = 2
+)
+
+// Enum value maps for PlatformMatching.
+var (
+	PlatformMatching_name = map[int32]string{
+		0: "PLATFORM_MATCHING_DEFAULT",
+		1: "PLATFORM_MATCHING_EXACT",
+		2: "PLATFORM_MATCHING_LEXICON",
+	}
+	PlatformMatching_value = map[string]int32{
+		"PLATFORM_MATCHING_DEFAULT": 0,
+		"PLATFORM_MATCHING_EXACT":   1,
+		"PLATFORM_MATCHING_LEXICON": 2,
+	}
+)
+
+func (x PlatformMatching) Enum() *PlatformMatching {
+	p := new(PlatformMatching)
+	*p = x
+	return p
+}
+
+func (x PlatformMatching) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PlatformMatching) Descriptor() protoreflect.EnumDescriptor {
+	return file_worker_configuration_configuration_proto_enumTypes[0].Descriptor()
+}
+
+func (PlatformMatching) Type() protoreflect.EnumType {
+	return &file_worker_configuration_configuration_proto_enumTypes[0]
+}
+
+func (x PlatformMatching) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PlatformMatching.Descriptor instead.
+func (PlatformMatching) EnumDescriptor() ([]byte, []int) {
+	return file_worker_configuration_configuration_proto_rawDescGZIP(), []int{0}
+}
+
 type SandboxConfiguration_CgroupMode int32
 
 const (
@@ -78,11 +134,11 @@ func (x SandboxConfiguration_CgroupMode) String() string {
 }
 
 func (SandboxConfiguration_CgroupMode) Descriptor() protoreflect.EnumDescriptor {
-	return file_worker_configuration_configuration_proto_enumTypes[0].Descriptor()
+	return file_worker_configuration_configuration_proto_enumTypes[1].Descriptor()
 }
 
 func (SandboxConfiguration_CgroupMode) Type() protoreflect.EnumType {
-	return &file_worker_configuration_configuration_proto_enumTypes[0]
+	return &file_worker_configuration_configuration_proto_enumTypes[1]
 }
 
 func (x SandboxConfiguration_CgroupMode) Number() protoreflect.EnumNumber {
@@ -252,6 +308,10 @@ type RunnerConfiguration struct {
 	// Size class of these slots within their platform queue; 0 when the
 	// scheduler does not use size classes.
 	SizeClass uint32 `protobuf:"varint,4,opt,name=size_class,json=sizeClass,proto3" json:"size_class,omitempty"`
+	// How the executor compares an action's platform with 'platform'.
+	// Default (PLATFORM_MATCHING_DEFAULT): EXACT, Buildbarn's rule, the
+	// one bb_scheduler routes by.
+	PlatformMatching PlatformMatching `protobuf:"varint,60,opt,name=platform_matching,json=platformMatching,proto3,enum=bitzel.configuration.PlatformMatching" json:"platform_matching,omitempty"`
 	// Labels of the worker ID announced to the scheduler, for example
 	// {"hostname": "builder1"}. With concurrency > 1, a label "thread"
 	// holding the slot number is added, as bb_worker does; it must not
@@ -322,6 +382,13 @@ func (x *RunnerConfiguration) GetSizeClass() uint32 {
 	return 0
 }
 
+func (x *RunnerConfiguration) GetPlatformMatching() PlatformMatching {
+	if x != nil {
+		return x.PlatformMatching
+	}
+	return PlatformMatching_PLATFORM_MATCHING_DEFAULT
+}
+
 func (x *RunnerConfiguration) GetWorkerId() map[string]string {
 	if x != nil {
 		return x.WorkerId
@@ -382,8 +449,19 @@ type ServeConfiguration struct {
 	// diagnostics HTTP server) keeps for its list of recent actions.
 	// Default: 1000.
 	StatusPageRecentActions uint32 `protobuf:"varint,50,opt,name=status_page_recent_actions,json=statusPageRecentActions,proto3" json:"status_page_recent_actions,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// Platform properties serve offers, over the host's own in the REAPI
+	// platform lexicon's spelling (OSFamily=linux, ISA=x86-64 on an
+	// x86-64 Linux machine): a property named here replaces every value
+	// the host default gives that name, an empty value removes the name,
+	// other names are added. serve's --platform flags apply after these,
+	// the same way. An action asking for a property not offered is
+	// refused with FAILED_PRECONDITION.
+	Platform *v2.Platform `protobuf:"bytes,60,opt,name=platform,proto3" json:"platform,omitempty"`
+	// How actions' platforms are compared with what serve offers.
+	// Default (PLATFORM_MATCHING_DEFAULT): LEXICON.
+	PlatformMatching PlatformMatching `protobuf:"varint,61,opt,name=platform_matching,json=platformMatching,proto3,enum=bitzel.configuration.PlatformMatching" json:"platform_matching,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ServeConfiguration) Reset() {
@@ -519,6 +597,20 @@ func (x *ServeConfiguration) GetStatusPageRecentActions() uint32 {
 		return x.StatusPageRecentActions
 	}
 	return 0
+}
+
+func (x *ServeConfiguration) GetPlatform() *v2.Platform {
+	if x != nil {
+		return x.Platform
+	}
+	return nil
+}
+
+func (x *ServeConfiguration) GetPlatformMatching() PlatformMatching {
+	if x != nil {
+		return x.PlatformMatching
+	}
+	return PlatformMatching_PLATFORM_MATCHING_DEFAULT
 }
 
 // The authorizers of serve's Action Cache service.
@@ -983,17 +1075,18 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\bexecutor\x18\x05 \x01(\v2+.bitzel.configuration.ExecutorConfigurationR\bexecutor\x12C\n" +
 	"\arunners\x18\x06 \x03(\v2).bitzel.configuration.RunnerConfigurationR\arunners\x12S\n" +
 	"\x18scheduler_worker_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\x16schedulerWorkerTimeout\x12;\n" +
-	"\x1astatus_page_recent_actions\x182 \x01(\rR\x17statusPageRecentActions\"\xe2\x02\n" +
+	"\x1astatus_page_recent_actions\x182 \x01(\rR\x17statusPageRecentActions\"\xb7\x03\n" +
 	"\x13RunnerConfiguration\x12 \n" +
 	"\vconcurrency\x18\x01 \x01(\rR\vconcurrency\x120\n" +
 	"\x14instance_name_prefix\x18\x02 \x01(\tR\x12instanceNamePrefix\x12E\n" +
 	"\bplatform\x18\x03 \x01(\v2).build.bazel.remote.execution.v2.PlatformR\bplatform\x12\x1d\n" +
 	"\n" +
-	"size_class\x18\x04 \x01(\rR\tsizeClass\x12T\n" +
+	"size_class\x18\x04 \x01(\rR\tsizeClass\x12S\n" +
+	"\x11platform_matching\x18< \x01(\x0e2&.bitzel.configuration.PlatformMatchingR\x10platformMatching\x12T\n" +
 	"\tworker_id\x18\x05 \x03(\v27.bitzel.configuration.RunnerConfiguration.WorkerIdEntryR\bworkerId\x1a;\n" +
 	"\rWorkerIdEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa2\b\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbe\t\n" +
 	"\x12ServeConfiguration\x12E\n" +
 	"\x06global\x18\x01 \x01(\v2-.buildbarn.configuration.global.ConfigurationR\x06global\x12%\n" +
 	"\x0elisten_address\x18\x02 \x01(\tR\rlistenAddress\x120\n" +
@@ -1011,7 +1104,9 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\x18action_cache_authorizers\x18\x15 \x01(\v2,.bitzel.configuration.ActionCacheAuthorizersR\x16actionCacheAuthorizers\x12\x91\x01\n" +
 	"'content_addressable_storage_authorizers\x18\x16 \x01(\v2:.bitzel.configuration.ContentAddressableStorageAuthorizersR$contentAddressableStorageAuthorizers\x123\n" +
 	"\x16action_cache_read_only\x18\x17 \x01(\bR\x13actionCacheReadOnly\x12;\n" +
-	"\x1astatus_page_recent_actions\x182 \x01(\rR\x17statusPageRecentActions\"\xd4\x01\n" +
+	"\x1astatus_page_recent_actions\x182 \x01(\rR\x17statusPageRecentActions\x12E\n" +
+	"\bplatform\x18< \x01(\v2).build.bazel.remote.execution.v2.PlatformR\bplatform\x12S\n" +
+	"\x11platform_matching\x18= \x01(\x0e2&.bitzel.configuration.PlatformMatchingR\x10platformMatching\"\xd4\x01\n" +
 	"\x16ActionCacheAuthorizers\x12\\\n" +
 	"\x0eget_authorizer\x18\x01 \x01(\v25.buildbarn.configuration.auth.AuthorizerConfigurationR\rgetAuthorizer\x12\\\n" +
 	"\x0eput_authorizer\x18\x02 \x01(\v25.buildbarn.configuration.auth.AuthorizerConfigurationR\rputAuthorizer\"\xd1\x02\n" +
@@ -1058,7 +1153,11 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\x04NONE\x10\x03B\x11\n" +
 	"\x0f_warm_sandboxesB\x14\n" +
 	"\x12_maximum_processesB\x14\n" +
-	"\x12_disk_budget_bytesB6Z4github.com/bitzel/bitzel-worker/worker/configurationb\x06proto3"
+	"\x12_disk_budget_bytes*m\n" +
+	"\x10PlatformMatching\x12\x1d\n" +
+	"\x19PLATFORM_MATCHING_DEFAULT\x10\x00\x12\x1b\n" +
+	"\x17PLATFORM_MATCHING_EXACT\x10\x01\x12\x1d\n" +
+	"\x19PLATFORM_MATCHING_LEXICON\x10\x02B6Z4github.com/bitzel/bitzel-worker/worker/configurationb\x06proto3"
 
 var (
 	file_worker_configuration_configuration_proto_rawDescOnce sync.Once
@@ -1072,55 +1171,59 @@ func file_worker_configuration_configuration_proto_rawDescGZIP() []byte {
 	return file_worker_configuration_configuration_proto_rawDescData
 }
 
-var file_worker_configuration_configuration_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_worker_configuration_configuration_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_worker_configuration_configuration_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_worker_configuration_configuration_proto_goTypes = []any{
-	(SandboxConfiguration_CgroupMode)(0),         // 0: bitzel.configuration.SandboxConfiguration.CgroupMode
-	(*WorkerConfiguration)(nil),                  // 1: bitzel.configuration.WorkerConfiguration
-	(*RunnerConfiguration)(nil),                  // 2: bitzel.configuration.RunnerConfiguration
-	(*ServeConfiguration)(nil),                   // 3: bitzel.configuration.ServeConfiguration
-	(*ActionCacheAuthorizers)(nil),               // 4: bitzel.configuration.ActionCacheAuthorizers
-	(*ContentAddressableStorageAuthorizers)(nil), // 5: bitzel.configuration.ContentAddressableStorageAuthorizers
-	(*ExecutorConfiguration)(nil),                // 6: bitzel.configuration.ExecutorConfiguration
-	(*SandboxConfiguration)(nil),                 // 7: bitzel.configuration.SandboxConfiguration
-	nil,                                          // 8: bitzel.configuration.RunnerConfiguration.WorkerIdEntry
-	(*global.Configuration)(nil),                 // 9: buildbarn.configuration.global.Configuration
-	(*blobstore.BlobstoreConfiguration)(nil),     // 10: buildbarn.configuration.blobstore.BlobstoreConfiguration
-	(*grpc.ClientConfiguration)(nil),             // 11: buildbarn.configuration.grpc.ClientConfiguration
-	(*durationpb.Duration)(nil),                  // 12: google.protobuf.Duration
-	(*v2.Platform)(nil),                          // 13: build.bazel.remote.execution.v2.Platform
-	(*grpc.AuthenticationPolicy)(nil),            // 14: buildbarn.configuration.grpc.AuthenticationPolicy
-	(*auth.AuthorizerConfiguration)(nil),         // 15: buildbarn.configuration.auth.AuthorizerConfiguration
+	(PlatformMatching)(0),                        // 0: bitzel.configuration.PlatformMatching
+	(SandboxConfiguration_CgroupMode)(0),         // 1: bitzel.configuration.SandboxConfiguration.CgroupMode
+	(*WorkerConfiguration)(nil),                  // 2: bitzel.configuration.WorkerConfiguration
+	(*RunnerConfiguration)(nil),                  // 3: bitzel.configuration.RunnerConfiguration
+	(*ServeConfiguration)(nil),                   // 4: bitzel.configuration.ServeConfiguration
+	(*ActionCacheAuthorizers)(nil),               // 5: bitzel.configuration.ActionCacheAuthorizers
+	(*ContentAddressableStorageAuthorizers)(nil), // 6: bitzel.configuration.ContentAddressableStorageAuthorizers
+	(*ExecutorConfiguration)(nil),                // 7: bitzel.configuration.ExecutorConfiguration
+	(*SandboxConfiguration)(nil),                 // 8: bitzel.configuration.SandboxConfiguration
+	nil,                                          // 9: bitzel.configuration.RunnerConfiguration.WorkerIdEntry
+	(*global.Configuration)(nil),                 // 10: buildbarn.configuration.global.Configuration
+	(*blobstore.BlobstoreConfiguration)(nil),     // 11: buildbarn.configuration.blobstore.BlobstoreConfiguration
+	(*grpc.ClientConfiguration)(nil),             // 12: buildbarn.configuration.grpc.ClientConfiguration
+	(*durationpb.Duration)(nil),                  // 13: google.protobuf.Duration
+	(*v2.Platform)(nil),                          // 14: build.bazel.remote.execution.v2.Platform
+	(*grpc.AuthenticationPolicy)(nil),            // 15: buildbarn.configuration.grpc.AuthenticationPolicy
+	(*auth.AuthorizerConfiguration)(nil),         // 16: buildbarn.configuration.auth.AuthorizerConfiguration
 }
 var file_worker_configuration_configuration_proto_depIdxs = []int32{
-	9,  // 0: bitzel.configuration.WorkerConfiguration.global:type_name -> buildbarn.configuration.global.Configuration
-	10, // 1: bitzel.configuration.WorkerConfiguration.blobstore:type_name -> buildbarn.configuration.blobstore.BlobstoreConfiguration
-	11, // 2: bitzel.configuration.WorkerConfiguration.scheduler:type_name -> buildbarn.configuration.grpc.ClientConfiguration
-	6,  // 3: bitzel.configuration.WorkerConfiguration.executor:type_name -> bitzel.configuration.ExecutorConfiguration
-	2,  // 4: bitzel.configuration.WorkerConfiguration.runners:type_name -> bitzel.configuration.RunnerConfiguration
-	12, // 5: bitzel.configuration.WorkerConfiguration.scheduler_worker_timeout:type_name -> google.protobuf.Duration
-	13, // 6: bitzel.configuration.RunnerConfiguration.platform:type_name -> build.bazel.remote.execution.v2.Platform
-	8,  // 7: bitzel.configuration.RunnerConfiguration.worker_id:type_name -> bitzel.configuration.RunnerConfiguration.WorkerIdEntry
-	9,  // 8: bitzel.configuration.ServeConfiguration.global:type_name -> buildbarn.configuration.global.Configuration
-	6,  // 9: bitzel.configuration.ServeConfiguration.executor:type_name -> bitzel.configuration.ExecutorConfiguration
-	12, // 10: bitzel.configuration.ServeConfiguration.shutdown_grace_period:type_name -> google.protobuf.Duration
-	14, // 11: bitzel.configuration.ServeConfiguration.authentication_policy:type_name -> buildbarn.configuration.grpc.AuthenticationPolicy
-	4,  // 12: bitzel.configuration.ServeConfiguration.action_cache_authorizers:type_name -> bitzel.configuration.ActionCacheAuthorizers
-	5,  // 13: bitzel.configuration.ServeConfiguration.content_addressable_storage_authorizers:type_name -> bitzel.configuration.ContentAddressableStorageAuthorizers
-	15, // 14: bitzel.configuration.ActionCacheAuthorizers.get_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
-	15, // 15: bitzel.configuration.ActionCacheAuthorizers.put_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
-	15, // 16: bitzel.configuration.ContentAddressableStorageAuthorizers.get_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
-	15, // 17: bitzel.configuration.ContentAddressableStorageAuthorizers.put_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
-	15, // 18: bitzel.configuration.ContentAddressableStorageAuthorizers.find_missing_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
-	7,  // 19: bitzel.configuration.ExecutorConfiguration.sandbox:type_name -> bitzel.configuration.SandboxConfiguration
-	12, // 20: bitzel.configuration.ExecutorConfiguration.default_execution_timeout:type_name -> google.protobuf.Duration
-	12, // 21: bitzel.configuration.ExecutorConfiguration.maximum_execution_timeout:type_name -> google.protobuf.Duration
-	0,  // 22: bitzel.configuration.SandboxConfiguration.cgroups:type_name -> bitzel.configuration.SandboxConfiguration.CgroupMode
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	10, // 0: bitzel.configuration.WorkerConfiguration.global:type_name -> buildbarn.configuration.global.Configuration
+	11, // 1: bitzel.configuration.WorkerConfiguration.blobstore:type_name -> buildbarn.configuration.blobstore.BlobstoreConfiguration
+	12, // 2: bitzel.configuration.WorkerConfiguration.scheduler:type_name -> buildbarn.configuration.grpc.ClientConfiguration
+	7,  // 3: bitzel.configuration.WorkerConfiguration.executor:type_name -> bitzel.configuration.ExecutorConfiguration
+	3,  // 4: bitzel.configuration.WorkerConfiguration.runners:type_name -> bitzel.configuration.RunnerConfiguration
+	13, // 5: bitzel.configuration.WorkerConfiguration.scheduler_worker_timeout:type_name -> google.protobuf.Duration
+	14, // 6: bitzel.configuration.RunnerConfiguration.platform:type_name -> build.bazel.remote.execution.v2.Platform
+	0,  // 7: bitzel.configuration.RunnerConfiguration.platform_matching:type_name -> bitzel.configuration.PlatformMatching
+	9,  // 8: bitzel.configuration.RunnerConfiguration.worker_id:type_name -> bitzel.configuration.RunnerConfiguration.WorkerIdEntry
+	10, // 9: bitzel.configuration.ServeConfiguration.global:type_name -> buildbarn.configuration.global.Configuration
+	7,  // 10: bitzel.configuration.ServeConfiguration.executor:type_name -> bitzel.configuration.ExecutorConfiguration
+	13, // 11: bitzel.configuration.ServeConfiguration.shutdown_grace_period:type_name -> google.protobuf.Duration
+	15, // 12: bitzel.configuration.ServeConfiguration.authentication_policy:type_name -> buildbarn.configuration.grpc.AuthenticationPolicy
+	5,  // 13: bitzel.configuration.ServeConfiguration.action_cache_authorizers:type_name -> bitzel.configuration.ActionCacheAuthorizers
+	6,  // 14: bitzel.configuration.ServeConfiguration.content_addressable_storage_authorizers:type_name -> bitzel.configuration.ContentAddressableStorageAuthorizers
+	14, // 15: bitzel.configuration.ServeConfiguration.platform:type_name -> build.bazel.remote.execution.v2.Platform
+	0,  // 16: bitzel.configuration.ServeConfiguration.platform_matching:type_name -> bitzel.configuration.PlatformMatching
+	16, // 17: bitzel.configuration.ActionCacheAuthorizers.get_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	16, // 18: bitzel.configuration.ActionCacheAuthorizers.put_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	16, // 19: bitzel.configuration.ContentAddressableStorageAuthorizers.get_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	16, // 20: bitzel.configuration.ContentAddressableStorageAuthorizers.put_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	16, // 21: bitzel.configuration.ContentAddressableStorageAuthorizers.find_missing_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	8,  // 22: bitzel.configuration.ExecutorConfiguration.sandbox:type_name -> bitzel.configuration.SandboxConfiguration
+	13, // 23: bitzel.configuration.ExecutorConfiguration.default_execution_timeout:type_name -> google.protobuf.Duration
+	13, // 24: bitzel.configuration.ExecutorConfiguration.maximum_execution_timeout:type_name -> google.protobuf.Duration
+	1,  // 25: bitzel.configuration.SandboxConfiguration.cgroups:type_name -> bitzel.configuration.SandboxConfiguration.CgroupMode
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_worker_configuration_configuration_proto_init() }
@@ -1134,7 +1237,7 @@ func file_worker_configuration_configuration_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_worker_configuration_configuration_proto_rawDesc), len(file_worker_configuration_configuration_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
