@@ -159,6 +159,7 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 		return util.StatusWrap(err, "Failed to materialise the input root")
 	}
 	defer root.Release()
+	reportInputLayers(ctx, root)
 
 	actionDir, err := e.directories.get(len(root.Mounts))
 	if err != nil {
