@@ -199,7 +199,7 @@ func runServe(f *serveFlags, globalConfiguration *globalpb.Configuration) error 
 		return serve(ctx, f, access, func(statusPage http.Handler) {
 			lifecycleState.MarkReadyAndWait(siblingsGroup)
 			if diagnostics != nil {
-				serveDiagnostics(diagnostics, statusPage, siblingsGroup, grpcClientFactory)
+				serveDiagnostics(diagnostics, lifecycleState, statusPage, siblingsGroup, grpcClientFactory)
 			}
 		})
 	})
