@@ -23,6 +23,9 @@ type InputRoot struct {
 	// Root is the input root digest; its digest function is the
 	// action's.
 	Root digest.Digest
+	// Layers are every mount's layers, mount by mount and topmost
+	// first, with whether this materialisation found or built them.
+	Layers []LayerUse
 
 	plan        *plan
 	leases      []LayerLease

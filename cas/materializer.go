@@ -3,6 +3,7 @@ package cas
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/buildbarn/bb-storage/pkg/blobstore"
 	"github.com/buildbarn/bb-storage/pkg/digest"
@@ -41,8 +42,14 @@ type materializer struct {
 	fetcher *directoryFetcher
 
 	mu        sync.Mutex
-	plans     *lruIndex[digest.Digest, *plan]
+	plans     *lruIndex[digest.Digest, *knownPlan]
 	planBytes int64
+}
+
+// knownPlan is a cached plan with its layers' sizes.
+type knownPlan struct {
+	*plan
+	sizes planSizes
 }
 
 // NewMaterializer creates a Materializer that reads from storage and
@@ -68,7 +75,7 @@ func NewMaterializer(storage *Storage, files FileCache, layers LayerCache, optio
 		layers:  layers,
 		options: options,
 		fetcher: newDirectoryFetcher(storage, options.DirectoryCacheBytes, options.FetchParallelism),
-		plans:   newLRUIndex[digest.Digest, *plan](),
+		plans:   newLRUIndex[digest.Digest, *knownPlan](),
 	}
 }
 
@@ -87,10 +94,10 @@ func (m *materializer) Materialize(ctx context.Context, instanceName digest.Inst
 	// Fast path: a known input root whose layers are all cached is
 	// placed without looking at its contents.
 	m.mu.Lock()
-	p, ok := m.plans.get(root)
+	known, ok := m.plans.get(root)
 	m.mu.Unlock()
 	if ok {
-		if r, ok := m.leaseAll(root, p); ok {
+		if r, ok := m.leaseAll(root, known); ok {
 			return r, nil
 		}
 	}
@@ -102,11 +109,12 @@ func (m *materializer) Materialize(ctx context.Context, instanceName digest.Inst
 	if len(missing) > 0 {
 		return nil, m.reportMissing(ctx, t, missing)
 	}
-	p, err = planInputRoot(t, root, m.options.Planner)
+	p, err := planInputRoot(t, root, m.options.Planner)
 	if err != nil {
 		return nil, err
 	}
-	r, err := m.build(ctx, root, p)
+	known = &knownPlan{plan: p, sizes: countPlanSizes(p)}
+	r, err := m.build(ctx, root, known)
 	if err != nil {
 		return nil, err
 	}
@@ -117,9 +125,9 @@ func (m *materializer) Materialize(ctx context.Context, instanceName digest.Inst
 	if old, ok := m.plans.peek(root); ok {
 		m.planBytes -= old.sizeBytes
 	}
-	m.plans.put(root, p)
+	m.plans.put(root, known)
 	m.planBytes += p.sizeBytes
-	m.plans.oldestFirst(func(d digest.Digest, old *plan) bool {
+	m.plans.oldestFirst(func(d digest.Digest, old *knownPlan) bool {
 		if m.plans.len() <= m.options.PlanCacheEntries && m.planBytes <= m.options.PlanCacheBytes {
 			return false
 		}
@@ -132,8 +140,9 @@ func (m *materializer) Materialize(ctx context.Context, instanceName digest.Inst
 }
 
 // leaseAll leases every layer of the plan if all are cached.
-func (m *materializer) leaseAll(root digest.Digest, p *plan) (*InputRoot, bool) {
-	r := newInputRoot(root, p)
+func (m *materializer) leaseAll(root digest.Digest, p *knownPlan) (*InputRoot, bool) {
+	r := newInputRoot(root, p.plan)
+	uses := layerUses(p.plan, p.sizes)
 	for i, pm := range p.mounts {
 		for j, l := range pm.layers {
 			lease, ok := m.layers.Acquire(l.key)
@@ -145,11 +154,15 @@ func (m *materializer) leaseAll(root digest.Digest, p *plan) (*InputRoot, bool) 
 			r.Mounts[i].Layers[j] = lease.Path()
 		}
 	}
+	r.Layers = flattenLayerUses(uses)
 	return r, true
 }
 
-func (m *materializer) build(ctx context.Context, root digest.Digest, p *plan) (*InputRoot, error) {
-	r := newInputRoot(root, p)
+func (m *materializer) build(ctx context.Context, root digest.Digest, p *knownPlan) (*InputRoot, error) {
+	r := newInputRoot(root, p.plan)
+	uses := layerUses(p.plan, p.sizes)
+	// Set on every return that hands out r.
+	defer func() { r.Layers = flattenLayerUses(uses) }()
 	type pending struct{ mount, layer int }
 	var toBuild []pending
 	for i, pm := range p.mounts {
@@ -201,7 +214,9 @@ func (m *materializer) build(ctx context.Context, root digest.Digest, p *plan) (
 			lease, ok = m.layers.Acquire(l.key)
 		}
 		if !ok {
+			start, builtHere := time.Now(), false
 			lease, err = m.layers.GetOrBuildChecked(ctx, l.key, func(ctx context.Context, dir string) (LayerStats, error) {
+				builtHere = true
 				return buildLayer(ctx, p.t, l.root, dir, files, m.options.Owner)
 			}, func(dir string) bool {
 				return layerMatches(p.t, l.root, dir, files)
@@ -211,6 +226,8 @@ func (m *materializer) build(ctx context.Context, root digest.Digest, p *plan) (
 				return nil, util.StatusWrapf(err, "Failed to build layer for %q", displayPath(p.mounts[b.mount].path))
 			}
 			built[l.key] = lease
+			uses[b.mount][b.layer].Built = builtHere
+			uses[b.mount][b.layer].Time = time.Since(start)
 		}
 		r.leases = append(r.leases, lease)
 		r.Mounts[b.mount].Layers[b.layer] = lease.Path()

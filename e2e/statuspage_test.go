@@ -238,6 +238,11 @@ func TestStatusPageInABrowserWhileActionsRun(t *testing.T) {
 	if !strings.Contains(outcome, "exit code 3") || !strings.Contains(stderr, "boom-marker") || !strings.Contains(argv, "exit 3") {
 		t.Errorf("failed action page: outcome %q, stderr %q, argv %q", outcome, stderr, argv)
 	}
+	// Which input layers the action was placed from, and whether it
+	// found them cached or built them.
+	if layers := text(t, ctx, "#layers"); !strings.Contains(layers, "placed from") || !(strings.Contains(layers, "built") || strings.Contains(layers, "cached")) {
+		t.Errorf("failed action page: layers table %q", layers)
+	}
 	screenshot(t, ctx, shots, "3-failed-action.png")
 
 	// What the page said must match what the client was told, and the

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/worker/livelogs"
 	"github.com/buildbarn/bb-storage/pkg/blobstore"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"github.com/buildbarn/bb-storage/pkg/util"
@@ -38,6 +39,9 @@ type ExecutionServerOptions struct {
 	// Recorder (optional) is told of results served from the Action
 	// Cache, which never reach the Executor.
 	Recorder ActionRecorder
+	// LiveLogs (optional) is where running actions' stdout and stderr
+	// are offered to ByteStream readers.
+	LiveLogs *livelogs.Registry
 }
 
 // actionKey identifies an action for merging identical in-flight
@@ -114,6 +118,7 @@ func (s *ExecutionServer) Execute(request *remoteexecution.ExecuteRequest, strea
 		SkipCacheLookup: request.SkipCacheLookup,
 		QueuedTimestamp: timestamppb.Now(),
 		RequestMetadata: RequestMetadataFromContext(ctx),
+		ClientIdentity:  livelogs.ClientIdentity(ctx),
 	}
 	if !request.SkipCacheLookup {
 		if op := s.lookupCache(ctx, r); op != nil {
@@ -175,7 +180,11 @@ func (s *ExecutionServer) run(key actionKey, op *operation, request *Request) {
 	select {
 	case s.slots <- struct{}{}:
 		s.queued.Add(-1)
-		response = s.options.Executor.Execute(s.ctx, request, func(Stage) {
+		ctx := s.ctx
+		if s.options.LiveLogs != nil {
+			ctx = liveLogsContext(ctx, s.options.LiveLogs, op, request)
+		}
+		response = s.options.Executor.Execute(ctx, request, func(Stage) {
 			op.setStage(remoteexecution.ExecutionStage_EXECUTING)
 		})
 		<-s.slots

@@ -44,6 +44,10 @@ type Request struct {
 	// RequestMetadata is what the client attached to its Execute call
 	// (nil when it sent none); only the status page uses it.
 	RequestMetadata *remoteexecution.RequestMetadata
+	// ClientIdentity is the authentication metadata of the client that
+	// started the execution (livelogs.ClientIdentity): only it may read
+	// the action's live logs.
+	ClientIdentity string
 }
 
 // Stage is the part of its life an action is in. The values follow

@@ -165,6 +165,7 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 		return util.StatusWrap(err, "Failed to materialise the input root")
 	}
 	defer root.Release()
+	reportInputLayers(ctx, root)
 
 	actionDir, err := e.directories.get(len(root.Mounts))
 	if err != nil {
@@ -208,14 +209,16 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 
 	observer(StageRunning)
 	stdout, stderr := newLogBuffer(actionDir.file("stdout")), newLogBuffer(actionDir.file("stderr"))
+	stdoutWriter, stderrWriter, closeLiveLogs := offerLiveLogs(ctx, stdout, stderr)
+	defer closeLiveLogs()
 	spec := &sandbox.Spec{
 		Mounts:           mounts,
 		Argv:             x.command.Arguments,
 		Env:              environment(x.command),
 		WorkingDirectory: workingDirectory,
 		Timeout:          timeout,
-		Stdout:           stdout,
-		Stderr:           stderr,
+		Stdout:           stdoutWriter,
+		Stderr:           stderrWriter,
 		OutputLimitBytes: e.options.OutputLimitBytes,
 		Limits:           e.options.Limits,
 		ExecRootIsRoot:   wholeRoot,

@@ -21,6 +21,9 @@ type operation struct {
 	mu       sync.Mutex
 	stage    remoteexecution.ExecutionStage_Value
 	response *remoteexecution.ExecuteResponse
+	// stdoutStream and stderrStream name the live logs while the
+	// action runs (see live_logs.go), "" otherwise.
+	stdoutStream, stderrStream string
 	// changed is closed and replaced at every change, waking every
 	// stream that waits on the operation.
 	changed chan struct{}
@@ -47,6 +50,14 @@ func (o *operation) setStage(stage remoteexecution.ExecutionStage_Value) {
 	o.changed = make(chan struct{})
 }
 
+func (o *operation) setStreamNames(stdout, stderr string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.stdoutStream, o.stderrStream = stdout, stderr
+	close(o.changed)
+	o.changed = make(chan struct{})
+}
+
 func (o *operation) complete(response *remoteexecution.ExecuteResponse) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -65,6 +76,10 @@ func (o *operation) snapshot() (*longrunning.Operation, <-chan struct{}, bool) {
 		Stage:          o.stage,
 		ActionDigest:   o.actionDigest.GetProto(),
 		DigestFunction: o.digestFunction.GetEnumValue(),
+		// Only while they can be read: the logs of a completed
+		// action are in its ActionResult.
+		StdoutStreamName: o.runningOnly(o.stdoutStream),
+		StderrStreamName: o.runningOnly(o.stderrStream),
 	})
 	op := &longrunning.Operation{Name: o.name, Metadata: metadata}
 	if o.response != nil {
@@ -73,6 +88,13 @@ func (o *operation) snapshot() (*longrunning.Operation, <-chan struct{}, bool) {
 		op.Result = &longrunning.Operation_Response{Response: response}
 	}
 	return op, o.changed, o.response != nil
+}
+
+func (o *operation) runningOnly(name string) string {
+	if o.response != nil {
+		return ""
+	}
+	return name
 }
 
 // stream sends the operation's state now and at every change until it

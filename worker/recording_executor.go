@@ -4,6 +4,7 @@ import (
 	"context"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/cas"
 )
 
 // ActionRecorder is told of every action an executor runs, so that a
@@ -16,6 +17,9 @@ type ActionRecorder interface {
 // ActionRecording follows one action from start to completion.
 type ActionRecording interface {
 	StageChanged(stage Stage)
+	// InputLayersPlaced is told which layers the input root was
+	// placed from, and which of them this action built.
+	InputLayersPlaced(layers []cas.LayerUse)
 	ActionCompleted(response *remoteexecution.ExecuteResponse)
 }
 
@@ -33,6 +37,7 @@ func NewRecordingExecutor(base Executor, recorder ActionRecorder) Executor {
 
 func (e *recordingExecutor) Execute(ctx context.Context, request *Request, observer Observer) *remoteexecution.ExecuteResponse {
 	recording := e.recorder.ActionStarted(request)
+	ctx = withInputLayersListener(ctx, recording.InputLayersPlaced)
 	response := e.Executor.Execute(ctx, request, func(stage Stage) {
 		recording.StageChanged(stage)
 		observer(stage)

@@ -2,9 +2,11 @@ package worker
 
 import (
 	"context"
+	"reflect"
 	"testing"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/cas"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -23,6 +25,7 @@ type fakeRecorder struct {
 	started   []*Request
 	stages    []Stage
 	responses []*remoteexecution.ExecuteResponse
+	layers    []cas.LayerUse
 }
 
 func (r *fakeRecorder) ActionStarted(request *Request) ActionRecording {
@@ -30,6 +33,9 @@ func (r *fakeRecorder) ActionStarted(request *Request) ActionRecording {
 	return r
 }
 func (r *fakeRecorder) StageChanged(stage Stage) { r.stages = append(r.stages, stage) }
+func (r *fakeRecorder) InputLayersPlaced(layers []cas.LayerUse) {
+	r.layers = append(r.layers, layers...)
+}
 func (r *fakeRecorder) ActionCompleted(response *remoteexecution.ExecuteResponse) {
 	r.responses = append(r.responses, response)
 }
@@ -81,4 +87,23 @@ func TestRequestMetadataComesFromTheCallOrTheSchedulersAuxiliaryMetadata(t *test
 	if got := request.ClientRequestMetadata(); got != own {
 		t.Errorf("with the call's own: %v, want it", got)
 	}
+}
+
+type layersExecutor struct{ layers []cas.LayerUse }
+
+func (e layersExecutor) Execute(ctx context.Context, request *Request, observer Observer) *remoteexecution.ExecuteResponse {
+	reportInputLayers(ctx, &cas.InputRoot{Layers: e.layers})
+	return &remoteexecution.ExecuteResponse{}
+}
+
+func TestRecordingExecutorHearsWhichInputLayersThePlacementUsed(t *testing.T) {
+	recorder := &fakeRecorder{}
+	layers := []cas.LayerUse{{Path: ".", Built: true}, {Path: "sysroot"}}
+	NewRecordingExecutor(layersExecutor{layers}, recorder).Execute(context.Background(), &Request{}, NoopObserver)
+	if !reflect.DeepEqual(recorder.layers, layers) {
+		t.Fatalf("recorder heard layers %+v, want %+v", recorder.layers, layers)
+	}
+	// Without a recording executor around it nobody listens, and
+	// reporting does nothing.
+	layersExecutor{layers}.Execute(context.Background(), &Request{}, NoopObserver)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/bitzel/bitzel-worker/worker"
 	"github.com/bitzel/bitzel-worker/worker/configuration"
 	"github.com/bitzel/bitzel-worker/worker/gettree"
+	"github.com/bitzel/bitzel-worker/worker/livelogs"
 	"github.com/bitzel/bitzel-worker/worker/statuspage"
 	"github.com/buildbarn/bb-storage/pkg/blobstore"
 	"github.com/buildbarn/bb-storage/pkg/blobstore/completenesschecking"
@@ -206,7 +207,7 @@ func runServe(f *serveFlags, globalConfiguration *globalpb.Configuration) error 
 		return serve(ctx, f, access, func(statusPage http.Handler) {
 			lifecycleState.MarkReadyAndWait(siblingsGroup)
 			if diagnostics != nil {
-				serveDiagnostics(diagnostics, statusPage, siblingsGroup, grpcClientFactory)
+				serveDiagnostics(diagnostics, lifecycleState, statusPage, siblingsGroup, grpcClientFactory)
 			}
 		})
 	})
@@ -278,6 +279,7 @@ func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func(
 	// Bazel's own GetActionResult calls and for Execute alike.
 	actionCache := completenesschecking.NewCompletenessCheckingBlobAccess(
 		storage.ActionCache, storage.ContentAddressableStorage, 1000, storage.MaximumMessageSizeBytes, 64<<20)
+	liveLogs := livelogs.NewRegistry()
 	execution := worker.NewExecutionServer(worker.ExecutionServerOptions{
 		Executor:                executor,
 		ActionCache:             actionCache,
@@ -286,6 +288,7 @@ func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func(
 		CompletedRetention:      10 * time.Minute,
 		MaximumCompleted:        1000,
 		Recorder:                recorder,
+		LiveLogs:                liveLogs,
 	})
 	statusPage := statuspage.NewHandler(statuspage.Options{
 		Recorder:                  recorder,
@@ -308,8 +311,10 @@ func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func(
 	remoteexecution.RegisterActionCacheServer(server,
 		grpcservers.NewActionCacheServer(access.actionCache(actionCache), storage.MaximumMessageSizeBytes))
 	// The pinned genproto takes a *grpc.Server here, not a registrar.
-	bytestream.RegisterByteStreamServer(server,
-		grpcservers.NewByteStreamServer(access.contentAddressableStorage(storage.ContentAddressableStorage), 1<<16, bb_zstd.NewUnboundedPool(nil, nil)))
+	// Reads of running actions' live logs are served from their log
+	// files; everything else is bb-storage's.
+	bytestream.RegisterByteStreamServer(server, livelogs.NewByteStreamServer(
+		grpcservers.NewByteStreamServer(access.contentAddressableStorage(storage.ContentAddressableStorage), 1<<16, bb_zstd.NewUnboundedPool(nil, nil)), liveLogs))
 	remoteexecution.RegisterCapabilitiesServer(server,
 		capabilities.NewServer(access.capabilities(worker.NewCapabilitiesProvider(int64(storage.MaximumMessageSizeBytes)))))
 	healthServer := health.NewServer()

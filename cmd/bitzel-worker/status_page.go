@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/bitzel/bitzel-worker/worker/statuspage"
+	"github.com/buildbarn/bb-storage/pkg/global"
 	bb_grpc "github.com/buildbarn/bb-storage/pkg/grpc"
 	http_server "github.com/buildbarn/bb-storage/pkg/http/server"
 	"github.com/buildbarn/bb-storage/pkg/program"
@@ -30,27 +31,34 @@ func addStatusPage(mux *http.ServeMux, page http.Handler) {
 }
 
 // takeOverDiagnostics returns the global configuration without its
-// diagnostics HTTP server, and that server's configuration, when
+// diagnostics HTTP servers, and that server's configuration, so that
 // serveDiagnostics can stand in for it. Buildbarn's server has a fixed
 // set of routes; the status page needs one more on the same port and
-// behind the same authentication policies. With active spans enabled it
-// cannot (their handler is private to bb-storage's global package), and
-// the configuration is returned as it is: no status page then.
+// behind the same authentication policies. With active spans enabled,
+// the configuration keeps a diagnostics server that listens nowhere but
+// still enables them: bb-storage then sets up span collection (the
+// tracer provider, the gRPC clients' instrumentation) exactly as it
+// would, and serveDiagnostics serves its /active_spans page.
 func takeOverDiagnostics(c *globalpb.Configuration) (*globalpb.Configuration, *globalpb.DiagnosticsHTTPServerConfiguration) {
 	diagnostics := c.GetDiagnosticsHttpServer()
-	if diagnostics == nil || diagnostics.EnableActiveSpans {
+	if diagnostics == nil {
 		return c, nil
 	}
 	c = proto.Clone(c).(*globalpb.Configuration)
 	c.DiagnosticsHttpServer = nil
+	if diagnostics.EnableActiveSpans {
+		c.DiagnosticsHttpServer = &globalpb.DiagnosticsHTTPServerConfiguration{EnableActiveSpans: true}
+	}
 	return c, diagnostics
 }
 
 // serveDiagnostics serves what Buildbarn's diagnostics server does
-// (/-/healthy, /metrics and /debug/pprof/ as configured) and the status
-// page, on the configured HTTP servers. Like Buildbarn's, it is started
-// once the program is ready, so that /-/healthy means ready.
-func serveDiagnostics(c *globalpb.DiagnosticsHTTPServerConfiguration, page http.Handler, group program.Group, grpcClientFactory bb_grpc.ClientFactory) {
+// (/-/healthy, /metrics, /debug/pprof/ and /active_spans as configured)
+// and the status page, on the configured HTTP servers. Like Buildbarn's,
+// it is started once the program is ready, so that /-/healthy means
+// ready. lifecycleState is what global.ApplyConfiguration returned for
+// the configuration takeOverDiagnostics gave.
+func serveDiagnostics(c *globalpb.DiagnosticsHTTPServerConfiguration, lifecycleState *global.LifecycleState, page http.Handler, group program.Group, grpcClientFactory bb_grpc.ClientFactory) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/-/healthy", func(http.ResponseWriter, *http.Request) {})
 	if c.EnablePrometheus {
@@ -60,6 +68,9 @@ func serveDiagnostics(c *globalpb.DiagnosticsHTTPServerConfiguration, page http.
 		// net/http/pprof registers on the default mux (bb-storage's
 		// global package imports it).
 		mux.Handle("/debug/pprof/", http.DefaultServeMux)
+	}
+	if c.EnableActiveSpans {
+		mux.Handle("/active_spans", activeSpansHandler(lifecycleState))
 	}
 	addStatusPage(mux, page)
 	http_server.NewServersFromConfigurationAndServe(c.HttpServers, http_server.NewMetricsHandler(mux, "Diagnostics"), group, grpcClientFactory)

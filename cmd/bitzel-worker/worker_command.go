@@ -185,7 +185,7 @@ func runWorker(ctx context.Context, siblingsGroup, dependenciesGroup program.Gro
 	lifecycleState.MarkReadyAndWait(siblingsGroup)
 	if diagnostics != nil {
 		// The queue is bb_scheduler's: no QueueLength.
-		serveDiagnostics(diagnostics, statuspage.NewHandler(statuspage.Options{
+		serveDiagnostics(diagnostics, lifecycleState, statuspage.NewHandler(statuspage.Options{
 			Recorder:                  recorder,
 			ContentAddressableStorage: storage.ContentAddressableStorage,
 			MaximumMessageSizeBytes:   storage.MaximumMessageSizeBytes,

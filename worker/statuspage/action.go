@@ -35,6 +35,9 @@ type actionPage struct {
 	Stderr     logView
 	Usage      []usageItem
 	Remotetool string
+	// LayersBuilt counts the layers this action built (0: all were
+	// cached).
+	LayersBuilt int
 }
 
 type inputRoot struct {
@@ -74,6 +77,11 @@ func (h *handler) serveAction(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	now := time.Now()
 	p := actionPage{Now: now, Record: record, Outcome: record.Outcome(), Duration: record.Duration(now), Running: !record.Done}
+	for _, l := range record.Layers {
+		if l.Built {
+			p.LayersBuilt++
+		}
+	}
 	if rs := rows([]*Record{record}, now); len(rs) == 1 {
 		p.Segments = rs[0].Segments
 	}

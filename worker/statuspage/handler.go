@@ -137,9 +137,15 @@ func (h *handler) lookup(w http.ResponseWriter, r *http.Request) (*Record, bool)
 var templateFunctions = template.FuncMap{
 	"duration": shortDuration,
 	"bytes":    formatBytes,
-	"percent":  func(f float64) string { return strconv.FormatFloat(100*f, 'f', 1, 64) + "%" },
-	"since":    func(now, t time.Time) string { return shortDuration(now.Sub(t)) },
-	"clock":    func(t time.Time) string { return t.Format("15:04:05") },
+	"shortHash": func(h string) string {
+		if len(h) > 12 {
+			return h[:12] + "…"
+		}
+		return h
+	},
+	"percent": func(f float64) string { return strconv.FormatFloat(100*f, 'f', 1, 64) + "%" },
+	"since":   func(now, t time.Time) string { return shortDuration(now.Sub(t)) },
+	"clock":   func(t time.Time) string { return t.Format("15:04:05") },
 	"dict": func(pairs ...any) map[string]any {
 		m := map[string]any{}
 		for i := 0; i+1 < len(pairs); i += 2 {

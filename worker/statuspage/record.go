@@ -4,6 +4,7 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/cas"
 	"github.com/bitzel/bitzel-worker/worker"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"google.golang.org/grpc/codes"
@@ -15,6 +16,10 @@ import (
 // action with thousands of outputs (a BitBake do_install) does not make
 // the ring's memory depend on what actions produce.
 const maximumOutputsKept = 100
+
+// maximumLayersKept bounds the input layers a record keeps, for the
+// same reason: a mount may stack hundreds of lowerdirs.
+const maximumLayersKept = 100
 
 // Record is what the page knows of one action. Fields other than
 // stage and stageSince never change once the action has completed.
@@ -30,6 +35,12 @@ type Record struct {
 	// Set while running, under the recorder's lock.
 	stage      worker.Stage
 	stageSince time.Time
+
+	// Layers are the input root's layers once placed (at most
+	// maximumLayersKept of LayerCount), with whether each was cached
+	// or built by this action. Set under the recorder's lock.
+	Layers     []cas.LayerUse
+	LayerCount int
 
 	// Set on completion.
 	Done           bool

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/cas"
 	"github.com/bitzel/bitzel-worker/worker"
 )
 
@@ -61,6 +62,14 @@ func (x *recording) StageChanged(stage worker.Stage) {
 	now := x.recorder.now()
 	x.recorder.mu.Lock()
 	x.record.stage, x.record.stageSince = stage, now
+	x.recorder.mu.Unlock()
+}
+
+func (x *recording) InputLayersPlaced(layers []cas.LayerUse) {
+	// A copy: the record outlives the executor's InputRoot.
+	kept := append([]cas.LayerUse(nil), layers[:min(len(layers), maximumLayersKept)]...)
+	x.recorder.mu.Lock()
+	x.record.Layers, x.record.LayerCount = kept, len(layers)
 	x.recorder.mu.Unlock()
 }
 
