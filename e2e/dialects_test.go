@@ -2,16 +2,17 @@ package e2e
 
 import (
 	"context"
-	"debug/elf"
 	"fmt"
 	"io"
 	"os"
 	"sort"
 
-	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"runtime"
 	"strings"
 	"testing"
+
+	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/internal/testsupport"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -256,7 +257,7 @@ func (b *buildStreamClient) file(root *remoteexecution.Digest, p string) (string
 // shell and tools, the userland of a BuildStream base element.
 func busyboxUserland(t *testing.T, c *client) *remoteexecution.Digest {
 	t.Helper()
-	busybox, err := findStaticBusybox()
+	busybox, err := testsupport.StaticBusybox()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,28 +270,6 @@ func busyboxUserland(t *testing.T, c *client) *remoteexecution.Digest {
 		files["bin/"+applet] = entry{symlink: "busybox"}
 	}
 	return c.tree(files)
-}
-
-// findStaticBusybox locates Debian's busybox-static (the test script
-// installs it): a userland that needs nothing from the host.
-func findStaticBusybox() (string, error) {
-	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
-		f, err := elf.Open(p)
-		if err != nil {
-			continue
-		}
-		static := true
-		for _, prog := range f.Progs {
-			if prog.Type == elf.PT_INTERP {
-				static = false
-			}
-		}
-		f.Close()
-		if static {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("no statically linked busybox: install Debian's busybox-static (the test script does)")
 }
 
 // TestBuildStreamStyleWholeRootClient plays BuildStream 2 against

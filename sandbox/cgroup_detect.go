@@ -28,11 +28,7 @@ func DetectCgroups(mode CgroupMode, name string) (CgroupManager, error) {
 	if mode == CgroupsNone {
 		return nil, errors.New("cgroups disabled by configuration")
 	}
-	own, err := readOwnCgroups("/proc/self/cgroup")
-	if err != nil {
-		return nil, err
-	}
-	mounts, err := readCgroupMounts("/proc/self/mountinfo")
+	mounts, own, err := readSelfCgroups()
 	if err != nil {
 		return nil, err
 	}
@@ -100,6 +96,18 @@ func detectV2(mount, ownPath, name string) (CgroupManager, error) {
 	m.(*cgroupV2).removeParent = true
 	m.(*cgroupV2).leftovers = leftovers
 	return m, nil
+}
+
+// readSelfCgroups reads where this process's cgroup hierarchies are
+// mounted and which cgroup it is in within each.
+func readSelfCgroups() (mounts, own map[string]string, err error) {
+	if own, err = readOwnCgroups("/proc/self/cgroup"); err != nil {
+		return nil, nil, err
+	}
+	if mounts, err = readCgroupMounts("/proc/self/mountinfo"); err != nil {
+		return nil, nil, err
+	}
+	return mounts, own, nil
 }
 
 // readOwnCgroups maps each v1 controller to the worker's cgroup in its

@@ -61,11 +61,7 @@ func TestCloseRemovesTheRunnersOwnCgroups(t *testing.T) {
 // testCgroupV1Manager is the v1 manager DetectCgroups would make on a
 // host that mounts the v1 controllers.
 func testCgroupV1Manager() (CgroupManager, error) {
-	own, err := readOwnCgroups("/proc/self/cgroup")
-	if err != nil {
-		return nil, err
-	}
-	mounts, err := readCgroupMounts("/proc/self/mountinfo")
+	mounts, own, err := readSelfCgroups()
 	if err != nil {
 		return nil, err
 	}
@@ -81,11 +77,7 @@ func testCgroupV2Manager(t *testing.T) (CgroupManager, error) {
 	if m, err := DetectCgroups(CgroupsV2, "bitzel-test-close"); err == nil {
 		return m, nil
 	}
-	mounts, err := readCgroupMounts("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	own, err := readOwnCgroups("/proc/self/cgroup")
+	mounts, own, err := readSelfCgroups()
 	if err != nil {
 		return nil, err
 	}

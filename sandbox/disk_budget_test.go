@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/bitzel/bitzel-worker/internal/testsupport"
 )
 
 // TestDiskBudgetHoldsTheUpperDirectories: with a disk budget, what the
@@ -25,7 +27,7 @@ func TestDiskBudgetHoldsTheUpperDirectories(t *testing.T) {
 			layer := e.dir("layers/empty")
 			root := "/bitzel/execroot"
 			if hermetic {
-				busybox, err := findStaticBusybox()
+				busybox, err := testsupport.StaticBusybox()
 				if err != nil {
 					t.Fatal(err)
 				}

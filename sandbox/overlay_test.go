@@ -1,13 +1,14 @@
 package sandbox
 
 import (
-	"debug/elf"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/bitzel/bitzel-worker/internal/testsupport"
 )
 
 func TestWritesLandInUpperAndLeaveLayerIntact(t *testing.T) {
@@ -123,11 +124,27 @@ func TestNestedOverlayAtSubPath(t *testing.T) {
 }
 
 func TestExecRootAsRootFileSystem(t *testing.T) {
-	busybox, err := findStaticBusybox()
+	e := newEnv(t, func(c *Config) { c.ExecRootIsRoot = true })
+	userland := busyboxLayer(t, e)
+	o := e.run(&Spec{
+		Mounts: []Mount{e.mount("", userland)},
+		Argv:   []string{"/bin/sh", "-c", `ls /; test -e /usr && echo host-usr-visible; echo hermetic > /out.txt; cat /out.txt`},
+	})
+	o.expectExit(t, 0)
+	if strings.Contains(o.stdout, "host-usr-visible") || !strings.Contains(o.stdout, "hermetic") {
+		t.Errorf("hermetic root:\n%s\n%s", o.stdout, o.stderr)
+	}
+}
+
+// busyboxLayer is a layer directory holding a static busybox as /bin's
+// shell and a few of its applets: a whole userland, for actions whose
+// exec root is their root.
+func busyboxLayer(t *testing.T, e *env) string {
+	t.Helper()
+	busybox, err := testsupport.StaticBusybox()
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t, func(c *Config) { c.ExecRootIsRoot = true })
 	userland := e.dir("layers/userland/bin")
 	data, err := os.ReadFile(busybox)
 	if err != nil {
@@ -141,34 +158,5 @@ func TestExecRootAsRootFileSystem(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	o := e.run(&Spec{
-		Mounts: []Mount{e.mount("", filepath.Dir(userland))},
-		Argv:   []string{"/bin/sh", "-c", `ls /; test -e /usr && echo host-usr-visible; echo hermetic > /out.txt; cat /out.txt`},
-	})
-	o.expectExit(t, 0)
-	if strings.Contains(o.stdout, "host-usr-visible") || !strings.Contains(o.stdout, "hermetic") {
-		t.Errorf("hermetic root:\n%s\n%s", o.stdout, o.stderr)
-	}
-}
-
-// findStaticBusybox locates Debian's busybox-static, which the test
-// script installs: a userland that needs nothing from the host.
-func findStaticBusybox() (string, error) {
-	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
-		f, err := elf.Open(p)
-		if err != nil {
-			continue
-		}
-		static := true
-		for _, prog := range f.Progs {
-			if prog.Type == elf.PT_INTERP {
-				static = false
-			}
-		}
-		f.Close()
-		if static {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("no statically linked busybox: install Debian's busybox-static (the test script does)")
+	return filepath.Dir(userland)
 }

@@ -1,8 +1,6 @@
 package sandbox
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -11,26 +9,10 @@ import (
 // root its whole root on a runner that binds the host's userland for
 // the others (and keeps warm sandboxes prepared that way).
 func TestWholeRootPerAction(t *testing.T) {
-	busybox, err := findStaticBusybox()
-	if err != nil {
-		t.Fatal(err)
-	}
 	e := newEnv(t, func(c *Config) { c.WarmSandboxes = 1 })
-	userland := e.dir("layers/userland/bin")
-	data, err := os.ReadFile(busybox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(userland, "busybox"), data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, applet := range []string{"sh", "ls", "cat"} {
-		if err := os.Symlink("busybox", filepath.Join(userland, applet)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	userland := busyboxLayer(t, e)
 	o := e.run(&Spec{
-		Mounts:         []Mount{e.mount("", filepath.Dir(userland))},
+		Mounts:         []Mount{e.mount("", userland)},
 		Argv:           []string{"/bin/sh", "-c", `test -e /usr && echo host-usr-visible; echo whole > /out.txt; cat /out.txt`},
 		ExecRootIsRoot: true,
 	})

@@ -141,7 +141,10 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 		return err
 	}
 	wholeRoot := IsWholeRootInstanceName(x.request.InstanceName)
-	outputPaths, err := outputPaths(x.command, workingDirectory, wholeRoot || e.options.ExecRootIsRoot)
+	// inputRootIsSlash: the action sees its input root as "/", chosen
+	// for this action by its instance name or for all by the runner.
+	inputRootIsSlash := wholeRoot || e.options.ExecRootIsRoot
+	outputPaths, err := outputPaths(x.command, workingDirectory, inputRootIsSlash)
 	if err != nil {
 		return err
 	}
@@ -278,7 +281,7 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 	if run.DiskBudgetExceeded {
 		return status.Errorf(codes.ResourceExhausted, "The action's writes filled its disk budget of %d bytes (exec root); it exited with %d", e.options.Limits.DiskBytes, run.ExitCode)
 	}
-	if wholeRoot || e.options.ExecRootIsRoot {
+	if inputRootIsSlash {
 		removeSandboxMountPoints(root, uppers)
 	}
 	var outputs *remoteexecution.ActionResult
