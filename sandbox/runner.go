@@ -35,17 +35,19 @@ type Spec struct {
 	// Timeout bounds the wall-clock time from start to the death of
 	// every process of the action. Zero means no timeout.
 	Timeout time.Duration
-	// StdoutPath and StderrPath receive the command's output, at most
-	// OutputLimitBytes each (0: unlimited); the rest is discarded and
-	// reported as truncated.
-	StdoutPath       string
-	StderrPath       string
+	// Stdout and Stderr receive the command's output, at most
+	// OutputLimitBytes each (0: unlimited); the rest is discarded
+	// and reported as truncated. The worker passes its log buffers
+	// (live logs), the sandbox subcommand its own streams.
+	Stdout           io.Writer
+	Stderr           io.Writer
 	OutputLimitBytes int64
-	// Stdout and Stderr, when their path is empty, receive the
-	// streams instead (the debugging subcommand passes its own).
-	Stdout io.Writer
-	Stderr io.Writer
-	Limits Limits
+	// StdoutPath and StderrPath, when Stdout or Stderr is nil, name
+	// files that receive the stream instead; only this package's
+	// tests use them, to read an action's output after the fact.
+	StdoutPath string
+	StderrPath string
+	Limits     Limits
 	// ExecRootIsRoot makes the exec root the whole root file system
 	// for this command only (the input root is "/": its userland
 	// comes in its layers), as the runner-wide option does for every

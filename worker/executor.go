@@ -15,9 +15,12 @@ import (
 // ExecuteResponse (its Status), never as a Go error, so that every
 // caller forwards them to the client the same way.
 //
-// Decorators (AC caching, metrics, logging, concurrency limits) embed
-// an Executor and override Execute, as Buildbarn's BuildExecutor stack
-// does.
+// Decorators embed an Executor and override Execute, as Buildbarn's
+// BuildExecutor stack does: caching_executor.go (writes cacheable
+// results to the AC), metrics_executor.go, logging_executor.go and
+// recording_executor.go (the status page). Concurrency is bounded by
+// the front ends, which hand an action to the Executor only when a slot
+// is free.
 type Executor interface {
 	Execute(ctx context.Context, request *Request, observer Observer) *remoteexecution.ExecuteResponse
 }
@@ -33,7 +36,9 @@ type Request struct {
 	// Action may be supplied by the caller when it already holds it
 	// (the Buildbarn scheduler sends it inline); nil means fetch it.
 	Action *remoteexecution.Action
-	// SkipCacheLookup asks the caching decorator not to consult the AC.
+	// SkipCacheLookup is the client's request not to be served from
+	// the AC. The front ends honour it before an action is queued
+	// (execution_server.go); nothing after them reads it.
 	SkipCacheLookup bool
 	// QueuedTimestamp is when the front end queued the action; it goes
 	// into ExecutedActionMetadata.queued_timestamp.
