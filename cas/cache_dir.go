@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"github.com/buildbarn/bb-storage/pkg/util"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
@@ -99,20 +100,9 @@ func wipeDirectoryContents(dir string) error {
 	return nil
 }
 
-// removeTree is os.RemoveAll for trees with read-only directories,
-// which an unprivileged owner must make writable before emptying.
+// removeTree is fsutil.RemoveAll with the error as a status.
 func removeTree(p string) error {
-	err := os.RemoveAll(p)
-	if err == nil {
-		return nil
-	}
-	_ = filepath.WalkDir(p, func(q string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			_ = unix.Chmod(q, 0o700)
-		}
-		return nil
-	})
-	if err := os.RemoveAll(p); err != nil {
+	if err := fsutil.RemoveAll(p); err != nil {
 		return util.StatusWrapWithCode(err, codes.Internal, "Failed to remove cache entry")
 	}
 	return nil

@@ -21,7 +21,7 @@ import (
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	bzclient "github.com/bitzel/bitzel-worker/client"
-	"github.com/bitzel/bitzel-worker/sandbox"
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 )
 
@@ -149,7 +149,7 @@ func TestBitBakeThreeRecipesRemoteMatchesLocal(t *testing.T) {
 			t.Logf("kept the build for inspection: %s (client: bitzel's tree; build: the local one)", base)
 			return
 		}
-		sandbox.RemoveAll(base)
+		fsutil.RemoveAll(base)
 	})
 	b := &bbBuild{
 		t: t, bin: bin, recipes: map[string]*bbRecipe{},
@@ -250,7 +250,7 @@ func TestBitBakeThreeRecipesRemoteMatchesLocal(t *testing.T) {
 		wd := filepath.Join(b.client, r.workdir())
 		for _, task := range r.tasks {
 			for _, o := range task.allOutputs() {
-				sandbox.RemoveAll(filepath.Join(wd, o))
+				fsutil.RemoveAll(filepath.Join(wd, o))
 			}
 		}
 	}
@@ -308,7 +308,7 @@ func (b *bbBuild) submit(r *bbRecipe, task *bbTask) (stdout, stderr string) {
 	// Outputs come down next to the tree, then replace what the
 	// client had at their paths (an output may be an input too).
 	download := filepath.Join(b.stage, "download")
-	sandbox.RemoveAll(download)
+	fsutil.RemoveAll(download)
 	args = append(args, "--download", download)
 	for _, o := range task.allOutputs() {
 		args = append(args, "--output", o)
@@ -323,7 +323,7 @@ func (b *bbBuild) submit(r *bbRecipe, task *bbTask) (stdout, stderr string) {
 	}
 	for _, o := range task.allOutputs() {
 		from, to := filepath.Join(download, o), filepath.Join(clientWD, o)
-		sandbox.RemoveAll(to)
+		fsutil.RemoveAll(to)
 		// Moving a directory to another parent rewrites its "..":
 		// a read-only one (an input directory's mode) must be made
 		// writable for that, and is given its mode back.
@@ -712,7 +712,7 @@ func TestBitBakeRecipeSysrootUnionPrecedence(t *testing.T) {
 	bin := binaries(t)
 	s := startServer(t)
 	base := bbScratchDir(t, "bitzel-bb-union-")
-	t.Cleanup(func() { sandbox.RemoveAll(base) })
+	t.Cleanup(func() { fsutil.RemoveAll(base) })
 	files := map[string]string{
 		"own/usr/include/a.h":       "own",
 		"top/usr/include/a.h":       "top",

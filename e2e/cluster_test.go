@@ -24,7 +24,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bitzel/bitzel-worker/sandbox"
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"github.com/bitzel/bitzel-worker/worker/cluster/schedulertest"
 	"github.com/bitzel/bitzel-worker/worker/remoteworker"
 	"github.com/buildbarn/bb-storage/pkg/clock"
@@ -161,7 +161,7 @@ func startClusterWorker(t *testing.T, storageAddress, schedulerAddress string, w
 		if t.Failed() {
 			t.Logf("worker log:\n%s", w.logs())
 		}
-		sandbox.RemoveAll(dir)
+		fsutil.RemoveAll(dir)
 	})
 	return w
 }

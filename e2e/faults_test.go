@@ -13,7 +13,7 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"github.com/bitzel/bitzel-worker/sandbox"
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"github.com/bitzel/bitzel-worker/worker/cluster/schedulertest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -192,7 +192,7 @@ func TestDiskFullIsResourceExhaustedAndTheWorkerRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Chmod(dataDir, 0o755)
-	defer sandbox.RemoveAll(dataDir)
+	defer fsutil.RemoveAll(dataDir)
 	// The CAS file is sparse; the caches and the actions' upper
 	// directories share the small file system.
 	s := startServerIn(t, dataDir, "--cas-size", fmt.Sprint(32<<20))

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"github.com/bitzel/bitzel-worker/sandbox"
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -190,7 +190,7 @@ func TestServeExitsEvenIfItsDataDirectoryIsGone(t *testing.T) {
 	c.run(action{args: []string{"/bin/true"}})
 	// Someone deletes the data directory under the running worker;
 	// the local store can then never write its state again.
-	sandbox.RemoveAll(s.dataDir)
+	fsutil.RemoveAll(s.dataDir)
 	s.cmd.Process.Signal(os.Interrupt)
 	select {
 	case <-s.exited:

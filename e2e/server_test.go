@@ -21,8 +21,8 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"github.com/bitzel/bitzel-worker/internal/procfs"
-	"github.com/bitzel/bitzel-worker/sandbox"
 	"google.golang.org/genproto/googleapis/bytestream"
 	"google.golang.org/genproto/googleapis/longrunning"
 	"google.golang.org/grpc"
@@ -100,7 +100,7 @@ func startServer(t testing.TB, extraArgs ...string) *server {
 	s := startServerIn(t, dataDir, extraArgs...)
 	t.Cleanup(func() {
 		s.stop()
-		sandbox.RemoveAll(dataDir)
+		fsutil.RemoveAll(dataDir)
 	})
 	return s
 }

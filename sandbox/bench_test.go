@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"github.com/bitzel/bitzel-worker/internal/procfs"
 )
 
@@ -48,7 +49,7 @@ func newBenchEnv(b *testing.B, warm int, configure ...func(*Config)) *benchEnv {
 		b.Fatal(err)
 	}
 	os.Chmod(base, 0o755)
-	b.Cleanup(func() { RemoveAll(base) })
+	b.Cleanup(func() { fsutil.RemoveAll(base) })
 	config := Config{
 		StateDir:      filepath.Join(base, "state"),
 		InitPath:      initBinary(b, base),
@@ -92,8 +93,8 @@ func (e *benchEnv) runTrue(layers []string) time.Duration {
 	if err != nil || result.ExitCode != 0 {
 		e.b.Fatalf("sandbox: %v %+v", err, result)
 	}
-	RemoveAll(upper)
-	RemoveAll(work)
+	fsutil.RemoveAll(upper)
+	fsutil.RemoveAll(work)
 	return elapsed
 }
 

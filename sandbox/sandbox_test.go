@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"github.com/bitzel/bitzel-worker/internal/procfs"
 )
 
@@ -128,7 +129,7 @@ func newEnv(t *testing.T, configure ...func(*Config)) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := RemoveAll(base); err != nil {
+		if err := fsutil.RemoveAll(base); err != nil {
 			t.Errorf("remove test dir: %v", err)
 		}
 	})

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/bitzel/bitzel-worker/sandbox"
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -77,7 +77,7 @@ func (d *actionDirectories) get(mounts int) (*actionDirectory, error) {
 	for ; a.pairs < mounts; a.pairs++ {
 		for _, dir := range []string{a.upper(a.pairs), a.work(a.pairs)} {
 			if err := os.Mkdir(dir, 0o755); err != nil {
-				sandbox.RemoveAll(a.path)
+				fsutil.RemoveAll(a.path)
 				return nil, fmt.Errorf("create %s: %w", dir, err)
 			}
 		}
@@ -96,13 +96,13 @@ func (d *actionDirectories) put(a *actionDirectory) {
 		}
 		d.mu.Unlock()
 	}
-	sandbox.RemoveAll(a.path)
+	fsutil.RemoveAll(a.path)
 }
 
 // discard removes a directory that a sandbox may still use, or that
 // is in an unknown state.
 func (d *actionDirectories) discard(a *actionDirectory) {
-	sandbox.RemoveAll(a.path)
+	fsutil.RemoveAll(a.path)
 }
 
 // reset empties the directory and undoes what the action could have
@@ -122,7 +122,7 @@ func (a *actionDirectory) reset() error {
 	}
 	for _, entry := range entries {
 		if !pairs[entry.Name()] {
-			if err := sandbox.RemoveAll(a.file(entry.Name())); err != nil {
+			if err := fsutil.RemoveAll(a.file(entry.Name())); err != nil {
 				return err
 			}
 		}
@@ -154,7 +154,7 @@ func resetDirectory(dir string) error {
 		return err
 	}
 	for _, name := range names {
-		if err := sandbox.RemoveAll(filepath.Join(dir, name)); err != nil {
+		if err := fsutil.RemoveAll(filepath.Join(dir, name)); err != nil {
 			return err
 		}
 	}

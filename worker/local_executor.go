@@ -12,6 +12,7 @@ import (
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"github.com/bitzel/bitzel-worker/sandbox"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"github.com/buildbarn/bb-storage/pkg/util"
@@ -60,7 +61,7 @@ type localExecutor struct {
 // NewLocalExecutor creates the Executor at the bottom of every
 // decorator stack: it fetches, materialises, runs and uploads.
 func NewLocalExecutor(options LocalExecutorOptions) (Executor, error) {
-	if err := sandbox.RemoveAll(options.BuildDirectory); err != nil {
+	if err := fsutil.RemoveAll(options.BuildDirectory); err != nil {
 		return nil, fmt.Errorf("wipe build directory: %w", err)
 	}
 	if err := os.MkdirAll(options.BuildDirectory, 0o711); err != nil {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"github.com/bitzel/bitzel-worker/sandbox"
 )
 
@@ -69,7 +70,7 @@ func (o *overlayDirs) add(path, what string, layerDirs []string, upperDir string
 
 func (o *overlayDirs) remove() {
 	for _, dir := range o.temporary {
-		if err := sandbox.RemoveAll(dir); err != nil {
+		if err := fsutil.RemoveAll(dir); err != nil {
 			fmt.Fprintf(os.Stderr, "bitzel-worker sandbox: remove %s: %v\n", dir, err)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"github.com/bitzel/bitzel-worker/sandbox"
 	"github.com/bitzel/bitzel-worker/worker"
 	"github.com/bitzel/bitzel-worker/worker/configuration"
@@ -221,7 +222,7 @@ func newMachine(s *executorSettings, storage *cas.Storage, logger *log.Logger) (
 	}
 	// Running actions' directories of an earlier run, whatever
 	// their executors were called then.
-	if err := sandbox.RemoveAll(filepath.Join(s.dataDir, "build")); err != nil {
+	if err := fsutil.RemoveAll(filepath.Join(s.dataDir, "build")); err != nil {
 		layers.Close()
 		files.Close()
 		runner.Close()

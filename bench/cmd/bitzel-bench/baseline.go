@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/bitzel/bitzel-worker/sandbox"
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
 )
 
 // The baselines: what the same workload costs without a worker, timed
@@ -42,10 +42,10 @@ func bwrapTrue() (time.Duration, time.Duration, error) { return timed(bwrapArgs(
 // directory does per action), removing dst outside the measurement.
 func cpTree(flag, src, scratch string) (time.Duration, error) {
 	dst := filepath.Join(scratch, "cp-dst")
-	sandbox.RemoveAll(dst)
+	fsutil.RemoveAll(dst)
 	settle()
 	d, _, err := timed("cp", flag, src, dst)
-	sandbox.RemoveAll(dst)
+	fsutil.RemoveAll(dst)
 	return d, err
 }
 

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/bitzel/bitzel-worker/sandbox"
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 )
 
@@ -41,7 +41,7 @@ func (h *harness) bitbake(coldReps, warmReps int) error {
 	if err != nil {
 		return err
 	}
-	defer sandbox.RemoveAll(scratch)
+	defer fsutil.RemoveAll(scratch)
 	// buildDeps returns the dependencies' trees, written to disk too
 	// when disk is set.
 	buildDeps := func(b blobs, seed int64, disk string) ([]digest.Digest, error) {
@@ -78,11 +78,11 @@ func (h *harness) bitbake(coldReps, warmReps int) error {
 	}
 	local := func(bwrap bool) (time.Duration, error) {
 		work := filepath.Join(scratch, "work")
-		sandbox.RemoveAll(work)
+		fsutil.RemoveAll(work)
 		if err := os.MkdirAll(filepath.Join(work, "recipe-sysroot"), 0o755); err != nil {
 			return 0, err
 		}
-		defer sandbox.RemoveAll(work)
+		defer fsutil.RemoveAll(work)
 		script := fmt.Sprintf(`set -e
 cd %q
 for d in %q/*; do cp -al "$d"/. recipe-sysroot/; done
@@ -190,7 +190,7 @@ func (h *harness) outputs(reps int) error {
 	if err != nil {
 		return err
 	}
-	defer sandbox.RemoveAll(scratch)
+	defer fsutil.RemoveAll(scratch)
 	seed := make([]byte, 1<<20)
 	rand.Read(seed)
 	b := blobs{}
@@ -226,7 +226,7 @@ while [ $i -lt 1000 ]; do { echo "$BENCH_NONCE $i"; cat in/seed; } > out/o$i; i=
 		ours = append(ours, stagesOf(result.ExecutionMetadata).upload)
 		// The same files, written by the same script on the host.
 		work := filepath.Join(scratch, "host")
-		sandbox.RemoveAll(work)
+		fsutil.RemoveAll(work)
 		os.MkdirAll(work, 0o755)
 		os.Symlink(filepath.Join(scratch, "in"), filepath.Join(work, "in"))
 		settle()
@@ -249,7 +249,7 @@ while [ $i -lt 1000 ]; do { echo "$BENCH_NONCE $i"; cat in/seed; } > out/o$i; i=
 				bytes += info.Size()
 			}
 		}
-		sandbox.RemoveAll(work)
+		fsutil.RemoveAll(work)
 	}
 	x := fmt.Sprintf("%.2f GB", float64(bytes)/1e9)
 	h.add(row{section: "outputs", workload: "output upload", x: x, metric: "hash + store", unit: "ms", ours: ms(median(ours)), baseline: "sha256sum", base: ms(median(sha))})

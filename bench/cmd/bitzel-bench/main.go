@@ -30,8 +30,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"github.com/bitzel/bitzel-worker/internal/procfs"
-	"github.com/bitzel/bitzel-worker/sandbox"
 )
 
 type harness struct {
@@ -118,7 +118,7 @@ func run() error {
 		if work, err = os.MkdirTemp("", "bitzel-bench-"); err != nil {
 			return err
 		}
-		defer sandbox.RemoveAll(work)
+		defer fsutil.RemoveAll(work)
 	}
 	os.Chmod(work, 0o755)
 
@@ -166,7 +166,7 @@ func run() error {
 			srv.stop()
 		}
 		if *workDir == "" {
-			sandbox.RemoveAll(work)
+			fsutil.RemoveAll(work)
 		}
 		os.Exit(130)
 	}()

@@ -15,8 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"github.com/bitzel/bitzel-worker/internal/procfs"
-	"github.com/bitzel/bitzel-worker/sandbox"
 )
 
 // server is a running `bitzel-worker serve` on free loopback ports
@@ -107,7 +107,7 @@ func (s *server) stop() {
 		<-s.exited
 	}
 	s.log.Close()
-	sandbox.RemoveAll(s.dataDir)
+	fsutil.RemoveAll(s.dataDir)
 }
 
 // processes are the server and its sandbox launcher: what the issue

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/bitzel/bitzel-worker/sandbox"
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 )
 
@@ -121,7 +121,7 @@ func (h *harness) treePoint(s treeShape, coldReps, warmReps int, headline bool) 
 	if err != nil {
 		return err
 	}
-	defer sandbox.RemoveAll(scratch)
+	defer fsutil.RemoveAll(scratch)
 	fmt.Fprintf(os.Stderr, "  %s=%s: generating\n", s.axis, x)
 	// The baseline's copy of the tree (the content differs from the
 	// worker's fresh trees; copying costs the same).

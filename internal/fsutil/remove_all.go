@@ -1,4 +1,7 @@
-package sandbox
+// Package fsutil holds the one way the worker deletes trees that an
+// action, overlayfs or the caches left: with directories that have no
+// write or search permission.
+package fsutil
 
 import (
 	"errors"
