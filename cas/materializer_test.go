@@ -14,7 +14,6 @@ import (
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 func TestMaterializeBuildsReadOnlyLayer(t *testing.T) {
@@ -222,8 +221,6 @@ func TestCorruptBlobRejectedAndNotCached(t *testing.T) {
 func bufferFromBytes(data []byte) buffer.Buffer {
 	return buffer.NewValidatedBufferFromByteSlice(data)
 }
-
-func codeOf(err error) codes.Code { return status.Code(err) }
 
 func countFiles(t testing.TB, root string) int {
 	n := 0

@@ -76,7 +76,7 @@ func (f *outputFixture) act(t *testing.T) {
 	must(t, os.Chmod(filepath.Join(out, "emptydir"), 0o700))
 	// rm out/old.txt: a whiteout (unprivileged users may create
 	// them since Linux 5.8).
-	must(t, unix.Mknod(filepath.Join(out, "old.txt"), unix.S_IFCHR|0o000, 0))
+	must(t, unix.Mknod(filepath.Join(out, "old.txt"), unix.S_IFCHR, 0))
 	// rm -r out/sub; mkdir out/sub: an opaque directory.
 	must(t, unix.Setxattr(filepath.Join(out, "sub"), "user.overlay.opaque", []byte("y"), 0))
 }

@@ -35,12 +35,6 @@ func newPipes() (*pipes, error) {
 	return p, nil
 }
 
-// childFiles are passed as descriptors 3 and 4 (child.ConfigFD,
-// child.StatusFD).
-func (p *pipes) childFiles() []*os.File {
-	return []*os.File{p.configR, p.statusW}
-}
-
 // closeChildEnds drops the worker's copies of the child's ends, so
 // that reads see EOF once every process of the sandbox is gone.
 func (p *pipes) closeChildEnds() {

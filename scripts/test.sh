@@ -60,13 +60,20 @@ test_binary() {
 	fi
 }
 
-echo "== gofmt and go vet"
+echo "== gofmt, go vet and staticcheck"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then
 	echo "not gofmt-clean:" $unformatted >&2
 	exit 1
 fi
 go vet ./...
+# staticcheck.conf says which checks and why.
+staticcheck_version=v0.8.2
+staticcheck="$(go env GOPATH)/bin/staticcheck"
+if ! "$staticcheck" -version 2>/dev/null | grep -q "${staticcheck_version#v}"; then
+	go install "honnef.co/go/tools/cmd/staticcheck@$staticcheck_version"
+fi
+"$staticcheck" ./...
 
 echo "== build"
 # -buildvcs=false (the rootless copy has no .git): the commit comes in

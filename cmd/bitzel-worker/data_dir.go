@@ -89,7 +89,8 @@ func openDataDirectory(path string, actionGID int) (*dataDirectory, error) {
 	}
 	// The pid is for the message a second instance prints; the lock
 	// itself is the flock, released by the kernel when we exit.
-	if err := lock.Truncate(0); err == nil {
+	err = lock.Truncate(0)
+	if err == nil {
 		_, err = lock.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	if err != nil {

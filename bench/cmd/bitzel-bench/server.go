@@ -112,18 +112,10 @@ func (s *server) stop() {
 
 // processes are the server and its sandbox launcher: what the issue
 // counts as the worker's memory and CPU. The warm sandboxes' PID 1s
-// (bitzel-sandbox-init, a few MB each) are reported apart.
+// (bitzel-sandbox-init, a few MB each) are not counted.
 func (s *server) processes() []int {
 	pid := s.cmd.Process.Pid
 	return append([]int{pid}, procfs.Children(pid, "bitzel-sandbox-launcher")...)
-}
-
-func (s *server) sandboxInits() []int {
-	var found []int
-	for _, l := range procfs.Children(s.cmd.Process.Pid, "bitzel-sandbox-launcher") {
-		found = append(found, procfs.Children(l, "bitzel-sandbox-init")...)
-	}
-	return found
 }
 
 // rss is the resident memory of a set of processes, from
