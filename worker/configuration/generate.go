@@ -10,10 +10,10 @@
 //
 //	cd worker/configuration && go generate
 //
-// internal/regenerate installs protoc-gen-go at the version in go.mod
-// into a temporary directory and supplies the imported bb-storage,
-// REAPI and googleapis files as compiled descriptors; see its package
-// comment. Commit the resulting configuration.pb.go.
+// internal/protogen (shared by every .proto of the module) installs
+// the plugins at the versions matching go.mod into a temporary
+// directory and supplies the imported files as compiled descriptors;
+// see its package comment. Commit the resulting configuration.pb.go.
 package configuration
 
-//go:generate go run ./internal/regenerate
+//go:generate go run ../../internal/protogen -proto worker/configuration/configuration.proto

@@ -9,10 +9,10 @@
 //
 //	cd worker/remoteworker && go generate
 //
-// internal/regenerate installs protoc-gen-go and protoc-gen-go-grpc at
-// the versions matching go.mod into a temporary directory and supplies
-// the googleapis imports of REAPI from compiled descriptors; see its
-// package comment. Commit the resulting .pb.go files.
+// internal/protogen (shared by every .proto of the module) installs
+// the plugins at the versions matching go.mod into a temporary
+// directory and supplies the imported files as compiled descriptors;
+// see its package comment. Commit the resulting .pb.go files.
 package remoteworker
 
-//go:generate go run ./internal/regenerate
+//go:generate go run ../../internal/protogen -grpc -proto worker/remoteworker/remoteworker.proto

@@ -1,18 +1,20 @@
-// Command regenerate turns remoteworker.proto into Go. It is run by
-// `go generate` in worker/remoteworker (see generate.go there) and
-// needs protoc on PATH (Debian: protobuf-compiler) and the Go module
-// proxy the first time it installs the plugins.
+// Command protogen turns one of the module's .proto files into Go. It
+// is run by `go generate` in worker/configuration and worker/remoteworker
+// (see generate.go there) and needs protoc on PATH (Debian:
+// protobuf-compiler) and the Go module proxy the first time it installs
+// the plugins.
 //
 // Two things make a plain protoc command line insufficient here:
 //
-//   - REAPI's remote_execution.proto imports googleapis files
+//   - The files import what no module on this machine ships as .proto
+//     source: REAPI's remote_execution.proto imports googleapis files
 //     (google/api/annotations.proto, google/longrunning/operations.proto,
-//     google/rpc/status.proto) that no module or package on this machine
-//     ships as .proto source. Their compiled descriptors are linked into
-//     every Go program that imports REAPI, so this command writes those
-//     descriptors to a FileDescriptorSet and hands it to protoc with
-//     --descriptor_set_in. REAPI itself is read from the remote-apis
-//     module in the module cache, at the version go.mod pins.
+//     google/rpc/status.proto), and bb-storage's configuration messages
+//     import further bb-storage, googleapis and OpenTelemetry files.
+//     Their compiled descriptors are linked into this command by the Go
+//     packages it imports (at the versions go.mod pins), so it writes
+//     them to a FileDescriptorSet and hands it to protoc with
+//     --descriptor_set_in.
 //   - The plugins must match the libraries the generated code runs
 //     against. protoc-gen-go is installed at exactly the
 //     google.golang.org/protobuf version in go.mod; protoc-gen-go-grpc
@@ -30,22 +32,23 @@ import (
 	"strings"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/buildbarn/bb-storage/pkg/proto/configuration/auth"
+	"github.com/buildbarn/bb-storage/pkg/proto/configuration/blobstore"
+	"github.com/buildbarn/bb-storage/pkg/proto/configuration/global"
+	"github.com/buildbarn/bb-storage/pkg/proto/configuration/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
-
-	// Registered for the imports of remoteworker.proto itself.
-	_ "google.golang.org/protobuf/types/known/anypb"
-	_ "google.golang.org/protobuf/types/known/emptypb"
-	_ "google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 const (
 	modulePath   = "github.com/bitzel/bitzel-worker"
 	protobufPath = "google.golang.org/protobuf"
-	remoteAPIs   = "github.com/bazelbuild/remote-apis"
 
 	// protoc-gen-go-grpc v1.6.2 requires grpc v1.81.0; go.mod has
 	// v1.81.1. Bump together with grpc.
@@ -53,14 +56,17 @@ const (
 )
 
 func main() {
-	protoFile := flag.String("proto", "worker/remoteworker/remoteworker.proto", "file to compile, relative to the module root")
+	protoFile := flag.String("proto", "", "file to compile, relative to the module root")
+	withGRPC := flag.Bool("grpc", false, "also generate gRPC service code")
 	flag.Parse()
+	if *protoFile == "" || flag.NArg() > 0 {
+		log.Fatal("usage: protogen -proto FILE [-grpc]")
+	}
 
 	moduleRoot := goList("-m", "-f", "{{.Dir}}", modulePath)
-	remoteAPIsDir := goList("-m", "-f", "{{.Dir}}", remoteAPIs)
 	protobufVersion := goList("-m", "-f", "{{.Version}}", protobufPath)
 
-	work, err := os.MkdirTemp("", "remoteworker-regenerate-")
+	work, err := os.MkdirTemp("", "protogen-")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -69,42 +75,42 @@ func main() {
 	// Plugins go into a private directory so that whatever happens to
 	// be on PATH cannot produce code for the wrong library versions.
 	bin := filepath.Join(work, "bin")
-	run(append(os.Environ(), "GOBIN="+bin), "go", "install", protobufPath+"/cmd/protoc-gen-go@"+protobufVersion)
-	run(append(os.Environ(), "GOBIN="+bin), "go", "install", protocGenGoGRPC)
+	env := append(os.Environ(), "GOBIN="+bin)
+	run(env, "go", "install", protobufPath+"/cmd/protoc-gen-go@"+protobufVersion)
+	args := []string{"--plugin=protoc-gen-go=" + filepath.Join(bin, "protoc-gen-go")}
+	if *withGRPC {
+		run(env, "go", "install", protocGenGoGRPC)
+		args = append(args, "--plugin=protoc-gen-go-grpc="+filepath.Join(bin, "protoc-gen-go-grpc"),
+			"--go-grpc_out="+moduleRoot, "--go-grpc_opt=module="+modulePath)
+	}
 
 	imports := filepath.Join(work, "imports.binpb")
 	if err := os.WriteFile(imports, importDescriptorSet(), 0o644); err != nil {
 		log.Fatal(err)
 	}
-
-	run(os.Environ(), "protoc",
-		"--plugin=protoc-gen-go="+filepath.Join(bin, "protoc-gen-go"),
-		"--plugin=protoc-gen-go-grpc="+filepath.Join(bin, "protoc-gen-go-grpc"),
+	run(os.Environ(), "protoc", append(args,
 		"--descriptor_set_in="+imports,
 		"--proto_path="+moduleRoot,
-		"--proto_path="+remoteAPIsDir,
 		"--go_out="+moduleRoot,
 		"--go_opt=module="+modulePath,
-		"--go-grpc_out="+moduleRoot,
-		"--go-grpc_opt=module="+modulePath,
-		filepath.Join(moduleRoot, *protoFile))
+		filepath.Join(moduleRoot, *protoFile))...)
 }
 
-// importDescriptorSet returns, serialized, the descriptors of REAPI and
-// of everything it and remoteworker.proto import, in dependency order,
-// as registered by the Go packages this command links.
+// importDescriptorSet returns, serialized, the descriptors of every file
+// the module's .proto files import and of their imports, in dependency
+// order.
 func importDescriptorSet() []byte {
 	roots := []protoreflect.FileDescriptor{
 		remoteexecution.File_build_bazel_remote_execution_v2_remote_execution_proto,
+		auth.File_github_com_buildbarn_bb_storage_pkg_proto_configuration_auth_auth_proto,
+		blobstore.File_github_com_buildbarn_bb_storage_pkg_proto_configuration_blobstore_blobstore_proto,
+		global.File_github_com_buildbarn_bb_storage_pkg_proto_configuration_global_global_proto,
+		grpc.File_github_com_buildbarn_bb_storage_pkg_proto_configuration_grpc_grpc_proto,
+		anypb.File_google_protobuf_any_proto,
+		durationpb.File_google_protobuf_duration_proto,
+		emptypb.File_google_protobuf_empty_proto,
+		timestamppb.File_google_protobuf_timestamp_proto,
 	}
-	for _, name := range []string{
-		"google/protobuf/any.proto",
-		"google/protobuf/empty.proto",
-		"google/protobuf/timestamp.proto",
-	} {
-		roots = append(roots, mustFindFile(name))
-	}
-
 	var set descriptorpb.FileDescriptorSet
 	seen := map[string]bool{}
 	var add func(protoreflect.FileDescriptor)
@@ -127,14 +133,6 @@ func importDescriptorSet() []byte {
 		log.Fatal(err)
 	}
 	return data
-}
-
-func mustFindFile(path string) protoreflect.FileDescriptor {
-	file, err := protoregistry.GlobalFiles.FindFileByPath(path)
-	if err != nil {
-		log.Fatalf("%s is not linked into this command: %s", path, err)
-	}
-	return file
 }
 
 func goList(args ...string) string {
