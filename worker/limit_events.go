@@ -38,15 +38,7 @@ func limitEvents(run *sandbox.Result, limits sandbox.Limits) string {
 
 // notCachedMetadata records in the result why it is not cached.
 func notCachedMetadata(reason string) *anypb.Any {
-	s, err := structpb.NewStruct(map[string]any{notCachedField: reason})
-	if err != nil {
-		return nil
-	}
-	a, err := anypb.New(s)
-	if err != nil {
-		return nil
-	}
-	return a
+	return structMetadata(map[string]any{notCachedField: reason})
 }
 
 // notCachedReason returns what notCachedMetadata recorded, if any.

@@ -27,6 +27,12 @@ func resourceUsage(r *sandbox.Result) *anypb.Any {
 	if r.Signal != 0 {
 		fields["signal"] = float64(r.Signal)
 	}
+	return structMetadata(fields)
+}
+
+// structMetadata is fields as an auxiliary-metadata Struct, or nil for
+// a value a Struct cannot hold (only the worker's own fields go in).
+func structMetadata(fields map[string]any) *anypb.Any {
 	s, err := structpb.NewStruct(fields)
 	if err != nil {
 		return nil
