@@ -22,8 +22,12 @@ func TestRemoveAllTakesDirectoriesWithoutPermissions(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for d, mode := range map[string]os.FileMode{"noaccess/inner": 0, "noaccess": 0, "readonly/inner": 0o555, "readonly": 0o555} {
-		if err := os.Chmod(filepath.Join(tree, d), mode); err != nil {
+	// Inner directories first: their parents lose search permission.
+	for _, c := range []struct {
+		dir  string
+		mode os.FileMode
+	}{{"noaccess/inner", 0}, {"noaccess", 0}, {"readonly/inner", 0o555}, {"readonly", 0o555}} {
+		if err := os.Chmod(filepath.Join(tree, c.dir), c.mode); err != nil {
 			t.Fatal(err)
 		}
 	}
