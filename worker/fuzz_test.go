@@ -13,11 +13,11 @@ import (
 )
 
 // FuzzCommandAndAction feeds the checks an Execute makes of a client's
-// Command and Action before anything runs (validateCommand, the
-// timeout, the platform, the working directory and output paths) with
-// arbitrary messages. Whatever a client sends, none panics, none
-// answers INTERNAL, and what they all accept is something execve(2)
-// takes: no NUL, no string or list over the kernel's limits. Run with
+// Command and Action before anything runs (localExecutor.check: the
+// arguments, the timeout, the platform, the working directory and
+// output paths) with arbitrary messages. Whatever a client sends, none
+// panics, none answers INTERNAL, and what they all accept is something
+// execve(2) takes: no NUL, no string or list over the kernel's limits. Run with
 //
 //	go test -run XXX -fuzz FuzzCommandAndAction -fuzztime 30s ./worker
 //
@@ -48,7 +48,7 @@ func FuzzCommandAndAction(f *testing.F) {
 		if proto.Unmarshal(commandBytes, &command) != nil || proto.Unmarshal(actionBytes, &action) != nil {
 			return // refused by the protobuf layer, as gRPC would
 		}
-		err := checkBeforeRunning(e, &action, &command)
+		_, err := e.check(&action, &command, false)
 		if err != nil {
 			st := status.Convert(err)
 			if st.Code() != codes.InvalidArgument && st.Code() != codes.FailedPrecondition {
@@ -70,24 +70,4 @@ func FuzzCommandAndAction(f *testing.F) {
 			t.Fatalf("accepted %d bytes of arguments and environment, over ARG_MAX %d", total, argMax())
 		}
 	})
-}
-
-// checkBeforeRunning is what execute checks in order once it has the
-// Action and the Command.
-func checkBeforeRunning(e *localExecutor, action *remoteexecution.Action, command *remoteexecution.Command) error {
-	if err := validateCommand(command); err != nil {
-		return err
-	}
-	if _, err := e.timeout(action); err != nil {
-		return err
-	}
-	if err := e.platform.check(actionPlatform(action, command)); err != nil {
-		return err
-	}
-	workingDirectory, err := cleanRelativePath(command.WorkingDirectory, "working directory")
-	if err != nil {
-		return err
-	}
-	_, err = outputPaths(command, workingDirectory, false)
-	return err
 }

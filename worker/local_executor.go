@@ -130,25 +130,15 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 	if err != nil {
 		return err
 	}
-	timeout, err := e.timeout(x.action)
-	if err != nil {
-		return err
-	}
-	if err := e.platform.check(actionPlatform(x.action, x.command)); err != nil {
-		return err
-	}
-	workingDirectory, err := cleanRelativePath(x.command.WorkingDirectory, "working directory")
-	if err != nil {
-		return err
-	}
 	wholeRoot := IsWholeRootInstanceName(x.request.InstanceName)
 	// inputRootIsSlash: the action sees its input root as "/", chosen
 	// for this action by its instance name or for all by the runner.
 	inputRootIsSlash := wholeRoot || e.options.ExecRootIsRoot
-	outputPaths, err := outputPaths(x.command, workingDirectory, inputRootIsSlash)
+	checked, err := e.check(x.action, x.command, inputRootIsSlash)
 	if err != nil {
 		return err
 	}
+	timeout, workingDirectory, outputPaths := checked.timeout, checked.workingDirectory, checked.outputPaths
 
 	rootDigest, err := x.request.DigestFunction.NewDigestFromProto(x.action.InputRootDigest)
 	if err != nil {
@@ -330,10 +320,42 @@ func (e *localExecutor) fetchActionAndCommand(ctx context.Context, x *execution)
 	if err != nil {
 		return util.StatusWrap(err, "Failed to obtain the command")
 	}
-	if len(x.command.Arguments) == 0 {
-		return status.Error(codes.InvalidArgument, "The command has no arguments")
+	return nil
+}
+
+// checkedAction is what execute takes from a client's Action and
+// Command once check has accepted them.
+type checkedAction struct {
+	timeout          time.Duration
+	workingDirectory string
+	outputPaths      []string
+}
+
+// check makes, in order, every check of the client's Action and
+// Command that needs nothing but the two messages: all of a client's
+// mistakes are refused here, before anything is fetched or run, with
+// INVALID_ARGUMENT or FAILED_PRECONDITION naming the field
+// (FuzzCommandAndAction feeds it arbitrary messages).
+func (e *localExecutor) check(action *remoteexecution.Action, command *remoteexecution.Command, inputRootIsSlash bool) (checkedAction, error) {
+	var c checkedAction
+	if len(command.Arguments) == 0 {
+		return c, status.Error(codes.InvalidArgument, "The command has no arguments")
 	}
-	return validateCommand(x.command)
+	if err := validateCommand(command); err != nil {
+		return c, err
+	}
+	var err error
+	if c.timeout, err = e.timeout(action); err != nil {
+		return c, err
+	}
+	if err := e.platform.check(actionPlatform(action, command)); err != nil {
+		return c, err
+	}
+	if c.workingDirectory, err = cleanRelativePath(command.WorkingDirectory, "working directory"); err != nil {
+		return c, err
+	}
+	c.outputPaths, err = outputPaths(command, c.workingDirectory, inputRootIsSlash)
+	return c, err
 }
 
 // ioBudget is how long fetching inputs or uploading outputs may take
