@@ -15,6 +15,7 @@ import (
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"github.com/bitzel/bitzel-worker/sandbox"
 	"github.com/buildbarn/bb-storage/pkg/blobstore/buffer"
 	"github.com/buildbarn/bb-storage/pkg/digest"
@@ -206,6 +207,14 @@ func TestLocalExecutorSpillsALargeLogToAFileAndUploadsIt(t *testing.T) {
 func (f *executorFixture) useRealInputsAndOutputs() {
 	f.t.Helper()
 	dir := f.t.TempDir()
+	// Layers are read-only, which t.TempDir's own cleanup cannot
+	// remove without root; this runs first (cleanups are LIFO) and
+	// after the caches are closed.
+	f.t.Cleanup(func() {
+		if err := fsutil.RemoveAll(dir); err != nil {
+			f.t.Error(err)
+		}
+	})
 	files, err := cas.NewFileCache(filepath.Join(dir, "files"), 64<<20, 1<<16, nil)
 	if err != nil {
 		f.t.Fatal(err)
