@@ -1,0 +1,693 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
+	"github.com/bitzel/bitzel-worker/sandbox"
+	"github.com/buildbarn/bb-storage/pkg/blobstore/buffer"
+	"github.com/buildbarn/bb-storage/pkg/digest"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+var trueCommand = &remoteexecution.Command{
+	Arguments:            []string{"/bin/true"},
+	EnvironmentVariables: []*remoteexecution.Command_EnvironmentVariable{{Name: "PATH", Value: "/bin"}},
+}
+
+func TestNewLocalExecutorWipesItsBuildDirectory(t *testing.T) {
+	f := newExecutorFixture(t)
+	if err := os.MkdirAll(filepath.Join(f.buildDir, "7", "upper0"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f.executor()
+	info, err := os.Stat(f.buildDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := entries(t, f.buildDir); len(got) != 0 {
+		t.Errorf("build directory holds %v after start-up, want nothing", got)
+	}
+	if info.Mode().Perm() != 0o711 {
+		t.Errorf("build directory mode %v, want 0711", info.Mode().Perm())
+	}
+	// A build directory that cannot be created is an error, not a
+	// panic later.
+	f.options.BuildDirectory = filepath.Join(f.buildDir, "file", "build")
+	if err := os.WriteFile(filepath.Join(f.buildDir, "file"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewLocalExecutor(f.options); err == nil {
+		t.Error("NewLocalExecutor under a regular file succeeded")
+	}
+}
+
+func TestLocalExecutorRunsAnActionAndUploadsItsLogsAndOutputs(t *testing.T) {
+	f := newExecutorFixture(t)
+	f.runner.run = writeLogs("hello\n", "warning\n", sandbox.Result{ExitCode: 3, WallTime: 2 * time.Second, Signal: 0})
+	f.outputs.captureResult = &remoteexecution.ActionResult{
+		OutputFiles:       []*remoteexecution.OutputFile{{Path: "out.txt", Digest: digestOfBytes([]byte("x")).GetProto()}},
+		OutputDirectories: []*remoteexecution.OutputDirectory{{Path: "dir"}},
+		OutputSymlinks:    []*remoteexecution.OutputSymlink{{Path: "link", Target: "out.txt"}},
+	}
+	command := &remoteexecution.Command{
+		Arguments: []string{"/bin/sh", "-c", "echo hello"},
+		EnvironmentVariables: []*remoteexecution.Command_EnvironmentVariable{
+			{Name: "PATH", Value: "/bin"}, {Name: "LANG", Value: "C"}, {Name: "EMPTY", Value: ""},
+		},
+		OutputPaths: []string{"out.txt", "dir", "link"},
+	}
+	request := f.request(&remoteexecution.Action{Timeout: durationpb.New(90 * time.Second)}, command)
+	queued := timestamppb.New(time.Now().Add(-time.Second))
+	request.QueuedTimestamp = queued
+	forwarded, _ := structpb.NewStruct(map[string]any{"from": "scheduler"})
+	forwardedAny, err := anypb.New(forwarded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	request.AuxiliaryMetadata = []*anypb.Any{forwardedAny}
+
+	stages := &stageRecorder{}
+	before := time.Now()
+	response := f.executor().Execute(context.Background(), request, stages.observe)
+	after := time.Now()
+
+	if response.Status.GetCode() != int32(codes.OK) {
+		t.Fatalf("status %v, want OK", response.Status)
+	}
+	if got, want := stages.seen(), []Stage{StageStarted, StageFetchingInputs, StageRunning, StageUploadingOutputs}; !reflect.DeepEqual(got, want) {
+		t.Errorf("stages %v, want %v", got, want)
+	}
+	result := response.Result
+	if result.ExitCode != 3 {
+		t.Errorf("exit code %d, want 3", result.ExitCode)
+	}
+	if got := string(readBlob(t, f.storage, result.StdoutDigest)); got != "hello\n" {
+		t.Errorf("stdout %q", got)
+	}
+	if got := string(readBlob(t, f.storage, result.StderrDigest)); got != "warning\n" {
+		t.Errorf("stderr %q", got)
+	}
+	if f.outputs.blobUploads != 2 || len(f.outputs.fileUploads) != 0 {
+		t.Errorf("%d blob and %d file uploads, want 2 small logs uploaded from memory", f.outputs.blobUploads, len(f.outputs.fileUploads))
+	}
+	if len(result.OutputFiles) != 1 || result.OutputFiles[0].Path != "out.txt" || len(result.OutputDirectories) != 1 || len(result.OutputSymlinks) != 1 {
+		t.Errorf("outputs not merged into the result: %v", result)
+	}
+
+	specs := f.runner.runs()
+	if len(specs) != 1 {
+		t.Fatalf("%d runs, want 1", len(specs))
+	}
+	spec := specs[0]
+	if !reflect.DeepEqual(spec.Argv, command.Arguments) {
+		t.Errorf("argv %q, want %q", spec.Argv, command.Arguments)
+	}
+	if want := []string{"PATH=/bin", "LANG=C", "EMPTY="}; !reflect.DeepEqual(spec.Env, want) {
+		t.Errorf("environment %q, want exactly the Command's %q", spec.Env, want)
+	}
+	if spec.Timeout != 90*time.Second {
+		t.Errorf("timeout %v, want the action's 90s", spec.Timeout)
+	}
+	if len(spec.Mounts) != 1 || spec.Mounts[0].Layers[0] != f.materializer.layer || !strings.HasPrefix(spec.Mounts[0].UpperDir, f.buildDir+"/") || !strings.HasPrefix(spec.Mounts[0].WorkDir, f.buildDir+"/") {
+		t.Errorf("mounts %+v, want the input layer with an upper and work directory in the build directory", spec.Mounts)
+	}
+	if spec.ExecRootIsRoot {
+		t.Error("an ordinary instance ran with its input root as /")
+	}
+	if len(f.outputs.captureUppers) != 1 || !reflect.DeepEqual(f.outputs.captureUppers[0], []string{spec.Mounts[0].UpperDir}) {
+		t.Errorf("outputs captured from %v, want the run's upper directory %q", f.outputs.captureUppers, spec.Mounts[0].UpperDir)
+	}
+	if want := digestOfBytes(nil); len(f.materializer.roots) != 1 || f.materializer.roots[0].GetHashString() != want.GetHashString() {
+		t.Errorf("materialised %v, want the action's input root", f.materializer.roots)
+	}
+
+	m := result.ExecutionMetadata
+	if m.Worker != "test-worker" {
+		t.Errorf("worker %q", m.Worker)
+	}
+	if m.QueuedTimestamp != queued {
+		t.Errorf("queued timestamp %v, want the front end's %v", m.QueuedTimestamp, queued)
+	}
+	ordered := []*timestamppb.Timestamp{
+		m.WorkerStartTimestamp, m.InputFetchStartTimestamp, m.InputFetchCompletedTimestamp,
+		m.ExecutionStartTimestamp, m.ExecutionCompletedTimestamp,
+		m.OutputUploadStartTimestamp, m.OutputUploadCompletedTimestamp, m.WorkerCompletedTimestamp,
+	}
+	for i, ts := range ordered {
+		if ts == nil {
+			t.Fatalf("timestamp %d of the metadata not set: %v", i, m)
+		}
+		if at := ts.AsTime(); at.Before(before.Add(-time.Millisecond)) || at.After(after.Add(time.Millisecond)) {
+			t.Errorf("timestamp %d is %v, outside the call [%v, %v]", i, at, before, after)
+		}
+		if i > 0 && ts.AsTime().Before(ordered[i-1].AsTime()) {
+			t.Errorf("timestamp %d (%v) before timestamp %d (%v)", i, ts.AsTime(), i-1, ordered[i-1].AsTime())
+		}
+	}
+	// The front end's auxiliary metadata first, then the measured
+	// resource usage.
+	if len(m.AuxiliaryMetadata) != 2 {
+		t.Fatalf("%d auxiliary metadata, want the forwarded one and the resource usage", len(m.AuxiliaryMetadata))
+	}
+	var usage structpb.Struct
+	if err := m.AuxiliaryMetadata[1].UnmarshalTo(&usage); err != nil {
+		t.Fatal(err)
+	}
+	if got := usage.Fields["wall_time_seconds"].GetNumberValue(); got != 2 {
+		t.Errorf("wall_time_seconds %v, want 2", got)
+	}
+	if _, ok := notCachedReason(result); ok {
+		t.Error("an ordinary result was marked not to be cached")
+	}
+	// The request's own metadata list is not appended to in place.
+	if len(request.AuxiliaryMetadata) != 1 {
+		t.Errorf("the request's auxiliary metadata grew to %d", len(request.AuxiliaryMetadata))
+	}
+}
+
+func TestLocalExecutorSpillsALargeLogToAFileAndUploadsIt(t *testing.T) {
+	f := newExecutorFixture(t)
+	large := strings.Repeat("0123456789abcdef", (logMemoryLimit/16)+1)
+	f.runner.run = writeLogs(large, "", sandbox.Result{})
+	response := f.executor().Execute(context.Background(), f.request(&remoteexecution.Action{}, trueCommand), NoopObserver)
+	if response.Status.GetCode() != int32(codes.OK) {
+		t.Fatalf("status %v", response.Status)
+	}
+	if len(f.outputs.fileUploads) != 1 || f.outputs.blobUploads != 1 {
+		t.Errorf("%d file uploads and %d blob uploads, want stdout from its file and stderr from memory", len(f.outputs.fileUploads), f.outputs.blobUploads)
+	}
+	if got := readBlob(t, f.storage, response.Result.StdoutDigest); !bytes.Equal(got, []byte(large)) {
+		t.Errorf("stdout of %d bytes uploaded, want %d", len(got), len(large))
+	}
+}
+
+// useRealInputsAndOutputs replaces the fakes with cas's own
+// materializer and output capturer over the fixture's storage, for
+// the tests that need a planned input root (parents of outputs, a
+// merged view to capture from).
+func (f *executorFixture) useRealInputsAndOutputs() {
+	f.t.Helper()
+	dir := f.t.TempDir()
+	// Layers are read-only, which t.TempDir's own cleanup cannot
+	// remove without root; this runs first (cleanups are LIFO) and
+	// after the caches are closed.
+	f.t.Cleanup(func() {
+		if err := fsutil.RemoveAll(dir); err != nil {
+			f.t.Error(err)
+		}
+	})
+	files, err := cas.NewFileCache(filepath.Join(dir, "files"), 64<<20, 1<<16, nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { files.Close() })
+	layers, err := cas.NewLayerCache(filepath.Join(dir, "layers"), 64<<20, 1<<16)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { layers.Close() })
+	f.options.Materializer = cas.NewMaterializer(f.storage, files, layers, cas.MaterializerOptions{})
+	f.options.Outputs = cas.NewOutputCapturer(f.storage, cas.OutputCapturerOptions{})
+}
+
+// The parents of the outputs and the working directory exist before
+// the action runs (REAPI 2.0 clients rely on it), created in the
+// action's upper directory; what the action writes there comes back
+// as its outputs.
+func TestLocalExecutorCreatesTheParentsOfOutputsAndCapturesThem(t *testing.T) {
+	f := newExecutorFixture(t)
+	f.useRealInputsAndOutputs()
+	source := []byte("int main() {}\n")
+	sourceDigest := digestOfBytes(source)
+	if err := f.storage.ContentAddressableStorage.Put(context.Background(), sourceDigest, buffer.NewValidatedBufferFromByteSlice(source)); err != nil {
+		t.Fatal(err)
+	}
+	srcDigest := putMessage(t, f.storage, &remoteexecution.Directory{
+		Files: []*remoteexecution.FileNode{{Name: "main.c", Digest: sourceDigest.GetProto()}},
+	})
+	rootDigest := putMessage(t, f.storage, &remoteexecution.Directory{
+		Directories: []*remoteexecution.DirectoryNode{{Name: "src", Digest: srcDigest.GetProto()}},
+	})
+	var missing []string
+	f.runner.run = func(ctx context.Context, spec *sandbox.Spec) (*sandbox.Result, error) {
+		upper := spec.Mounts[0].UpperDir
+		for _, p := range []string{"work", "work/obj/x86", "work/gen"} {
+			if info, err := os.Stat(filepath.Join(upper, p)); err != nil || !info.IsDir() {
+				missing = append(missing, p)
+			}
+		}
+		// The directory that is itself an output is not created:
+		// only its parent.
+		if _, err := os.Stat(filepath.Join(upper, "work/gen/out")); err == nil {
+			missing = append(missing, "work/gen/out exists before the run")
+		}
+		if err := os.WriteFile(filepath.Join(upper, "work/obj/x86/main.o"), []byte("object"), 0o644); err != nil {
+			return nil, err
+		}
+		return &sandbox.Result{}, nil
+	}
+	command := &remoteexecution.Command{
+		Arguments:         []string{"cc", "-c", "../src/main.c"},
+		WorkingDirectory:  "work",
+		OutputFiles:       []string{"obj/x86/main.o"},
+		OutputDirectories: []string{"gen/out"},
+	}
+	response := f.executor().Execute(context.Background(), f.request(&remoteexecution.Action{InputRootDigest: rootDigest.GetProto()}, command), NoopObserver)
+	if response.Status.GetCode() != int32(codes.OK) {
+		t.Fatalf("status %v", response.Status)
+	}
+	if len(missing) != 0 {
+		t.Errorf("before the run: %v missing, want the working directory and every output's parent", missing)
+	}
+	if spec := f.runner.runs()[0]; spec.WorkingDirectory != "work" {
+		t.Errorf("working directory %q, want work", spec.WorkingDirectory)
+	}
+	files := response.Result.OutputFiles
+	if len(files) != 1 || files[0].Path != "obj/x86/main.o" {
+		t.Fatalf("output files %v, want obj/x86/main.o", files)
+	}
+	if got := string(readBlob(t, f.storage, files[0].Digest)); got != "object" {
+		t.Errorf("main.o holds %q", got)
+	}
+}
+
+// What a client got wrong is refused with its code and a message
+// naming the problem, before anything is materialised or run.
+func TestLocalExecutorRefusesBadActionsWithTheirCodes(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		action      *remoteexecution.Action
+		command     *remoteexecution.Command
+		instance    string
+		wantCode    codes.Code
+		wantMessage string
+	}{
+		{"no arguments", &remoteexecution.Action{}, &remoteexecution.Command{}, "", codes.InvalidArgument, "The command has no arguments"},
+		{"timeout over the maximum", &remoteexecution.Action{Timeout: durationpb.New(2 * time.Hour)}, trueCommand, "", codes.InvalidArgument, "Timeout of 2h0m0s is outside the permitted range [0s, 1h0m0s]"},
+		{"negative timeout", &remoteexecution.Action{Timeout: durationpb.New(-time.Second)}, trueCommand, "", codes.InvalidArgument, "outside the permitted range"},
+		{"invalid timeout", &remoteexecution.Action{Timeout: &durationpb.Duration{Seconds: 1, Nanos: -1}}, trueCommand, "", codes.InvalidArgument, "Invalid action timeout"},
+		{"absolute output path", &remoteexecution.Action{}, &remoteexecution.Command{Arguments: []string{"x"}, OutputPaths: []string{"/etc/passwd"}}, "", codes.InvalidArgument, `Output path "/etc/passwd" is absolute`},
+		{"output leaving the root", &remoteexecution.Action{}, &remoteexecution.Command{Arguments: []string{"x"}, OutputPaths: []string{"../up"}}, "", codes.InvalidArgument, "leaves the input root"},
+		{"absolute working directory", &remoteexecution.Action{}, &remoteexecution.Command{Arguments: []string{"x"}, WorkingDirectory: "/src"}, "", codes.InvalidArgument, `The working directory "/src" is absolute`},
+		{"the input root on an ordinary instance", &remoteexecution.Action{}, &remoteexecution.Command{Arguments: []string{"x"}, OutputPaths: []string{"."}}, "main", codes.InvalidArgument, `Output path "." is the input root itself`},
+		{"platform not offered", &remoteexecution.Action{Platform: platformOf("OSFamily", "windows")}, trueCommand, "", codes.FailedPrecondition, `platform properties OSFamily="windows"`},
+		{"platform of the Command not offered", &remoteexecution.Action{}, &remoteexecution.Command{Arguments: []string{"x"}, Platform: platformOf("ISA", "sparc")}, "", codes.FailedPrecondition, `ISA="sparc"`},
+		{"NUL in an argument", &remoteexecution.Action{}, &remoteexecution.Command{Arguments: []string{"a\x00b"}}, "", codes.InvalidArgument, "NUL"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newExecutorFixture(t)
+			f.options.Platform = PlatformOffer{Platform: HostPlatform(), Matching: PlatformMatchLexicon}
+			request := f.request(tc.action, tc.command)
+			instance, err := digest.NewInstanceName(tc.instance)
+			if err != nil {
+				t.Fatal(err)
+			}
+			request.InstanceName = instance
+			stages := &stageRecorder{}
+			response := f.executor().Execute(context.Background(), request, stages.observe)
+			st := status.FromProto(response.Status)
+			if st.Code() != tc.wantCode || !strings.Contains(st.Message(), tc.wantMessage) {
+				t.Errorf("%v %q, want %v mentioning %q", st.Code(), st.Message(), tc.wantCode, tc.wantMessage)
+			}
+			if n := f.materializer.callCount(); n != 0 {
+				t.Errorf("input root materialised %d times for a refused action", n)
+			}
+			if n := len(f.runner.runs()); n != 0 {
+				t.Errorf("refused action ran %d times", n)
+			}
+			if got, want := stages.seen(), []Stage{StageStarted, StageFetchingInputs}; !reflect.DeepEqual(got, want) {
+				t.Errorf("stages %v, want %v", got, want)
+			}
+			if response.Result.GetExecutionMetadata().GetWorkerCompletedTimestamp() == nil {
+				t.Error("a refused action has no completion timestamp")
+			}
+		})
+	}
+}
+
+// A missing Action or Command is the MISSING precondition failure
+// REAPI prescribes, naming the blob, so that the client uploads it.
+func TestLocalExecutorReportsAMissingActionOrCommandAsMissing(t *testing.T) {
+	f := newExecutorFixture(t)
+	e := f.executor()
+	checkMissing := func(t *testing.T, response *remoteexecution.ExecuteResponse, want digest.Digest, what string) {
+		t.Helper()
+		st := status.FromProto(response.Status)
+		if st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), what) {
+			t.Fatalf("%v %q, want FAILED_PRECONDITION naming the %s", st.Code(), st.Message(), what)
+		}
+		var violations []*errdetails.PreconditionFailure_Violation
+		for _, d := range st.Details() {
+			if pf, ok := d.(*errdetails.PreconditionFailure); ok {
+				violations = append(violations, pf.Violations...)
+			}
+		}
+		subject := fmt.Sprintf("blobs/%s/%d", want.GetHashString(), want.GetSizeBytes())
+		if len(violations) != 1 || violations[0].Type != "MISSING" || violations[0].Subject != subject {
+			t.Errorf("violations %v, want one MISSING %s", violations, subject)
+		}
+	}
+
+	t.Run("action", func(t *testing.T) {
+		absent := digestOfBytes([]byte("no such action"))
+		response := e.Execute(context.Background(), &Request{DigestFunction: testFunction, ActionDigest: absent}, NoopObserver)
+		checkMissing(t, response, absent, "Failed to obtain the action")
+	})
+	t.Run("command", func(t *testing.T) {
+		absent := digestOfBytes([]byte("no such command"))
+		action := &remoteexecution.Action{CommandDigest: absent.GetProto(), InputRootDigest: digestOfBytes(nil).GetProto()}
+		request := &Request{DigestFunction: testFunction, ActionDigest: putMessage(t, f.storage, action)}
+		checkMissing(t, e.Execute(context.Background(), request, NoopObserver), absent, "Failed to obtain the command")
+	})
+	if n := f.materializer.callCount(); n != 0 {
+		t.Errorf("materialised %d times without an action", n)
+	}
+}
+
+// An Action the front end sent inline is not fetched again.
+func TestLocalExecutorUsesAnInlineAction(t *testing.T) {
+	f := newExecutorFixture(t)
+	action := &remoteexecution.Action{
+		CommandDigest:   putMessage(t, f.storage, trueCommand).GetProto(),
+		InputRootDigest: putMessage(t, f.storage, &remoteexecution.Directory{}).GetProto(),
+		Timeout:         durationpb.New(5 * time.Second),
+	}
+	request := &Request{DigestFunction: testFunction, ActionDigest: digestOfBytes([]byte("not stored")), Action: action}
+	response := f.executor().Execute(context.Background(), request, NoopObserver)
+	if response.Status.GetCode() != int32(codes.OK) {
+		t.Fatalf("status %v, want OK without the Action in the CAS", response.Status)
+	}
+	if spec := f.runner.runs()[0]; spec.Timeout != 5*time.Second {
+		t.Errorf("timeout %v, want the inline action's 5s", spec.Timeout)
+	}
+}
+
+// "." is the whole input root: a whole-root instance name (or a
+// runner that makes every input root "/") may ask for it, and the
+// sandbox's own mount points do not come back in it.
+func TestLocalExecutorWholeRootOutputs(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		instance       string
+		execRootIsRoot bool
+		wantSpecRoot   bool
+	}{
+		{"whole-root instance name", "main/whole-root", false, true},
+		{"runner with every root as /", "main", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newExecutorFixture(t)
+			f.options.ExecRootIsRoot = tc.execRootIsRoot
+			// The input has its own tmp, which stays.
+			if err := os.Mkdir(filepath.Join(f.materializer.layer, "tmp"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			f.runner.run = func(ctx context.Context, spec *sandbox.Spec) (*sandbox.Result, error) {
+				upper := spec.Mounts[0].UpperDir
+				for _, d := range []string{"dev", "proc", "tmp"} {
+					if err := os.Mkdir(filepath.Join(upper, d), 0o755); err != nil {
+						return nil, err
+					}
+				}
+				// What the action left in a mount point stays.
+				if err := os.WriteFile(filepath.Join(upper, "dev", "made"), nil, 0o644); err != nil {
+					return nil, err
+				}
+				return &sandbox.Result{}, nil
+			}
+			var left []string
+			f.outputs.captureHook = func(uppers []string) { left = entries(t, uppers[0]) }
+			request := f.request(&remoteexecution.Action{}, &remoteexecution.Command{Arguments: []string{"x"}, OutputPaths: []string{"."}})
+			instance, err := digest.NewInstanceName(tc.instance)
+			if err != nil {
+				t.Fatal(err)
+			}
+			request.InstanceName = instance
+			response := f.executor().Execute(context.Background(), request, NoopObserver)
+			if response.Status.GetCode() != int32(codes.OK) {
+				t.Fatalf("status %v", response.Status)
+			}
+			if spec := f.runner.runs()[0]; spec.ExecRootIsRoot != tc.wantSpecRoot {
+				t.Errorf("spec.ExecRootIsRoot %v, want %v", spec.ExecRootIsRoot, tc.wantSpecRoot)
+			}
+			if want := []string{"dev", "tmp"}; !reflect.DeepEqual(left, want) {
+				t.Errorf("upper directory at capture holds %v, want %v (empty proc removed, dev not empty, tmp in the input)", left, want)
+			}
+		})
+	}
+}
+
+// What the sandbox reports decides the status: the worker's verdicts
+// (timeout, disk budget) are errors with the logs still uploaded, a
+// limit kill with exit 0 is a result not to cache.
+func TestLocalExecutorTurnsRunnerResultsIntoStatuses(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		result       sandbox.Result
+		wantCode     codes.Code
+		wantStatus   string
+		wantMessage  string
+		wantCaptured bool
+		wantNoCache  bool
+	}{
+		{name: "timed out", result: sandbox.Result{TimedOut: true, ExitCode: 137, Signal: syscall.SIGKILL}, wantCode: codes.DeadlineExceeded, wantStatus: "Action timed out after 1m0s", wantCaptured: true},
+		{name: "OOM kill with exit 0", result: sandbox.Result{OOMKilled: true}, wantCode: codes.OK, wantMessage: "memory limit of 1048576 bytes; the result is not written to the Action Cache", wantCaptured: true, wantNoCache: true},
+		{name: "disk budget", result: sandbox.Result{DiskBudgetExceeded: true, ExitCode: 1}, wantCode: codes.ResourceExhausted, wantStatus: "filled its disk budget of 4096 bytes (exec root); it exited with 1", wantMessage: "disk budget of 4096 bytes; the result is not written to the Action Cache", wantNoCache: true},
+		{name: "command not found", result: sandbox.Result{NotFound: true, ExitCode: 127}, wantCode: codes.OK, wantMessage: "could not be executed", wantCaptured: true},
+		{name: "truncated output", result: sandbox.Result{StdoutTruncated: true}, wantCode: codes.OK, wantMessage: "output beyond 512 bytes per stream was discarded", wantCaptured: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newExecutorFixture(t)
+			f.options.Limits = sandbox.Limits{MemoryBytes: 1 << 20, DiskBytes: 4096}
+			f.options.OutputLimitBytes = 512
+			f.runner.run = writeLogs("out", "err", tc.result)
+			response := f.executor().Execute(context.Background(), f.request(&remoteexecution.Action{}, trueCommand), NoopObserver)
+			st := status.FromProto(response.Status)
+			if st.Code() != tc.wantCode || !strings.Contains(st.Message(), tc.wantStatus) {
+				t.Errorf("status %v %q, want %v mentioning %q", st.Code(), st.Message(), tc.wantCode, tc.wantStatus)
+			}
+			if !strings.Contains(response.Message, tc.wantMessage) || (tc.wantMessage == "" && response.Message != "") {
+				t.Errorf("message %q, want it to mention %q", response.Message, tc.wantMessage)
+			}
+			if response.Result.ExitCode != int32(tc.result.ExitCode) {
+				t.Errorf("exit code %d, want %d", response.Result.ExitCode, tc.result.ExitCode)
+			}
+			// Logs are uploaded whatever happened.
+			if got := string(readBlob(t, f.storage, response.Result.StdoutDigest)); got != "out" {
+				t.Errorf("stdout %q, want it uploaded", got)
+			}
+			if got := string(readBlob(t, f.storage, response.Result.StderrDigest)); got != "err" {
+				t.Errorf("stderr %q, want it uploaded", got)
+			}
+			if captured := f.outputs.captures > 0; captured != tc.wantCaptured {
+				t.Errorf("outputs captured: %v, want %v", captured, tc.wantCaptured)
+			}
+			if _, notCached := notCachedReason(response.Result); notCached != tc.wantNoCache {
+				t.Errorf("marked not to cache: %v, want %v", notCached, tc.wantNoCache)
+			}
+		})
+	}
+}
+
+// A sandbox that could not be built is the worker's failure
+// (INTERNAL), unless the action was cancelled meanwhile; either way
+// the action's directory is removed rather than reused.
+func TestLocalExecutorRunnerErrors(t *testing.T) {
+	t.Run("runner error", func(t *testing.T) {
+		f := newExecutorFixture(t)
+		f.runner.run = func(context.Context, *sandbox.Spec) (*sandbox.Result, error) {
+			return nil, errors.New("clone: operation not permitted")
+		}
+		response := f.executor().Execute(context.Background(), f.request(&remoteexecution.Action{}, trueCommand), NoopObserver)
+		st := status.FromProto(response.Status)
+		if st.Code() != codes.Internal || !strings.Contains(st.Message(), "Failed to run the action: clone: operation not permitted") {
+			t.Errorf("%v %q, want INTERNAL with the runner's error", st.Code(), st.Message())
+		}
+		if got := entries(t, f.buildDir); len(got) != 0 {
+			t.Errorf("build directory holds %v after a failed sandbox, want nothing", got)
+		}
+		if f.outputs.captures != 0 || f.outputs.blobUploads != 0 {
+			t.Errorf("%d captures and %d uploads after a failed sandbox", f.outputs.captures, f.outputs.blobUploads)
+		}
+	})
+	t.Run("cancelled", func(t *testing.T) {
+		f := newExecutorFixture(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		f.runner.run = func(ctx context.Context, spec *sandbox.Spec) (*sandbox.Result, error) {
+			cancel()
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		response := f.executor().Execute(ctx, f.request(&remoteexecution.Action{}, trueCommand), NoopObserver)
+		if st := status.FromProto(response.Status); st.Code() != codes.Canceled {
+			t.Errorf("%v %q, want CANCELLED", st.Code(), st.Message())
+		}
+	})
+}
+
+// A successful run's directory is taken back for the next action once
+// the sandbox is released, emptied; the disk budget's tmpfs is closed
+// after the outputs were read through it.
+func TestLocalExecutorReusesTheDirectoryAfterReleaseAndClosesTheDiskBudget(t *testing.T) {
+	f := newExecutorFixture(t)
+	budget, err := os.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantUpper := fmt.Sprintf("/proc/self/fd/%d/u0", budget.Fd())
+	released := make(chan struct{})
+	f.runner.run = func(ctx context.Context, spec *sandbox.Spec) (*sandbox.Result, error) {
+		if err := os.Mkdir(filepath.Join(spec.Mounts[0].UpperDir, "left"), 0o755); err != nil {
+			return nil, err
+		}
+		return &sandbox.Result{DiskBudget: budget, Released: released}, nil
+	}
+	e := f.executor()
+	directories := e.(*localExecutor).directories
+	spare := func(path string) bool {
+		directories.mu.Lock()
+		defer directories.mu.Unlock()
+		for _, a := range directories.spare {
+			if a.path == path {
+				return true
+			}
+		}
+		return false
+	}
+	waitSpare := func(path string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !spare(path); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("directory %q never taken back", path)
+			}
+		}
+	}
+	response := e.Execute(context.Background(), f.request(&remoteexecution.Action{}, trueCommand), NoopObserver)
+	if response.Status.GetCode() != int32(codes.OK) {
+		t.Fatalf("status %v", response.Status)
+	}
+	if got := f.outputs.captureUppers[0]; len(got) != 1 || got[0] != wantUpper {
+		t.Errorf("captured from %v, want the disk budget's %q", got, wantUpper)
+	}
+	if err := budget.Close(); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("closing the disk budget again: %v, want it closed by the executor", err)
+	}
+	first := filepath.Dir(f.runner.runs()[0].Mounts[0].UpperDir)
+
+	// A second action, released at once, is taken back while the
+	// first, whose sandbox is not released, is not.
+	f.runner.run = nil
+	e.Execute(context.Background(), f.request(&remoteexecution.Action{}, trueCommand), NoopObserver)
+	second := filepath.Dir(f.runner.runs()[1].Mounts[0].UpperDir)
+	if second == first {
+		t.Fatalf("directory %q reused before its sandbox was released", first)
+	}
+	waitSpare(second)
+	if spare(first) {
+		t.Fatalf("directory %q taken back before its sandbox was released", first)
+	}
+	close(released)
+	waitSpare(first)
+	if got := entries(t, filepath.Join(first, "upper0")); len(got) != 0 {
+		t.Errorf("the upper directory taken back holds %v, want it emptied", got)
+	}
+}
+
+// A CAS that is briefly UNAVAILABLE costs a retry, not the action;
+// other errors are not retried and keep their code.
+func TestLocalExecutorRetriesUnavailableStorage(t *testing.T) {
+	t.Run("materializer unavailable then fine", func(t *testing.T) {
+		f := newExecutorFixture(t)
+		f.materializer.errs = []error{status.Error(codes.Unavailable, "connection reset")}
+		response := f.executor().Execute(context.Background(), f.request(&remoteexecution.Action{}, trueCommand), NoopObserver)
+		if response.Status.GetCode() != int32(codes.OK) {
+			t.Fatalf("status %v, want OK after a retry", response.Status)
+		}
+		if n := f.materializer.callCount(); n != 2 {
+			t.Errorf("materialised %d times, want 2", n)
+		}
+	})
+	t.Run("materializer refuses", func(t *testing.T) {
+		f := newExecutorFixture(t)
+		f.materializer.errs = []error{status.Error(codes.InvalidArgument, "Directory \"a\" has a file named \"..\"")}
+		response := f.executor().Execute(context.Background(), f.request(&remoteexecution.Action{}, trueCommand), NoopObserver)
+		st := status.FromProto(response.Status)
+		if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "Failed to materialise the input root: Directory") {
+			t.Errorf("%v %q, want the materializer's INVALID_ARGUMENT with context", st.Code(), st.Message())
+		}
+		if n := f.materializer.callCount(); n != 1 {
+			t.Errorf("materialised %d times, want 1", n)
+		}
+	})
+	t.Run("log upload and capture unavailable then fine", func(t *testing.T) {
+		f := newExecutorFixture(t)
+		f.outputs.uploadErrs = []error{status.Error(codes.Unavailable, "gone")}
+		f.outputs.captureErrs = []error{status.Error(codes.Unavailable, "gone")}
+		f.runner.run = writeLogs("out", "", sandbox.Result{})
+		response := f.executor().Execute(context.Background(), f.request(&remoteexecution.Action{}, trueCommand), NoopObserver)
+		if response.Status.GetCode() != int32(codes.OK) {
+			t.Fatalf("status %v, want OK after retries", response.Status)
+		}
+		if f.outputs.captures != 2 {
+			t.Errorf("%d captures, want 2", f.outputs.captures)
+		}
+		if got := string(readBlob(t, f.storage, response.Result.StdoutDigest)); got != "out" {
+			t.Errorf("stdout %q", got)
+		}
+	})
+	t.Run("capture refuses", func(t *testing.T) {
+		f := newExecutorFixture(t)
+		f.outputs.captureErrs = []error{status.Error(codes.ResourceExhausted, "outputs over the budget")}
+		response := f.executor().Execute(context.Background(), f.request(&remoteexecution.Action{}, trueCommand), NoopObserver)
+		st := status.FromProto(response.Status)
+		if st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "Failed to capture outputs: outputs over the budget") {
+			t.Errorf("%v %q", st.Code(), st.Message())
+		}
+		if response.Result.StdoutDigest == nil {
+			t.Error("logs not reported with a failed capture")
+		}
+	})
+}
+
+// A full disk is the worker's condition (RESOURCE_EXHAUSTED, so that a
+// client retries elsewhere), whether the errno came through intact or
+// only in a message.
+func TestLocalExecutorReportsAFullDiskAsResourceExhausted(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+	}{
+		{"ENOSPC wrapped", fmt.Errorf("write output: %w", syscall.ENOSPC)},
+		{"EDQUOT wrapped", fmt.Errorf("write output: %w", syscall.EDQUOT)},
+		{"ENOSPC in a status message", status.Errorf(codes.Unknown, "write /cas/blocks: %v", syscall.ENOSPC)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newExecutorFixture(t)
+			f.outputs.captureErrs = []error{tc.err}
+			response := f.executor().Execute(context.Background(), f.request(&remoteexecution.Action{}, trueCommand), NoopObserver)
+			st := status.FromProto(response.Status)
+			if st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "The worker is out of disk space") {
+				t.Errorf("%v %q, want RESOURCE_EXHAUSTED out of disk space", st.Code(), st.Message())
+			}
+		})
+	}
+}
