@@ -7,8 +7,8 @@ import (
 	"encoding/hex"
 	"net"
 	"sync"
-	"time"
 	"testing"
+	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/buildbarn/bb-storage/pkg/digest"
