@@ -15,6 +15,11 @@ import (
 // a non-zero exit code; an error means the action could not be run
 // (its Status), or the RPC failed.
 func (r *Remote) Execute(ctx context.Context, action digest.Digest, skipCacheLookup bool, progress Progress) (*remoteexecution.ExecuteResponse, error) {
+	return r.execute(ctx, action, skipCacheLookup, progress, func(*remoteexecution.ExecuteOperationMetadata) {})
+}
+
+// execute is Execute, passing every operation's metadata to observe.
+func (r *Remote) execute(ctx context.Context, action digest.Digest, skipCacheLookup bool, progress Progress, observe func(*remoteexecution.ExecuteOperationMetadata)) (*remoteexecution.ExecuteResponse, error) {
 	stream, err := r.execution.Execute(ctx, &remoteexecution.ExecuteRequest{
 		InstanceName:    r.instanceName,
 		ActionDigest:    action.GetProto(),
@@ -33,9 +38,12 @@ func (r *Remote) Execute(ctx context.Context, action digest.Digest, skipCacheLoo
 			return nil, fmt.Errorf("execute: %w", err)
 		}
 		metadata := &remoteexecution.ExecuteOperationMetadata{}
-		if op.Metadata != nil && op.Metadata.UnmarshalTo(metadata) == nil && metadata.Stage != last {
-			last = metadata.Stage
-			progress.Stage(last)
+		if op.Metadata != nil && op.Metadata.UnmarshalTo(metadata) == nil {
+			if metadata.Stage != last {
+				last = metadata.Stage
+				progress.Stage(last)
+			}
+			observe(metadata)
 		}
 		if !op.Done {
 			continue

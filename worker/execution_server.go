@@ -105,7 +105,8 @@ func (s *ExecutionServer) Execute(request *remoteexecution.ExecuteRequest, strea
 	}
 	digestFunction, err := instanceName.GetDigestFunction(request.DigestFunction, len(request.ActionDigest.GetHash()))
 	if err != nil {
-		return err
+		// bb-storage's message does not say which one.
+		return util.StatusWrapf(err, "Digest function %s (with a %d-character action hash) of instance name %#v", request.DigestFunction, len(request.ActionDigest.GetHash()), request.InstanceName)
 	}
 	actionDigest, err := digestFunction.NewDigestFromProto(request.ActionDigest)
 	if err != nil {

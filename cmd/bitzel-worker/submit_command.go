@@ -139,7 +139,15 @@ exit code (124 on timeout, 125 when it could not be run).
 	if err := r.Upload(ctx, messages, files, progress); err != nil {
 		return fail("upload: %v", err)
 	}
-	response, err := r.Execute(ctx, actionDigest, *skipCache, progress)
+	var response *remoteexecution.ExecuteResponse
+	if *jsonOutput {
+		response, err = r.Execute(ctx, actionDigest, *skipCache, progress)
+	} else {
+		// A long task's output as it is written, when the server
+		// names its live logs (serve does; Buildbarn does not, and
+		// then it comes with the result).
+		response, err = r.ExecuteShowingLogs(ctx, actionDigest, *skipCache, progress, os.Stdout, os.Stderr)
+	}
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -157,24 +165,6 @@ exit code (124 on timeout, 125 when it could not be run).
 			return fail("%v", err)
 		}
 		fmt.Println(string(data))
-	} else if result != nil {
-		for _, log := range []struct {
-			digest *remoteexecution.Digest
-			to     *os.File
-		}{{result.StdoutDigest, os.Stdout}, {result.StderrDigest, os.Stderr}} {
-			if log.digest == nil {
-				continue
-			}
-			d, err := function.NewDigestFromProto(log.digest)
-			if err != nil {
-				return fail("%v", err)
-			}
-			data, err := r.Read(ctx, d)
-			if err != nil {
-				return fail("read the action's log: %v", err)
-			}
-			log.to.Write(data)
-		}
 	}
 	switch st.Code() {
 	case codes.OK:

@@ -1,0 +1,151 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/buildbarn/bb-storage/pkg/digest"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// TestEveryAdvertisedDigestFunctionIsHonoured: for each digest function
+// Capabilities lists, inputs uploaded in it run, and the outputs and
+// the Action Cache entry come back in it; where REAPI lets a server
+// infer the function from the hash length, an unset digest_function
+// finds the same result.
+func TestEveryAdvertisedDigestFunctionIsHonoured(t *testing.T) {
+	s := startServer(t)
+	c := s.client()
+	caps, err := c.caps.GetCapabilities(context.Background(), &remoteexecution.GetCapabilitiesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	advertised := caps.ExecutionCapabilities.GetDigestFunctions()
+	if len(advertised) < 2 {
+		t.Fatalf("execution digest functions %v", advertised)
+	}
+	ctx := context.Background()
+	for _, fn := range advertised {
+		t.Run(fn.String(), func(t *testing.T) {
+			// Its helpers fail this subtest, not the parent.
+			c := &client{t: t, cas: c.cas, ac: c.ac, exec: c.exec, bs: c.bs, caps: c.caps}
+			function := digest.MustNewFunction("", fn)
+			hash := func(data []byte) *remoteexecution.Digest {
+				g := function.NewGenerator(int64(len(data)))
+				g.Write(data)
+				return g.Sum().GetProto()
+			}
+			blobs := map[string][]byte{}
+			put := func(data []byte) *remoteexecution.Digest {
+				d := hash(data)
+				blobs[key(d)] = data
+				return d
+			}
+			putProto := func(m proto.Message) *remoteexecution.Digest {
+				data, err := proto.Marshal(m)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return put(data)
+			}
+			input := []byte("input for " + fn.String() + "\n")
+			root := putProto(&remoteexecution.Directory{Files: []*remoteexecution.FileNode{{Name: "in.txt", Digest: put(input)}}})
+			command := putProto(&remoteexecution.Command{
+				Arguments:   sh("mkdir -p dir && tr a-z A-Z <in.txt >out.txt && cp in.txt dir/copy"),
+				OutputPaths: []string{"dir", "out.txt"},
+			})
+			actionDigest := putProto(&remoteexecution.Action{CommandDigest: command, InputRootDigest: root, Timeout: nil})
+			update := &remoteexecution.BatchUpdateBlobsRequest{DigestFunction: fn}
+			for _, data := range blobs {
+				update.Requests = append(update.Requests, &remoteexecution.BatchUpdateBlobsRequest_Request{Digest: hash(data), Data: data})
+			}
+			responses, err := c.cas.BatchUpdateBlobs(ctx, update)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range responses.Responses {
+				if r.Status.GetCode() != 0 {
+					t.Fatalf("upload: %v", r.Status)
+				}
+			}
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			defer cancel()
+			stream, err := c.exec.Execute(ctx, &remoteexecution.ExecuteRequest{ActionDigest: actionDigest, DigestFunction: fn})
+			if err != nil {
+				t.Fatal(err)
+			}
+			response, ops := c.drain(stream)
+			if st := status.FromProto(response.Status); st.Code() != codes.OK || response.Result.GetExitCode() != 0 {
+				t.Fatalf("status %v, exit %d\n%s", st, response.Result.GetExitCode(), s.logs())
+			}
+			metadata := &remoteexecution.ExecuteOperationMetadata{}
+			if err := ops[0].Metadata.UnmarshalTo(metadata); err != nil || metadata.DigestFunction != fn {
+				t.Errorf("operation metadata digest function %v (%v)", metadata.DigestFunction, err)
+			}
+			result := response.Result
+			if len(result.OutputFiles) != 1 || !proto.Equal(result.OutputFiles[0].Digest, hash([]byte(strings.ToUpper(string(input))))) {
+				t.Fatalf("output files %v, want out.txt hashed with %v", result.OutputFiles, fn)
+			}
+			read := func(d *remoteexecution.Digest) []byte {
+				r, err := c.cas.BatchReadBlobs(ctx, &remoteexecution.BatchReadBlobsRequest{Digests: []*remoteexecution.Digest{d}, DigestFunction: fn})
+				if err != nil || r.Responses[0].Status.GetCode() != 0 {
+					t.Fatalf("read %v: %v %v", d, err, r)
+				}
+				if got := hash(r.Responses[0].Data); !proto.Equal(got, d) {
+					t.Fatalf("blob %v hashes to %v", d, got)
+				}
+				return r.Responses[0].Data
+			}
+			if len(result.OutputDirectories) != 1 {
+				t.Fatalf("output directories %v", result.OutputDirectories)
+			}
+			tree := &remoteexecution.Tree{}
+			if err := proto.Unmarshal(read(result.OutputDirectories[0].TreeDigest), tree); err != nil {
+				t.Fatal(err)
+			}
+			if files := tree.Root.GetFiles(); len(files) != 1 || !proto.Equal(files[0].Digest, hash(input)) {
+				t.Fatalf("tree root files %v, want copy with the input's %v digest", files, fn)
+			}
+			if result.StdoutDigest != nil && result.StdoutDigest.SizeBytes == 0 && !proto.Equal(result.StdoutDigest, hash(nil)) {
+				t.Errorf("empty stdout digest %v", result.StdoutDigest)
+			}
+			cached, err := c.ac.GetActionResult(ctx, &remoteexecution.GetActionResultRequest{ActionDigest: actionDigest, DigestFunction: fn})
+			if err != nil || !proto.Equal(cached.OutputFiles[0].Digest, result.OutputFiles[0].Digest) {
+				t.Fatalf("GetActionResult in %v: %v, %v", fn, cached, err)
+			}
+			// Hash-length detection (REAPI: only for the functions
+			// that existed before digest_function).
+			legacy := map[remoteexecution.DigestFunction_Value]bool{remoteexecution.DigestFunction_MD5: true, remoteexecution.DigestFunction_SHA1: true,
+				remoteexecution.DigestFunction_SHA256: true, remoteexecution.DigestFunction_SHA384: true, remoteexecution.DigestFunction_SHA512: true}
+			if legacy[fn] {
+				stream, err := c.exec.Execute(ctx, &remoteexecution.ExecuteRequest{ActionDigest: actionDigest})
+				if err != nil {
+					t.Fatal(err)
+				}
+				again, _ := c.drain(stream)
+				if !again.CachedResult || !proto.Equal(again.Result.OutputFiles[0].Digest, result.OutputFiles[0].Digest) {
+					t.Errorf("Execute without digest_function: cached %v, %v", again.CachedResult, again.Result.GetOutputFiles())
+				}
+			}
+		})
+	}
+	// A value the server does not support is refused, named.
+	unsupported := remoteexecution.DigestFunction_VSO
+	for _, fn := range advertised {
+		if fn == unsupported {
+			t.Fatalf("%v is advertised", unsupported)
+		}
+	}
+	stream, err := c.exec.Execute(ctx, &remoteexecution.ExecuteRequest{ActionDigest: digestOf([]byte("x")), DigestFunction: unsupported})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), unsupported.String()) {
+		t.Errorf("Execute with %v: %v, want INVALID_ARGUMENT naming it", unsupported, err)
+	}
+}

@@ -1,0 +1,259 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/google/uuid"
+	"google.golang.org/genproto/googleapis/bytestream"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// gatedScript prints a first line on stdout, then waits until someone
+// writes to the FIFO /tmp/gate (made by the script in its private
+// /tmp), then prints the rest. The test opens the gate only after it
+// has read the first line, so reading it proves that the output was
+// read while the action was still running: the action cannot end
+// before. marker is in argv, for the test to find the process.
+func gatedScript(marker string) []string {
+	return []string{"/bin/sh", "-c", `mkfifo /tmp/gate && echo "first line $0" && echo "first err" >&2 && read x </tmp/gate && echo "second line $x" && echo "second err" >&2`, marker}
+}
+
+// openGate finds the action's shell by its marker and writes "opened"
+// into its FIFO through /proc/PID/root, the sandbox's own root.
+func openGate(t *testing.T, marker string) {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || !bytes.Contains(cmdline, []byte("\x00"+marker)) || !bytes.HasPrefix(cmdline, []byte("/bin/sh\x00")) {
+			continue
+		}
+		// O_WRONLY on a FIFO waits for its reader: the script is
+		// there, or about to be.
+		f, err := os.OpenFile(fmt.Sprintf("/proc/%d/root/tmp/gate", pid), os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatalf("open the action's gate: %v", err)
+		}
+		defer f.Close()
+		if _, err := io.WriteString(f, "opened\n"); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Fatalf("no process of the action (marker %s) found", marker)
+}
+
+// readUntil reads from lines until one contains want, or fails after a
+// minute.
+func readUntil(t *testing.T, lines <-chan string, want string) []string {
+	t.Helper()
+	var got []string
+	deadline := time.After(time.Minute)
+	for {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("the output ended before %q: %q", want, got)
+			}
+			got = append(got, line)
+			if strings.Contains(line, want) {
+				return got
+			}
+		case <-deadline:
+			t.Fatalf("%q did not appear within a minute while the action ran (read %q)", want, got)
+		}
+	}
+}
+
+// followStream reads a ByteStream resource and sends its content line
+// by line; errs gets the stream's end (nil at a clean end).
+func followStream(ctx context.Context, bs bytestream.ByteStreamClient, name string) (<-chan string, <-chan error) {
+	lines, errs := make(chan string, 100), make(chan error, 1)
+	go func() {
+		defer close(lines)
+		stream, err := bs.Read(ctx, &bytestream.ReadRequest{ResourceName: name})
+		if err != nil {
+			errs <- err
+			return
+		}
+		var pending []byte
+		for {
+			chunk, err := stream.Recv()
+			if err != nil {
+				if err == io.EOF {
+					err = nil
+				}
+				errs <- err
+				return
+			}
+			pending = append(pending, chunk.Data...)
+			for {
+				i := bytes.IndexByte(pending, '\n')
+				if i < 0 {
+					break
+				}
+				lines <- string(pending[:i])
+				pending = pending[i+1:]
+			}
+		}
+	}()
+	return lines, errs
+}
+
+// TestLiveLogsReadWhileTheActionRuns: serve names the running action's
+// stdout and stderr in ExecuteOperationMetadata, and a ByteStream Read
+// of them returns the first lines before the action can end.
+func TestLiveLogsReadWhileTheActionRuns(t *testing.T) {
+	s := startServer(t)
+	c := s.client()
+	marker := "live-" + uuid.NewString()
+	actionDigest := c.newAction(action{args: gatedScript(marker), env: map[string]string{"PATH": "/usr/bin:/bin"}, timeout: 2 * time.Minute})
+	// Not the action's timeout: without live logs the wait for
+	// their names would last as long.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	stream, err := c.exec.Execute(ctx, &remoteexecution.ExecuteRequest{InstanceName: c.instance, ActionDigest: actionDigest, SkipCacheLookup: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdoutName, stderrName string
+	for stdoutName == "" {
+		op, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("the operation ended without naming its live logs: %v\nserver:\n%s", err, s.logs())
+		}
+		if op.Done {
+			t.Fatalf("the operation completed without naming its live logs (it cannot complete before the test opens its gate): %v", op)
+		}
+		metadata := &remoteexecution.ExecuteOperationMetadata{}
+		if err := op.Metadata.UnmarshalTo(metadata); err != nil {
+			t.Fatal(err)
+		}
+		stdoutName, stderrName = metadata.StdoutStreamName, metadata.StderrStreamName
+		if stdoutName != "" && metadata.Stage != remoteexecution.ExecutionStage_EXECUTING {
+			t.Errorf("stream names in stage %v", metadata.Stage)
+		}
+	}
+	if stderrName == "" || stderrName == stdoutName {
+		t.Fatalf("stdout %q, stderr %q", stdoutName, stderrName)
+	}
+	stdoutLines, stdoutEnd := followStream(ctx, c.bs, stdoutName)
+	stderrLines, stderrEnd := followStream(ctx, c.bs, stderrName)
+	readUntil(t, stdoutLines, "first line "+marker)
+	readUntil(t, stderrLines, "first err")
+	openGate(t, marker)
+	readUntil(t, stdoutLines, "second line opened")
+	readUntil(t, stderrLines, "second err")
+	for name, end := range map[string]<-chan error{stdoutName: stdoutEnd, stderrName: stderrEnd} {
+		if err := <-end; err != nil {
+			t.Errorf("reading %s: %v", name, err)
+		}
+	}
+	response, _ := c.drain(stream)
+	if st := status.FromProto(response.Status); st.Code() != codes.OK || response.Result.GetExitCode() != 0 {
+		t.Fatalf("status %v, exit code %d", st, response.Result.GetExitCode())
+	}
+	if got, want := string(c.read(response.Result.StdoutDigest)), "first line "+marker+"\nsecond line opened\n"; got != want {
+		t.Errorf("stdout in the result %q, want %q", got, want)
+	}
+	// The names end with the action; its logs are in the result.
+	_, err = readAll(c.bs, stdoutName)
+	if status.Code(err) != codes.NotFound {
+		t.Errorf("live log read after the action ended: %v, want NOT_FOUND", err)
+	}
+}
+
+func readAll(bs bytestream.ByteStreamClient, name string) ([]byte, error) {
+	stream, err := bs.Read(context.Background(), &bytestream.ReadRequest{ResourceName: name})
+	if err != nil {
+		return nil, err
+	}
+	var data []byte
+	for {
+		chunk, err := stream.Recv()
+		if err == io.EOF {
+			return data, nil
+		}
+		if err != nil {
+			return data, err
+		}
+		data = append(data, chunk.Data...)
+	}
+}
+
+// TestSubmitShowsLiveOutput: `submit` prints a running task's output as
+// it is written (the first line while the task waits for the test),
+// and each byte once.
+func TestSubmitShowsLiveOutput(t *testing.T) {
+	s := startServer(t)
+	marker := "submit-" + uuid.NewString()
+	cmd := exec.Command(filepath.Join(binaries(t), "bitzel-worker"), append([]string{"submit", "--quiet", "--remote", "grpc://" + s.address,
+		"--env", "PATH=/usr/bin:/bin", "--timeout", "2m", "--"}, gatedScript(marker)...)...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	scan := func(r io.Reader) <-chan string {
+		lines := make(chan string, 100)
+		go func() {
+			defer close(lines)
+			scanner := bufio.NewScanner(r)
+			for scanner.Scan() {
+				lines <- scanner.Text()
+			}
+		}()
+		return lines
+	}
+	stdoutLines, stderrLines := scan(stdout), scan(stderr)
+	if got := readUntil(t, stdoutLines, "first line "+marker); len(got) != 1 {
+		t.Errorf("stdout before the gate: %q", got)
+	}
+	if got := readUntil(t, stderrLines, "first err"); len(got) != 1 {
+		t.Errorf("stderr before the gate: %q", got)
+	}
+	openGate(t, marker)
+	var rest, restErr []string
+	for line := range stdoutLines {
+		rest = append(rest, line)
+	}
+	for line := range stderrLines {
+		restErr = append(restErr, line)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("submit: %v\nstderr: %q\nserver:\n%s", err, restErr, s.logs())
+	}
+	if len(rest) != 1 || rest[0] != "second line opened" {
+		t.Errorf("stdout after the first line: %q, want only the second line", rest)
+	}
+	if len(restErr) != 1 || restErr[0] != "second err" {
+		t.Errorf("stderr after the first line: %q, want only the second line", restErr)
+	}
+}
