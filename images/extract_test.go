@@ -3,6 +3,7 @@ package images
 import (
 	"archive/tar"
 	"bytes"
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,7 +53,7 @@ func extract(t *testing.T, entries ...entry) (string, error) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { removeAll(dir) })
+	t.Cleanup(func() { fsutil.RemoveAll(dir) })
 	return dir, Extract(bytes.NewReader(tarOf(t, entries...)), dir)
 }
 

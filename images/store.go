@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -59,7 +60,7 @@ func NewStore(dir string, sources map[string]string) (*Store, error) {
 		}
 		s.sources[key] = src
 	}
-	if err := os.RemoveAll(filepath.Join(dir, "tmp")); err != nil {
+	if err := fsutil.RemoveAll(filepath.Join(dir, "tmp")); err != nil {
 		return nil, fmt.Errorf("remove unfinished image layers: %w", err)
 	}
 	for _, d := range []string{"layers", "tmp"} {
@@ -91,6 +92,23 @@ func (s *Store) Has(ref string) bool {
 	return err == nil && s.sources[key] != ""
 }
 
+// Check is nil for an image that is configured, else the error an
+// action naming ref is refused with (platform matching calls it).
+func (s *Store) Check(ref string) error {
+	key, err := Normalize(ref)
+	if err != nil {
+		return err
+	}
+	if s.sources[key] == "" {
+		return notAvailable(ref)
+	}
+	return nil
+}
+
+func notAvailable(ref string) error {
+	return status.Errorf(codes.FailedPrecondition, "Container image %q is not available on this worker; to provide it, %s", ref, HowToProvide)
+}
+
 // Builds is how many layers this Store has extracted.
 func (s *Store) Builds() int64 { return s.builds.Load() }
 
@@ -109,7 +127,7 @@ func (s *Store) Get(ref string) (*Image, error) {
 	}
 	src := s.sources[key]
 	if src == "" {
-		return nil, status.Errorf(codes.FailedPrecondition, "Container image %q is not available on this worker; to provide it, %s", ref, HowToProvide)
+		return nil, notAvailable(ref)
 	}
 	image, err := load(src, key)
 	if err != nil {
@@ -225,7 +243,7 @@ func (s *Store) layer(l v1.Layer) (string, error) {
 	ok := false
 	defer func() {
 		if !ok {
-			removeAll(tmp)
+			fsutil.RemoveAll(tmp)
 		}
 	}()
 	rc, err := l.Uncompressed()
@@ -252,16 +270,4 @@ func (s *Store) layer(l v1.Layer) (string, error) {
 	ok = true
 	s.builds.Add(1)
 	return final, nil
-}
-
-// removeAll removes a partly extracted layer, whose directories may
-// be read-only.
-func removeAll(dir string) {
-	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
-		if err == nil && info.IsDir() {
-			os.Chmod(p, 0o700)
-		}
-		return nil
-	})
-	os.RemoveAll(dir)
 }
