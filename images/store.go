@@ -52,6 +52,7 @@ type Store struct {
 // docker save archive. A partly built layer left by a crash is
 // removed here: only renamed (finished) layers are ever served.
 func NewStore(dir string, sources map[string]string) (*Store, error) {
+	registerMetrics()
 	s := &Store{sources: map[string]string{}, dir: dir, resolved: map[string]*Image{}, building: map[string]*sync.Mutex{}}
 	for ref, src := range sources {
 		key, err := Normalize(ref)
@@ -123,6 +124,7 @@ func (s *Store) Get(ref string) (*Image, error) {
 	img := s.resolved[key]
 	s.mu.Unlock()
 	if img != nil {
+		imagePlacements.Inc()
 		return img, nil
 	}
 	src := s.sources[key]
@@ -152,6 +154,7 @@ func (s *Store) Get(ref string) (*Image, error) {
 	s.mu.Lock()
 	s.resolved[key] = img
 	s.mu.Unlock()
+	imagePlacements.Inc()
 	return img, nil
 }
 
@@ -246,6 +249,11 @@ func (s *Store) layer(l v1.Layer) (string, error) {
 			fsutil.RemoveAll(tmp)
 		}
 	}()
+	// MkdirTemp makes it 0700; an action running as another user
+	// must see the layer's root (a "./" entry may still set it).
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return "", status.Errorf(codes.Internal, "Failed to create a layer directory: %v", err)
+	}
 	rc, err := l.Uncompressed()
 	if err != nil {
 		return "", status.Errorf(codes.FailedPrecondition, "Layer %s: %v", diffID, err)
@@ -269,5 +277,6 @@ func (s *Store) layer(l v1.Layer) (string, error) {
 	}
 	ok = true
 	s.builds.Add(1)
+	layersExtracted.Inc()
 	return final, nil
 }
