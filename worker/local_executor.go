@@ -12,6 +12,7 @@ import (
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/images"
 	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"github.com/bitzel/bitzel-worker/sandbox"
 	"github.com/buildbarn/bb-storage/pkg/digest"
@@ -50,6 +51,11 @@ type LocalExecutorOptions struct {
 	// input root are accepted for every action, not only for
 	// whole-root instance names (see IsWholeRootInstanceName).
 	ExecRootIsRoot bool
+	// ContainerImages holds the images the operator made available
+	// locally; nil: none. An action whose platform names one runs
+	// with the image's layers under its input root, the input root
+	// being "/" (see containerImage).
+	ContainerImages *images.Store
 }
 
 type localExecutor struct {
@@ -133,10 +139,20 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 	wholeRoot := IsWholeRootInstanceName(x.request.InstanceName)
 	// inputRootIsSlash: the action sees its input root as "/", chosen
 	// for this action by its instance name or for all by the runner.
-	inputRootIsSlash := wholeRoot || e.options.ExecRootIsRoot
+	imageRef := containerImage(actionPlatform(x.action, x.command))
+	inputRootIsSlash := wholeRoot || e.options.ExecRootIsRoot || imageRef != ""
 	checked, err := e.check(x.action, x.command, inputRootIsSlash)
 	if err != nil {
 		return err
+	}
+	var image *images.Image
+	if imageRef != "" {
+		if e.options.ContainerImages == nil {
+			return status.Errorf(codes.FailedPrecondition, "Container image %q is not available on this worker; to provide it, %s", imageRef, images.HowToProvide)
+		}
+		if image, err = e.options.ContainerImages.Get(imageRef); err != nil {
+			return err
+		}
 	}
 	timeout, workingDirectory, outputPaths := checked.timeout, checked.workingDirectory, checked.outputPaths
 
@@ -160,6 +176,14 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 	}
 	defer root.Release()
 	reportInputLayers(ctx, root)
+	if image != nil {
+		// The image's root file system lies under the input root,
+		// both at "/": the input root's files win over the image's
+		// where both have one, and outputs are read from the whole
+		// merged view. A copy: the materialiser owns the slice.
+		m := &root.Mounts[0]
+		m.Layers = append(append([]string{}, m.Layers...), image.Layers...)
+	}
 
 	actionDir, err := e.directories.get(len(root.Mounts))
 	if err != nil {
@@ -215,7 +239,7 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 		Stderr:           stderrWriter,
 		OutputLimitBytes: e.options.OutputLimitBytes,
 		Limits:           e.options.Limits,
-		ExecRootIsRoot:   wholeRoot,
+		ExecRootIsRoot:   wholeRoot || image != nil,
 	}
 	x.metadata.ExecutionStartTimestamp = timestamppb.Now()
 	run, err := e.options.Runner.Run(ctx, spec)
@@ -399,6 +423,18 @@ func (e *localExecutor) timeout(action *remoteexecution.Action) (time.Duration, 
 		return e.options.DefaultTimeout, nil
 	}
 	return timeout, nil
+}
+
+// containerImage is the value of the action's container-image platform
+// property, "" if it has none. Platform matching has already accepted
+// it (or refused the action) when this is used.
+func containerImage(platform *remoteexecution.Platform) string {
+	for _, p := range platform.GetProperties() {
+		if p.Name == ContainerImageProperty {
+			return p.Value
+		}
+	}
+	return ""
 }
 
 // actionPlatform prefers Action.platform (REAPI 2.2+) to the legacy

@@ -42,7 +42,17 @@ type PlatformOffer struct {
 	// NAME=VALUE, that an action asked for and the worker lacks (for
 	// serve: the flags to add). Nil: no advice.
 	HowToOffer func(properties []string) string
+	// ContainerImages, when set, decides the container-image property
+	// instead of Platform: nil for an image the operator made
+	// available locally, else an error saying how to provide it. Left
+	// nil in cluster mode, where bb_scheduler routes by exact platform
+	// and the property must be offered literally.
+	ContainerImages func(value string) error
 }
+
+// ContainerImageProperty names the image an action runs in
+// (docker://NAME[:TAG|@DIGEST]), as Bazel and remote-apis-sdks send it.
+const ContainerImageProperty = "container-image"
 
 // HostPlatform is what this machine is, in the REAPI platform
 // lexicon's spelling (OSFamily=linux, ISA=x86-64), sorted as REAPI
@@ -123,6 +133,12 @@ func (m *platformMatcher) normalise(name, value string) string {
 func (m *platformMatcher) check(platform *remoteexecution.Platform) error {
 	var unmatched, toOffer []string
 	for _, p := range platform.GetProperties() {
+		if p.Name == ContainerImageProperty && m.offer.ContainerImages != nil {
+			if err := m.offer.ContainerImages(p.Value); err != nil {
+				return err
+			}
+			continue
+		}
 		if !m.offered[p.Name][m.normalise(p.Name, p.Value)] {
 			unmatched = append(unmatched, fmt.Sprintf("%s=%q", p.Name, p.Value))
 			toOffer = append(toOffer, p.Name+"="+p.Value)

@@ -58,6 +58,9 @@ type serveFlags struct {
 	// platform overrides the host's platform properties (see
 	// servePlatformOffer).
 	platform platformFlag
+	// containerImages maps image references to local sources (see
+	// openContainerImages).
+	containerImages containerImageFlag
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -96,6 +99,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long running actions may finish before they are cancelled (a second signal cancels them at once)")
 	fs.BoolVar(&f.actionCacheReadOnly, "action-cache-read-only", false, "refuse UpdateActionResult from clients (the worker's own results still go in); default: any client may write any action's result")
 	fs.Var(&f.platform, "platform", "platform property `NAME=VALUE` to offer, repeatable; replaces the host default (OSFamily and ISA, in the REAPI lexicon's spelling) of that NAME, an empty VALUE removes it")
+	fs.Var(&f.containerImages, "container-image", "`docker://NAME[:TAG|@DIGEST]=PATH`, repeatable: an OCI image layout directory or a docker save archive that actions naming the image in their container-image platform property run in; images are never pulled")
 	// Settings without a flag: configuration files only.
 	f.cgroupName = d.cgroupName
 }
@@ -256,6 +260,14 @@ func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func(
 	if err != nil {
 		return err
 	}
+	containerImages, err := openContainerImages(f)
+	if err != nil {
+		return err
+	}
+	// Always set: an image that is not configured is refused with how
+	// to provide it, not as an unoffered property.
+	platform.ContainerImages = containerImages.Check
+	m.containerImages = containerImages
 	executor, err := m.newExecutor(filepath.Join(f.dataDir, "build"), f.workerName, platform)
 	if err != nil {
 		return err

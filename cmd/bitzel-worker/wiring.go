@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/images"
 	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"github.com/bitzel/bitzel-worker/sandbox"
 	"github.com/bitzel/bitzel-worker/worker"
@@ -183,6 +184,8 @@ type machine struct {
 	logger       *log.Logger
 	// recorder (nil: none) is told of every action, for the status page.
 	recorder worker.ActionRecorder
+	// containerImages (nil: none) are the images actions may name.
+	containerImages *images.Store
 }
 
 // newMachine starts the sandbox runner and opens the caches under the
@@ -321,7 +324,8 @@ func (m *machine) newExecutor(buildDirectory, workerName string, platform worker
 			TmpSizeBytes: s.tmpSize,
 			DiskBytes:    s.diskBudget,
 		},
-		ExecRootIsRoot: s.hermetic,
+		ExecRootIsRoot:  s.hermetic,
+		ContainerImages: m.containerImages,
 	})
 	if err != nil {
 		return nil, err

@@ -460,8 +460,16 @@ type ServeConfiguration struct {
 	// How actions' platforms are compared with what serve offers.
 	// Default (PLATFORM_MATCHING_DEFAULT): LEXICON.
 	PlatformMatching PlatformMatching `protobuf:"varint,61,opt,name=platform_matching,json=platformMatching,proto3,enum=bitzel.configuration.PlatformMatching" json:"platform_matching,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Container images available to actions whose platform names
+	// container-image=docker://NAME[:TAG|@DIGEST]: the reference (with
+	// docker://; "busybox" and "index.docker.io/library/busybox:latest"
+	// are one name) to an OCI image layout directory or a `docker save`
+	// archive on this machine. serve's --container-image flags add to
+	// these. Images are never pulled: an action naming an image not
+	// listed is refused with FAILED_PRECONDITION.
+	ContainerImages map[string]string `protobuf:"bytes,80,rep,name=container_images,json=containerImages,proto3" json:"container_images,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ServeConfiguration) Reset() {
@@ -611,6 +619,13 @@ func (x *ServeConfiguration) GetPlatformMatching() PlatformMatching {
 		return x.PlatformMatching
 	}
 	return PlatformMatching_PLATFORM_MATCHING_DEFAULT
+}
+
+func (x *ServeConfiguration) GetContainerImages() map[string]string {
+	if x != nil {
+		return x.ContainerImages
+	}
+	return nil
 }
 
 // The authorizers of serve's Action Cache service.
@@ -1086,7 +1101,8 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\tworker_id\x18\x05 \x03(\v27.bitzel.configuration.RunnerConfiguration.WorkerIdEntryR\bworkerId\x1a;\n" +
 	"\rWorkerIdEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbe\t\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xec\n" +
+	"\n" +
 	"\x12ServeConfiguration\x12E\n" +
 	"\x06global\x18\x01 \x01(\v2-.buildbarn.configuration.global.ConfigurationR\x06global\x12%\n" +
 	"\x0elisten_address\x18\x02 \x01(\tR\rlistenAddress\x120\n" +
@@ -1106,7 +1122,11 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\x16action_cache_read_only\x18\x17 \x01(\bR\x13actionCacheReadOnly\x12;\n" +
 	"\x1astatus_page_recent_actions\x182 \x01(\rR\x17statusPageRecentActions\x12E\n" +
 	"\bplatform\x18< \x01(\v2).build.bazel.remote.execution.v2.PlatformR\bplatform\x12S\n" +
-	"\x11platform_matching\x18= \x01(\x0e2&.bitzel.configuration.PlatformMatchingR\x10platformMatching\"\xd4\x01\n" +
+	"\x11platform_matching\x18= \x01(\x0e2&.bitzel.configuration.PlatformMatchingR\x10platformMatching\x12h\n" +
+	"\x10container_images\x18P \x03(\v2=.bitzel.configuration.ServeConfiguration.ContainerImagesEntryR\x0fcontainerImages\x1aB\n" +
+	"\x14ContainerImagesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd4\x01\n" +
 	"\x16ActionCacheAuthorizers\x12\\\n" +
 	"\x0eget_authorizer\x18\x01 \x01(\v25.buildbarn.configuration.auth.AuthorizerConfigurationR\rgetAuthorizer\x12\\\n" +
 	"\x0eput_authorizer\x18\x02 \x01(\v25.buildbarn.configuration.auth.AuthorizerConfigurationR\rputAuthorizer\"\xd1\x02\n" +
@@ -1172,7 +1192,7 @@ func file_worker_configuration_configuration_proto_rawDescGZIP() []byte {
 }
 
 var file_worker_configuration_configuration_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_worker_configuration_configuration_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_worker_configuration_configuration_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_worker_configuration_configuration_proto_goTypes = []any{
 	(PlatformMatching)(0),                        // 0: bitzel.configuration.PlatformMatching
 	(SandboxConfiguration_CgroupMode)(0),         // 1: bitzel.configuration.SandboxConfiguration.CgroupMode
@@ -1184,46 +1204,48 @@ var file_worker_configuration_configuration_proto_goTypes = []any{
 	(*ExecutorConfiguration)(nil),                // 7: bitzel.configuration.ExecutorConfiguration
 	(*SandboxConfiguration)(nil),                 // 8: bitzel.configuration.SandboxConfiguration
 	nil,                                          // 9: bitzel.configuration.RunnerConfiguration.WorkerIdEntry
-	(*global.Configuration)(nil),                 // 10: buildbarn.configuration.global.Configuration
-	(*blobstore.BlobstoreConfiguration)(nil),     // 11: buildbarn.configuration.blobstore.BlobstoreConfiguration
-	(*grpc.ClientConfiguration)(nil),             // 12: buildbarn.configuration.grpc.ClientConfiguration
-	(*durationpb.Duration)(nil),                  // 13: google.protobuf.Duration
-	(*v2.Platform)(nil),                          // 14: build.bazel.remote.execution.v2.Platform
-	(*grpc.AuthenticationPolicy)(nil),            // 15: buildbarn.configuration.grpc.AuthenticationPolicy
-	(*auth.AuthorizerConfiguration)(nil),         // 16: buildbarn.configuration.auth.AuthorizerConfiguration
+	nil,                                          // 10: bitzel.configuration.ServeConfiguration.ContainerImagesEntry
+	(*global.Configuration)(nil),                 // 11: buildbarn.configuration.global.Configuration
+	(*blobstore.BlobstoreConfiguration)(nil),     // 12: buildbarn.configuration.blobstore.BlobstoreConfiguration
+	(*grpc.ClientConfiguration)(nil),             // 13: buildbarn.configuration.grpc.ClientConfiguration
+	(*durationpb.Duration)(nil),                  // 14: google.protobuf.Duration
+	(*v2.Platform)(nil),                          // 15: build.bazel.remote.execution.v2.Platform
+	(*grpc.AuthenticationPolicy)(nil),            // 16: buildbarn.configuration.grpc.AuthenticationPolicy
+	(*auth.AuthorizerConfiguration)(nil),         // 17: buildbarn.configuration.auth.AuthorizerConfiguration
 }
 var file_worker_configuration_configuration_proto_depIdxs = []int32{
-	10, // 0: bitzel.configuration.WorkerConfiguration.global:type_name -> buildbarn.configuration.global.Configuration
-	11, // 1: bitzel.configuration.WorkerConfiguration.blobstore:type_name -> buildbarn.configuration.blobstore.BlobstoreConfiguration
-	12, // 2: bitzel.configuration.WorkerConfiguration.scheduler:type_name -> buildbarn.configuration.grpc.ClientConfiguration
+	11, // 0: bitzel.configuration.WorkerConfiguration.global:type_name -> buildbarn.configuration.global.Configuration
+	12, // 1: bitzel.configuration.WorkerConfiguration.blobstore:type_name -> buildbarn.configuration.blobstore.BlobstoreConfiguration
+	13, // 2: bitzel.configuration.WorkerConfiguration.scheduler:type_name -> buildbarn.configuration.grpc.ClientConfiguration
 	7,  // 3: bitzel.configuration.WorkerConfiguration.executor:type_name -> bitzel.configuration.ExecutorConfiguration
 	3,  // 4: bitzel.configuration.WorkerConfiguration.runners:type_name -> bitzel.configuration.RunnerConfiguration
-	13, // 5: bitzel.configuration.WorkerConfiguration.scheduler_worker_timeout:type_name -> google.protobuf.Duration
-	14, // 6: bitzel.configuration.RunnerConfiguration.platform:type_name -> build.bazel.remote.execution.v2.Platform
+	14, // 5: bitzel.configuration.WorkerConfiguration.scheduler_worker_timeout:type_name -> google.protobuf.Duration
+	15, // 6: bitzel.configuration.RunnerConfiguration.platform:type_name -> build.bazel.remote.execution.v2.Platform
 	0,  // 7: bitzel.configuration.RunnerConfiguration.platform_matching:type_name -> bitzel.configuration.PlatformMatching
 	9,  // 8: bitzel.configuration.RunnerConfiguration.worker_id:type_name -> bitzel.configuration.RunnerConfiguration.WorkerIdEntry
-	10, // 9: bitzel.configuration.ServeConfiguration.global:type_name -> buildbarn.configuration.global.Configuration
+	11, // 9: bitzel.configuration.ServeConfiguration.global:type_name -> buildbarn.configuration.global.Configuration
 	7,  // 10: bitzel.configuration.ServeConfiguration.executor:type_name -> bitzel.configuration.ExecutorConfiguration
-	13, // 11: bitzel.configuration.ServeConfiguration.shutdown_grace_period:type_name -> google.protobuf.Duration
-	15, // 12: bitzel.configuration.ServeConfiguration.authentication_policy:type_name -> buildbarn.configuration.grpc.AuthenticationPolicy
+	14, // 11: bitzel.configuration.ServeConfiguration.shutdown_grace_period:type_name -> google.protobuf.Duration
+	16, // 12: bitzel.configuration.ServeConfiguration.authentication_policy:type_name -> buildbarn.configuration.grpc.AuthenticationPolicy
 	5,  // 13: bitzel.configuration.ServeConfiguration.action_cache_authorizers:type_name -> bitzel.configuration.ActionCacheAuthorizers
 	6,  // 14: bitzel.configuration.ServeConfiguration.content_addressable_storage_authorizers:type_name -> bitzel.configuration.ContentAddressableStorageAuthorizers
-	14, // 15: bitzel.configuration.ServeConfiguration.platform:type_name -> build.bazel.remote.execution.v2.Platform
+	15, // 15: bitzel.configuration.ServeConfiguration.platform:type_name -> build.bazel.remote.execution.v2.Platform
 	0,  // 16: bitzel.configuration.ServeConfiguration.platform_matching:type_name -> bitzel.configuration.PlatformMatching
-	16, // 17: bitzel.configuration.ActionCacheAuthorizers.get_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
-	16, // 18: bitzel.configuration.ActionCacheAuthorizers.put_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
-	16, // 19: bitzel.configuration.ContentAddressableStorageAuthorizers.get_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
-	16, // 20: bitzel.configuration.ContentAddressableStorageAuthorizers.put_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
-	16, // 21: bitzel.configuration.ContentAddressableStorageAuthorizers.find_missing_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
-	8,  // 22: bitzel.configuration.ExecutorConfiguration.sandbox:type_name -> bitzel.configuration.SandboxConfiguration
-	13, // 23: bitzel.configuration.ExecutorConfiguration.default_execution_timeout:type_name -> google.protobuf.Duration
-	13, // 24: bitzel.configuration.ExecutorConfiguration.maximum_execution_timeout:type_name -> google.protobuf.Duration
-	1,  // 25: bitzel.configuration.SandboxConfiguration.cgroups:type_name -> bitzel.configuration.SandboxConfiguration.CgroupMode
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	10, // 17: bitzel.configuration.ServeConfiguration.container_images:type_name -> bitzel.configuration.ServeConfiguration.ContainerImagesEntry
+	17, // 18: bitzel.configuration.ActionCacheAuthorizers.get_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	17, // 19: bitzel.configuration.ActionCacheAuthorizers.put_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	17, // 20: bitzel.configuration.ContentAddressableStorageAuthorizers.get_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	17, // 21: bitzel.configuration.ContentAddressableStorageAuthorizers.put_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	17, // 22: bitzel.configuration.ContentAddressableStorageAuthorizers.find_missing_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	8,  // 23: bitzel.configuration.ExecutorConfiguration.sandbox:type_name -> bitzel.configuration.SandboxConfiguration
+	14, // 24: bitzel.configuration.ExecutorConfiguration.default_execution_timeout:type_name -> google.protobuf.Duration
+	14, // 25: bitzel.configuration.ExecutorConfiguration.maximum_execution_timeout:type_name -> google.protobuf.Duration
+	1,  // 26: bitzel.configuration.SandboxConfiguration.cgroups:type_name -> bitzel.configuration.SandboxConfiguration.CgroupMode
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_worker_configuration_configuration_proto_init() }
@@ -1238,7 +1260,7 @@ func file_worker_configuration_configuration_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_worker_configuration_configuration_proto_rawDesc), len(file_worker_configuration_configuration_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

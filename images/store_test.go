@@ -1,0 +1,167 @@
+package images
+
+import (
+	"archive/tar"
+	"bytes"
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+func testLayer(t *testing.T, entries ...entry) v1.Layer {
+	t.Helper()
+	data := tarOf(t, entries...)
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(data)), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// testImage has a lower layer with two files and an upper one that
+// deletes one of them and adds another.
+func testImage(t *testing.T) v1.Image {
+	t.Helper()
+	img, err := mutate.AppendLayers(empty.Image,
+		testLayer(t, entry{name: "etc/", typ: tar.TypeDir}, entry{name: "etc/keep", typ: tar.TypeReg, body: "keep"}, entry{name: "etc/gone", typ: tar.TypeReg, body: "gone"}),
+		testLayer(t, entry{name: "etc/.wh.gone", typ: tar.TypeReg}, entry{name: "etc/new", typ: tar.TypeReg, body: "new"}),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := img.ConfigFile()
+	cfg = cfg.DeepCopy()
+	cfg.Config.WorkingDir = "/src"
+	img, err = mutate.ConfigFile(img, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+func TestStoreSources(t *testing.T) {
+	img := testImage(t)
+	dir := t.TempDir()
+	layoutDir := filepath.Join(dir, "layout")
+	p, err := layout.Write(layoutDir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendImage(img); err != nil {
+		t.Fatal(err)
+	}
+	archive := filepath.Join(dir, "saved.tar")
+	tag, _ := name.NewTag("example.org/tools:1")
+	if err := tarball.WriteToFile(archive, tag, img); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, ref, src string }{
+		{"OCI layout", "docker://busybox", layoutDir},
+		{"docker save", "docker://example.org/tools:1", archive},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store, err := NewStore(filepath.Join(t.TempDir(), "images"), map[string]string{tc.ref: tc.src})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { fsutil.RemoveAll(store.dir) })
+			// busybox and docker://index.docker.io/library/busybox:latest
+			// are one name.
+			if !store.Has(tc.ref) || (tc.ref == "docker://busybox" && !store.Has("docker://index.docker.io/library/busybox:latest")) {
+				t.Fatalf("Has(%q) is false", tc.ref)
+			}
+			got, err := store.Get(tc.ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got.Layers) != 2 || got.WorkingDir != "/src" || store.Builds() != 2 {
+				t.Fatalf("got %+v, %d builds; want 2 layers, /src, 2 builds", got, store.Builds())
+			}
+			// Topmost first: the upper layer has the whiteout.
+			if b, err := os.ReadFile(filepath.Join(got.Layers[0], "etc/new")); err != nil || string(b) != "new" {
+				t.Fatalf("upper layer: %q %v", b, err)
+			}
+			if b, err := os.ReadFile(filepath.Join(got.Layers[1], "etc/gone")); err != nil || string(b) != "gone" {
+				t.Fatalf("lower layer: %q %v", b, err)
+			}
+			if _, err := store.Get(tc.ref); err != nil || store.Builds() != 2 {
+				t.Fatalf("second Get: %v, %d builds; want none more", err, store.Builds())
+			}
+			// A second store over the same directory (a restart)
+			// finds the layers built.
+			again, err := NewStore(store.dir, map[string]string{tc.ref: tc.src})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := again.Get(tc.ref); err != nil || again.Builds() != 0 {
+				t.Fatalf("after a restart: %v, %d builds; want 0", err, again.Builds())
+			}
+		})
+	}
+}
+
+func TestStoreMissingImage(t *testing.T) {
+	store, err := NewStore(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = store.Get("docker://ubuntu:22.04")
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "--container-image") || !strings.Contains(err.Error(), "ubuntu:22.04") {
+		t.Fatalf("got %v; want FAILED_PRECONDITION naming the image and the flag", err)
+	}
+	if _, err := store.Get("ubuntu"); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("no docker:// prefix: %v, want INVALID_ARGUMENT", err)
+	}
+}
+
+func TestStoreCrashLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "tmp", "layer-123", "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewStore(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	if names, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(names) != 0 {
+		t.Fatalf("unfinished layers left: %v", names)
+	}
+}
+
+func TestStoreRefusesHostileLayer(t *testing.T) {
+	img, err := mutate.AppendLayers(empty.Image, testLayer(t, entry{name: "../escape", typ: tar.TypeReg, body: "x"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(t.TempDir(), "bad.tar")
+	tag, _ := name.NewTag("bad:1")
+	if err := tarball.WriteToFile(src, tag, img); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	store, err := NewStore(dir, map[string]string{"docker://bad:1": src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Get("docker://bad:1"); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), `".."`) {
+		t.Fatalf("got %v", err)
+	}
+	for _, d := range []string{"tmp", "layers"} {
+		if names, _ := os.ReadDir(filepath.Join(dir, d)); len(names) != 0 {
+			t.Fatalf("%s holds %v after a refused layer", d, names)
+		}
+	}
+}
