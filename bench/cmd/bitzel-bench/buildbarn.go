@@ -19,9 +19,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -98,7 +100,10 @@ type clusterConfigs struct {
 // bb_runner are written here (native build directory, 2 slots, as in
 // BENCHMARKS.md's manual figures). Addresses are configs/cluster.libsonnet's:
 // the run has a network namespace of its own.
-func writeClusterConfigs(configsDir, dir string) (*clusterConfigs, error) {
+func writeClusterConfigs(configsDir, dir, variant string) (*clusterConfigs, error) {
+	if strings.TrimSpace(variant) == "" {
+		variant = "{}"
+	}
 	configsDir, err := filepath.Abs(configsDir)
 	if err != nil {
 		return nil, err
@@ -124,15 +129,20 @@ func writeClusterConfigs(configsDir, dir string) (*clusterConfigs, error) {
 	}
 	q := func(s string) string { return fmt.Sprintf("%q", s) } // a Jsonnet string
 	files := map[string]string{
-		// The sample's files import 'cluster.libsonnet' from their
-		// own folder: these wrappers import the originals by path.
+		// For bb_worker.jsonnet's addresses (configs/ files
+		// importing 'cluster.libsonnet' get the original, from
+		// their own folder).
 		"cluster.libsonnet": fmt.Sprintf("(import %s) + {\n  workerDataDirectory(index):: %s + '/bitzel/worker-%%d' %% index,\n}\n",
 			q(filepath.Join(configsDir, "cluster.libsonnet")), q(dir)),
 		"bb_storage.jsonnet":   fmt.Sprintf("import %s\n", q(filepath.Join(configsDir, "bb_storage.jsonnet"))),
 		"bb_scheduler.jsonnet": fmt.Sprintf("import %s\n", q(filepath.Join(configsDir, "bb_scheduler.jsonnet"))),
-		"bitzel_worker.jsonnet": fmt.Sprintf(`local base = (import %s) + { executor+: { dataDirectoryPath: %s + '/bitzel/worker-0' } };
-base + { runners: [base.runners[0] + { platform: { properties: [{ name: %s, value: 'bitzel' }] } }] }
-`, q(filepath.Join(configsDir, "worker.jsonnet")), q(dir), q(benchPlatformProperty)),
+		// Worker 0 is configs/worker.jsonnet as it is; worker 1
+		// (the variant side, when asked for) the same with variant
+		// merged in. Both keep their data under dir.
+		"bitzel_worker.jsonnet": fmt.Sprintf(`local index = std.parseInt(std.extVar('BITZEL_WORKER_INDEX'));
+local base = (import %s) + (if index == 1 then %s else {}) + { executor+: { dataDirectoryPath: %s + '/bitzel/worker-%%d' %% index } };
+base + { runners: [base.runners[0] + { platform: { properties: [{ name: %s, value: if index == 1 then 'bitzel-variant' else 'bitzel' }] } }] }
+`, q(filepath.Join(configsDir, "worker.jsonnet")), variant, q(dir), q(benchPlatformProperty)),
 		"bb_worker.jsonnet": fmt.Sprintf(`local cluster = import 'cluster.libsonnet';
 {
   blobstore: {
@@ -277,6 +287,8 @@ func buildbarnMain(args []string) error {
 	clientsFlag := fs.String("clients", "1,16", "client counts")
 	perLevel := fs.Int("actions", 400, "actions per side, client count and round")
 	outDir := fs.String("out", "bench/out", "`folder` for buildbarn.md")
+	variantBin := fs.String("variant-bin", "", "also run a second bitzel cluster worker from this `folder` of binaries (e.g. the commit before a change), interleaved")
+	variantConfig := fs.String("variant-config", "", "also run a second bitzel cluster worker with this Jsonnet `object` merged into configs/worker.jsonnet (e.g. \"{ executor+: { sandbox+: { memoryLimitBytes: 0 } } }\")")
 	netns := fs.Bool("netns", true, "re-run inside `unshare -n` (a network namespace of its own: fixed ports, nothing reachable from outside)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -292,7 +304,19 @@ func buildbarnMain(args []string) error {
 		cmd := exec.Command("unshare", append([]string{"-n", "--", "sh", "-c", `ip link set lo up && exec "$@"`, "sh", self, "buildbarn"}, args...)...)
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 		cmd.Env = append(os.Environ(), "BITZEL_BENCH_NETNS=1")
-		if err := cmd.Run(); err != nil {
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		// unshare and sh exec: the child is the inner harness,
+		// which stops its servers when told to.
+		signals := make(chan os.Signal, 1)
+		signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+		go func() {
+			for sig := range signals {
+				cmd.Process.Signal(sig)
+			}
+		}()
+		if err := cmd.Wait(); err != nil {
 			return fmt.Errorf("in unshare -n: %w", err)
 		}
 		return nil
@@ -325,22 +349,48 @@ func buildbarnMain(args []string) error {
 		return true
 	}
 
+	// Every server is stopped on the way out, an interrupted run
+	// included (their data is in work).
+	var lock sync.Mutex
 	var started []*peerProcess
-	defer func() {
+	stopAll := func() {
+		lock.Lock()
+		defer lock.Unlock()
 		for i := len(started) - 1; i >= 0; i-- {
 			started[i].stop()
 		}
+		started = nil
+	}
+	defer stopAll()
+	var srv *server
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-signals
+		fmt.Fprintln(os.Stderr, "bitzel-bench buildbarn: interrupted")
+		lock.Lock()
+		if srv != nil {
+			srv.stop()
+		}
+		lock.Unlock()
+		stopAll()
+		if *workDir == "" {
+			os.RemoveAll(work)
+		}
+		os.Exit(130)
 	}()
 	start := func(name, binary string, env []string, args ...string) (*peerProcess, error) {
 		p, err := startPeer(name, binary, work, env, args...)
 		if err == nil {
+			lock.Lock()
 			started = append(started, p)
+			lock.Unlock()
 		}
 		return p, err
 	}
 	var sides []*benchSide
 	if has("bb_storage") && has("bb_scheduler") {
-		c, err := writeClusterConfigs(*configsDir, work)
+		c, err := writeClusterConfigs(*configsDir, work, *variantConfig)
 		if err != nil {
 			return err
 		}
@@ -384,17 +434,34 @@ func buildbarnMain(args []string) error {
 		shared := []int{storage.cmd.Process.Pid, scheduler.cmd.Process.Pid}
 		sides = append(sides, &benchSide{name: "bitzel cluster", ep: ep, platform: sidePlatform("bitzel"),
 			pids: func() []int { return append(append([]int{}, shared...), withLauncher(bitzel.cmd.Process.Pid)...) }})
+		if *variantBin != "" || *variantConfig != "" {
+			vbin := bin
+			if *variantBin != "" {
+				if vbin, err = filepath.Abs(*variantBin); err != nil {
+					return err
+				}
+			}
+			variant, err := start("bitzel-worker-variant", filepath.Join(vbin, "bitzel-worker"), []string{"BITZEL_WORKER_INDEX=1"}, "worker", "--config", c.bitzelWorker)
+			if err != nil {
+				return err
+			}
+			sides = append(sides, &benchSide{name: "bitzel variant", ep: ep, platform: sidePlatform("bitzel-variant"),
+				pids: func() []int { return append(append([]int{}, shared...), withLauncher(variant.cmd.Process.Pid)...) }})
+		}
 	}
-	srv, err := startServer(bin, work, "--concurrency=2")
+	s0, err := startServer(bin, work, "--concurrency=2")
 	if err != nil {
 		return err
 	}
-	defer srv.stop()
-	serveEP, err := dial(srv.address)
+	lock.Lock()
+	srv = s0
+	lock.Unlock()
+	defer s0.stop()
+	serveEP, err := dial(s0.address)
 	if err != nil {
 		return err
 	}
-	sides = append(sides, &benchSide{name: "serve", ep: serveEP, pids: srv.processes})
+	sides = append(sides, &benchSide{name: "serve", ep: serveEP, pids: s0.processes})
 
 	// Warm up every side (and wait for the workers to register).
 	for _, s := range sides {

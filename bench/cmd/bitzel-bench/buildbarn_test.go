@@ -63,7 +63,7 @@ func evaluate(t *testing.T, path string) map[string]any {
 
 func TestWriteClusterConfigs(t *testing.T) {
 	dir := t.TempDir()
-	c, err := writeClusterConfigs("../../../configs", dir)
+	c, err := writeClusterConfigs("../../../configs", dir, "{ executor+: { sandbox+: { memoryLimitBytes: 0 } } }")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,6 +85,24 @@ func TestWriteClusterConfigs(t *testing.T) {
 	}
 	if w.Executor.Sandbox.GetMemoryLimitBytes() == 0 || w.Runners[0].WorkerId["worker"] != "0" {
 		t.Errorf("configs/worker.jsonnet's sandbox and worker ID were not kept: %v", w.Executor.Sandbox)
+	}
+
+	// Worker 1, the variant: its own data directory, platform and
+	// worker ID, and the variant merged in.
+	os.Setenv("BITZEL_WORKER_INDEX", "1")
+	defer os.Setenv("BITZEL_WORKER_INDEX", "0")
+	var v configuration.WorkerConfiguration
+	if err := util.UnmarshalConfigurationFromFile(c.bitzelWorker, &v); err != nil {
+		t.Fatal(err)
+	}
+	if got := v.Executor.GetDataDirectoryPath(); got != filepath.Join(dir, "bitzel/worker-1") {
+		t.Errorf("variant data directory %q", got)
+	}
+	if p := v.Runners[0].Platform.GetProperties(); len(p) != 1 || p[0].Value != "bitzel-variant" || v.Runners[0].WorkerId["worker"] != "1" {
+		t.Errorf("variant runner %v", v.Runners[0])
+	}
+	if v.Executor.Sandbox.GetMemoryLimitBytes() != 0 || v.Executor.Sandbox.GetWarmSandboxes() != w.Executor.Sandbox.GetWarmSandboxes() {
+		t.Errorf("variant sandbox %v: want worker 0's without the memory limit", v.Executor.Sandbox)
 	}
 
 	// bb_worker: native build directory and cache in the run's
@@ -120,7 +138,7 @@ func TestWriteClusterConfigs(t *testing.T) {
 		}
 	}
 
-	if _, err := writeClusterConfigs(t.TempDir(), t.TempDir()); err == nil || !strings.Contains(err.Error(), "cluster.libsonnet") {
+	if _, err := writeClusterConfigs(t.TempDir(), t.TempDir(), ""); err == nil || !strings.Contains(err.Error(), "cluster.libsonnet") {
 		t.Errorf("an empty configs folder: %v, want an error naming the missing file", err)
 	}
 }
