@@ -74,6 +74,13 @@ func intList(s string) []int {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "buildbarn" {
+		if err := buildbarnMain(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bitzel-bench buildbarn:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bitzel-bench:", err)
 		os.Exit(1)

@@ -89,6 +89,9 @@ type command struct {
 	input   digest.Digest
 	outputs []string
 	timeout time.Duration
+	// platform routes the action in a Buildbarn cluster (the
+	// scheduler's queue is Action.platform); nil for serve.
+	platform *remoteexecution.Platform
 }
 
 var nonce = fmt.Sprint(time.Now().UnixNano())
@@ -98,6 +101,7 @@ func (e *endpoint) action(b blobs, c command, seq int) digest.Digest {
 		Arguments:         c.args,
 		OutputPaths:       c.outputs,
 		OutputDirectories: c.outputs,
+		Platform:          c.platform,
 	}
 	env := map[string]string{"BENCH_NONCE": fmt.Sprintf("%s-%d", nonce, seq), "PATH": "/usr/bin:/bin"}
 	for k, v := range c.env {
@@ -115,7 +119,7 @@ func (e *endpoint) action(b blobs, c command, seq int) digest.Digest {
 	if input == (digest.Digest{}) {
 		input = b.addProto(e.function, &remoteexecution.Directory{})
 	}
-	a := &remoteexecution.Action{CommandDigest: b.addProto(e.function, cmd).GetProto(), InputRootDigest: input.GetProto()}
+	a := &remoteexecution.Action{CommandDigest: b.addProto(e.function, cmd).GetProto(), InputRootDigest: input.GetProto(), Platform: c.platform}
 	if c.timeout > 0 {
 		a.Timeout = durationpb.New(c.timeout)
 	}

@@ -1,0 +1,570 @@
+package main
+
+// `bitzel-bench buildbarn`: the same distinct /bin/true actions through
+// three stacks, interleaved round by round in one run:
+//   - all-Buildbarn: bb_storage + bb_scheduler + bb_worker + bb_runner
+//     (native build directory, no sandbox), the yardstick;
+//   - the bitzel cluster: `bitzel-worker worker` (configs/worker.jsonnet,
+//     full sandbox) behind the same bb_storage + bb_scheduler;
+//   - `bitzel-worker serve` on its own.
+// Both workers are registered at once under different platforms, so
+// the scheduler routes each action to the side it was made for, and
+// each side's CPU is read only while it runs.
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/internal/procfs"
+	"github.com/buildbarn/bb-storage/pkg/digest"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// peerNames are the hand-built Buildbarn binaries the -peers folder
+// holds.
+var peerNames = []string{"bb_storage", "bb_scheduler", "bb_worker", "bb_runner"}
+
+// missingPeers lists the peers absent from dir (or not executable).
+func missingPeers(dir string) []string {
+	var missing []string
+	for _, name := range peerNames {
+		if dir == "" {
+			missing = append(missing, name)
+			continue
+		}
+		st, err := os.Stat(filepath.Join(dir, name))
+		if err != nil || !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
+			missing = append(missing, name)
+		}
+	}
+	return missing
+}
+
+// missingPeersMessage says what cannot run without the missing peers;
+// empty when nothing is missing.
+func missingPeersMessage(dir string, missing []string) string {
+	if len(missing) == 0 {
+		return ""
+	}
+	where := "no -peers folder given"
+	if dir != "" {
+		where = "not in " + dir
+	}
+	has := map[string]bool{}
+	for _, m := range missing {
+		has[m] = true
+	}
+	var skipped []string
+	if has["bb_storage"] || has["bb_scheduler"] {
+		skipped = append(skipped, "all-Buildbarn and the bitzel cluster (both need bb_storage and bb_scheduler)")
+	} else if has["bb_worker"] || has["bb_runner"] {
+		skipped = append(skipped, "all-Buildbarn (needs bb_worker and bb_runner)")
+	}
+	return fmt.Sprintf("missing peer binaries: %s (%s; build them by hand from bb-storage and bb-remote-execution, see BENCHMARKS.md); skipping %s; running the rest",
+		strings.Join(missing, ", "), where, strings.Join(skipped, ", "))
+}
+
+// Routing: each cluster worker serves one platform.
+const benchPlatformProperty = "bitzel-bench-side"
+
+func sidePlatform(value string) *remoteexecution.Platform {
+	return &remoteexecution.Platform{Properties: []*remoteexecution.Platform_Property{{Name: benchPlatformProperty, Value: value}}}
+}
+
+// clusterConfigs are the generated configuration files of one run.
+type clusterConfigs struct {
+	dir                                        string
+	bbStorage, bbScheduler, bbWorker, bbRunner string
+	bitzelWorker                               string
+	runnerSocket                               string
+}
+
+// writeClusterConfigs writes the configurations into dir: bb_storage,
+// bb_scheduler and the bitzel worker are the repository's configs/
+// files, imported unchanged except for cluster.libsonnet's worker data
+// directory (under dir) and the bitzel runner's platform; bb_worker and
+// bb_runner are written here (native build directory, 2 slots, as in
+// BENCHMARKS.md's manual figures). Addresses are configs/cluster.libsonnet's:
+// the run has a network namespace of its own.
+func writeClusterConfigs(configsDir, dir, variant string) (*clusterConfigs, error) {
+	if strings.TrimSpace(variant) == "" {
+		variant = "{}"
+	}
+	configsDir, err := filepath.Abs(configsDir)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range []string{"cluster.libsonnet", "bb_storage.jsonnet", "bb_scheduler.jsonnet", "worker.jsonnet"} {
+		if _, err := os.Stat(filepath.Join(configsDir, name)); err != nil {
+			return nil, fmt.Errorf("configs folder %s: %w", configsDir, err)
+		}
+	}
+	c := &clusterConfigs{
+		dir:          dir,
+		bbStorage:    filepath.Join(dir, "bb_storage.jsonnet"),
+		bbScheduler:  filepath.Join(dir, "bb_scheduler.jsonnet"),
+		bbWorker:     filepath.Join(dir, "bb_worker.jsonnet"),
+		bbRunner:     filepath.Join(dir, "bb_runner.jsonnet"),
+		bitzelWorker: filepath.Join(dir, "bitzel_worker.jsonnet"),
+		runnerSocket: filepath.Join(dir, "bb", "runner"),
+	}
+	for _, d := range []string{"bb/build", "bb/cache", "bitzel"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	q := func(s string) string { return fmt.Sprintf("%q", s) } // a Jsonnet string
+	files := map[string]string{
+		// For bb_worker.jsonnet's addresses (configs/ files
+		// importing 'cluster.libsonnet' get the original, from
+		// their own folder).
+		"cluster.libsonnet": fmt.Sprintf("(import %s) + {\n  workerDataDirectory(index):: %s + '/bitzel/worker-%%d' %% index,\n}\n",
+			q(filepath.Join(configsDir, "cluster.libsonnet")), q(dir)),
+		"bb_storage.jsonnet":   fmt.Sprintf("import %s\n", q(filepath.Join(configsDir, "bb_storage.jsonnet"))),
+		"bb_scheduler.jsonnet": fmt.Sprintf("import %s\n", q(filepath.Join(configsDir, "bb_scheduler.jsonnet"))),
+		// Worker 0 is configs/worker.jsonnet as it is; worker 1
+		// (the variant side, when asked for) the same with variant
+		// merged in. Both keep their data under dir.
+		"bitzel_worker.jsonnet": fmt.Sprintf(`local index = std.parseInt(std.extVar('BITZEL_WORKER_INDEX'));
+local base = (import %s) + (if index == 1 then %s else {}) + { executor+: { dataDirectoryPath: %s + '/bitzel/worker-%%d' %% index } };
+base + { runners: [base.runners[0] + { platform: { properties: [{ name: %s, value: if index == 1 then 'bitzel-variant' else 'bitzel' }] } }] }
+`, q(filepath.Join(configsDir, "worker.jsonnet")), variant, q(dir), q(benchPlatformProperty)),
+		"bb_worker.jsonnet": fmt.Sprintf(`local cluster = import 'cluster.libsonnet';
+{
+  blobstore: {
+    contentAddressableStorage: { grpc: { client: { address: cluster.storageAddress } } },
+    actionCache: { grpc: { client: { address: cluster.storageAddress } } },
+  },
+  maximumMessageSizeBytes: 16 * 1024 * 1024,
+  scheduler: { address: cluster.schedulerWorkerAddress },
+  browserUrl: 'http://127.0.0.1:7984',
+  buildDirectories: [{
+    native: {
+      buildDirectoryPath: %[1]s + '/bb/build',
+      cacheDirectoryPath: %[1]s + '/bb/cache',
+      maximumCacheFileCount: 100000,
+      maximumCacheSizeBytes: 1024 * 1024 * 1024,
+      cacheReplacementPolicy: 'LEAST_RECENTLY_USED',
+    },
+    runners: [{
+      endpoint: { address: 'unix://' + %[2]s },
+      concurrency: 2,
+      instanceNamePrefix: '',
+      platform: { properties: [{ name: %[3]s, value: 'bb_worker' }] },
+      workerId: { host: 'localhost', worker: 'bb' },
+    }],
+  }],
+  filePool: { blockDevice: { file: { path: %[1]s + '/bb/filepool', sizeBytes: 1024 * 1024 * 1024 } } },
+  outputUploadConcurrency: 11,
+  inputDownloadConcurrency: 11,
+  directoryCache: { maximumCount: 1000, maximumSizeBytes: 1000 * 1024, cacheReplacementPolicy: 'LEAST_RECENTLY_USED' },
+  global: { diagnosticsHttpServer: { httpServers: [{ listenAddresses: ['127.0.0.1:9990'], authenticationPolicy: { allow: {} } }], enablePrometheus: true, enablePprof: true } },
+}
+`, q(dir), q(c.runnerSocket), q(benchPlatformProperty)),
+		"bb_runner.jsonnet": fmt.Sprintf(`{
+  buildDirectoryPath: %s + '/bb/build',
+  grpcServers: [{ listenPaths: [%s], authenticationPolicy: { allow: {} } }],
+}
+`, q(dir), q(c.runnerSocket)),
+	}
+	for name, text := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// peerProcess is one server of a stack.
+type peerProcess struct {
+	name   string
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+func startPeer(name, binary, logDir string, env []string, args ...string) (*peerProcess, error) {
+	log, err := os.Create(filepath.Join(logDir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(binary, args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Env = append(os.Environ(), env...)
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &peerProcess{name: name, cmd: cmd, exited: make(chan struct{})}
+	go func() { cmd.Wait(); log.Close(); close(p.exited) }()
+	return p, nil
+}
+
+func (p *peerProcess) stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+// waitFor waits until address ("unix:PATH" or host:port) accepts
+// connections, or p exits.
+func waitFor(p *peerProcess, network, address string) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.DialTimeout(network, address, time.Second); err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-p.exited:
+			return fmt.Errorf("%s exited at start-up (see its log)", p.name)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s did not listen on %s", p.name, address)
+}
+
+// benchSide is one stack as the client sees it.
+type benchSide struct {
+	name     string
+	ep       *endpoint
+	platform *remoteexecution.Platform
+	pids     func() []int
+	seq      int
+}
+
+func (s *benchSide) actions(n int) ([]digest.Digest, error) {
+	b := blobs{}
+	out := make([]digest.Digest, n)
+	for i := range out {
+		s.seq++
+		out[i] = s.ep.action(b, command{args: []string{"/bin/true"}, platform: s.platform, env: map[string]string{"BENCH_SIDE": s.name}}, s.seq)
+	}
+	return out, s.ep.upload(context.Background(), b)
+}
+
+// withLauncher adds the bitzel sandbox launcher (a child) to pids.
+func withLauncher(pids ...int) []int {
+	out := append([]int{}, pids...)
+	for _, p := range pids {
+		out = append(out, procfs.Children(p, "bitzel-sandbox-launcher")...)
+	}
+	return out
+}
+
+type bbMeasurement struct {
+	round, clients int
+	side           string
+	rate           float64 // actions/s
+	cpuPerAction   time.Duration
+	load           string
+}
+
+func buildbarnMain(args []string) error {
+	fs := flag.NewFlagSet("buildbarn", flag.ContinueOnError)
+	peers := fs.String("peers", "", "`folder` of hand-built bb_storage, bb_scheduler, bb_worker, bb_runner")
+	binDir := fs.String("bin", "bin", "`folder` holding bitzel-worker and bitzel-sandbox-init")
+	configsDir := fs.String("configs", "configs", "the repository's configs/ `folder`")
+	workDir := fs.String("work", "", "scratch `folder` (default: a new one under $TMPDIR, removed after)")
+	rounds := fs.Int("rounds", 3, "interleaved rounds")
+	clientsFlag := fs.String("clients", "1,16", "client counts")
+	perLevel := fs.Int("actions", 400, "actions per side, client count and round")
+	outDir := fs.String("out", "bench/out", "`folder` for buildbarn.md")
+	variantBin := fs.String("variant-bin", "", "also run a second bitzel cluster worker from this `folder` of binaries (e.g. the commit before a change), interleaved")
+	variantConfig := fs.String("variant-config", "", "also run a second bitzel cluster worker with this Jsonnet `object` merged into configs/worker.jsonnet (e.g. \"{ executor+: { sandbox+: { memoryLimitBytes: 0 } } }\")")
+	netns := fs.Bool("netns", true, "re-run inside `unshare -n` (a network namespace of its own: fixed ports, nothing reachable from outside)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *netns && os.Getenv("BITZEL_BENCH_NETNS") == "" {
+		if os.Getuid() != 0 {
+			return fmt.Errorf("unshare -n needs root; run as root, or with -netns=false on a machine whose ports 8980-8983, 9980-9990 are free")
+		}
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		cmd := exec.Command("unshare", append([]string{"-n", "--", "sh", "-c", `ip link set lo up && exec "$@"`, "sh", self, "buildbarn"}, args...)...)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		cmd.Env = append(os.Environ(), "BITZEL_BENCH_NETNS=1")
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		// unshare and sh exec: the child is the inner harness,
+		// which stops its servers when told to.
+		signals := make(chan os.Signal, 1)
+		signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+		go func() {
+			for sig := range signals {
+				cmd.Process.Signal(sig)
+			}
+		}()
+		if err := cmd.Wait(); err != nil {
+			return fmt.Errorf("in unshare -n: %w", err)
+		}
+		return nil
+	}
+	clients := intList(*clientsFlag)
+	work := *workDir
+	if work == "" {
+		var err error
+		if work, err = os.MkdirTemp("", "bitzel-bench-bb-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(work)
+	}
+	work, _ = filepath.Abs(work)
+	os.Chmod(work, 0o755)
+	bin, err := filepath.Abs(*binDir)
+	if err != nil {
+		return err
+	}
+	missing := missingPeers(*peers)
+	if msg := missingPeersMessage(*peers, missing); msg != "" {
+		fmt.Fprintln(os.Stderr, msg)
+	}
+	has := func(name string) bool {
+		for _, m := range missing {
+			if m == name {
+				return false
+			}
+		}
+		return true
+	}
+
+	// Every server is stopped on the way out, an interrupted run
+	// included (their data is in work).
+	var lock sync.Mutex
+	var started []*peerProcess
+	stopAll := func() {
+		lock.Lock()
+		defer lock.Unlock()
+		for i := len(started) - 1; i >= 0; i-- {
+			started[i].stop()
+		}
+		started = nil
+	}
+	defer stopAll()
+	var srv *server
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-signals
+		fmt.Fprintln(os.Stderr, "bitzel-bench buildbarn: interrupted")
+		lock.Lock()
+		if srv != nil {
+			srv.stop()
+		}
+		lock.Unlock()
+		stopAll()
+		if *workDir == "" {
+			os.RemoveAll(work)
+		}
+		os.Exit(130)
+	}()
+	start := func(name, binary string, env []string, args ...string) (*peerProcess, error) {
+		p, err := startPeer(name, binary, work, env, args...)
+		if err == nil {
+			lock.Lock()
+			started = append(started, p)
+			lock.Unlock()
+		}
+		return p, err
+	}
+	var sides []*benchSide
+	if has("bb_storage") && has("bb_scheduler") {
+		c, err := writeClusterConfigs(*configsDir, work, *variantConfig)
+		if err != nil {
+			return err
+		}
+		storage, err := start("bb_storage", filepath.Join(*peers, "bb_storage"), nil, c.bbStorage)
+		if err != nil {
+			return err
+		}
+		if err := waitFor(storage, "tcp", "127.0.0.1:8980"); err != nil {
+			return err
+		}
+		scheduler, err := start("bb_scheduler", filepath.Join(*peers, "bb_scheduler"), nil, c.bbScheduler)
+		if err != nil {
+			return err
+		}
+		if err := waitFor(scheduler, "tcp", "127.0.0.1:8983"); err != nil {
+			return err
+		}
+		ep, err := dial("127.0.0.1:8980")
+		if err != nil {
+			return err
+		}
+		if has("bb_worker") && has("bb_runner") {
+			runner, err := start("bb_runner", filepath.Join(*peers, "bb_runner"), nil, c.bbRunner)
+			if err != nil {
+				return err
+			}
+			if err := waitFor(runner, "unix", c.runnerSocket); err != nil {
+				return err
+			}
+			bbWorker, err := start("bb_worker", filepath.Join(*peers, "bb_worker"), nil, c.bbWorker)
+			if err != nil {
+				return err
+			}
+			pids := []int{storage.cmd.Process.Pid, scheduler.cmd.Process.Pid, bbWorker.cmd.Process.Pid, runner.cmd.Process.Pid}
+			sides = append(sides, &benchSide{name: "all-Buildbarn", ep: ep, platform: sidePlatform("bb_worker"), pids: func() []int { return pids }})
+		}
+		bitzel, err := start("bitzel-worker", filepath.Join(bin, "bitzel-worker"), []string{"BITZEL_WORKER_INDEX=0"}, "worker", "--config", c.bitzelWorker)
+		if err != nil {
+			return err
+		}
+		shared := []int{storage.cmd.Process.Pid, scheduler.cmd.Process.Pid}
+		sides = append(sides, &benchSide{name: "bitzel cluster", ep: ep, platform: sidePlatform("bitzel"),
+			pids: func() []int { return append(append([]int{}, shared...), withLauncher(bitzel.cmd.Process.Pid)...) }})
+		if *variantBin != "" || *variantConfig != "" {
+			vbin := bin
+			if *variantBin != "" {
+				if vbin, err = filepath.Abs(*variantBin); err != nil {
+					return err
+				}
+			}
+			variant, err := start("bitzel-worker-variant", filepath.Join(vbin, "bitzel-worker"), []string{"BITZEL_WORKER_INDEX=1"}, "worker", "--config", c.bitzelWorker)
+			if err != nil {
+				return err
+			}
+			sides = append(sides, &benchSide{name: "bitzel variant", ep: ep, platform: sidePlatform("bitzel-variant"),
+				pids: func() []int { return append(append([]int{}, shared...), withLauncher(variant.cmd.Process.Pid)...) }})
+		}
+	}
+	s0, err := startServer(bin, work, "--concurrency=2")
+	if err != nil {
+		return err
+	}
+	lock.Lock()
+	srv = s0
+	lock.Unlock()
+	defer s0.stop()
+	serveEP, err := dial(s0.address)
+	if err != nil {
+		return err
+	}
+	sides = append(sides, &benchSide{name: "serve", ep: serveEP, pids: s0.processes})
+
+	// Warm up every side (and wait for the workers to register).
+	for _, s := range sides {
+		actions, err := s.actions(20)
+		if err != nil {
+			return fmt.Errorf("%s: upload: %w", s.name, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		for _, a := range actions {
+			for {
+				_, err := s.ep.execute(ctx, a)
+				if err == nil {
+					break
+				}
+				// The scheduler refuses actions of a platform
+				// no worker has registered for yet.
+				if status.Code(errors.Unwrap(err)) == codes.Unavailable && ctx.Err() == nil {
+					time.Sleep(200 * time.Millisecond)
+					continue
+				}
+				cancel()
+				return fmt.Errorf("%s: warm-up: %w", s.name, err)
+			}
+		}
+		cancel()
+	}
+
+	var results []bbMeasurement
+	fmt.Fprintf(os.Stderr, "load average at the start: %s\n", loadAverage())
+	for round := 1; round <= *rounds; round++ {
+		for _, c := range clients {
+			// Rotate the order every round, so no side always
+			// follows the same one.
+			for k := range sides {
+				s := sides[(k+round)%len(sides)]
+				n := max(*perLevel, c)
+				actions, err := s.actions(n)
+				if err != nil {
+					return fmt.Errorf("%s: upload: %w", s.name, err)
+				}
+				time.Sleep(300 * time.Millisecond)
+				cpu0 := cpuTime(s.pids())
+				elapsed, err := concurrently(c, n, func(i int) error { _, err := s.ep.execute(context.Background(), actions[i]); return err }, nil)
+				if err != nil {
+					return fmt.Errorf("%s: %w", s.name, err)
+				}
+				// Let the last sandboxes be reaped: their CPU
+				// lands in the launcher's cstime then.
+				time.Sleep(300 * time.Millisecond)
+				cpu := cpuTime(s.pids()) - cpu0
+				m := bbMeasurement{round: round, clients: c, side: s.name, rate: float64(n) / elapsed.Seconds(), cpuPerAction: cpu / time.Duration(n), load: loadAverage()}
+				fmt.Fprintf(os.Stderr, "round %d, %2d clients, %-14s %6.1f actions/s, CPU %.2f ms/action (load %s)\n", round, c, s.name, m.rate, ms(m.cpuPerAction), m.load)
+				results = append(results, m)
+			}
+		}
+	}
+	md := buildbarnMarkdown(results, sides, missing)
+	fmt.Print(md)
+	if err := os.MkdirAll(*outDir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(*outDir, "buildbarn.md"), []byte(md), 0o644)
+}
+
+func buildbarnMarkdown(results []bbMeasurement, sides []*benchSide, missing []string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "## bitzel-bench buildbarn, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	if len(missing) > 0 {
+		fmt.Fprintf(&b, "- missing peers: %s\n", strings.Join(missing, ", "))
+	}
+	base := sides[0].name
+	fmt.Fprintf(&b, "- ratio = side's actions/s / %s's in the same round and client count\n\n", base)
+	fmt.Fprintf(&b, "| round | clients | side | actions/s | x %s | CPU ms/action | load |\n|---|---|---|---|---|---|---|\n", base)
+	type key struct {
+		round, clients int
+	}
+	baseRate := map[key]float64{}
+	for _, r := range results {
+		if r.side == base {
+			baseRate[key{r.round, r.clients}] = r.rate
+		}
+	}
+	ratios := map[string][]float64{}
+	cpus := map[string][]float64{}
+	for _, r := range results {
+		ratio := r.rate / baseRate[key{r.round, r.clients}]
+		id := fmt.Sprintf("%s at %d clients", r.side, r.clients)
+		ratios[id] = append(ratios[id], ratio)
+		cpus[id] = append(cpus[id], ms(r.cpuPerAction))
+		fmt.Fprintf(&b, "| %d | %d | %s | %.1f | %.2f | %.2f | %s |\n", r.round, r.clients, r.side, r.rate, ratio, ms(r.cpuPerAction), r.load)
+	}
+	var ids []string
+	for id := range ratios {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	fmt.Fprintf(&b, "\nMedians over rounds:\n\n| side | x %s (median, range) | CPU ms/action (median) |\n|---|---|---|\n", base)
+	for _, id := range ids {
+		r := append([]float64{}, ratios[id]...)
+		sort.Float64s(r)
+		c := append([]float64{}, cpus[id]...)
+		sort.Float64s(c)
+		fmt.Fprintf(&b, "| %s | %.2f (%.2f-%.2f) | %.2f |\n", id, r[len(r)/2], r[0], r[len(r)-1], c[len(c)/2])
+	}
+	return b.String()
+}
