@@ -45,6 +45,8 @@ func run(args []string) int {
 		return 2
 	}
 	switch args[0] {
+	case holdUserNamespaceCommand:
+		return holdUserNamespace()
 	case "help", "-h", "-help", "--help":
 		if len(args) > 1 {
 			// "help serve" is "serve -h".

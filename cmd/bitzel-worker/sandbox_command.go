@@ -104,6 +104,15 @@ func sandboxCommand(args []string) int {
 	if err != nil {
 		return fail("%v", err)
 	}
+	idmaps := &idmappedLayers{}
+	defer func() {
+		if err := idmaps.remove(); err != nil {
+			fmt.Fprintf(os.Stderr, "bitzel-worker sandbox: %v\n", err)
+		}
+	}()
+	if err := idmaps.mapLayers(spec, config); err != nil {
+		fmt.Fprintf(os.Stderr, "bitzel-worker sandbox: %v (the layer is used as it is)\n", err)
+	}
 	warnUnmappedLayers(spec, config)
 
 	limited := f.limits.MemoryBytes > 0 || f.limits.MaxProcesses > 0 || f.limits.CPUMillis > 0
