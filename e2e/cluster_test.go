@@ -431,7 +431,7 @@ func TestClusterWorkerRunsAssignedActionsAndAbandonsCancelledOnes(t *testing.T) 
 }
 
 func TestClusterWorkerDrainsOnSIGTERM(t *testing.T) {
-	mountsBefore, _ := os.ReadFile("/proc/self/mountinfo")
+	mountsBefore := ownMounts(t)
 	storage := startServer(t)
 	c := storage.client()
 	d, schedulerAddress := startSchedulerDouble(t)
@@ -498,9 +498,7 @@ func TestClusterWorkerDrainsOnSIGTERM(t *testing.T) {
 			t.Errorf("sandbox process %d outlived the worker", pid)
 		}
 	}
-	if mountsAfter, _ := os.ReadFile("/proc/self/mountinfo"); string(mountsAfter) != string(mountsBefore) {
-		t.Errorf("mounts changed:\n%s\n---\n%s", mountsBefore, mountsAfter)
-	}
+	reportMountChanges(t, filepath.Join(os.TempDir(), "bitzel-*"), mountsBefore, ownMounts(t))
 }
 
 func TestClusterWorkerRefusesUnsupportedStorage(t *testing.T) {

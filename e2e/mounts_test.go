@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -18,6 +19,31 @@ func mountsUnder(t testing.TB, dir string) map[string]bool {
 		t.Fatal(err)
 	}
 	return parseMountsUnder(string(data), dir)
+}
+
+// ownMounts are the mounts in the host's table that the e2e tests'
+// servers could have left: those at or below the temporary directories
+// the tests make (bitzel-e2e-*, the data directories among them).
+// Other mounts of the machine come and go with other work and are
+// none of the tests' business.
+func ownMounts(t testing.TB) map[string]bool {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return parseMountsWithPrefix(string(data), filepath.Join(os.TempDir(), "bitzel-"))
+}
+
+func parseMountsWithPrefix(mountinfo, prefix string) map[string]bool {
+	mounts := map[string]bool{}
+	for _, line := range strings.Split(mountinfo, "\n") {
+		fields := strings.Fields(line)
+		if len(fields) >= 5 && strings.HasPrefix(fields[4], prefix) {
+			mounts[strings.Join(fields[2:], " ")] = true
+		}
+	}
+	return mounts
 }
 
 func parseMountsUnder(mountinfo, dir string) map[string]bool {
@@ -92,5 +118,20 @@ func TestMountComparisonIsOfTheOwnedDirectory(t *testing.T) {
 	reportMountChanges(r, "/data", before, leaked)
 	if len(r.errors) != 1 || !strings.Contains(r.errors[0], "added:\n  0:43 / /data/build/1/root rw - overlay overlay rw") {
 		t.Errorf("a leaked overlay was reported as %q", r.errors)
+	}
+}
+
+// The tests' own mounts are those under their temporary directories;
+// the machine's others (a mount another process made under /tmp, say)
+// are left out, and a leaked one is in.
+func TestOwnMountsAreThoseUnderTheTestsTemporaryDirectories(t *testing.T) {
+	mounts := parseMountsWithPrefix(`22 1 0:21 / / rw - ext4 /dev/vda rw
+31 22 0:44 / /tmp/other-program rw - tmpfs tmpfs rw
+32 22 0:45 / /tmp/bitzel-e2e-data-123/build/1/root rw - overlay overlay rw
+33 22 0:46 / /tmp/bitzel-e2e-cluster-9 rw - tmpfs tmpfs rw
+`, "/tmp/bitzel-")
+	want := []string{"0:45 / /tmp/bitzel-e2e-data-123/build/1/root rw - overlay overlay rw", "0:46 / /tmp/bitzel-e2e-cluster-9 rw - tmpfs tmpfs rw"}
+	if len(mounts) != len(want) || !mounts[want[0]] || !mounts[want[1]] {
+		t.Errorf("own mounts %v, want %q", mounts, want)
 	}
 }
