@@ -3,8 +3,6 @@ package e2e
 import (
 	"archive/tar"
 	"bufio"
-	"bytes"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,86 +10,42 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/bitzel/bitzel-worker/internal/testsupport"
+	"github.com/bitzel/bitzel-worker/images/imagetest"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
-// tarEntry is one entry of a layer built by imageLayer.
-type tarEntry struct {
-	name, link, body string
-	typ              byte
-	mode             int64
-}
-
-func imageLayer(t *testing.T, entries ...tarEntry) v1.Layer {
-	t.Helper()
-	var buf bytes.Buffer
-	w := tar.NewWriter(&buf)
-	for _, e := range entries {
-		mode := e.mode
-		if mode == 0 {
-			mode = 0o644
-		}
-		hdr := &tar.Header{Name: e.name, Linkname: e.link, Typeflag: e.typ, Mode: mode}
-		if e.typ == tar.TypeReg {
-			hdr.Size = int64(len(e.body))
-		}
-		if err := w.WriteHeader(hdr); err != nil {
-			t.Fatal(err)
-		}
-		if e.typ == tar.TypeReg {
-			w.Write([]byte(e.body))
-		}
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	data := buf.Bytes()
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
+type tarEntry = imagetest.Entry
 
 // busyboxImage is an image built here: a lower layer with a static
 // busybox as /bin and two files in /etc, and an upper one that deletes
 // one of them (a whiteout) and adds another.
 func busyboxImage(t *testing.T) v1.Image {
 	t.Helper()
-	busybox, err := testsupport.StaticBusybox()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(busybox)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := staticBusybox(t)
 	base := []tarEntry{
-		{name: "bin/", typ: tar.TypeDir, mode: 0o755},
-		{name: "bin/busybox", typ: tar.TypeReg, mode: 0o755, body: string(data)},
-		{name: "etc/", typ: tar.TypeDir, mode: 0o755},
-		{name: "etc/os-release", typ: tar.TypeReg, body: "ID=test-image\n"},
-		{name: "etc/gone", typ: tar.TypeReg, body: "must be hidden\n"},
+		{Name: "bin/", Type: tar.TypeDir, Mode: 0o755},
+		{Name: "bin/busybox", Type: tar.TypeReg, Mode: 0o755, Body: string(data)},
+		{Name: "etc/", Type: tar.TypeDir, Mode: 0o755},
+		{Name: "etc/os-release", Type: tar.TypeReg, Body: "ID=test-image\n"},
+		{Name: "etc/gone", Type: tar.TypeReg, Body: "must be hidden\n"},
 	}
 	for _, applet := range []string{"sh", "cat", "test", "echo"} {
-		base = append(base, tarEntry{name: "bin/" + applet, typ: tar.TypeSymlink, link: "busybox"})
+		base = append(base, tarEntry{Name: "bin/" + applet, Type: tar.TypeSymlink, Link: "busybox"})
 	}
 	img, err := mutate.AppendLayers(empty.Image,
-		imageLayer(t, base...),
-		imageLayer(t,
-			tarEntry{name: "etc/", typ: tar.TypeDir, mode: 0o755},
-			tarEntry{name: "etc/.wh.gone", typ: tar.TypeReg},
-			tarEntry{name: "etc/added", typ: tar.TypeReg, body: "upper layer\n"},
+		imagetest.Layer(t, base...),
+		imagetest.Layer(t,
+			tarEntry{Name: "etc/", Type: tar.TypeDir, Mode: 0o755},
+			tarEntry{Name: "etc/.wh.gone", Type: tar.TypeReg},
+			tarEntry{Name: "etc/added", Type: tar.TypeReg, Body: "upper layer\n"},
 			// Skipped: an image's device node never reaches an action.
-			tarEntry{name: "etc/mem", typ: tar.TypeChar}),
+			tarEntry{Name: "etc/mem", Type: tar.TypeChar}),
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -127,21 +81,9 @@ func TestContainerImage(t *testing.T) {
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	img := busyboxImage(t)
-	layoutDir := filepath.Join(dir, "layout")
-	p, err := layout.Write(layoutDir, empty.Index)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AppendImage(img); err != nil {
-		t.Fatal(err)
-	}
-	archive := filepath.Join(dir, "saved.tar")
-	tag, _ := name.NewTag("example.org/saved:1")
-	if err := tarball.WriteToFile(archive, tag, img); err != nil {
-		t.Fatal(err)
-	}
+	layoutDir, archive := imagetest.WriteSources(t, dir, "example.org/saved:1", img)
 	hostile := func(file string, entries ...tarEntry) string {
-		bad, err := mutate.AppendLayers(empty.Image, imageLayer(t, entries...))
+		bad, err := mutate.AppendLayers(empty.Image, imagetest.Layer(t, entries...))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -157,11 +99,11 @@ func TestContainerImage(t *testing.T) {
 	s := startServer(t,
 		"--container-image", "docker://example.org/tools:1="+layoutDir,
 		"--container-image", "docker://example.org/saved:1="+archive,
-		"--container-image", "docker://bad/absolute:1="+hostile("absolute.tar", tarEntry{name: "/etc/passwd", typ: tar.TypeReg, body: "x"}),
-		"--container-image", "docker://bad/dotdot:1="+hostile("dotdot.tar", tarEntry{name: "../../escape", typ: tar.TypeReg, body: "x"}),
+		"--container-image", "docker://bad/absolute:1="+hostile("absolute.tar", tarEntry{Name: "/etc/passwd", Type: tar.TypeReg, Body: "x"}),
+		"--container-image", "docker://bad/dotdot:1="+hostile("dotdot.tar", tarEntry{Name: "../../escape", Type: tar.TypeReg, Body: "x"}),
 		"--container-image", "docker://bad/symlink:1="+hostile("symlink.tar",
-			tarEntry{name: "evil", typ: tar.TypeSymlink, link: outside},
-			tarEntry{name: "evil/pwned", typ: tar.TypeReg, body: "x"}),
+			tarEntry{Name: "evil", Type: tar.TypeSymlink, Link: outside},
+			tarEntry{Name: "evil/pwned", Type: tar.TypeReg, Body: "x"}),
 	)
 	c := s.client()
 	input := c.tree(map[string]entry{"input.txt": {content: "from the input root\n"}})

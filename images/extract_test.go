@@ -3,49 +3,19 @@ package images
 import (
 	"archive/tar"
 	"bytes"
-	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/bitzel/bitzel-worker/images/imagetest"
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
-type entry struct {
-	name, link string
-	typ        byte
-	mode       int64
-	body       string
-}
-
-func tarOf(t *testing.T, entries ...entry) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	w := tar.NewWriter(&buf)
-	for _, e := range entries {
-		mode := e.mode
-		if mode == 0 {
-			mode = 0o644
-		}
-		hdr := &tar.Header{Name: e.name, Linkname: e.link, Typeflag: e.typ, Mode: mode, Size: int64(len(e.body))}
-		if e.typ != tar.TypeReg {
-			hdr.Size = 0
-		}
-		if err := w.WriteHeader(hdr); err != nil {
-			t.Fatal(err)
-		}
-		if e.typ == tar.TypeReg {
-			w.Write([]byte(e.body))
-		}
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
+type entry = imagetest.Entry
 
 func extract(t *testing.T, entries ...entry) (string, error) {
 	t.Helper()
@@ -54,16 +24,16 @@ func extract(t *testing.T, entries ...entry) (string, error) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { fsutil.RemoveAll(dir) })
-	return dir, Extract(bytes.NewReader(tarOf(t, entries...)), dir)
+	return dir, Extract(bytes.NewReader(imagetest.Tar(t, entries...)), dir)
 }
 
 func TestExtractFiles(t *testing.T) {
 	dir, err := extract(t,
-		entry{name: "bin/", typ: tar.TypeDir, mode: 0o555},
-		entry{name: "bin/sh", typ: tar.TypeReg, mode: 0o4755, body: "shell"},
-		entry{name: "bin/ash", typ: tar.TypeLink, link: "bin/sh"},
-		entry{name: "usr/bin/env", typ: tar.TypeSymlink, link: "/bin/sh"},
-		entry{name: "./etc/passwd", typ: tar.TypeReg, body: "root:x:0:0::/:/bin/sh\n"},
+		entry{Name: "bin/", Type: tar.TypeDir, Mode: 0o555},
+		entry{Name: "bin/sh", Type: tar.TypeReg, Mode: 0o4755, Body: "shell"},
+		entry{Name: "bin/ash", Type: tar.TypeLink, Link: "bin/sh"},
+		entry{Name: "usr/bin/env", Type: tar.TypeSymlink, Link: "/bin/sh"},
+		entry{Name: "./etc/passwd", Type: tar.TypeReg, Body: "root:x:0:0::/:/bin/sh\n"},
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -95,21 +65,21 @@ func TestExtractHostile(t *testing.T) {
 		entries []entry
 		want    string
 	}{
-		{"absolute", []entry{{name: "/etc/passwd", typ: tar.TypeReg, body: "x"}}, "absolute"},
-		{"dotdot", []entry{{name: "a/../../escape", typ: tar.TypeReg, body: "x"}}, `".."`},
+		{"absolute", []entry{{Name: "/etc/passwd", Type: tar.TypeReg, Body: "x"}}, "absolute"},
+		{"dotdot", []entry{{Name: "a/../../escape", Type: tar.TypeReg, Body: "x"}}, `".."`},
 		{"symlink then write through it", []entry{
-			{name: "evil", typ: tar.TypeSymlink, link: outside},
-			{name: "evil/pwned", typ: tar.TypeReg, body: "x"},
+			{Name: "evil", Type: tar.TypeSymlink, Link: outside},
+			{Name: "evil/pwned", Type: tar.TypeReg, Body: "x"},
 		}, "not a directory inside the layer"},
 		{"relative symlink then write through it", []entry{
-			{name: "a/", typ: tar.TypeDir},
-			{name: "a/up", typ: tar.TypeSymlink, link: "../../../../../../../../" + outside},
-			{name: "a/up/pwned", typ: tar.TypeReg, body: "x"},
+			{Name: "a/", Type: tar.TypeDir},
+			{Name: "a/up", Type: tar.TypeSymlink, Link: "../../../../../../../../" + outside},
+			{Name: "a/up/pwned", Type: tar.TypeReg, Body: "x"},
 		}, "not a directory inside the layer"},
-		{"hard link out", []entry{{name: "h", typ: tar.TypeLink, link: "../../etc/passwd"}}, "outside the layer"},
+		{"hard link out", []entry{{Name: "h", Type: tar.TypeLink, Link: "../../etc/passwd"}}, "outside the layer"},
 		{"hard link through a symlink", []entry{
-			{name: "evil", typ: tar.TypeSymlink, link: "/etc"},
-			{name: "h", typ: tar.TypeLink, link: "evil/passwd"},
+			{Name: "evil", Type: tar.TypeSymlink, Link: "/etc"},
+			{Name: "h", Type: tar.TypeLink, Link: "evil/passwd"},
 		}, "not a directory inside the layer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -126,11 +96,11 @@ func TestExtractHostile(t *testing.T) {
 
 func TestExtractSkipsDevices(t *testing.T) {
 	dir, err := extract(t,
-		entry{name: "dev/", typ: tar.TypeDir},
-		entry{name: "dev/sda", typ: tar.TypeBlock},
-		entry{name: "dev/mem", typ: tar.TypeChar},
-		entry{name: "dev/fifo", typ: tar.TypeFifo},
-		entry{name: "dev/ok", typ: tar.TypeReg, body: "x"},
+		entry{Name: "dev/", Type: tar.TypeDir},
+		entry{Name: "dev/sda", Type: tar.TypeBlock},
+		entry{Name: "dev/mem", Type: tar.TypeChar},
+		entry{Name: "dev/fifo", Type: tar.TypeFifo},
+		entry{Name: "dev/ok", Type: tar.TypeReg, Body: "x"},
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -143,11 +113,11 @@ func TestExtractSkipsDevices(t *testing.T) {
 
 func TestExtractWhiteouts(t *testing.T) {
 	dir, err := extract(t,
-		entry{name: "etc/", typ: tar.TypeDir},
-		entry{name: "etc/.wh.shadow", typ: tar.TypeReg},
-		entry{name: "opt/", typ: tar.TypeDir},
-		entry{name: "opt/.wh..wh..opq", typ: tar.TypeReg},
-		entry{name: "opt/new", typ: tar.TypeReg, body: "x"},
+		entry{Name: "etc/", Type: tar.TypeDir},
+		entry{Name: "etc/.wh.shadow", Type: tar.TypeReg},
+		entry{Name: "opt/", Type: tar.TypeDir},
+		entry{Name: "opt/.wh..wh..opq", Type: tar.TypeReg},
+		entry{Name: "opt/new", Type: tar.TypeReg, Body: "x"},
 	)
 	if err != nil {
 		t.Fatal(err)

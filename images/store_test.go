@@ -2,43 +2,29 @@ package images
 
 import (
 	"archive/tar"
-	"bytes"
-	"github.com/bitzel/bitzel-worker/internal/fsutil"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/bitzel/bitzel-worker/images/imagetest"
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
-func testLayer(t *testing.T, entries ...entry) v1.Layer {
-	t.Helper()
-	data := tarOf(t, entries...)
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(data)), nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
 // testImage has a lower layer with two files and an upper one that
 // deletes one of them and adds another.
 func testImage(t *testing.T) v1.Image {
 	t.Helper()
 	img, err := mutate.AppendLayers(empty.Image,
-		testLayer(t, entry{name: "etc/", typ: tar.TypeDir}, entry{name: "etc/keep", typ: tar.TypeReg, body: "keep"}, entry{name: "etc/gone", typ: tar.TypeReg, body: "gone"}),
-		testLayer(t, entry{name: "etc/.wh.gone", typ: tar.TypeReg}, entry{name: "etc/new", typ: tar.TypeReg, body: "new"}),
+		imagetest.Layer(t, entry{Name: "etc/", Type: tar.TypeDir}, entry{Name: "etc/keep", Type: tar.TypeReg, Body: "keep"}, entry{Name: "etc/gone", Type: tar.TypeReg, Body: "gone"}),
+		imagetest.Layer(t, entry{Name: "etc/.wh.gone", Type: tar.TypeReg}, entry{Name: "etc/new", Type: tar.TypeReg, Body: "new"}),
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -56,19 +42,7 @@ func testImage(t *testing.T) v1.Image {
 func TestStoreSources(t *testing.T) {
 	img := testImage(t)
 	dir := t.TempDir()
-	layoutDir := filepath.Join(dir, "layout")
-	p, err := layout.Write(layoutDir, empty.Index)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AppendImage(img); err != nil {
-		t.Fatal(err)
-	}
-	archive := filepath.Join(dir, "saved.tar")
-	tag, _ := name.NewTag("example.org/tools:1")
-	if err := tarball.WriteToFile(archive, tag, img); err != nil {
-		t.Fatal(err)
-	}
+	layoutDir, archive := imagetest.WriteSources(t, dir, "example.org/tools:1", img)
 	for _, tc := range []struct{ name, ref, src string }{
 		{"OCI layout", "docker://busybox", layoutDir},
 		{"docker save", "docker://example.org/tools:1", archive},
@@ -142,7 +116,7 @@ func TestStoreCrashLeavesNothing(t *testing.T) {
 }
 
 func TestStoreRefusesHostileLayer(t *testing.T) {
-	img, err := mutate.AppendLayers(empty.Image, testLayer(t, entry{name: "../escape", typ: tar.TypeReg, body: "x"}))
+	img, err := mutate.AppendLayers(empty.Image, imagetest.Layer(t, entry{Name: "../escape", Type: tar.TypeReg, Body: "x"}))
 	if err != nil {
 		t.Fatal(err)
 	}
