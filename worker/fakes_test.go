@@ -73,6 +73,8 @@ func readBlob(t *testing.T, storage *cas.Storage, d *remoteexecution.Digest) []b
 // layer directory, after failing with errs in turn.
 type fakeMaterializer struct {
 	layer string
+	// extraLayers are put below layer in the root mount.
+	extraLayers []string
 
 	mu    sync.Mutex
 	calls int
@@ -90,7 +92,7 @@ func (m *fakeMaterializer) Materialize(ctx context.Context, instanceName digest.
 		m.errs = m.errs[1:]
 		return nil, err
 	}
-	return &cas.InputRoot{Root: root, Mounts: []cas.Mount{{Path: "", Layers: []string{m.layer}}}}, nil
+	return &cas.InputRoot{Root: root, Mounts: []cas.Mount{{Path: "", Layers: append([]string{m.layer}, m.extraLayers...)}}}, nil
 }
 
 func (m *fakeMaterializer) callCount() int {

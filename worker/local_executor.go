@@ -15,6 +15,7 @@ import (
 	"github.com/bitzel/bitzel-worker/images"
 	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"github.com/bitzel/bitzel-worker/sandbox"
+	"github.com/bitzel/bitzel-worker/sandbox/child"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"github.com/buildbarn/bb-storage/pkg/util"
 	"google.golang.org/grpc/codes"
@@ -182,6 +183,9 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 		// where both have one, and outputs are read from the whole
 		// merged view. A copy: the materialiser owns the slice.
 		m := &root.Mounts[0]
+		if n := len(m.Layers) + len(image.Layers); n > child.MaxLowers {
+			return status.Errorf(codes.FailedPrecondition, "The input root's %d layers and container image %q's %d layers make %d lower layers of the root overlay, over the kernel's limit of %d: use an image of fewer layers (flatten it) or a smaller input root", len(m.Layers), imageRef, len(image.Layers), n, child.MaxLowers)
+		}
 		m.Layers = append(append([]string{}, m.Layers...), image.Layers...)
 	}
 
