@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 
 	"github.com/bitzel/bitzel-worker/internal/fsutil"
+	"github.com/buildbarn/bb-storage/pkg/util"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -87,12 +88,6 @@ func Normalize(ref string) (string, error) {
 	return "docker://" + r.Name(), nil
 }
 
-// Has says whether ref is configured.
-func (s *Store) Has(ref string) bool {
-	key, err := Normalize(ref)
-	return err == nil && s.sources[key] != ""
-}
-
 // Check is nil for an image that is configured, else the error an
 // action naming ref is refused with (platform matching calls it).
 func (s *Store) Check(ref string) error {
@@ -147,7 +142,7 @@ func (s *Store) Get(ref string) (*Image, error) {
 	for i := len(layers) - 1; i >= 0; i-- {
 		p, err := s.layer(layers[i])
 		if err != nil {
-			return nil, status.Errorf(status.Code(err), "Container image %q from %q: %v", ref, src, status.Convert(err).Message())
+			return nil, util.StatusWrapf(err, "Container image %q from %q", ref, src)
 		}
 		img.Layers = append(img.Layers, p)
 	}

@@ -213,15 +213,7 @@ func startPeer(name, binary, logDir string, env []string, args ...string) (*peer
 	return p, nil
 }
 
-func (p *peerProcess) stop() {
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(30 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.exited
-	}
-}
+func (p *peerProcess) stop() { terminate(p.cmd, p.exited, 30*time.Second) }
 
 // waitFor waits until address ("unix:PATH" or host:port) accepts
 // connections, or p exits.

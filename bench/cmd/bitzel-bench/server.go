@@ -99,13 +99,7 @@ func startServer(binDir, workDir string, extra ...string) (*server, error) {
 
 // stop sends SIGTERM, waits for serve to drain and removes its data.
 func (s *server) stop() {
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exited:
-	case <-time.After(60 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.exited
-	}
+	terminate(s.cmd, s.exited, 60*time.Second)
 	s.log.Close()
 	fsutil.RemoveAll(s.dataDir)
 }
@@ -200,4 +194,16 @@ func goMetrics(address string) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// terminate sends cmd SIGTERM and waits until exited is closed,
+// killing it after grace.
+func terminate(cmd *exec.Cmd, exited <-chan struct{}, grace time.Duration) {
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(grace):
+		cmd.Process.Kill()
+		<-exited
+	}
 }
