@@ -29,3 +29,11 @@ type CgroupStats struct {
 	PidsLimitHit    bool
 	MemoryPeakBytes int64
 }
+
+// cgroupStats reads c's counters; a nil c (no cgroups) has none.
+func cgroupStats(c ActionCgroup) CgroupStats {
+	if c == nil {
+		return CgroupStats{}
+	}
+	return c.Stats()
+}

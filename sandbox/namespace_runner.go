@@ -600,7 +600,15 @@ func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) 
 	// mount namespace dies with it), so once it is reaped its upper
 	// and work directories are free.
 	released := make(chan struct{})
+	// The cgroup's counters are read before release may remove it
+	// (release runs in the background once PID 1 is reaped, which can
+	// be before this goroutine gets here): read after the removal, an
+	// OOM kill reads as none and the result is cached.
+	var stats CgroupStats
 	if reported {
+		// PID 1 reports only once it has reaped every other process
+		// of the action, so the counters are final.
+		stats = cgroupStats(cgroup)
 		r.exiting.Add(1)
 		go func() {
 			defer r.exiting.Done()
@@ -615,6 +623,7 @@ func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) 
 		}()
 	} else {
 		exit = process.wait()
+		stats = cgroupStats(cgroup)
 		defer func() {
 			release()
 			close(released)
@@ -625,18 +634,15 @@ func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) 
 	copies.Wait()
 
 	result := &Result{
-		DiskBudget:      diskBudget,
-		Released:        released,
-		WallTime:        wall,
-		TimedOut:        timedOut.Load(),
-		StdoutTruncated: stdout.truncated,
-		StderrTruncated: stderr.truncated,
-	}
-	if cgroup != nil {
-		stats := cgroup.Stats()
-		result.OOMKilled = stats.OOMKilled
-		result.PidsLimitHit = stats.PidsLimitHit
-		result.CgroupMemoryPeak = stats.MemoryPeakBytes
+		DiskBudget:       diskBudget,
+		Released:         released,
+		WallTime:         wall,
+		TimedOut:         timedOut.Load(),
+		StdoutTruncated:  stdout.truncated,
+		StderrTruncated:  stderr.truncated,
+		OOMKilled:        stats.OOMKilled,
+		PidsLimitHit:     stats.PidsLimitHit,
+		CgroupMemoryPeak: stats.MemoryPeakBytes,
 	}
 	result.DiskBudgetExceeded = budgetFull(diskBudget)
 	if cancelled.Load() {
