@@ -229,9 +229,7 @@ func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func(
 		return err
 	}
 	defer dataDir.Close()
-
-	// Storage: a persistent local CAS and AC.
-	storage, err := cas.NewLocalStorage(filepath.Join(f.dataDir, "storage"), f.casSize, f.acSize)
+	storage, err := openServeStorage(f.dataDir, f.casSize, f.acSize)
 	if err != nil {
 		return err
 	}
@@ -240,10 +238,6 @@ func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func(
 			logger.Printf("%v", err)
 		}
 	}()
-	// The empty blob is always present (REAPI): actions with empty
-	// stdout or stderr refer to it, and without it the completeness
-	// check would turn every such Action Cache entry into a miss.
-	storage.ContentAddressableStorage = blobstore.NewEmptyBlobInjectingBlobAccess(storage.ContentAddressableStorage)
 
 	// Sandbox and caches, shared by all actions.
 	m, err := newMachine(&f.executorSettings, storage, logger)
@@ -253,28 +247,11 @@ func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func(
 	defer m.Close()
 	recorder := statuspage.NewRecorder(recentActions(f.recentActions))
 	m.recorder = recorder
-
-	// Executor: materialisation, outputs, and the decorator stack
-	// every action goes through.
-	platform, err := servePlatformOffer(f)
+	platform, executor, err := newServeExecutor(f, m)
 	if err != nil {
 		return err
 	}
-	containerImages, err := openContainerImages(f)
-	if err != nil {
-		return err
-	}
-	// Always set: an image that is not configured is refused with how
-	// to provide it, not as an unoffered property.
-	platform.ContainerImages = containerImages.Check
-	m.containerImages = containerImages
-	executor, err := m.newExecutor(filepath.Join(f.dataDir, "build"), f.workerName, platform)
-	if err != nil {
-		return err
-	}
-
-	// gRPC services.
-	var serverOptions []grpc.ServerOption
+	serverOptions := access.serverOptions()
 	if f.tlsCert != "" || f.tlsKey != "" {
 		creds, err := credentials.NewServerTLSFromFile(f.tlsCert, f.tlsKey)
 		if err != nil {
@@ -282,7 +259,78 @@ func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func(
 		}
 		serverOptions = append(serverOptions, grpc.Creds(creds))
 	}
-	serverOptions = append(serverOptions, access.serverOptions()...)
+	front := newServeFrontEnd(f, serverOptions, storage, executor, recorder, access)
+
+	// Signals are taken before the "serving" line: a client (or a
+	// test) that stops serve as soon as it reads that line would
+	// otherwise be lost when SIGINT was ignored at start, as a shell
+	// does for background jobs (a rootless CI run hung on it;
+	// TestServeStopsOnASignalSentAsSoonAsItSaysItIsServing).
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(signals)
+	listener, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", f.listen, err)
+	}
+	if f.metricsListen != "" {
+		metricsListener, err := net.Listen("tcp", f.metricsListen)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", f.metricsListen, err)
+		}
+		logger.Printf("metrics on %s (/metrics, /-/healthy, status page at /status/)", metricsListener.Addr())
+		go serveMetrics(metricsListener, logger, front.statusPage)
+	}
+	logger.Printf("serving REAPI on %s (data in %s, %d actions at once, platform %s)", listener.Addr(), f.dataDir, f.concurrency, platformString(platform.Platform))
+	return front.run(ctx, listener, signals, f.shutdownGrace, logger, ready)
+}
+
+// openServeStorage opens serve's persistent local CAS and AC.
+func openServeStorage(dataDir string, casSize, acSize int64) (*cas.Storage, error) {
+	storage, err := cas.NewLocalStorage(filepath.Join(dataDir, "storage"), casSize, acSize)
+	if err != nil {
+		return nil, err
+	}
+	// The empty blob is always present (REAPI): actions with empty
+	// stdout or stderr refer to it, and without it the completeness
+	// check would turn every such Action Cache entry into a miss.
+	storage.ContentAddressableStorage = blobstore.NewEmptyBlobInjectingBlobAccess(storage.ContentAddressableStorage)
+	return storage, nil
+}
+
+// newServeExecutor builds the executor of serve's actions on m:
+// materialisation, outputs, and the decorator stack every action goes
+// through, with the platform serve offers.
+func newServeExecutor(f *serveFlags, m *machine) (worker.PlatformOffer, worker.Executor, error) {
+	platform, err := servePlatformOffer(f)
+	if err != nil {
+		return worker.PlatformOffer{}, nil, err
+	}
+	containerImages, err := openContainerImages(f)
+	if err != nil {
+		return worker.PlatformOffer{}, nil, err
+	}
+	// Always set: an image that is not configured is refused with how
+	// to provide it, not as an unoffered property.
+	platform.ContainerImages = containerImages.Check
+	m.containerImages = containerImages
+	executor, err := m.newExecutor(filepath.Join(f.dataDir, "build"), f.workerName, platform)
+	if err != nil {
+		return worker.PlatformOffer{}, nil, err
+	}
+	return platform, executor, nil
+}
+
+// serveFrontEnd is serve's gRPC server with the REAPI services
+// registered, and the status page of the actions it runs.
+type serveFrontEnd struct {
+	server     *grpc.Server
+	execution  *worker.ExecutionServer
+	health     *health.Server
+	statusPage http.Handler
+}
+
+func newServeFrontEnd(f *serveFlags, serverOptions []grpc.ServerOption, storage *cas.Storage, executor worker.Executor, recorder *statuspage.Recorder, access *clientAccess) *serveFrontEnd {
 	serverOptions = append(serverOptions,
 		grpc.MaxRecvMsgSize(storage.MaximumMessageSizeBytes+1<<20),
 		grpc.MaxSendMsgSize(storage.MaximumMessageSizeBytes+1<<20))
@@ -326,36 +374,22 @@ func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func(
 	// Reads of running actions' live logs are served from their log
 	// files; everything else is bb-storage's.
 	bytestream.RegisterByteStreamServer(server, livelogs.NewByteStreamServer(
-		grpcservers.NewByteStreamServer(access.contentAddressableStorage(storage.ContentAddressableStorage), 1<<16, bb_zstd.NewUnboundedPool(nil, nil)), liveLogs))
+		grpcservers.NewByteStreamServer(casAccess, 1<<16, bb_zstd.NewUnboundedPool(nil, nil)), liveLogs))
 	remoteexecution.RegisterCapabilitiesServer(server,
 		capabilities.NewServer(access.capabilities(worker.NewCapabilitiesProvider(int64(storage.MaximumMessageSizeBytes)))))
 	healthServer := health.NewServer()
 	healthpb.RegisterHealthServer(server, healthServer)
+	return &serveFrontEnd{server: server, execution: execution, health: healthServer, statusPage: statusPage}
+}
 
-	// Signals are taken before the "serving" line: a client (or a
-	// test) that stops serve as soon as it reads that line would
-	// otherwise be lost when SIGINT was ignored at start, as a shell
-	// does for background jobs (a rootless CI run hung on it).
-	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(signals)
-	listener, err := net.Listen("tcp", f.listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", f.listen, err)
-	}
-	if f.metricsListen != "" {
-		metricsListener, err := net.Listen("tcp", f.metricsListen)
-		if err != nil {
-			return fmt.Errorf("listen on %s: %w", f.metricsListen, err)
-		}
-		logger.Printf("metrics on %s (/metrics, /-/healthy, status page at /status/)", metricsListener.Addr())
-		go serveMetrics(metricsListener, logger, statusPage)
-	}
-	logger.Printf("serving REAPI on %s (data in %s, %d actions at once, platform %s)", listener.Addr(), f.dataDir, f.concurrency, platformString(platform.Platform))
-
+// run serves on listener until ctx ends or a signal comes, then drains:
+// new RPCs are refused, running actions get the grace period (or
+// until a second signal), and what is left is cancelled; the sandbox
+// runner leaves no mounts or processes behind either way.
+func (fe *serveFrontEnd) run(ctx context.Context, listener net.Listener, signals <-chan os.Signal, grace time.Duration, logger *log.Logger, ready func(statusPage http.Handler)) error {
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- server.Serve(listener) }()
-	ready(statusPage)
+	go func() { serveErr <- fe.server.Serve(listener) }()
+	ready(fe.statusPage)
 	select {
 	case err := <-serveErr:
 		return err
@@ -363,30 +397,27 @@ func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func(
 		// A routine of the global configuration (the diagnostics
 		// HTTP server) failed; program.RunLocal reports why.
 		logger.Printf("stopping: %v", context.Cause(ctx))
-		execution.Shutdown()
-		server.Stop()
+		fe.execution.Shutdown()
+		fe.server.Stop()
 		return nil
 	case sig := <-signals:
-		logger.Printf("%v: draining (new RPCs are refused; running actions get %v)", sig, f.shutdownGrace)
+		logger.Printf("%v: draining (new RPCs are refused; running actions get %v)", sig, grace)
 	}
-	// Graceful shutdown: refuse new RPCs, let running actions finish
-	// within the grace period, then cancel what is left; the sandbox
-	// runner leaves no mounts or processes behind either way.
-	healthServer.Shutdown()
+	fe.health.Shutdown()
 	stopped := make(chan struct{})
 	go func() {
-		server.GracefulStop()
+		fe.server.GracefulStop()
 		close(stopped)
 	}()
 	select {
 	case <-stopped:
-	case <-time.After(f.shutdownGrace):
+	case <-time.After(grace):
 		logger.Printf("grace period over: cancelling the actions still running")
 	case sig := <-signals:
 		logger.Printf("%v again: cancelling the actions still running", sig)
 	}
-	execution.Shutdown()
-	server.Stop()
+	fe.execution.Shutdown()
+	fe.server.Stop()
 	logger.Printf("stopped")
 	return nil
 }
