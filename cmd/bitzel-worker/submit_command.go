@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-
 	"sort"
 	"strings"
 	"syscall"
@@ -25,6 +24,38 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
+// submitFlags are the settings of `submit`.
+type submitFlags struct {
+	inputs, layers, env, outputs, platform listFlag
+	remote, instance, defaultPATH          string
+	cwd, download, nodeProperties          string
+	timeout                                time.Duration
+	skipCache, doNotCache                  bool
+	jsonOutput, quiet                      bool
+	preserveMtimes, preserveModes          bool
+}
+
+func (f *submitFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.remote, "remote", "grpc://127.0.0.1:8980", "REAPI endpoint, grpc://HOST:PORT or grpcs://HOST:PORT")
+	fs.StringVar(&f.instance, "instance", "", "instance name")
+	fs.Var(&f.inputs, "input", "local `DIR` as the input root, or PATH=DIR to place it at PATH; repeat")
+	fs.Var(&f.layers, "layer", "`PATH=DIR[,DIR...]`: the directory at PATH is the union of its own entries over these trees, topmost first (bitzel.layers); repeat")
+	fs.Var(&f.env, "env", "environment `VAR=VALUE`; repeat (the whole environment, with -default-path)")
+	fs.StringVar(&f.defaultPATH, "default-path", client.DefaultPATH, "`PATH` sent when no --env PATH=... is given (empty: none; the worker adds no environment of its own)")
+	fs.Var(&f.outputs, "output", "output `PATH` relative to the working directory (file or directory); repeat")
+	fs.Var(&f.platform, "platform", "platform property `NAME=VALUE`; repeat")
+	fs.StringVar(&f.cwd, "cwd", "", "working directory relative to the input root")
+	fs.StringVar(&f.download, "download", ".", "local `DIR` the outputs are written under")
+	fs.DurationVar(&f.timeout, "timeout", 0, "action timeout (0: the server's default)")
+	fs.StringVar(&f.nodeProperties, "node-properties", "unix_mode,mtime", "comma-separated output node properties to ask for (unix_mode, mtime); the outputs are written with them")
+	fs.BoolVar(&f.skipCache, "skip-cache", false, "run even if the Action Cache has a result")
+	fs.BoolVar(&f.doNotCache, "do-not-cache", false, "do not store the result in the Action Cache")
+	fs.BoolVar(&f.jsonOutput, "json", false, "print the ActionResult as JSON on stdout instead of the action's output")
+	fs.BoolVar(&f.quiet, "quiet", false, "no progress on stderr")
+	fs.BoolVar(&f.preserveMtimes, "preserve-mtimes", false, "send input files' modification times (mtime node property), for tasks whose make must see an earlier task's timestamps")
+	fs.BoolVar(&f.preserveModes, "preserve-modes", true, "send input files' permission bits (unix_mode node property)")
+}
+
 // submitCommand is the client side of remote mode: it uploads a task's
 // inputs, runs it on a REAPI endpoint and brings its outputs back, for
 // bitzel and for a person debugging a task.
@@ -41,25 +72,8 @@ exit code (124 on timeout, 125 when it could not be run).
 `)
 		printVisibleDefaults(fs)
 	}
-	var inputs, layers, env, outputs, platform listFlag
-	remote := fs.String("remote", "grpc://127.0.0.1:8980", "REAPI endpoint, grpc://HOST:PORT or grpcs://HOST:PORT")
-	instance := fs.String("instance", "", "instance name")
-	fs.Var(&inputs, "input", "local `DIR` as the input root, or PATH=DIR to place it at PATH; repeat")
-	fs.Var(&layers, "layer", "`PATH=DIR[,DIR...]`: the directory at PATH is the union of its own entries over these trees, topmost first (bitzel.layers); repeat")
-	fs.Var(&env, "env", "environment `VAR=VALUE`; repeat (the whole environment, with -default-path)")
-	defaultPATH := fs.String("default-path", client.DefaultPATH, "`PATH` sent when no --env PATH=... is given (empty: none; the worker adds no environment of its own)")
-	fs.Var(&outputs, "output", "output `PATH` relative to the working directory (file or directory); repeat")
-	fs.Var(&platform, "platform", "platform property `NAME=VALUE`; repeat")
-	cwd := fs.String("cwd", "", "working directory relative to the input root")
-	download := fs.String("download", ".", "local `DIR` the outputs are written under")
-	timeout := fs.Duration("timeout", 0, "action timeout (0: the server's default)")
-	nodeProperties := fs.String("node-properties", "unix_mode,mtime", "comma-separated output node properties to ask for (unix_mode, mtime); the outputs are written with them")
-	skipCache := fs.Bool("skip-cache", false, "run even if the Action Cache has a result")
-	doNotCache := fs.Bool("do-not-cache", false, "do not store the result in the Action Cache")
-	jsonOutput := fs.Bool("json", false, "print the ActionResult as JSON on stdout instead of the action's output")
-	quiet := fs.Bool("quiet", false, "no progress on stderr")
-	preserveMtimes := fs.Bool("preserve-mtimes", false, "send input files' modification times (mtime node property), for tasks whose make must see an earlier task's timestamps")
-	preserveModes := fs.Bool("preserve-modes", true, "send input files' permission bits (unix_mode node property)")
+	var f submitFlags
+	f.register(fs)
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -68,41 +82,110 @@ exit code (124 on timeout, 125 when it could not be run).
 		usageError("submit", "missing the command to run: submit [flags] -- CMD [ARGS...]")
 		return 2
 	}
-	fail := func(format string, a ...any) int {
-		fmt.Fprintf(os.Stderr, "bitzel-worker submit: "+format+"\n", a...)
-		return 125
-	}
-	progress := newProgressPrinter(*quiet)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-
-	function := digest.MustNewFunction(*instance, remoteexecution.DigestFunction_SHA256)
-	builder := client.NewTreeBuilder(function)
-	builder.PreserveMtimes = *preserveMtimes
-	builder.PreserveModes = *preserveModes
-	root, err := buildInputRoot(builder, inputs, layers)
+	response, err := submit(ctx, &f, argv, newProgressPrinter(f.quiet))
 	if err != nil {
-		return fail("%v", err)
+		return submitFailed("%v", err)
 	}
+	st := status.FromProto(response.Status)
+	switch st.Code() {
+	case codes.OK:
+		return int(response.Result.GetExitCode())
+	case codes.DeadlineExceeded:
+		fmt.Fprintf(os.Stderr, "bitzel-worker submit: %s\n", st.Message())
+		return 124
+	default:
+		return submitFailed("the action could not be run: %v: %s", st.Code(), st.Message())
+	}
+}
+
+// submitFailed says why submit could not run the action, and gives
+// its exit code for that.
+func submitFailed(format string, a ...any) int {
+	fmt.Fprintf(os.Stderr, "bitzel-worker submit: "+format+"\n", a...)
+	return 125
+}
+
+// submit uploads what the remote lacks of argv's action, executes it,
+// writes its outputs and shows its logs or (with -json) its result.
+func submit(ctx context.Context, f *submitFlags, argv []string, progress *progressPrinter) (*remoteexecution.ExecuteResponse, error) {
+	function := digest.MustNewFunction(f.instance, remoteexecution.DigestFunction_SHA256)
+	builder := client.NewTreeBuilder(function)
+	builder.PreserveMtimes = f.preserveMtimes
+	builder.PreserveModes = f.preserveModes
+	root, err := buildInputRoot(builder, f.inputs, f.layers)
+	if err != nil {
+		return nil, err
+	}
+	messages, actionDigest, err := f.action(function, root, argv)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := dial(f.remote)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	r := client.NewRemote(conn, f.instance, function)
+	directories, files := builder.Blobs()
+	for d, data := range directories {
+		messages[d] = data
+	}
+	if err := r.Upload(ctx, messages, files, progress); err != nil {
+		return nil, fmt.Errorf("upload: %w", err)
+	}
+	var response *remoteexecution.ExecuteResponse
+	if f.jsonOutput {
+		response, err = r.Execute(ctx, actionDigest, f.skipCache, progress)
+	} else {
+		// A long task's output as it is written, when the server
+		// names its live logs (serve does; Buildbarn does not, and
+		// then it comes with the result).
+		response, err = r.ExecuteShowingLogs(ctx, actionDigest, f.skipCache, progress, os.Stdout, os.Stderr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if response.Result != nil {
+		if err := r.Download(ctx, response.Result, f.download, progress); err != nil {
+			return nil, fmt.Errorf("download outputs: %w", err)
+		}
+	}
+	progress.done(response)
+	if f.jsonOutput {
+		data, err := protojson.MarshalOptions{Multiline: true}.Marshal(response.Result)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Println(string(data))
+	}
+	return response, nil
+}
+
+// action encodes the Command and Action of argv over the input root
+// root, as the flags say; it returns both messages by digest, and the
+// Action's digest.
+func (f *submitFlags) action(function digest.Function, root digest.Digest, argv []string) (map[digest.Digest][]byte, digest.Digest, error) {
 	command := &remoteexecution.Command{
 		Arguments:        argv,
-		WorkingDirectory: *cwd,
-		OutputPaths:      append([]string{}, outputs...),
+		WorkingDirectory: f.cwd,
+		OutputPaths:      append([]string{}, f.outputs...),
 	}
 	sort.Strings(command.OutputPaths)
-	for _, p := range strings.Split(*nodeProperties, ",") {
+	for _, p := range strings.Split(f.nodeProperties, ",") {
 		if p = strings.TrimSpace(p); p != "" {
 			command.OutputNodeProperties = append(command.OutputNodeProperties, p)
 		}
 	}
-	variables, err := keyValues(env, "--env")
+	variables, err := keyValues(f.env, "--env")
 	if err != nil {
-		return fail("%v", err)
+		return nil, digest.BadDigest, err
 	}
-	command.EnvironmentVariables = client.Environment(variables, *defaultPATH)
-	properties, err := keyValues(platform, "--platform")
+	command.EnvironmentVariables = client.Environment(variables, f.defaultPATH)
+	properties, err := keyValues(f.platform, "--platform")
 	if err != nil {
-		return fail("%v", err)
+		return nil, digest.BadDigest, err
 	}
 	var platformMessage *remoteexecution.Platform
 	if len(properties) > 0 {
@@ -114,67 +197,17 @@ exit code (124 on timeout, 125 when it could not be run).
 	}
 	commandDigest, commandData, err := client.Encode(function, command)
 	if err != nil {
-		return fail("%v", err)
+		return nil, digest.BadDigest, err
 	}
-	action := &remoteexecution.Action{CommandDigest: commandDigest.GetProto(), InputRootDigest: root.GetProto(), DoNotCache: *doNotCache, Platform: platformMessage}
-	if *timeout > 0 {
-		action.Timeout = durationpb.New(*timeout)
+	action := &remoteexecution.Action{CommandDigest: commandDigest.GetProto(), InputRootDigest: root.GetProto(), DoNotCache: f.doNotCache, Platform: platformMessage}
+	if f.timeout > 0 {
+		action.Timeout = durationpb.New(f.timeout)
 	}
 	actionDigest, actionData, err := client.Encode(function, action)
 	if err != nil {
-		return fail("%v", err)
+		return nil, digest.BadDigest, err
 	}
-
-	conn, err := dial(*remote)
-	if err != nil {
-		return fail("%v", err)
-	}
-	defer conn.Close()
-	r := client.NewRemote(conn, *instance, function)
-	directories, files := builder.Blobs()
-	messages := map[digest.Digest][]byte{commandDigest: commandData, actionDigest: actionData}
-	for d, data := range directories {
-		messages[d] = data
-	}
-	if err := r.Upload(ctx, messages, files, progress); err != nil {
-		return fail("upload: %v", err)
-	}
-	var response *remoteexecution.ExecuteResponse
-	if *jsonOutput {
-		response, err = r.Execute(ctx, actionDigest, *skipCache, progress)
-	} else {
-		// A long task's output as it is written, when the server
-		// names its live logs (serve does; Buildbarn does not, and
-		// then it comes with the result).
-		response, err = r.ExecuteShowingLogs(ctx, actionDigest, *skipCache, progress, os.Stdout, os.Stderr)
-	}
-	if err != nil {
-		return fail("%v", err)
-	}
-	result := response.Result
-	st := status.FromProto(response.Status)
-	if result != nil {
-		if err := r.Download(ctx, result, *download, progress); err != nil {
-			return fail("download outputs: %v", err)
-		}
-	}
-	progress.done(response)
-	if *jsonOutput {
-		data, err := protojson.MarshalOptions{Multiline: true}.Marshal(result)
-		if err != nil {
-			return fail("%v", err)
-		}
-		fmt.Println(string(data))
-	}
-	switch st.Code() {
-	case codes.OK:
-		return int(result.GetExitCode())
-	case codes.DeadlineExceeded:
-		fmt.Fprintf(os.Stderr, "bitzel-worker submit: %s\n", st.Message())
-		return 124
-	default:
-		return fail("the action could not be run: %v: %s", st.Code(), st.Message())
-	}
+	return map[digest.Digest][]byte{commandDigest: commandData, actionDigest: actionData}, actionDigest, nil
 }
 
 // buildInputRoot hashes the input directories and declares the layers.
