@@ -139,46 +139,9 @@ func runWorker(ctx context.Context, siblingsGroup, dependenciesGroup program.Gro
 	recorder := statuspage.NewRecorder(recentActions(c.StatusPageRecentActions))
 	m.recorder = recorder
 
-	// One Client per runner, an Executor per slot: each slot reports
-	// its own worker ID as ExecutedActionMetadata.worker, as
-	// bb_worker does.
-	var schedulerWorkerTimeout time.Duration
-	if err := setDuration(&schedulerWorkerTimeout, c.SchedulerWorkerTimeout, "schedulerWorkerTimeout"); err != nil {
-		return util.StatusWrapWithCode(err, codes.InvalidArgument, "Invalid configuration")
-	}
-	var clients []cluster.Client
-	slots := 0
-	for i, runner := range c.Runners {
-		instanceNamePrefix, err := digest.NewInstanceName(runner.InstanceNamePrefix)
-		if err != nil {
-			return util.StatusWrapf(err, "Runner %d: invalid instance name prefix %#v", i, runner.InstanceNamePrefix)
-		}
-		concurrency := int(runner.Concurrency)
-		if concurrency == 0 {
-			concurrency = 1
-		}
-		platform := runner.Platform
-		offer, err := runnerPlatformOffer(i, runner)
-		if err != nil {
-			return err
-		}
-		client, err := cluster.NewClientWithSlotExecutors(operationQueue, func(slot int, workerName string) (worker.Executor, error) {
-			return m.newExecutor(filepath.Join(settings.dataDir, "build", fmt.Sprintf("%d-%d", i, slot)), workerName, offer)
-		}, cluster.Options{
-			WorkerID:           runner.WorkerId,
-			InstanceNamePrefix: instanceNamePrefix,
-			Platform:           platform,
-			SizeClass:          runner.SizeClass,
-			Concurrency:        concurrency,
-			WorkerTimeout:      schedulerWorkerTimeout,
-		})
-		if err != nil {
-			return util.StatusWrapf(err, "Runner %d", i)
-		}
-		clients = append(clients, client)
-		slots += concurrency
-		logger.Printf("runner %d: %d slots, worker ID %s, instance name prefix %q, platform %s, size class %d",
-			i, concurrency, workerIDString(runner.WorkerId), runner.InstanceNamePrefix, platformString(platform), runner.SizeClass)
+	clients, slots, err := newClusterClients(&c, operationQueue, m, logger)
+	if err != nil {
+		return err
 	}
 
 	// Metrics and /-/healthy, as every Buildbarn binary serves them.
@@ -212,6 +175,52 @@ func runWorker(ctx context.Context, siblingsGroup, dependenciesGroup program.Gro
 	wg.Wait()
 	logger.Printf("drained")
 	return nil
+}
+
+// newClusterClients makes one scheduler Client per runner of c, and
+// an Executor on m per slot: each slot reports its own worker ID as
+// ExecutedActionMetadata.worker, as bb_worker does. It returns them
+// with the number of slots in all.
+func newClusterClients(c *configuration.WorkerConfiguration, operationQueue remoteworker.OperationQueueClient, m *machine, logger *log.Logger) ([]cluster.Client, int, error) {
+	var schedulerWorkerTimeout time.Duration
+	if err := setDuration(&schedulerWorkerTimeout, c.SchedulerWorkerTimeout, "schedulerWorkerTimeout"); err != nil {
+		return nil, 0, util.StatusWrapWithCode(err, codes.InvalidArgument, "Invalid configuration")
+	}
+	var clients []cluster.Client
+	slots := 0
+	for i, runner := range c.Runners {
+		instanceNamePrefix, err := digest.NewInstanceName(runner.InstanceNamePrefix)
+		if err != nil {
+			return nil, 0, util.StatusWrapf(err, "Runner %d: invalid instance name prefix %#v", i, runner.InstanceNamePrefix)
+		}
+		concurrency := int(runner.Concurrency)
+		if concurrency == 0 {
+			concurrency = 1
+		}
+		platform := runner.Platform
+		offer, err := runnerPlatformOffer(i, runner)
+		if err != nil {
+			return nil, 0, err
+		}
+		client, err := cluster.NewClientWithSlotExecutors(operationQueue, func(slot int, workerName string) (worker.Executor, error) {
+			return m.newExecutor(filepath.Join(m.settings.dataDir, "build", fmt.Sprintf("%d-%d", i, slot)), workerName, offer)
+		}, cluster.Options{
+			WorkerID:           runner.WorkerId,
+			InstanceNamePrefix: instanceNamePrefix,
+			Platform:           platform,
+			SizeClass:          runner.SizeClass,
+			Concurrency:        concurrency,
+			WorkerTimeout:      schedulerWorkerTimeout,
+		})
+		if err != nil {
+			return nil, 0, util.StatusWrapf(err, "Runner %d", i)
+		}
+		clients = append(clients, client)
+		slots += concurrency
+		logger.Printf("runner %d: %d slots, worker ID %s, instance name prefix %q, platform %s, size class %d",
+			i, concurrency, workerIDString(runner.WorkerId), runner.InstanceNamePrefix, platformString(platform), runner.SizeClass)
+	}
+	return clients, slots, nil
 }
 
 // workerIndexVariable tells several workers on one host apart in
