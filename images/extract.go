@@ -196,24 +196,7 @@ func (x *extractor) entry(hdr *tar.Header, body io.Reader) error {
 	}
 	base := path.Base(rel)
 	if base == opaqueMarker {
-		dir := path.Dir(rel)
-		if dir != "." {
-			if err := x.mkdirAll(dir); err != nil {
-				return err
-			}
-		}
-		fd, err := unix.Openat2(x.root, dir, &unix.OpenHow{
-			Flags:   unix.O_DIRECTORY | unix.O_RDONLY | unix.O_CLOEXEC,
-			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS,
-		})
-		if err != nil {
-			return status.Errorf(codes.FailedPrecondition, "Layer opaque marker %q: %v", hdr.Name, err)
-		}
-		defer unix.Close(fd)
-		if err := unix.Fsetxattr(fd, OpaqueXattr, []byte("y"), 0); err != nil {
-			return status.Errorf(codes.Internal, "Failed to mark layer directory %q opaque: %v", dir, err)
-		}
-		return nil
+		return x.markOpaque(path.Dir(rel), hdr.Name)
 	}
 	parentFd, leaf, err := x.openParent(rel)
 	if err != nil {
@@ -221,72 +204,115 @@ func (x *extractor) entry(hdr *tar.Header, body io.Reader) error {
 	}
 	defer unix.Close(parentFd)
 	if strings.HasPrefix(base, whiteoutPrefix) {
-		hidden := strings.TrimPrefix(base, whiteoutPrefix)
-		if hidden == "" || hidden == "." || hidden == ".." {
-			return status.Errorf(codes.FailedPrecondition, "Layer whiteout %q names nothing", hdr.Name)
-		}
-		replace(parentFd, hidden)
-		if err := unix.Mknodat(parentFd, hidden, unix.S_IFCHR, 0); err != nil {
-			return status.Errorf(codes.Internal, "Failed to create the whiteout of %q: %v", path.Join(path.Dir(rel), hidden), err)
-		}
-		return nil
+		return whiteout(parentFd, rel, hdr.Name)
 	}
 	switch hdr.Typeflag {
 	case tar.TypeDir:
-		if err := unix.Mkdirat(parentFd, leaf, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
-			return status.Errorf(codes.Internal, "Failed to create layer directory %q: %v", rel, err)
-		}
-		// A later entry of the same name as a non-directory was
-		// replaced; check this is one now.
-		fd, err := unix.Openat2(parentFd, leaf, &unix.OpenHow{
-			Flags:   unix.O_DIRECTORY | unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
-			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS,
-		})
-		if err != nil {
-			return status.Errorf(codes.FailedPrecondition, "Layer entry %q is a directory over something that is not: %v", rel, err)
-		}
-		unix.Close(fd)
-		x.dirModes = append(x.dirModes, dirMode{rel, permissions(hdr) | 0o700})
+		return x.directory(parentFd, leaf, rel, hdr)
 	case tar.TypeReg, tar.TypeRegA:
-		replace(parentFd, leaf)
-		fd, err := unix.Openat(parentFd, leaf, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-		if err != nil {
-			return status.Errorf(codes.Internal, "Failed to create layer file %q: %v", rel, err)
-		}
-		f := fdWriter(fd)
-		_, err = io.Copy(f, body)
-		if err == nil {
-			err = unix.Fchmod(fd, permissions(hdr))
-		}
-		unix.Close(fd)
-		if err != nil {
-			return status.Errorf(codes.Internal, "Failed to write layer file %q: %v", rel, err)
-		}
+		return regularFile(parentFd, leaf, rel, hdr, body)
 	case tar.TypeSymlink:
 		replace(parentFd, leaf)
 		if err := unix.Symlinkat(hdr.Linkname, parentFd, leaf); err != nil {
 			return status.Errorf(codes.Internal, "Failed to create layer symlink %q: %v", rel, err)
 		}
 	case tar.TypeLink:
-		target, err := cleanName(hdr.Linkname)
-		if err != nil || target == "" {
-			return status.Errorf(codes.FailedPrecondition, "Layer hard link %q points to %q, outside the layer", rel, hdr.Linkname)
-		}
-		targetParent, targetLeaf, err := x.openParent(target)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(targetParent)
-		replace(parentFd, leaf)
-		// Flags 0: a link to a symlink links the symlink itself,
-		// never what it points to.
-		if err := unix.Linkat(targetParent, targetLeaf, parentFd, leaf, 0); err != nil {
-			return status.Errorf(codes.FailedPrecondition, "Layer hard link %q to %q: %v", rel, hdr.Linkname, err)
-		}
+		return x.hardLink(parentFd, leaf, rel, hdr.Linkname)
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 		// Skipped: see Extract.
 	default:
 		return status.Errorf(codes.FailedPrecondition, "Layer entry %q has type %q, which is not supported", rel, string(hdr.Typeflag))
+	}
+	return nil
+}
+
+// markOpaque makes dir (relative to the layer, "." for its root) an
+// opaque directory, for the marker entry name.
+func (x *extractor) markOpaque(dir, name string) error {
+	if dir != "." {
+		if err := x.mkdirAll(dir); err != nil {
+			return err
+		}
+	}
+	fd, err := unix.Openat2(x.root, dir, &unix.OpenHow{
+		Flags:   unix.O_DIRECTORY | unix.O_RDONLY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return status.Errorf(codes.FailedPrecondition, "Layer opaque marker %q: %v", name, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Fsetxattr(fd, OpaqueXattr, []byte("y"), 0); err != nil {
+		return status.Errorf(codes.Internal, "Failed to mark layer directory %q opaque: %v", dir, err)
+	}
+	return nil
+}
+
+// whiteout turns the whiteout entry rel (named name in the tar) into
+// overlayfs's: a 0/0 character device of the hidden name.
+func whiteout(parentFd int, rel, name string) error {
+	hidden := strings.TrimPrefix(path.Base(rel), whiteoutPrefix)
+	if hidden == "" || hidden == "." || hidden == ".." {
+		return status.Errorf(codes.FailedPrecondition, "Layer whiteout %q names nothing", name)
+	}
+	replace(parentFd, hidden)
+	if err := unix.Mknodat(parentFd, hidden, unix.S_IFCHR, 0); err != nil {
+		return status.Errorf(codes.Internal, "Failed to create the whiteout of %q: %v", path.Join(path.Dir(rel), hidden), err)
+	}
+	return nil
+}
+
+func (x *extractor) directory(parentFd int, leaf, rel string, hdr *tar.Header) error {
+	if err := unix.Mkdirat(parentFd, leaf, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+		return status.Errorf(codes.Internal, "Failed to create layer directory %q: %v", rel, err)
+	}
+	// A later entry of the same name as a non-directory was
+	// replaced; check this is one now.
+	fd, err := unix.Openat2(parentFd, leaf, &unix.OpenHow{
+		Flags:   unix.O_DIRECTORY | unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS,
+	})
+	if err != nil {
+		return status.Errorf(codes.FailedPrecondition, "Layer entry %q is a directory over something that is not: %v", rel, err)
+	}
+	unix.Close(fd)
+	x.dirModes = append(x.dirModes, dirMode{rel, permissions(hdr) | 0o700})
+	return nil
+}
+
+func regularFile(parentFd int, leaf, rel string, hdr *tar.Header, body io.Reader) error {
+	replace(parentFd, leaf)
+	fd, err := unix.Openat(parentFd, leaf, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return status.Errorf(codes.Internal, "Failed to create layer file %q: %v", rel, err)
+	}
+	f := fdWriter(fd)
+	_, err = io.Copy(f, body)
+	if err == nil {
+		err = unix.Fchmod(fd, permissions(hdr))
+	}
+	unix.Close(fd)
+	if err != nil {
+		return status.Errorf(codes.Internal, "Failed to write layer file %q: %v", rel, err)
+	}
+	return nil
+}
+
+func (x *extractor) hardLink(parentFd int, leaf, rel, linkname string) error {
+	target, err := cleanName(linkname)
+	if err != nil || target == "" {
+		return status.Errorf(codes.FailedPrecondition, "Layer hard link %q points to %q, outside the layer", rel, linkname)
+	}
+	targetParent, targetLeaf, err := x.openParent(target)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(targetParent)
+	replace(parentFd, leaf)
+	// Flags 0: a link to a symlink links the symlink itself, never
+	// what it points to.
+	if err := unix.Linkat(targetParent, targetLeaf, parentFd, leaf, 0); err != nil {
+		return status.Errorf(codes.FailedPrecondition, "Layer hard link %q to %q: %v", rel, linkname, err)
 	}
 	return nil
 }
