@@ -2,7 +2,7 @@
 // REAPI server (Capabilities, CAS, AC, ByteStream, Execution) and
 // executor on one machine, configured from a file rather than flags.
 // Flags given as well override the file. Schema: bitzel.configuration.
-// ServeConfiguration in worker/configuration/configuration.proto. Every
+// ServeConfiguration in proto/configuration/configuration.proto. Every
 // field may be left out; the values below are the defaults of
 // `bitzel-worker serve` without flags, except where noted.
 {

@@ -1,6 +1,6 @@
 // bitzel-worker in the sample Buildbarn cluster (see cluster.libsonnet),
 // in place of bb_worker + bb_runner. Schema: bitzel.configuration.
-// WorkerConfiguration in worker/configuration/configuration.proto; the
+// WorkerConfiguration in proto/configuration/configuration.proto; the
 // global, blobstore and scheduler messages are bb-storage's, written as
 // for bb_worker.
 //

@@ -25,8 +25,8 @@ import (
 	"time"
 
 	"github.com/bitzel/bitzel-worker/internal/fsutil"
+	"github.com/bitzel/bitzel-worker/proto/remoteworker"
 	"github.com/bitzel/bitzel-worker/worker/cluster/schedulertest"
-	"github.com/bitzel/bitzel-worker/worker/remoteworker"
 	"github.com/buildbarn/bb-storage/pkg/clock"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"

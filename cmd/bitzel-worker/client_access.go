@@ -1,7 +1,7 @@
 package main
 
 import (
-	"github.com/bitzel/bitzel-worker/worker/configuration"
+	"github.com/bitzel/bitzel-worker/proto/configuration"
 	"github.com/buildbarn/bb-storage/pkg/auth"
 	auth_configuration "github.com/buildbarn/bb-storage/pkg/auth/configuration"
 	"github.com/buildbarn/bb-storage/pkg/blobstore"

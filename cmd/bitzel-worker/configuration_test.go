@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bitzel/bitzel-worker/worker/configuration"
+	"github.com/bitzel/bitzel-worker/proto/configuration"
 	"github.com/buildbarn/bb-storage/pkg/proto/configuration/bb_storage"
 	blobstorepb "github.com/buildbarn/bb-storage/pkg/proto/configuration/blobstore"
 	grpcpb "github.com/buildbarn/bb-storage/pkg/proto/configuration/grpc"

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/bitzel/bitzel-worker/worker/configuration"
+	"github.com/bitzel/bitzel-worker/proto/configuration"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )

@@ -5,8 +5,8 @@ import (
 	"strings"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/proto/configuration"
 	"github.com/bitzel/bitzel-worker/worker"
-	"github.com/bitzel/bitzel-worker/worker/configuration"
 )
 
 // platformFlag collects serve's repeatable --platform NAME=VALUE.

@@ -5,8 +5,8 @@ import (
 	"io"
 	"testing"
 
+	"github.com/bitzel/bitzel-worker/proto/configuration"
 	"github.com/bitzel/bitzel-worker/worker"
-	"github.com/bitzel/bitzel-worker/worker/configuration"
 )
 
 func TestServePlatformDefaultsToHostAndFlagsOverride(t *testing.T) {

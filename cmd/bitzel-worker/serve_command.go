@@ -17,8 +17,8 @@ import (
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/proto/configuration"
 	"github.com/bitzel/bitzel-worker/worker"
-	"github.com/bitzel/bitzel-worker/worker/configuration"
 	"github.com/bitzel/bitzel-worker/worker/gettree"
 	"github.com/bitzel/bitzel-worker/worker/livelogs"
 	"github.com/bitzel/bitzel-worker/worker/statuspage"
@@ -66,7 +66,7 @@ type serveFlags struct {
 func (f *serveFlags) register(fs *flag.FlagSet) {
 	hostname, _ := os.Hostname()
 	d := defaultExecutorSettings()
-	fs.StringVar(&f.configPath, "config", "", "Jsonnet configuration `file` (a ServeConfiguration, see worker/configuration); flags given as well override it")
+	fs.StringVar(&f.configPath, "config", "", "Jsonnet configuration `file` (a ServeConfiguration, see proto/configuration); flags given as well override it")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8980", "gRPC `address` of the REAPI services")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "127.0.0.1:9980", "HTTP `address` for /metrics and /-/healthy (empty: off)")
 	fs.StringVar(&f.dataDir, "data-dir", d.dataDir, "`directory` for the CAS, the caches and running actions")

@@ -10,9 +10,9 @@ import (
 	"github.com/bitzel/bitzel-worker/cas"
 	"github.com/bitzel/bitzel-worker/images"
 	"github.com/bitzel/bitzel-worker/internal/fsutil"
+	"github.com/bitzel/bitzel-worker/proto/configuration"
 	"github.com/bitzel/bitzel-worker/sandbox"
 	"github.com/bitzel/bitzel-worker/worker"
-	"github.com/bitzel/bitzel-worker/worker/configuration"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 

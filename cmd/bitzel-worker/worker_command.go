@@ -16,10 +16,10 @@ import (
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 
 	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/proto/configuration"
+	"github.com/bitzel/bitzel-worker/proto/remoteworker"
 	"github.com/bitzel/bitzel-worker/worker"
 	"github.com/bitzel/bitzel-worker/worker/cluster"
-	"github.com/bitzel/bitzel-worker/worker/configuration"
-	"github.com/bitzel/bitzel-worker/worker/remoteworker"
 	"github.com/bitzel/bitzel-worker/worker/statuspage"
 	"github.com/buildbarn/bb-storage/pkg/blobstore"
 	"github.com/buildbarn/bb-storage/pkg/digest"
@@ -41,7 +41,7 @@ Joins a Buildbarn cluster in place of bb_worker + bb_runner: takes
 actions from bb_scheduler, runs them in sandboxes on this machine, and
 reads and writes the CAS and Action Cache of bb_storage (or any REAPI
 storage). FILE is a WorkerConfiguration in Jsonnet (see
-worker/configuration and configs/worker.jsonnet, which reads
+proto/configuration and configs/worker.jsonnet, which reads
 BITZEL_WORKER_INDEX, 0 unless set, to tell several workers on one host
 apart). SIGTERM drains:
 the worker asks the scheduler for no more work, finishes and reports

@@ -1,5 +1,5 @@
 // Command protogen turns one of the module's .proto files into Go. It
-// is run by `go generate` in worker/configuration and worker/remoteworker
+// is run by `go generate` in proto/configuration and proto/remoteworker
 // (see generate.go there) and needs protoc on PATH (Debian:
 // protobuf-compiler) and the Go module proxy the first time it installs
 // the plugins.

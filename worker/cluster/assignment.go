@@ -1,8 +1,8 @@
 package cluster
 
 import (
+	"github.com/bitzel/bitzel-worker/proto/remoteworker"
 	"github.com/bitzel/bitzel-worker/worker"
-	"github.com/bitzel/bitzel-worker/worker/remoteworker"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"github.com/buildbarn/bb-storage/pkg/util"
 

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"github.com/bitzel/bitzel-worker/worker/remoteworker"
+	"github.com/bitzel/bitzel-worker/proto/remoteworker"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 
 	"google.golang.org/grpc/codes"

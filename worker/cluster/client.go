@@ -9,8 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/bitzel/bitzel-worker/proto/remoteworker"
 	"github.com/bitzel/bitzel-worker/worker"
-	"github.com/bitzel/bitzel-worker/worker/remoteworker"
 	"github.com/buildbarn/bb-storage/pkg/util"
 
 	"google.golang.org/grpc/codes"

@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bitzel/bitzel-worker/proto/remoteworker"
 	"github.com/bitzel/bitzel-worker/worker"
 	"github.com/bitzel/bitzel-worker/worker/cluster"
 	"github.com/bitzel/bitzel-worker/worker/cluster/schedulertest"
-	"github.com/bitzel/bitzel-worker/worker/remoteworker"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"

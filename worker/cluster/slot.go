@@ -7,8 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bitzel/bitzel-worker/proto/remoteworker"
 	"github.com/bitzel/bitzel-worker/worker"
-	"github.com/bitzel/bitzel-worker/worker/remoteworker"
 	"github.com/buildbarn/bb-storage/pkg/clock"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"github.com/buildbarn/bb-storage/pkg/util"

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/bitzel/bitzel-worker/worker/configuration"
+	"github.com/bitzel/bitzel-worker/proto/configuration"
 	"github.com/buildbarn/bb-storage/pkg/util"
 	"github.com/google/go-jsonnet"
 )

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bitzel/bitzel-worker/worker/remoteworker"
+	"github.com/bitzel/bitzel-worker/proto/remoteworker"
 	"github.com/buildbarn/bb-storage/pkg/clock"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 

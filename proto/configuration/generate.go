@@ -8,7 +8,7 @@
 // To regenerate after editing configuration.proto, with protoc
 // installed (Debian: apt-get install protobuf-compiler):
 //
-//	cd worker/configuration && go generate
+//	cd proto/configuration && go generate
 //
 // internal/protogen (shared by every .proto of the module) installs
 // the plugins at the versions matching go.mod into a temporary
@@ -16,4 +16,4 @@
 // see its package comment. Commit the resulting configuration.pb.go.
 package configuration
 
-//go:generate go run ../../internal/protogen -proto worker/configuration/configuration.proto
+//go:generate go run ../../internal/protogen -proto proto/configuration/configuration.proto

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"github.com/bitzel/bitzel-worker/worker/remoteworker"
+	"github.com/bitzel/bitzel-worker/proto/remoteworker"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -16,7 +16,7 @@ import (
 )
 
 // publishedField is one field of bb-remote-execution's
-// pkg/proto/remoteworker/remoteworker.proto, transcribed by hand from
+// pkg/proto/remoteproto/remoteworker.proto, transcribed by hand from
 // the published file. The table is the reference the generated
 // descriptors are compared with; edit it only when the published file
 // changes.
@@ -82,7 +82,7 @@ var publishedReserved = map[protoreflect.FullName][]protowire.Number{
 }
 
 func TestDescriptorsMatchPublishedDefinition(t *testing.T) {
-	file := remoteworker.File_worker_remoteworker_remoteworker_proto
+	file := remoteworker.File_proto_remoteworker_remoteworker_proto
 	if got, want := file.Package(), protoreflect.FullName("buildbarn.remoteworker"); got != want {
 		t.Fatalf("package %s, want %s", got, want)
 	}

@@ -2,7 +2,7 @@
 // versions:
 // 	protoc-gen-go v1.36.11-devel
 // 	protoc        v3.21.12
-// source: worker/configuration/configuration.proto
+// source: proto/configuration/configuration.proto
 
 // Configuration of bitzel-worker, read from Jsonnet the way every
 // Buildbarn binary reads its configuration (bb-storage's
@@ -78,11 +78,11 @@ func (x PlatformMatching) String() string {
 }
 
 func (PlatformMatching) Descriptor() protoreflect.EnumDescriptor {
-	return file_worker_configuration_configuration_proto_enumTypes[0].Descriptor()
+	return file_proto_configuration_configuration_proto_enumTypes[0].Descriptor()
 }
 
 func (PlatformMatching) Type() protoreflect.EnumType {
-	return &file_worker_configuration_configuration_proto_enumTypes[0]
+	return &file_proto_configuration_configuration_proto_enumTypes[0]
 }
 
 func (x PlatformMatching) Number() protoreflect.EnumNumber {
@@ -91,7 +91,7 @@ func (x PlatformMatching) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PlatformMatching.Descriptor instead.
 func (PlatformMatching) EnumDescriptor() ([]byte, []int) {
-	return file_worker_configuration_configuration_proto_rawDescGZIP(), []int{0}
+	return file_proto_configuration_configuration_proto_rawDescGZIP(), []int{0}
 }
 
 type SandboxConfiguration_CgroupMode int32
@@ -134,11 +134,11 @@ func (x SandboxConfiguration_CgroupMode) String() string {
 }
 
 func (SandboxConfiguration_CgroupMode) Descriptor() protoreflect.EnumDescriptor {
-	return file_worker_configuration_configuration_proto_enumTypes[1].Descriptor()
+	return file_proto_configuration_configuration_proto_enumTypes[1].Descriptor()
 }
 
 func (SandboxConfiguration_CgroupMode) Type() protoreflect.EnumType {
-	return &file_worker_configuration_configuration_proto_enumTypes[1]
+	return &file_proto_configuration_configuration_proto_enumTypes[1]
 }
 
 func (x SandboxConfiguration_CgroupMode) Number() protoreflect.EnumNumber {
@@ -147,7 +147,7 @@ func (x SandboxConfiguration_CgroupMode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SandboxConfiguration_CgroupMode.Descriptor instead.
 func (SandboxConfiguration_CgroupMode) EnumDescriptor() ([]byte, []int) {
-	return file_worker_configuration_configuration_proto_rawDescGZIP(), []int{6, 0}
+	return file_proto_configuration_configuration_proto_rawDescGZIP(), []int{6, 0}
 }
 
 // `bitzel-worker worker --config FILE`: a worker that joins a Buildbarn
@@ -204,7 +204,7 @@ type WorkerConfiguration struct {
 
 func (x *WorkerConfiguration) Reset() {
 	*x = WorkerConfiguration{}
-	mi := &file_worker_configuration_configuration_proto_msgTypes[0]
+	mi := &file_proto_configuration_configuration_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -216,7 +216,7 @@ func (x *WorkerConfiguration) String() string {
 func (*WorkerConfiguration) ProtoMessage() {}
 
 func (x *WorkerConfiguration) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_configuration_configuration_proto_msgTypes[0]
+	mi := &file_proto_configuration_configuration_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -229,7 +229,7 @@ func (x *WorkerConfiguration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerConfiguration.ProtoReflect.Descriptor instead.
 func (*WorkerConfiguration) Descriptor() ([]byte, []int) {
-	return file_worker_configuration_configuration_proto_rawDescGZIP(), []int{0}
+	return file_proto_configuration_configuration_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *WorkerConfiguration) GetGlobal() *global.Configuration {
@@ -326,7 +326,7 @@ type RunnerConfiguration struct {
 
 func (x *RunnerConfiguration) Reset() {
 	*x = RunnerConfiguration{}
-	mi := &file_worker_configuration_configuration_proto_msgTypes[1]
+	mi := &file_proto_configuration_configuration_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -338,7 +338,7 @@ func (x *RunnerConfiguration) String() string {
 func (*RunnerConfiguration) ProtoMessage() {}
 
 func (x *RunnerConfiguration) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_configuration_configuration_proto_msgTypes[1]
+	mi := &file_proto_configuration_configuration_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -351,7 +351,7 @@ func (x *RunnerConfiguration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunnerConfiguration.ProtoReflect.Descriptor instead.
 func (*RunnerConfiguration) Descriptor() ([]byte, []int) {
-	return file_worker_configuration_configuration_proto_rawDescGZIP(), []int{1}
+	return file_proto_configuration_configuration_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *RunnerConfiguration) GetConcurrency() uint32 {
@@ -474,7 +474,7 @@ type ServeConfiguration struct {
 
 func (x *ServeConfiguration) Reset() {
 	*x = ServeConfiguration{}
-	mi := &file_worker_configuration_configuration_proto_msgTypes[2]
+	mi := &file_proto_configuration_configuration_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -486,7 +486,7 @@ func (x *ServeConfiguration) String() string {
 func (*ServeConfiguration) ProtoMessage() {}
 
 func (x *ServeConfiguration) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_configuration_configuration_proto_msgTypes[2]
+	mi := &file_proto_configuration_configuration_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -499,7 +499,7 @@ func (x *ServeConfiguration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServeConfiguration.ProtoReflect.Descriptor instead.
 func (*ServeConfiguration) Descriptor() ([]byte, []int) {
-	return file_worker_configuration_configuration_proto_rawDescGZIP(), []int{2}
+	return file_proto_configuration_configuration_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ServeConfiguration) GetGlobal() *global.Configuration {
@@ -639,7 +639,7 @@ type ActionCacheAuthorizers struct {
 
 func (x *ActionCacheAuthorizers) Reset() {
 	*x = ActionCacheAuthorizers{}
-	mi := &file_worker_configuration_configuration_proto_msgTypes[3]
+	mi := &file_proto_configuration_configuration_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -651,7 +651,7 @@ func (x *ActionCacheAuthorizers) String() string {
 func (*ActionCacheAuthorizers) ProtoMessage() {}
 
 func (x *ActionCacheAuthorizers) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_configuration_configuration_proto_msgTypes[3]
+	mi := &file_proto_configuration_configuration_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -664,7 +664,7 @@ func (x *ActionCacheAuthorizers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActionCacheAuthorizers.ProtoReflect.Descriptor instead.
 func (*ActionCacheAuthorizers) Descriptor() ([]byte, []int) {
-	return file_worker_configuration_configuration_proto_rawDescGZIP(), []int{3}
+	return file_proto_configuration_configuration_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ActionCacheAuthorizers) GetGetAuthorizer() *auth.AuthorizerConfiguration {
@@ -693,7 +693,7 @@ type ContentAddressableStorageAuthorizers struct {
 
 func (x *ContentAddressableStorageAuthorizers) Reset() {
 	*x = ContentAddressableStorageAuthorizers{}
-	mi := &file_worker_configuration_configuration_proto_msgTypes[4]
+	mi := &file_proto_configuration_configuration_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -705,7 +705,7 @@ func (x *ContentAddressableStorageAuthorizers) String() string {
 func (*ContentAddressableStorageAuthorizers) ProtoMessage() {}
 
 func (x *ContentAddressableStorageAuthorizers) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_configuration_configuration_proto_msgTypes[4]
+	mi := &file_proto_configuration_configuration_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -718,7 +718,7 @@ func (x *ContentAddressableStorageAuthorizers) ProtoReflect() protoreflect.Messa
 
 // Deprecated: Use ContentAddressableStorageAuthorizers.ProtoReflect.Descriptor instead.
 func (*ContentAddressableStorageAuthorizers) Descriptor() ([]byte, []int) {
-	return file_worker_configuration_configuration_proto_rawDescGZIP(), []int{4}
+	return file_proto_configuration_configuration_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ContentAddressableStorageAuthorizers) GetGetAuthorizer() *auth.AuthorizerConfiguration {
@@ -788,7 +788,7 @@ type ExecutorConfiguration struct {
 
 func (x *ExecutorConfiguration) Reset() {
 	*x = ExecutorConfiguration{}
-	mi := &file_worker_configuration_configuration_proto_msgTypes[5]
+	mi := &file_proto_configuration_configuration_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +800,7 @@ func (x *ExecutorConfiguration) String() string {
 func (*ExecutorConfiguration) ProtoMessage() {}
 
 func (x *ExecutorConfiguration) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_configuration_configuration_proto_msgTypes[5]
+	mi := &file_proto_configuration_configuration_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +813,7 @@ func (x *ExecutorConfiguration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecutorConfiguration.ProtoReflect.Descriptor instead.
 func (*ExecutorConfiguration) Descriptor() ([]byte, []int) {
-	return file_worker_configuration_configuration_proto_rawDescGZIP(), []int{5}
+	return file_proto_configuration_configuration_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ExecutorConfiguration) GetDataDirectoryPath() string {
@@ -951,7 +951,7 @@ type SandboxConfiguration struct {
 
 func (x *SandboxConfiguration) Reset() {
 	*x = SandboxConfiguration{}
-	mi := &file_worker_configuration_configuration_proto_msgTypes[6]
+	mi := &file_proto_configuration_configuration_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +963,7 @@ func (x *SandboxConfiguration) String() string {
 func (*SandboxConfiguration) ProtoMessage() {}
 
 func (x *SandboxConfiguration) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_configuration_configuration_proto_msgTypes[6]
+	mi := &file_proto_configuration_configuration_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +976,7 @@ func (x *SandboxConfiguration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SandboxConfiguration.ProtoReflect.Descriptor instead.
 func (*SandboxConfiguration) Descriptor() ([]byte, []int) {
-	return file_worker_configuration_configuration_proto_rawDescGZIP(), []int{6}
+	return file_proto_configuration_configuration_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SandboxConfiguration) GetExecRootPath() string {
@@ -1077,11 +1077,11 @@ func (x *SandboxConfiguration) GetShmSizeBytes() int64 {
 	return 0
 }
 
-var File_worker_configuration_configuration_proto protoreflect.FileDescriptor
+var File_proto_configuration_configuration_proto protoreflect.FileDescriptor
 
-const file_worker_configuration_configuration_proto_rawDesc = "" +
+const file_proto_configuration_configuration_proto_rawDesc = "" +
 	"\n" +
-	"(worker/configuration/configuration.proto\x12\x14bitzel.configuration\x1a6build/bazel/remote/execution/v2/remote_execution.proto\x1aGgithub.com/buildbarn/bb-storage/pkg/proto/configuration/auth/auth.proto\x1aQgithub.com/buildbarn/bb-storage/pkg/proto/configuration/blobstore/blobstore.proto\x1aKgithub.com/buildbarn/bb-storage/pkg/proto/configuration/global/global.proto\x1aGgithub.com/buildbarn/bb-storage/pkg/proto/configuration/grpc/grpc.proto\x1a\x1egoogle/protobuf/duration.proto\"\xe3\x04\n" +
+	"'proto/configuration/configuration.proto\x12\x14bitzel.configuration\x1a6build/bazel/remote/execution/v2/remote_execution.proto\x1aGgithub.com/buildbarn/bb-storage/pkg/proto/configuration/auth/auth.proto\x1aQgithub.com/buildbarn/bb-storage/pkg/proto/configuration/blobstore/blobstore.proto\x1aKgithub.com/buildbarn/bb-storage/pkg/proto/configuration/global/global.proto\x1aGgithub.com/buildbarn/bb-storage/pkg/proto/configuration/grpc/grpc.proto\x1a\x1egoogle/protobuf/duration.proto\"\xe3\x04\n" +
 	"\x13WorkerConfiguration\x12E\n" +
 	"\x06global\x18\x01 \x01(\v2-.buildbarn.configuration.global.ConfigurationR\x06global\x12W\n" +
 	"\tblobstore\x18\x02 \x01(\v29.buildbarn.configuration.blobstore.BlobstoreConfigurationR\tblobstore\x12;\n" +
@@ -1177,23 +1177,23 @@ const file_worker_configuration_configuration_proto_rawDesc = "" +
 	"\x10PlatformMatching\x12\x1d\n" +
 	"\x19PLATFORM_MATCHING_DEFAULT\x10\x00\x12\x1b\n" +
 	"\x17PLATFORM_MATCHING_EXACT\x10\x01\x12\x1d\n" +
-	"\x19PLATFORM_MATCHING_LEXICON\x10\x02B6Z4github.com/bitzel/bitzel-worker/worker/configurationb\x06proto3"
+	"\x19PLATFORM_MATCHING_LEXICON\x10\x02B5Z3github.com/bitzel/bitzel-worker/proto/configurationb\x06proto3"
 
 var (
-	file_worker_configuration_configuration_proto_rawDescOnce sync.Once
-	file_worker_configuration_configuration_proto_rawDescData []byte
+	file_proto_configuration_configuration_proto_rawDescOnce sync.Once
+	file_proto_configuration_configuration_proto_rawDescData []byte
 )
 
-func file_worker_configuration_configuration_proto_rawDescGZIP() []byte {
-	file_worker_configuration_configuration_proto_rawDescOnce.Do(func() {
-		file_worker_configuration_configuration_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_worker_configuration_configuration_proto_rawDesc), len(file_worker_configuration_configuration_proto_rawDesc)))
+func file_proto_configuration_configuration_proto_rawDescGZIP() []byte {
+	file_proto_configuration_configuration_proto_rawDescOnce.Do(func() {
+		file_proto_configuration_configuration_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_proto_configuration_configuration_proto_rawDesc), len(file_proto_configuration_configuration_proto_rawDesc)))
 	})
-	return file_worker_configuration_configuration_proto_rawDescData
+	return file_proto_configuration_configuration_proto_rawDescData
 }
 
-var file_worker_configuration_configuration_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_worker_configuration_configuration_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
-var file_worker_configuration_configuration_proto_goTypes = []any{
+var file_proto_configuration_configuration_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_proto_configuration_configuration_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_proto_configuration_configuration_proto_goTypes = []any{
 	(PlatformMatching)(0),                        // 0: bitzel.configuration.PlatformMatching
 	(SandboxConfiguration_CgroupMode)(0),         // 1: bitzel.configuration.SandboxConfiguration.CgroupMode
 	(*WorkerConfiguration)(nil),                  // 2: bitzel.configuration.WorkerConfiguration
@@ -1213,7 +1213,7 @@ var file_worker_configuration_configuration_proto_goTypes = []any{
 	(*grpc.AuthenticationPolicy)(nil),            // 16: buildbarn.configuration.grpc.AuthenticationPolicy
 	(*auth.AuthorizerConfiguration)(nil),         // 17: buildbarn.configuration.auth.AuthorizerConfiguration
 }
-var file_worker_configuration_configuration_proto_depIdxs = []int32{
+var file_proto_configuration_configuration_proto_depIdxs = []int32{
 	11, // 0: bitzel.configuration.WorkerConfiguration.global:type_name -> buildbarn.configuration.global.Configuration
 	12, // 1: bitzel.configuration.WorkerConfiguration.blobstore:type_name -> buildbarn.configuration.blobstore.BlobstoreConfiguration
 	13, // 2: bitzel.configuration.WorkerConfiguration.scheduler:type_name -> buildbarn.configuration.grpc.ClientConfiguration
@@ -1248,28 +1248,28 @@ var file_worker_configuration_configuration_proto_depIdxs = []int32{
 	0,  // [0:27] is the sub-list for field type_name
 }
 
-func init() { file_worker_configuration_configuration_proto_init() }
-func file_worker_configuration_configuration_proto_init() {
-	if File_worker_configuration_configuration_proto != nil {
+func init() { file_proto_configuration_configuration_proto_init() }
+func file_proto_configuration_configuration_proto_init() {
+	if File_proto_configuration_configuration_proto != nil {
 		return
 	}
-	file_worker_configuration_configuration_proto_msgTypes[6].OneofWrappers = []any{}
+	file_proto_configuration_configuration_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_worker_configuration_configuration_proto_rawDesc), len(file_worker_configuration_configuration_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_configuration_configuration_proto_rawDesc), len(file_proto_configuration_configuration_proto_rawDesc)),
 			NumEnums:      2,
 			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
-		GoTypes:           file_worker_configuration_configuration_proto_goTypes,
-		DependencyIndexes: file_worker_configuration_configuration_proto_depIdxs,
-		EnumInfos:         file_worker_configuration_configuration_proto_enumTypes,
-		MessageInfos:      file_worker_configuration_configuration_proto_msgTypes,
+		GoTypes:           file_proto_configuration_configuration_proto_goTypes,
+		DependencyIndexes: file_proto_configuration_configuration_proto_depIdxs,
+		EnumInfos:         file_proto_configuration_configuration_proto_enumTypes,
+		MessageInfos:      file_proto_configuration_configuration_proto_msgTypes,
 	}.Build()
-	File_worker_configuration_configuration_proto = out.File
-	file_worker_configuration_configuration_proto_goTypes = nil
-	file_worker_configuration_configuration_proto_depIdxs = nil
+	File_proto_configuration_configuration_proto = out.File
+	file_proto_configuration_configuration_proto_goTypes = nil
+	file_proto_configuration_configuration_proto_depIdxs = nil
 }

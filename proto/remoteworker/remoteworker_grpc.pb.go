@@ -2,7 +2,7 @@
 // versions:
 // - protoc-gen-go-grpc v1.6.2
 // - protoc             v3.21.12
-// source: worker/remoteworker/remoteworker.proto
+// source: proto/remoteworker/remoteworker.proto
 
 package remoteworker
 
@@ -139,5 +139,5 @@ var OperationQueue_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
-	Metadata: "worker/remoteworker/remoteworker.proto",
+	Metadata: "proto/remoteworker/remoteworker.proto",
 }

@@ -2,7 +2,7 @@
 // versions:
 // 	protoc-gen-go v1.36.11-devel
 // 	protoc        v3.21.12
-// source: worker/remoteworker/remoteworker.proto
+// source: proto/remoteworker/remoteworker.proto
 
 package remoteworker
 
@@ -58,7 +58,7 @@ type SynchronizeRequest struct {
 
 func (x *SynchronizeRequest) Reset() {
 	*x = SynchronizeRequest{}
-	mi := &file_worker_remoteworker_remoteworker_proto_msgTypes[0]
+	mi := &file_proto_remoteworker_remoteworker_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -70,7 +70,7 @@ func (x *SynchronizeRequest) String() string {
 func (*SynchronizeRequest) ProtoMessage() {}
 
 func (x *SynchronizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_remoteworker_remoteworker_proto_msgTypes[0]
+	mi := &file_proto_remoteworker_remoteworker_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -83,7 +83,7 @@ func (x *SynchronizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SynchronizeRequest.ProtoReflect.Descriptor instead.
 func (*SynchronizeRequest) Descriptor() ([]byte, []int) {
-	return file_worker_remoteworker_remoteworker_proto_rawDescGZIP(), []int{0}
+	return file_proto_remoteworker_remoteworker_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *SynchronizeRequest) GetWorkerId() map[string]string {
@@ -141,7 +141,7 @@ type CurrentState struct {
 
 func (x *CurrentState) Reset() {
 	*x = CurrentState{}
-	mi := &file_worker_remoteworker_remoteworker_proto_msgTypes[1]
+	mi := &file_proto_remoteworker_remoteworker_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -153,7 +153,7 @@ func (x *CurrentState) String() string {
 func (*CurrentState) ProtoMessage() {}
 
 func (x *CurrentState) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_remoteworker_remoteworker_proto_msgTypes[1]
+	mi := &file_proto_remoteworker_remoteworker_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -166,7 +166,7 @@ func (x *CurrentState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CurrentState.ProtoReflect.Descriptor instead.
 func (*CurrentState) Descriptor() ([]byte, []int) {
-	return file_worker_remoteworker_remoteworker_proto_rawDescGZIP(), []int{1}
+	return file_proto_remoteworker_remoteworker_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *CurrentState) GetWorkerState() isCurrentState_WorkerState {
@@ -228,7 +228,7 @@ type SynchronizeResponse struct {
 
 func (x *SynchronizeResponse) Reset() {
 	*x = SynchronizeResponse{}
-	mi := &file_worker_remoteworker_remoteworker_proto_msgTypes[2]
+	mi := &file_proto_remoteworker_remoteworker_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -240,7 +240,7 @@ func (x *SynchronizeResponse) String() string {
 func (*SynchronizeResponse) ProtoMessage() {}
 
 func (x *SynchronizeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_remoteworker_remoteworker_proto_msgTypes[2]
+	mi := &file_proto_remoteworker_remoteworker_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -253,7 +253,7 @@ func (x *SynchronizeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SynchronizeResponse.ProtoReflect.Descriptor instead.
 func (*SynchronizeResponse) Descriptor() ([]byte, []int) {
-	return file_worker_remoteworker_remoteworker_proto_rawDescGZIP(), []int{2}
+	return file_proto_remoteworker_remoteworker_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SynchronizeResponse) GetNextSynchronizationAt() *timestamppb.Timestamp {
@@ -283,7 +283,7 @@ type DesiredState struct {
 
 func (x *DesiredState) Reset() {
 	*x = DesiredState{}
-	mi := &file_worker_remoteworker_remoteworker_proto_msgTypes[3]
+	mi := &file_proto_remoteworker_remoteworker_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -295,7 +295,7 @@ func (x *DesiredState) String() string {
 func (*DesiredState) ProtoMessage() {}
 
 func (x *DesiredState) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_remoteworker_remoteworker_proto_msgTypes[3]
+	mi := &file_proto_remoteworker_remoteworker_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -308,7 +308,7 @@ func (x *DesiredState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredState.ProtoReflect.Descriptor instead.
 func (*DesiredState) Descriptor() ([]byte, []int) {
-	return file_worker_remoteworker_remoteworker_proto_rawDescGZIP(), []int{3}
+	return file_proto_remoteworker_remoteworker_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *DesiredState) GetWorkerState() isDesiredState_WorkerState {
@@ -380,7 +380,7 @@ type CurrentState_Executing struct {
 
 func (x *CurrentState_Executing) Reset() {
 	*x = CurrentState_Executing{}
-	mi := &file_worker_remoteworker_remoteworker_proto_msgTypes[5]
+	mi := &file_proto_remoteworker_remoteworker_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -392,7 +392,7 @@ func (x *CurrentState_Executing) String() string {
 func (*CurrentState_Executing) ProtoMessage() {}
 
 func (x *CurrentState_Executing) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_remoteworker_remoteworker_proto_msgTypes[5]
+	mi := &file_proto_remoteworker_remoteworker_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -405,7 +405,7 @@ func (x *CurrentState_Executing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CurrentState_Executing.ProtoReflect.Descriptor instead.
 func (*CurrentState_Executing) Descriptor() ([]byte, []int) {
-	return file_worker_remoteworker_remoteworker_proto_rawDescGZIP(), []int{1, 0}
+	return file_proto_remoteworker_remoteworker_proto_rawDescGZIP(), []int{1, 0}
 }
 
 func (x *CurrentState_Executing) GetActionDigest() *v2.Digest {
@@ -538,7 +538,7 @@ type DesiredState_Executing struct {
 
 func (x *DesiredState_Executing) Reset() {
 	*x = DesiredState_Executing{}
-	mi := &file_worker_remoteworker_remoteworker_proto_msgTypes[6]
+	mi := &file_proto_remoteworker_remoteworker_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -550,7 +550,7 @@ func (x *DesiredState_Executing) String() string {
 func (*DesiredState_Executing) ProtoMessage() {}
 
 func (x *DesiredState_Executing) ProtoReflect() protoreflect.Message {
-	mi := &file_worker_remoteworker_remoteworker_proto_msgTypes[6]
+	mi := &file_proto_remoteworker_remoteworker_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -563,7 +563,7 @@ func (x *DesiredState_Executing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredState_Executing.ProtoReflect.Descriptor instead.
 func (*DesiredState_Executing) Descriptor() ([]byte, []int) {
-	return file_worker_remoteworker_remoteworker_proto_rawDescGZIP(), []int{3, 0}
+	return file_proto_remoteworker_remoteworker_proto_rawDescGZIP(), []int{3, 0}
 }
 
 func (x *DesiredState_Executing) GetActionDigest() *v2.Digest {
@@ -615,11 +615,11 @@ func (x *DesiredState_Executing) GetDigestFunction() v2.DigestFunction_Value {
 	return v2.DigestFunction_Value(0)
 }
 
-var File_worker_remoteworker_remoteworker_proto protoreflect.FileDescriptor
+var File_proto_remoteworker_remoteworker_proto protoreflect.FileDescriptor
 
-const file_worker_remoteworker_remoteworker_proto_rawDesc = "" +
+const file_proto_remoteworker_remoteworker_proto_rawDesc = "" +
 	"\n" +
-	"&worker/remoteworker/remoteworker.proto\x12\x16buildbarn.remoteworker\x1a6build/bazel/remote/execution/v2/remote_execution.proto\x1a\x19google/protobuf/any.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x03\n" +
+	"%proto/remoteworker/remoteworker.proto\x12\x16buildbarn.remoteworker\x1a6build/bazel/remote/execution/v2/remote_execution.proto\x1a\x19google/protobuf/any.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x03\n" +
 	"\x12SynchronizeRequest\x12U\n" +
 	"\tworker_id\x18\x01 \x03(\v28.buildbarn.remoteworker.SynchronizeRequest.WorkerIdEntryR\bworkerId\x120\n" +
 	"\x14instance_name_prefix\x18\x02 \x01(\tR\x12instanceNamePrefix\x12E\n" +
@@ -662,22 +662,22 @@ const file_worker_remoteworker_remoteworker_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\x03\x10\x04J\x04\b\x05\x10\x06B\x0e\n" +
 	"\fworker_state2x\n" +
 	"\x0eOperationQueue\x12f\n" +
-	"\vSynchronize\x12*.buildbarn.remoteworker.SynchronizeRequest\x1a+.buildbarn.remoteworker.SynchronizeResponseB5Z3github.com/bitzel/bitzel-worker/worker/remoteworkerb\x06proto3"
+	"\vSynchronize\x12*.buildbarn.remoteworker.SynchronizeRequest\x1a+.buildbarn.remoteworker.SynchronizeResponseB4Z2github.com/bitzel/bitzel-worker/proto/remoteworkerb\x06proto3"
 
 var (
-	file_worker_remoteworker_remoteworker_proto_rawDescOnce sync.Once
-	file_worker_remoteworker_remoteworker_proto_rawDescData []byte
+	file_proto_remoteworker_remoteworker_proto_rawDescOnce sync.Once
+	file_proto_remoteworker_remoteworker_proto_rawDescData []byte
 )
 
-func file_worker_remoteworker_remoteworker_proto_rawDescGZIP() []byte {
-	file_worker_remoteworker_remoteworker_proto_rawDescOnce.Do(func() {
-		file_worker_remoteworker_remoteworker_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_worker_remoteworker_remoteworker_proto_rawDesc), len(file_worker_remoteworker_remoteworker_proto_rawDesc)))
+func file_proto_remoteworker_remoteworker_proto_rawDescGZIP() []byte {
+	file_proto_remoteworker_remoteworker_proto_rawDescOnce.Do(func() {
+		file_proto_remoteworker_remoteworker_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_proto_remoteworker_remoteworker_proto_rawDesc), len(file_proto_remoteworker_remoteworker_proto_rawDesc)))
 	})
-	return file_worker_remoteworker_remoteworker_proto_rawDescData
+	return file_proto_remoteworker_remoteworker_proto_rawDescData
 }
 
-var file_worker_remoteworker_remoteworker_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
-var file_worker_remoteworker_remoteworker_proto_goTypes = []any{
+var file_proto_remoteworker_remoteworker_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_proto_remoteworker_remoteworker_proto_goTypes = []any{
 	(*SynchronizeRequest)(nil),     // 0: buildbarn.remoteworker.SynchronizeRequest
 	(*CurrentState)(nil),           // 1: buildbarn.remoteworker.CurrentState
 	(*SynchronizeResponse)(nil),    // 2: buildbarn.remoteworker.SynchronizeResponse
@@ -695,7 +695,7 @@ var file_worker_remoteworker_remoteworker_proto_goTypes = []any{
 	(*anypb.Any)(nil),              // 14: google.protobuf.Any
 	(v2.DigestFunction_Value)(0),   // 15: build.bazel.remote.execution.v2.DigestFunction.Value
 }
-var file_worker_remoteworker_remoteworker_proto_depIdxs = []int32{
+var file_proto_remoteworker_remoteworker_proto_depIdxs = []int32{
 	4,  // 0: buildbarn.remoteworker.SynchronizeRequest.worker_id:type_name -> buildbarn.remoteworker.SynchronizeRequest.WorkerIdEntry
 	8,  // 1: buildbarn.remoteworker.SynchronizeRequest.platform:type_name -> build.bazel.remote.execution.v2.Platform
 	1,  // 2: buildbarn.remoteworker.SynchronizeRequest.current_state:type_name -> buildbarn.remoteworker.CurrentState
@@ -726,20 +726,20 @@ var file_worker_remoteworker_remoteworker_proto_depIdxs = []int32{
 	0,  // [0:21] is the sub-list for field type_name
 }
 
-func init() { file_worker_remoteworker_remoteworker_proto_init() }
-func file_worker_remoteworker_remoteworker_proto_init() {
-	if File_worker_remoteworker_remoteworker_proto != nil {
+func init() { file_proto_remoteworker_remoteworker_proto_init() }
+func file_proto_remoteworker_remoteworker_proto_init() {
+	if File_proto_remoteworker_remoteworker_proto != nil {
 		return
 	}
-	file_worker_remoteworker_remoteworker_proto_msgTypes[1].OneofWrappers = []any{
+	file_proto_remoteworker_remoteworker_proto_msgTypes[1].OneofWrappers = []any{
 		(*CurrentState_Idle)(nil),
 		(*CurrentState_Executing_)(nil),
 	}
-	file_worker_remoteworker_remoteworker_proto_msgTypes[3].OneofWrappers = []any{
+	file_proto_remoteworker_remoteworker_proto_msgTypes[3].OneofWrappers = []any{
 		(*DesiredState_Idle)(nil),
 		(*DesiredState_Executing_)(nil),
 	}
-	file_worker_remoteworker_remoteworker_proto_msgTypes[5].OneofWrappers = []any{
+	file_proto_remoteworker_remoteworker_proto_msgTypes[5].OneofWrappers = []any{
 		(*CurrentState_Executing_Started)(nil),
 		(*CurrentState_Executing_FetchingInputs)(nil),
 		(*CurrentState_Executing_Running)(nil),
@@ -750,17 +750,17 @@ func file_worker_remoteworker_remoteworker_proto_init() {
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_worker_remoteworker_remoteworker_proto_rawDesc), len(file_worker_remoteworker_remoteworker_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_remoteworker_remoteworker_proto_rawDesc), len(file_proto_remoteworker_remoteworker_proto_rawDesc)),
 			NumEnums:      0,
 			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
-		GoTypes:           file_worker_remoteworker_remoteworker_proto_goTypes,
-		DependencyIndexes: file_worker_remoteworker_remoteworker_proto_depIdxs,
-		MessageInfos:      file_worker_remoteworker_remoteworker_proto_msgTypes,
+		GoTypes:           file_proto_remoteworker_remoteworker_proto_goTypes,
+		DependencyIndexes: file_proto_remoteworker_remoteworker_proto_depIdxs,
+		MessageInfos:      file_proto_remoteworker_remoteworker_proto_msgTypes,
 	}.Build()
-	File_worker_remoteworker_remoteworker_proto = out.File
-	file_worker_remoteworker_remoteworker_proto_goTypes = nil
-	file_worker_remoteworker_remoteworker_proto_depIdxs = nil
+	File_proto_remoteworker_remoteworker_proto = out.File
+	file_proto_remoteworker_remoteworker_proto_goTypes = nil
+	file_proto_remoteworker_remoteworker_proto_depIdxs = nil
 }

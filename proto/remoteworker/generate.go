@@ -7,7 +7,7 @@
 // To regenerate after editing remoteworker.proto, with protoc installed
 // (Debian: apt-get install protobuf-compiler):
 //
-//	cd worker/remoteworker && go generate
+//	cd proto/remoteworker && go generate
 //
 // internal/protogen (shared by every .proto of the module) installs
 // the plugins at the versions matching go.mod into a temporary
@@ -15,4 +15,4 @@
 // see its package comment. Commit the resulting .pb.go files.
 package remoteworker
 
-//go:generate go run ../../internal/protogen -grpc -proto worker/remoteworker/remoteworker.proto
+//go:generate go run ../../internal/protogen -grpc -proto proto/remoteworker/remoteworker.proto
