@@ -8,7 +8,6 @@ import (
 	"sync"
 
 	"github.com/bitzel/bitzel-worker/worker/livelogs"
-	"github.com/google/uuid"
 )
 
 // liveLogsKey carries, in an action's context, where the local executor
@@ -17,28 +16,21 @@ import (
 // business), and without it the executor pays nothing.
 type liveLogsKey struct{}
 
-// liveLogsOffer makes the two logs readable and returns what withdraws
-// them.
-type liveLogsOffer func(stdout, stderr livelogs.Source) (withdraw func())
+// LiveLogsOffer makes an action's two logs readable while they grow
+// and returns what withdraws them, which the executor calls before the
+// action's directory is given back.
+type LiveLogsOffer func(stdout, stderr livelogs.Source) (withdraw func())
 
-// liveLogsContext is the context of one execution whose logs the
-// registry offers to the client that started it, under names the
-// operation's metadata gives while the action runs.
-func liveLogsContext(ctx context.Context, registry *livelogs.Registry, op *operation, request *Request) context.Context {
-	return context.WithValue(ctx, liveLogsKey{}, liveLogsOffer(func(stdout, stderr livelogs.Source) func() {
-		// A fresh id per run: the operation's name is shared by
-		// every client whose Execute joined it.
-		id, instance := uuid.NewString(), request.InstanceName.String()
-		stdoutName, stderrName := livelogs.Name(instance, id, "stdout"), livelogs.Name(instance, id, "stderr")
-		removeStdout := registry.Add(stdoutName, request.ClientIdentity, stdout)
-		removeStderr := registry.Add(stderrName, request.ClientIdentity, stderr)
-		op.setStreamNames(stdoutName, stderrName)
-		return func() {
-			op.setStreamNames("", "")
-			removeStdout()
-			removeStderr()
-		}
-	}))
+// WithLiveLogs returns ctx with offer, for the executor of the action
+// to call with its logs.
+func WithLiveLogs(ctx context.Context, offer LiveLogsOffer) context.Context {
+	return context.WithValue(ctx, liveLogsKey{}, offer)
+}
+
+// LiveLogsFromContext returns the offer WithLiveLogs put in ctx.
+func LiveLogsFromContext(ctx context.Context) (LiveLogsOffer, bool) {
+	offer, ok := ctx.Value(liveLogsKey{}).(LiveLogsOffer)
+	return offer, ok
 }
 
 // offerLiveLogs returns the writers the action's stdout and stderr go
@@ -47,7 +39,7 @@ func liveLogsContext(ctx context.Context, registry *livelogs.Registry, op *opera
 // the action's directory is given back, so that no reader ever reads
 // the log file of the next action to use it.
 func offerLiveLogs(ctx context.Context, stdout, stderr *logBuffer) (io.Writer, io.Writer, func()) {
-	offer, ok := ctx.Value(liveLogsKey{}).(liveLogsOffer)
+	offer, ok := LiveLogsFromContext(ctx)
 	if !ok {
 		return stdout, stderr, func() {}
 	}

@@ -5,12 +5,9 @@ import (
 	"context"
 	"io"
 	"path/filepath"
-	"strings"
 	"testing"
 
-	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/bitzel/bitzel-worker/worker/livelogs"
-	"github.com/buildbarn/bb-storage/pkg/digest"
 )
 
 func readLive(t *testing.T, l *liveLog, off int64, n int) string {
@@ -71,20 +68,16 @@ func TestLiveLogInMemoryStaysReadableAfterItsActionEnds(t *testing.T) {
 	}
 }
 
-func TestOperationNamesItsLiveLogsOnlyWhileRunning(t *testing.T) {
-	function := digest.MustNewFunction("main", remoteexecution.DigestFunction_SHA256)
-	actionDigest, err := function.NewDigest(strings.Repeat("a", 64), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	op := newOperation("op", actionDigest)
-	registry := livelogs.NewRegistry()
-	instance, err := digest.NewInstanceName("main")
-	if err != nil {
-		t.Fatal(err)
-	}
-	request := &Request{InstanceName: instance, ClientIdentity: "me"}
-	ctx := liveLogsContext(context.Background(), registry, op, request)
+// The executor's side of live logs: with an offer in the context its
+// logs go to live logs the offer is given, which it withdraws when the
+// logs are closed; without one the buffers are used as they are.
+func TestExecutorOffersItsLogsWhileTheActionRuns(t *testing.T) {
+	var offered []livelogs.Source
+	withdrawn := false
+	ctx := WithLiveLogs(context.Background(), func(stdout, stderr livelogs.Source) func() {
+		offered = append(offered, stdout, stderr)
+		return func() { withdrawn = true }
+	})
 	stdout, stderr, closeLogs := offerLiveLogs(ctx, newLogBuffer(filepath.Join(t.TempDir(), "o")), newLogBuffer(filepath.Join(t.TempDir(), "e")))
 	if _, ok := stdout.(*liveLog); !ok {
 		t.Fatalf("stdout goes to %T, want a live log", stdout)
@@ -92,24 +85,15 @@ func TestOperationNamesItsLiveLogsOnlyWhileRunning(t *testing.T) {
 	if _, ok := stderr.(*liveLog); !ok {
 		t.Fatalf("stderr goes to %T, want a live log", stderr)
 	}
-	metadata := func() *remoteexecution.ExecuteOperationMetadata {
-		snapshot, _, _ := op.snapshot()
-		m := &remoteexecution.ExecuteOperationMetadata{}
-		if err := snapshot.Metadata.UnmarshalTo(m); err != nil {
-			t.Fatal(err)
-		}
-		return m
+	if len(offered) != 2 || offered[0] != stdout.(*liveLog) || offered[1] != stderr.(*liveLog) {
+		t.Fatalf("offered %v, want the two live logs", offered)
 	}
-	m := metadata()
-	if !strings.HasPrefix(m.StdoutStreamName, "main/live-logs/") || !strings.HasSuffix(m.StdoutStreamName, "/stdout") || !strings.HasSuffix(m.StderrStreamName, "/stderr") {
-		t.Fatalf("stream names %q %q", m.StdoutStreamName, m.StderrStreamName)
-	}
-	if registry.Len() != 2 {
-		t.Fatalf("%d live logs registered, want 2", registry.Len())
+	if withdrawn {
+		t.Fatal("withdrawn before the logs were closed")
 	}
 	closeLogs()
-	if m := metadata(); m.StdoutStreamName != "" || m.StderrStreamName != "" || registry.Len() != 0 {
-		t.Fatalf("after the action: names %q %q, %d registered", m.StdoutStreamName, m.StderrStreamName, registry.Len())
+	if !withdrawn {
+		t.Fatal("closing the logs did not withdraw them")
 	}
 	// Without live logs in the context the buffers are used as they
 	// are.

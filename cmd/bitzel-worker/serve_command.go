@@ -19,6 +19,7 @@ import (
 	"github.com/bitzel/bitzel-worker/cas"
 	"github.com/bitzel/bitzel-worker/proto/configuration"
 	"github.com/bitzel/bitzel-worker/worker"
+	"github.com/bitzel/bitzel-worker/worker/execution"
 	"github.com/bitzel/bitzel-worker/worker/gettree"
 	"github.com/bitzel/bitzel-worker/worker/livelogs"
 	"github.com/bitzel/bitzel-worker/worker/statuspage"
@@ -325,7 +326,7 @@ func newServeExecutor(f *serveFlags, m *machine) (worker.PlatformOffer, worker.E
 // registered, and the status page of the actions it runs.
 type serveFrontEnd struct {
 	server     *grpc.Server
-	execution  *worker.ExecutionServer
+	execution  *execution.Server
 	health     *health.Server
 	statusPage http.Handler
 }
@@ -340,7 +341,7 @@ func newServeFrontEnd(f *serveFlags, serverOptions []grpc.ServerOption, storage 
 	actionCache := completenesschecking.NewCompletenessCheckingBlobAccess(
 		storage.ActionCache, storage.ContentAddressableStorage, 1000, storage.MaximumMessageSizeBytes, 64<<20)
 	liveLogs := livelogs.NewRegistry()
-	execution := worker.NewExecutionServer(worker.ExecutionServerOptions{
+	executionServer := execution.NewServer(execution.Options{
 		Executor:                executor,
 		ActionCache:             actionCache,
 		MaximumMessageSizeBytes: storage.MaximumMessageSizeBytes,
@@ -356,12 +357,12 @@ func newServeFrontEnd(f *serveFlags, serverOptions []grpc.ServerOption, storage 
 		MaximumMessageSizeBytes:   storage.MaximumMessageSizeBytes,
 		Gatherer:                  statusPageGatherer,
 		Slots:                     f.concurrency,
-		QueueLength:               execution.QueueLength,
+		QueueLength:               executionServer.QueueLength,
 		DataDirectory:             f.dataDir,
 		DiskBudgetBytes:           f.casSize + f.acSize + f.fileCacheSize + f.layerCacheSize,
 		WorkerName:                f.workerName,
 	})
-	remoteexecution.RegisterExecutionServer(server, execution)
+	remoteexecution.RegisterExecutionServer(server, executionServer)
 	// bb-storage's CAS server leaves GetTree Unimplemented;
 	// remotetool's directory operations need it.
 	casAccess := access.contentAddressableStorage(storage.ContentAddressableStorage)
@@ -379,7 +380,7 @@ func newServeFrontEnd(f *serveFlags, serverOptions []grpc.ServerOption, storage 
 		capabilities.NewServer(access.capabilities(worker.NewCapabilitiesProvider(int64(storage.MaximumMessageSizeBytes)))))
 	healthServer := health.NewServer()
 	healthpb.RegisterHealthServer(server, healthServer)
-	return &serveFrontEnd{server: server, execution: execution, health: healthServer, statusPage: statusPage}
+	return &serveFrontEnd{server: server, execution: executionServer, health: healthServer, statusPage: statusPage}
 }
 
 // run serves on listener until ctx ends or a signal comes, then drains:

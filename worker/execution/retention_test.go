@@ -1,4 +1,4 @@
-package worker
+package execution
 
 import (
 	"fmt"
@@ -10,7 +10,7 @@ import (
 )
 
 func TestCompletedOperationsAreBoundedInCountAndTime(t *testing.T) {
-	s := NewExecutionServer(ExecutionServerOptions{CompletedRetention: time.Hour, MaximumCompleted: 10})
+	s := NewServer(Options{CompletedRetention: time.Hour, MaximumCompleted: 10})
 	d := digest.MustNewDigest("", remoteexecution.DigestFunction_SHA256, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", 0)
 	for i := 0; i < 100; i++ {
 		op := newOperation(fmt.Sprint(i), d)
@@ -27,7 +27,7 @@ func TestCompletedOperationsAreBoundedInCountAndTime(t *testing.T) {
 		t.Error("an operation beyond the count bound was kept")
 	}
 
-	s = NewExecutionServer(ExecutionServerOptions{CompletedRetention: time.Millisecond, MaximumCompleted: 1000})
+	s = NewServer(Options{CompletedRetention: time.Millisecond, MaximumCompleted: 1000})
 	old := newOperation("old", d)
 	s.operations["old"] = old
 	s.forgetLater(old)

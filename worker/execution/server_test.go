@@ -1,4 +1,4 @@
-package worker
+package execution
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/worker"
 	"github.com/buildbarn/bb-storage/pkg/blobstore/buffer"
 	"google.golang.org/genproto/googleapis/longrunning"
 	"google.golang.org/grpc"
@@ -75,16 +76,16 @@ func stageOf(t *testing.T, op *longrunning.Operation) remoteexecution.ExecutionS
 // run at once.
 type gateExecutor struct {
 	release chan struct{}
-	started chan *Request
+	started chan *worker.Request
 
 	calls, running, maxRunning atomic.Int64
 }
 
 func newGateExecutor() *gateExecutor {
-	return &gateExecutor{release: make(chan struct{}), started: make(chan *Request, 100)}
+	return &gateExecutor{release: make(chan struct{}), started: make(chan *worker.Request, 100)}
 }
 
-func (e *gateExecutor) Execute(ctx context.Context, request *Request, observer Observer) *remoteexecution.ExecuteResponse {
+func (e *gateExecutor) Execute(ctx context.Context, request *worker.Request, observer worker.Observer) *remoteexecution.ExecuteResponse {
 	e.calls.Add(1)
 	n := e.running.Add(1)
 	for {
@@ -94,7 +95,7 @@ func (e *gateExecutor) Execute(ctx context.Context, request *Request, observer O
 		}
 	}
 	defer e.running.Add(-1)
-	observer(StageRunning)
+	observer(worker.StageRunning)
 	e.started <- request
 	select {
 	case <-e.release:
@@ -104,7 +105,7 @@ func (e *gateExecutor) Execute(ctx context.Context, request *Request, observer O
 	}
 }
 
-func (e *gateExecutor) waitStarted(t *testing.T) *Request {
+func (e *gateExecutor) waitStarted(t *testing.T) *worker.Request {
 	t.Helper()
 	select {
 	case r := <-e.started:
@@ -121,7 +122,7 @@ func executeRequest(data string, skip bool) *remoteexecution.ExecuteRequest {
 
 // execute runs Execute in the background; its error arrives on the
 // channel.
-func execute(s *ExecutionServer, request *remoteexecution.ExecuteRequest, stream *fakeExecuteStream) <-chan error {
+func execute(s *Server, request *remoteexecution.ExecuteRequest, stream *fakeExecuteStream) <-chan error {
 	done := make(chan error, 1)
 	go func() { done <- s.Execute(request, stream) }()
 	return done
@@ -139,17 +140,17 @@ func wait(t *testing.T, done <-chan error) error {
 }
 
 func TestExecutionServerServesActionCacheHitsWithoutRunning(t *testing.T) {
-	storage := newTestStorage(t)
+	actionCache := newMemoryActionCache()
 	executor := newGateExecutor()
 	recorder := &fakeRecorder{}
-	s := NewExecutionServer(ExecutionServerOptions{
-		Executor: executor, ActionCache: storage.ActionCache, MaximumMessageSizeBytes: 1 << 20,
+	s := NewServer(Options{
+		Executor: executor, ActionCache: actionCache, MaximumMessageSizeBytes: 1 << 20,
 		CompletedRetention: time.Hour, Recorder: recorder,
 	})
 	defer s.Shutdown()
 	request := executeRequest("cached", false)
 	cached := &remoteexecution.ActionResult{ExitCode: 0, StdoutDigest: digestOfBytes([]byte("out")).GetProto()}
-	if err := storage.ActionCache.Put(context.Background(), digestOfBytes([]byte("cached")), buffer.NewProtoBufferFromProto(cached, buffer.UserProvided)); err != nil {
+	if err := actionCache.Put(context.Background(), digestOfBytes([]byte("cached")), buffer.NewProtoBufferFromProto(cached, buffer.UserProvided)); err != nil {
 		t.Fatal(err)
 	}
 	stream := newFakeExecuteStream(context.Background())
@@ -188,9 +189,9 @@ func TestExecutionServerServesActionCacheHitsWithoutRunning(t *testing.T) {
 }
 
 func TestExecutionServerMergesIdenticalInFlightActions(t *testing.T) {
-	storage := newTestStorage(t)
+	actionCache := newMemoryActionCache()
 	executor := newGateExecutor()
-	s := NewExecutionServer(ExecutionServerOptions{Executor: executor, ActionCache: storage.ActionCache, MaximumMessageSizeBytes: 1 << 20, Concurrency: 4, CompletedRetention: time.Hour})
+	s := NewServer(Options{Executor: executor, ActionCache: actionCache, MaximumMessageSizeBytes: 1 << 20, Concurrency: 4, CompletedRetention: time.Hour})
 	defer s.Shutdown()
 	first := newFakeExecuteStream(context.Background())
 	firstDone := execute(s, executeRequest("a", false), first)
@@ -260,9 +261,9 @@ func TestExecutionServerMergesIdenticalInFlightActions(t *testing.T) {
 }
 
 func TestExecutionServerBoundsRunningActionsByConcurrency(t *testing.T) {
-	storage := newTestStorage(t)
+	actionCache := newMemoryActionCache()
 	executor := newGateExecutor()
-	s := NewExecutionServer(ExecutionServerOptions{Executor: executor, ActionCache: storage.ActionCache, MaximumMessageSizeBytes: 1 << 20, Concurrency: 2, CompletedRetention: time.Hour})
+	s := NewServer(Options{Executor: executor, ActionCache: actionCache, MaximumMessageSizeBytes: 1 << 20, Concurrency: 2, CompletedRetention: time.Hour})
 	defer s.Shutdown()
 	var dones []<-chan error
 	for _, name := range []string{"1", "2", "3", "4", "5"} {
@@ -293,9 +294,9 @@ func TestExecutionServerBoundsRunningActionsByConcurrency(t *testing.T) {
 }
 
 func TestExecutionServerShutdownCancelsRunningAndQueuedActions(t *testing.T) {
-	storage := newTestStorage(t)
+	actionCache := newMemoryActionCache()
 	executor := newGateExecutor()
-	s := NewExecutionServer(ExecutionServerOptions{Executor: executor, ActionCache: storage.ActionCache, MaximumMessageSizeBytes: 1 << 20, Concurrency: 1, CompletedRetention: time.Hour})
+	s := NewServer(Options{Executor: executor, ActionCache: actionCache, MaximumMessageSizeBytes: 1 << 20, Concurrency: 1, CompletedRetention: time.Hour})
 	running, queued := newFakeExecuteStream(context.Background()), newFakeExecuteStream(context.Background())
 	runningDone := execute(s, executeRequest("run", false), running)
 	executor.waitStarted(t)
@@ -320,9 +321,9 @@ func TestExecutionServerShutdownCancelsRunningAndQueuedActions(t *testing.T) {
 }
 
 func TestExecutionServerRefusesBadRequestsAndUnknownNames(t *testing.T) {
-	storage := newTestStorage(t)
+	actionCache := newMemoryActionCache()
 	executor := newGateExecutor()
-	s := NewExecutionServer(ExecutionServerOptions{Executor: executor, ActionCache: storage.ActionCache, CompletedRetention: time.Minute, MaximumCompleted: 5})
+	s := NewServer(Options{Executor: executor, ActionCache: actionCache, CompletedRetention: time.Minute, MaximumCompleted: 5})
 	defer s.Shutdown()
 	for _, tc := range []struct {
 		name    string
@@ -349,9 +350,9 @@ func TestExecutionServerRefusesBadRequestsAndUnknownNames(t *testing.T) {
 // A client that goes away stops its stream, not the action, which
 // others can still wait on.
 func TestExecutionServerActionOutlivesItsClient(t *testing.T) {
-	storage := newTestStorage(t)
+	actionCache := newMemoryActionCache()
 	executor := newGateExecutor()
-	s := NewExecutionServer(ExecutionServerOptions{Executor: executor, ActionCache: storage.ActionCache, CompletedRetention: time.Hour})
+	s := NewServer(Options{Executor: executor, ActionCache: actionCache, CompletedRetention: time.Hour})
 	defer s.Shutdown()
 	ctx, cancel := context.WithCancel(context.Background())
 	stream := newFakeExecuteStream(ctx)

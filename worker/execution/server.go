@@ -1,4 +1,4 @@
-package worker
+package execution
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/worker"
 	"github.com/bitzel/bitzel-worker/worker/livelogs"
 	"github.com/buildbarn/bb-storage/pkg/blobstore"
 	"github.com/buildbarn/bb-storage/pkg/digest"
@@ -17,9 +18,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// ExecutionServerOptions configure the embedded Execution service.
-type ExecutionServerOptions struct {
-	Executor Executor
+// Options configure the Execution service.
+type Options struct {
+	Executor worker.Executor
 	// ActionCache is consulted before an action takes a slot; it
 	// should check that the outputs it refers to are still in the CAS
 	// (bb-storage's completeness checking does).
@@ -38,7 +39,7 @@ type ExecutionServerOptions struct {
 	MaximumCompleted   int
 	// Recorder (optional) is told of results served from the Action
 	// Cache, which never reach the Executor.
-	Recorder ActionRecorder
+	Recorder worker.ActionRecorder
 	// LiveLogs (optional) is where running actions' stdout and stderr
 	// are offered to ByteStream readers.
 	LiveLogs *livelogs.Registry
@@ -51,10 +52,10 @@ type actionKey struct {
 	digest       digest.Digest
 }
 
-// ExecutionServer is the REAPI Execution service of `serve`: an
-// in-process queue in front of an Executor.
-type ExecutionServer struct {
-	options ExecutionServerOptions
+// Server is the REAPI Execution service of `serve`: an in-process
+// queue in front of a worker.Executor.
+type Server struct {
+	options Options
 	slots   chan struct{}
 	// ctx is what running actions see; Shutdown cancels it.
 	ctx    context.Context
@@ -76,10 +77,10 @@ type completedOperation struct {
 	at   time.Time
 }
 
-var _ remoteexecution.ExecutionServer = (*ExecutionServer)(nil)
+var _ remoteexecution.ExecutionServer = (*Server)(nil)
 
-// NewExecutionServer creates the Execution service.
-func NewExecutionServer(options ExecutionServerOptions) *ExecutionServer {
+// NewServer creates the Execution service.
+func NewServer(options Options) *Server {
 	if options.Concurrency <= 0 {
 		options.Concurrency = 1
 	}
@@ -87,7 +88,7 @@ func NewExecutionServer(options ExecutionServerOptions) *ExecutionServer {
 		options.MaximumCompleted = 1000
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &ExecutionServer{
+	return &Server{
 		options:    options,
 		slots:      make(chan struct{}, options.Concurrency),
 		ctx:        ctx,
@@ -97,7 +98,7 @@ func NewExecutionServer(options ExecutionServerOptions) *ExecutionServer {
 	}
 }
 
-func (s *ExecutionServer) Execute(request *remoteexecution.ExecuteRequest, stream remoteexecution.Execution_ExecuteServer) error {
+func (s *Server) Execute(request *remoteexecution.ExecuteRequest, stream remoteexecution.Execution_ExecuteServer) error {
 	ctx := stream.Context()
 	instanceName, err := digest.NewInstanceName(request.InstanceName)
 	if err != nil {
@@ -112,13 +113,13 @@ func (s *ExecutionServer) Execute(request *remoteexecution.ExecuteRequest, strea
 	if err != nil {
 		return util.StatusWrap(err, "Invalid action digest")
 	}
-	r := &Request{
+	r := &worker.Request{
 		InstanceName:    instanceName,
 		DigestFunction:  digestFunction,
 		ActionDigest:    actionDigest,
 		SkipCacheLookup: request.SkipCacheLookup,
 		QueuedTimestamp: timestamppb.Now(),
-		RequestMetadata: RequestMetadataFromContext(ctx),
+		RequestMetadata: worker.RequestMetadataFromContext(ctx),
 		ClientIdentity:  livelogs.ClientIdentity(ctx),
 	}
 	if !request.SkipCacheLookup {
@@ -131,7 +132,7 @@ func (s *ExecutionServer) Execute(request *remoteexecution.ExecuteRequest, strea
 
 // lookupCache returns a completed operation for an action whose result
 // is in the Action Cache.
-func (s *ExecutionServer) lookupCache(ctx context.Context, request *Request) *operation {
+func (s *Server) lookupCache(ctx context.Context, request *worker.Request) *operation {
 	actionDigest := request.ActionDigest
 	m, err := s.options.ActionCache.Get(ctx, actionDigest).ToProto(&remoteexecution.ActionResult{}, s.options.MaximumMessageSizeBytes)
 	if err != nil {
@@ -153,7 +154,7 @@ func (s *ExecutionServer) lookupCache(ctx context.Context, request *Request) *op
 	return op
 }
 
-func (s *ExecutionServer) enqueue(request *Request) *operation {
+func (s *Server) enqueue(request *worker.Request) *operation {
 	key := actionKey{instanceName: request.InstanceName.String(), digest: request.ActionDigest}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -174,7 +175,7 @@ func (s *ExecutionServer) enqueue(request *Request) *operation {
 	return op
 }
 
-func (s *ExecutionServer) run(key actionKey, op *operation, request *Request) {
+func (s *Server) run(key actionKey, op *operation, request *worker.Request) {
 	defer s.wg.Done()
 	var response *remoteexecution.ExecuteResponse
 	s.queued.Add(1)
@@ -185,7 +186,7 @@ func (s *ExecutionServer) run(key actionKey, op *operation, request *Request) {
 		if s.options.LiveLogs != nil {
 			ctx = liveLogsContext(ctx, s.options.LiveLogs, op, request)
 		}
-		response = s.options.Executor.Execute(ctx, request, func(Stage) {
+		response = s.options.Executor.Execute(ctx, request, func(worker.Stage) {
 			op.setStage(remoteexecution.ExecutionStage_EXECUTING)
 		})
 		<-s.slots
@@ -206,7 +207,7 @@ func (s *ExecutionServer) run(key actionKey, op *operation, request *Request) {
 
 // forgetLater records a completed operation, and forgets those past
 // the retention period or beyond the count bound.
-func (s *ExecutionServer) forgetLater(op *operation) {
+func (s *Server) forgetLater(op *operation) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -222,7 +223,7 @@ func (s *ExecutionServer) forgetLater(op *operation) {
 	}
 }
 
-func (s *ExecutionServer) WaitExecution(request *remoteexecution.WaitExecutionRequest, stream remoteexecution.Execution_WaitExecutionServer) error {
+func (s *Server) WaitExecution(request *remoteexecution.WaitExecutionRequest, stream remoteexecution.Execution_WaitExecutionServer) error {
 	s.mu.Lock()
 	op, ok := s.operations[request.Name]
 	s.mu.Unlock()
@@ -233,13 +234,13 @@ func (s *ExecutionServer) WaitExecution(request *remoteexecution.WaitExecutionRe
 }
 
 // QueueLength returns the number of actions waiting for a slot.
-func (s *ExecutionServer) QueueLength() int {
+func (s *Server) QueueLength() int {
 	return int(s.queued.Load())
 }
 
 // Shutdown stops running and queued actions (they complete with an
 // error their clients see) and waits for them to be cleaned up.
-func (s *ExecutionServer) Shutdown() {
+func (s *Server) Shutdown() {
 	s.cancel()
 	s.wg.Wait()
 }
