@@ -44,6 +44,12 @@ type Store struct {
 
 	mu       sync.Mutex
 	resolved map[string]*Image
+	// byDigest maps the manifest digests of the configured OCI
+	// layouts to their source, listed at the first reference by a
+	// digest not configured as such; archives counts the sources that
+	// are not layouts.
+	byDigest map[string]string
+	archives int
 	building map[string]*sync.Mutex
 	builds   atomic.Int64
 }
@@ -95,10 +101,76 @@ func (s *Store) Check(ref string) error {
 	if err != nil {
 		return err
 	}
-	if s.sources[key] == "" {
-		return notAvailable(ref)
+	_, err = s.sourceFor(ref, key)
+	return err
+}
+
+// sourceFor returns the source configured for key. A reference by
+// digest (NAME@sha256:...) names content, not a place: it is served
+// from any configured OCI layout that holds a manifest of that digest,
+// whatever name the operator gave it (Bazel's remote configurations
+// pin images by digest, operators name them by tag).
+func (s *Store) sourceFor(ref, key string) (string, error) {
+	if src := s.sources[key]; src != "" {
+		return src, nil
 	}
-	return nil
+	d, ok := digestOf(key)
+	if !ok {
+		return "", notAvailable(ref)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byDigest == nil {
+		s.byDigest, s.archives = map[string]string{}, 0
+		for _, src := range s.sources {
+			digests, err := layoutManifests(src)
+			if err != nil {
+				s.archives++
+				continue
+			}
+			for _, m := range digests {
+				s.byDigest[m] = src
+			}
+		}
+	}
+	if src := s.byDigest[d]; src != "" {
+		return src, nil
+	}
+	if s.archives > 0 {
+		return "", status.Errorf(codes.FailedPrecondition, "Container image %q is not available on this worker: no configured OCI image layout holds a manifest of digest %s, and a docker save archive does not record manifest digests; to provide it, give its OCI layout (for example from skopeo copy docker://... oci:DIR), or name the image by tag: %s", ref, d, HowToProvide)
+	}
+	return "", status.Errorf(codes.FailedPrecondition, "Container image %q is not available on this worker: no configured OCI image layout holds a manifest of digest %s; to provide it, %s", ref, d, HowToProvide)
+}
+
+// digestOf returns the digest of a key that names an image by digest.
+func digestOf(key string) (string, bool) {
+	d, err := name.NewDigest(strings.TrimPrefix(key, "docker://"))
+	if err != nil {
+		return "", false
+	}
+	return d.DigestStr(), true
+}
+
+// layoutManifests lists the manifest digests of the OCI image layout
+// src; an error when src is not one.
+func layoutManifests(src string) ([]string, error) {
+	p, err := layout.FromPath(src)
+	if err != nil {
+		return nil, err
+	}
+	index, err := p.ImageIndex()
+	if err != nil {
+		return nil, err
+	}
+	manifest, err := index.IndexManifest()
+	if err != nil {
+		return nil, err
+	}
+	var digests []string
+	for _, m := range manifest.Manifests {
+		digests = append(digests, m.Digest.String())
+	}
+	return digests, nil
 }
 
 func notAvailable(ref string) error {
@@ -122,9 +194,9 @@ func (s *Store) Get(ref string) (*Image, error) {
 		imagePlacements.Inc()
 		return img, nil
 	}
-	src := s.sources[key]
-	if src == "" {
-		return nil, notAvailable(ref)
+	src, err := s.sourceFor(ref, key)
+	if err != nil {
+		return nil, err
 	}
 	image, err := load(src, key)
 	if err != nil {
@@ -160,6 +232,9 @@ func load(src, key string) (v1.Image, error) {
 		return nil, status.Errorf(codes.FailedPrecondition, "Container image source %q: %v", src, err)
 	}
 	if !info.IsDir() {
+		if d, ok := digestOf(key); ok {
+			return nil, status.Errorf(codes.FailedPrecondition, "Container image %s is named by digest, but its source %q is a docker save archive, which does not record manifest digests, so the digest cannot be checked: configure it by tag, or give its OCI layout (for example from skopeo copy docker-archive:%s oci:DIR)", d, src, src)
+		}
 		var tag *name.Tag
 		if t, err := name.NewTag(strings.TrimPrefix(key, "docker://")); err == nil {
 			tag = &t
@@ -186,8 +261,16 @@ func load(src, key string) (v1.Image, error) {
 	if err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "Container image source %q: %v", src, err)
 	}
-	// The layout's image for this name: the one annotated with its
-	// tag, or the only one.
+	// The layout's image for this name: the manifest of its digest,
+	// the one annotated with its tag, or the only one.
+	if d, ok := digestOf(key); ok {
+		for i, m := range manifest.Manifests {
+			if m.Digest.String() == d {
+				return imageOf(index, src, &manifest.Manifests[i])
+			}
+		}
+		return nil, status.Errorf(codes.FailedPrecondition, "Container image source %q holds no manifest of digest %s", src, d)
+	}
 	tag := ""
 	if t, err := name.NewTag(strings.TrimPrefix(key, "docker://")); err == nil {
 		tag = t.TagStr()
@@ -205,7 +288,11 @@ func load(src, key string) (v1.Image, error) {
 	if chosen == nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "Container image source %q holds %d images, none annotated with tag %q", src, len(manifest.Manifests), tag)
 	}
-	img, err := index.Image(chosen.Digest)
+	return imageOf(index, src, chosen)
+}
+
+func imageOf(index v1.ImageIndex, src string, d *v1.Descriptor) (v1.Image, error) {
+	img, err := index.Image(d.Digest)
 	if err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "Container image source %q: %v", src, err)
 	}

@@ -139,3 +139,55 @@ func TestStoreRefusesHostileLayer(t *testing.T) {
 		}
 	}
 }
+
+// A reference by digest is served from any configured OCI layout that
+// holds a manifest of that digest, under whatever name the operator
+// configured it; a digest no layout holds, or one that only an archive
+// (which records no manifest digests) could hold, is refused naming the
+// digest and the way out.
+func TestStoreServesDigestReferencesFromLayoutsThatHoldThem(t *testing.T) {
+	img := testImage(t)
+	manifestDigest, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layoutDir, archive := imagetest.WriteSources(t, t.TempDir(), "example.org/tools:1", img)
+	store, err := NewStore(t.TempDir(), map[string]string{"docker://example.org/tools:1": layoutDir, "docker://example.org/saved:1": archive})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byDigest := "docker://gcr.io/somewhere/else@" + manifestDigest.String()
+	if err := store.Check(byDigest); err != nil {
+		t.Fatalf("Check(%q): %v", byDigest, err)
+	}
+	got, err := store.Get(byDigest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Layers) != 2 || got.WorkingDir != "/src" {
+		t.Fatalf("got %+v, want the layout's image", got)
+	}
+	unknown := "docker://example.org/tools@sha256:" + strings.Repeat("0", 64)
+	for _, err := range []error{store.Check(unknown), func() error { _, err := store.Get(unknown); return err }()} {
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), strings.Repeat("0", 64)) || !strings.Contains(err.Error(), "OCI layout") {
+			t.Errorf("unknown digest: %v, want FAILED_PRECONDITION naming the digest and OCI layouts", err)
+		}
+	}
+
+	// Configured by digest: the layout's manifest of that digest.
+	exact, err := NewStore(t.TempDir(), map[string]string{byDigest: layoutDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := exact.Get(byDigest); err != nil || len(got.Layers) != 2 {
+		t.Fatalf("configured by digest: %+v, %v", got, err)
+	}
+	// An archive cannot vouch for a digest.
+	saved, err := NewStore(t.TempDir(), map[string]string{byDigest: archive})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := saved.Get(byDigest); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "docker save archive") {
+		t.Fatalf("archive configured by digest: %v, want FAILED_PRECONDITION saying an archive records no digests", err)
+	}
+}
