@@ -1,19 +1,64 @@
 package e2e
 
 import (
+	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	// Every server a test started is stopped by its end; one that is
+	// still running would outlive the test binary, holding ports,
+	// cgroups and a deleted data directory.
+	for _, leaked := range childServers() {
+		fmt.Fprintf(os.Stderr, "e2e: a server outlived its test: pid %d: %s\n", leaked.pid, leaked.args)
+		syscall.Kill(leaked.pid, syscall.SIGKILL)
+		code = 1
+	}
 	if builtBinDir != "" {
 		os.RemoveAll(builtBinDir)
 	}
 	os.Exit(code)
+}
+
+type childServer struct {
+	pid  int
+	args string
+}
+
+// childServers lists this process's children that run bitzel-worker.
+func childServers() []childServer {
+	var servers []childServer
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces.
+		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(fields) < 2 || fields[1] != strconv.Itoa(os.Getpid()) {
+			continue
+		}
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if filepath.Base(exe) != "bitzel-worker" {
+			continue
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		servers = append(servers, childServer{pid, strings.ReplaceAll(strings.TrimRight(string(cmdline), "\x00"), "\x00", " ")})
+	}
+	return servers
 }
 
 // builtBinariesChildEnv makes TestBuiltBinariesAreRemoved's child run

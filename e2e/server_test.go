@@ -118,6 +118,10 @@ func startServerIn(t testing.TB, dataDir string, extraArgs ...string) *server {
 		t.Fatal(err)
 	}
 	s := &server{t: t, cmd: cmd, dataDir: dataDir, exited: make(chan struct{})}
+	// Stopped at the end of the test whatever the caller does (stop is
+	// idempotent), and also when it fails to start: a server a test
+	// forgot to stop outlived the whole run (TestMain checks).
+	t.Cleanup(s.stop)
 	ready := make(chan struct{})
 	go func() {
 		scanner := bufio.NewScanner(stderr)
