@@ -1,4 +1,4 @@
-package worker
+package execroot
 
 import (
 	"fmt"
@@ -16,9 +16,10 @@ import (
 // for reuse: about as many as actions run at once is enough.
 const maximumSpareDirectories = 16
 
-// actionDirectories hands each action a directory with an upper and a
-// work directory per overlay mount (and room for logs that outgrow
-// memory), and takes it back afterwards for the next action.
+// Pool hands each action a directory with an upper and a work
+// directory per overlay mount (and room for logs that outgrow memory),
+// and takes it back afterwards for the next action. ExecRoot is the
+// only user of its directories.
 //
 // Creating and removing directories is what the build directory's file
 // system does worst under this churn: on a long-used ext4, mkdir
@@ -33,43 +34,59 @@ const maximumSpareDirectories = 16
 // has been reaped (sandbox.Result.Released), so no two overlays ever
 // share an upper or work directory. Whatever cannot be reset to what a
 // fresh directory looks like is removed instead.
-type actionDirectories struct {
+type Pool struct {
 	root     string
 	sequence atomic.Uint64
 
 	mu    sync.Mutex
-	spare []*actionDirectory
+	spare []*directory
 }
 
-// actionDirectory is one action's directory: upper<i> and work<i> for
+// directory is one action's directory: upper<i> and work<i> for
 // i < pairs, and nothing else once reset.
-type actionDirectory struct {
+type directory struct {
 	path  string
 	pairs int
 }
 
-func (a *actionDirectory) upper(i int) string {
+func (a *directory) upper(i int) string {
 	return filepath.Join(a.path, fmt.Sprintf("upper%d", i))
 }
 
-func (a *actionDirectory) work(i int) string {
+func (a *directory) work(i int) string {
 	return filepath.Join(a.path, fmt.Sprintf("work%d", i))
 }
 
-func (a *actionDirectory) file(name string) string {
+func (a *directory) file(name string) string {
 	return filepath.Join(a.path, name)
 }
 
+// NewPool hands out directories below root, which must exist and be
+// the pool's alone.
+func NewPool(root string) *Pool {
+	return &Pool{root: root}
+}
+
+// FreeBytes returns the space left on the file system of the pool's
+// directories, if it can be read.
+func (d *Pool) FreeBytes() (int64, bool) {
+	var fs unix.Statfs_t
+	if err := unix.Statfs(d.root, &fs); err != nil {
+		return 0, false
+	}
+	return int64(fs.Bavail) * int64(fs.Bsize), true
+}
+
 // get returns a directory with at least mounts upper/work pairs.
-func (d *actionDirectories) get(mounts int) (*actionDirectory, error) {
+func (d *Pool) get(mounts int) (*directory, error) {
 	d.mu.Lock()
-	var a *actionDirectory
+	var a *directory
 	if n := len(d.spare); n > 0 {
 		a, d.spare = d.spare[n-1], d.spare[:n-1]
 	}
 	d.mu.Unlock()
 	if a == nil {
-		a = &actionDirectory{path: filepath.Join(d.root, fmt.Sprint(d.sequence.Add(1)))}
+		a = &directory{path: filepath.Join(d.root, fmt.Sprint(d.sequence.Add(1)))}
 		if err := os.Mkdir(a.path, 0o711); err != nil {
 			return nil, fmt.Errorf("create the action directory: %w", err)
 		}
@@ -86,7 +103,7 @@ func (d *actionDirectories) get(mounts int) (*actionDirectory, error) {
 }
 
 // put takes a directory back once nothing uses it any more.
-func (d *actionDirectories) put(a *actionDirectory) {
+func (d *Pool) put(a *directory) {
 	if err := a.reset(); err == nil {
 		d.mu.Lock()
 		if len(d.spare) < maximumSpareDirectories {
@@ -101,7 +118,7 @@ func (d *actionDirectories) put(a *actionDirectory) {
 
 // discard removes a directory that a sandbox may still use, or that
 // is in an unknown state.
-func (d *actionDirectories) discard(a *actionDirectory) {
+func (d *Pool) discard(a *directory) {
 	fsutil.RemoveAll(a.path)
 }
 
@@ -111,7 +128,7 @@ func (d *actionDirectories) discard(a *actionDirectory) {
 // sub-path mounts) inside the sandbox, which the next action must see
 // fresh. Their owner is handed to the next action's root by the
 // sandbox runner anyway.
-func (a *actionDirectory) reset() error {
+func (a *directory) reset() error {
 	pairs := map[string]bool{}
 	for i := 0; i < a.pairs; i++ {
 		pairs[filepath.Base(a.upper(i))], pairs[filepath.Base(a.work(i))] = true, true

@@ -1,4 +1,4 @@
-package worker
+package execroot
 
 import (
 	"os"
@@ -13,8 +13,8 @@ import (
 // left in it (files, a 000 directory, a changed mode, extended
 // attributes on the root it saw as its exec root, a spilled log) is
 // gone, and it is reused rather than created again.
-func TestActionDirectoriesAreResetForReuse(t *testing.T) {
-	d := &actionDirectories{root: t.TempDir()}
+func TestPoolDirectoriesAreResetForReuse(t *testing.T) {
+	d := NewPool(t.TempDir())
 	a, err := d.get(2)
 	if err != nil {
 		t.Fatal(err)
@@ -71,9 +71,9 @@ func TestActionDirectoriesAreResetForReuse(t *testing.T) {
 }
 
 // Directories beyond the spare budget are removed, not kept.
-func TestActionDirectoriesKeepABoundedSpareSet(t *testing.T) {
-	d := &actionDirectories{root: t.TempDir()}
-	var taken []*actionDirectory
+func TestPoolKeepsABoundedSpareSet(t *testing.T) {
+	d := NewPool(t.TempDir())
+	var taken []*directory
 	for i := 0; i < maximumSpareDirectories+5; i++ {
 		a, err := d.get(1)
 		if err != nil {

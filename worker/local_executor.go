@@ -12,6 +12,7 @@ import (
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/execroot"
 	"github.com/bitzel/bitzel-worker/images"
 	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"github.com/bitzel/bitzel-worker/sandbox"
@@ -60,9 +61,9 @@ type LocalExecutorOptions struct {
 }
 
 type localExecutor struct {
-	options     LocalExecutorOptions
-	platform    *platformMatcher
-	directories *actionDirectories
+	options   LocalExecutorOptions
+	platform  *platformMatcher
+	execRoots *execroot.Pool
 }
 
 // NewLocalExecutor creates the Executor at the bottom of every
@@ -75,9 +76,9 @@ func NewLocalExecutor(options LocalExecutorOptions) (Executor, error) {
 		return nil, fmt.Errorf("create build directory: %w", err)
 	}
 	return &localExecutor{
-		options:     options,
-		platform:    newPlatformMatcher(options.Platform),
-		directories: &actionDirectories{root: options.BuildDirectory},
+		options:   options,
+		platform:  newPlatformMatcher(options.Platform),
+		execRoots: execroot.NewPool(options.BuildDirectory),
 	}, nil
 }
 
@@ -90,6 +91,16 @@ type execution struct {
 	result   *remoteexecution.ActionResult
 	// message explains a result a person might not expect.
 	message string
+
+	// Known once the Action and Command are fetched and checked
+	// (fetchAndCheck).
+	checked checkedAction
+	// wholeRoot: the instance name asks for the input root as "/";
+	// inputRootIsSlash: the action sees it so, for that reason, the
+	// runner's or its container image's.
+	wholeRoot, inputRootIsSlash bool
+	imageRef                    string
+	image                       *images.Image
 }
 
 func (e *localExecutor) Execute(ctx context.Context, request *Request, observer Observer) *remoteexecution.ExecuteResponse {
@@ -120,6 +131,47 @@ func (e *localExecutor) Execute(ctx context.Context, request *Request, observer 
 func (e *localExecutor) execute(ctx context.Context, x *execution, observer Observer) error {
 	observer(StageFetchingInputs)
 	x.metadata.InputFetchStartTimestamp = timestamppb.Now()
+	if err := e.fetchAndCheck(ctx, x); err != nil {
+		return err
+	}
+	execRoot, err := e.prepareExecRoot(ctx, x)
+	if err != nil {
+		return err
+	}
+	defer execRoot.Release()
+	x.metadata.InputFetchCompletedTimestamp = timestamppb.Now()
+
+	observer(StageRunning)
+	run, logs, err := e.run(ctx, x, execRoot)
+	if err != nil {
+		return err
+	}
+	defer logs.close()
+
+	observer(StageUploadingOutputs)
+	x.metadata.OutputUploadStartTimestamp = timestamppb.Now()
+	if err := e.upload(ctx, x, execRoot, run, logs); err != nil {
+		return err
+	}
+	x.metadata.OutputUploadCompletedTimestamp = timestamppb.Now()
+	if run.TimedOut {
+		return status.Errorf(codes.DeadlineExceeded, "Action timed out after %v; every process of it was killed", x.checked.timeout)
+	}
+	// A command that failed while the worker's disk was full most
+	// likely failed because of it: that is the worker's condition to
+	// report (and a client's reason to retry elsewhere), not a result
+	// to show as the build's failure.
+	if run.ExitCode != 0 {
+		if free, ok := e.execRoots.FreeBytes(); ok && free < minimumFreeBytes {
+			return status.Errorf(codes.ResourceExhausted, "The worker's disk filled up while the action ran (%d bytes free); it exited with %d", free, run.ExitCode)
+		}
+	}
+	return nil
+}
+
+// fetchAndCheck fetches the Action and Command, checks them, and finds
+// the container image the action names.
+func (e *localExecutor) fetchAndCheck(ctx context.Context, x *execution) error {
 	// The Command is fetched within the action's own timeout when the
 	// front end sent the Action (Buildbarn's scheduler does), else
 	// within the default one.
@@ -137,35 +189,37 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 	if err != nil {
 		return err
 	}
-	wholeRoot := IsWholeRootInstanceName(x.request.InstanceName)
+	x.wholeRoot = IsWholeRootInstanceName(x.request.InstanceName)
 	// inputRootIsSlash: the action sees its input root as "/", chosen
 	// for this action by its instance name or for all by the runner.
-	imageRef := containerImage(actionPlatform(x.action, x.command))
-	inputRootIsSlash := wholeRoot || e.options.ExecRootIsRoot || imageRef != ""
-	checked, err := e.check(x.action, x.command, inputRootIsSlash)
-	if err != nil {
+	x.imageRef = containerImage(actionPlatform(x.action, x.command))
+	x.inputRootIsSlash = x.wholeRoot || e.options.ExecRootIsRoot || x.imageRef != ""
+	if x.checked, err = e.check(x.action, x.command, x.inputRootIsSlash); err != nil {
 		return err
 	}
-	var image *images.Image
-	if imageRef != "" {
+	if x.imageRef != "" {
 		if e.options.ContainerImages == nil {
-			return status.Errorf(codes.FailedPrecondition, "Container image %q is not available on this worker; to provide it, %s", imageRef, images.HowToProvide)
+			return status.Errorf(codes.FailedPrecondition, "Container image %q is not available on this worker; to provide it, %s", x.imageRef, images.HowToProvide)
 		}
-		if image, err = e.options.ContainerImages.Get(imageRef); err != nil {
+		if x.image, err = e.options.ContainerImages.Get(x.imageRef); err != nil {
 			return err
 		}
 	}
-	timeout, workingDirectory, outputPaths := checked.timeout, checked.workingDirectory, checked.outputPaths
+	return nil
+}
 
+// prepareExecRoot materialises the input root and makes the action's
+// exec root over it (and under it, its container image).
+func (e *localExecutor) prepareExecRoot(ctx context.Context, x *execution) (*execroot.ExecRoot, error) {
 	rootDigest, err := x.request.DigestFunction.NewDigestFromProto(x.action.InputRootDigest)
 	if err != nil {
-		return util.StatusWrap(err, "Invalid input root digest")
+		return nil, util.StatusWrap(err, "Invalid input root digest")
 	}
 	// Fetching inputs and, later, uploading outputs may each take as
 	// long as the action may run: a CAS that hangs fails the action
 	// within that, instead of holding the worker for ever.
 	var root *cas.InputRoot
-	inputCtx, cancelInputs := context.WithTimeout(ctx, e.ioBudget(timeout))
+	inputCtx, cancelInputs := context.WithTimeout(ctx, e.ioBudget(x.checked.timeout))
 	err = retryUnavailable(inputCtx, "Materialising the input root", func(ctx context.Context) error {
 		var err error
 		root, err = e.options.Materializer.Materialize(ctx, x.request.InstanceName, rootDigest)
@@ -173,96 +227,71 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 	})
 	cancelInputs()
 	if err != nil {
-		return util.StatusWrap(err, "Failed to materialise the input root")
+		return nil, util.StatusWrap(err, "Failed to materialise the input root")
 	}
-	defer root.Release()
 	reportInputLayers(ctx, root)
-	if image != nil {
+	var imageLayers []string
+	if x.image != nil {
 		// The image's root file system lies under the input root,
 		// both at "/": the input root's files win over the image's
 		// where both have one, and outputs are read from the whole
-		// merged view. A copy: the materialiser owns the slice.
-		m := &root.Mounts[0]
-		if n := len(m.Layers) + len(image.Layers); n > child.MaxLowers {
-			return status.Errorf(codes.FailedPrecondition, "The input root's %d layers and container image %q's %d layers make %d lower layers of the root overlay, over the kernel's limit of %d: use an image of fewer layers (flatten it) or a smaller input root", len(m.Layers), imageRef, len(image.Layers), n, child.MaxLowers)
+		// merged view.
+		if n := len(root.Mounts[0].Layers) + len(x.image.Layers); n > child.MaxLowers {
+			root.Release()
+			return nil, status.Errorf(codes.FailedPrecondition, "The input root's %d layers and container image %q's %d layers make %d lower layers of the root overlay, over the kernel's limit of %d: use an image of fewer layers (flatten it) or a smaller input root", len(root.Mounts[0].Layers), x.imageRef, len(x.image.Layers), n, child.MaxLowers)
 		}
-		m.Layers = append(append([]string{}, m.Layers...), image.Layers...)
+		imageLayers = x.image.Layers
 	}
-
-	actionDir, err := e.directories.get(len(root.Mounts))
+	execRoot, err := e.execRoots.Prepare(root, imageLayers)
 	if err != nil {
-		return status.Errorf(codes.Internal, "Failed to create the action directory: %v", err)
+		return nil, err
 	}
-	// Taken back once the sandbox is gone; a sandbox that failed
-	// leaves it in an unknown state, and it is not reused.
-	var reusable bool
-	var released <-chan struct{}
-	defer func() {
-		if !reusable {
-			e.directories.discard(actionDir)
-			return
-		}
-		go func() {
-			if released != nil {
-				<-released
-			}
-			e.directories.put(actionDir)
-		}()
-	}()
-	dir := actionDir.path
-	mounts := make([]sandbox.Mount, len(root.Mounts))
-	uppers := make([]string, len(root.Mounts))
-	for i, m := range root.Mounts {
-		uppers[i] = actionDir.upper(i)
-		mounts[i] = sandbox.Mount{Path: m.Path, Layers: m.Layers, UpperDir: uppers[i], WorkDir: actionDir.work(i)}
+	if err := execRoot.CreateParents(x.checked.workingDirectory, x.checked.outputPaths); err != nil {
+		execRoot.Release()
+		return nil, err
 	}
-	// Clients of REAPI 2.0 (Bazel 4) expect the parents of outputs and
-	// the working directory to exist before the action runs.
-	for _, p := range append([]string{workingDirectory}, outputPaths...) {
-		parent := p
-		if p != workingDirectory {
-			parent = path.Dir(p)
-		}
-		if err := root.MkdirAll(uppers, parent); err != nil {
-			return util.StatusWrapf(err, "Failed to create the parent directory of output %q", p)
-		}
-	}
-	x.metadata.InputFetchCompletedTimestamp = timestamppb.Now()
+	return execRoot, nil
+}
 
-	observer(StageRunning)
-	stdout, stderr := newLogBuffer(actionDir.file("stdout")), newLogBuffer(actionDir.file("stderr"))
-	stdoutWriter, stderrWriter, closeLiveLogs := offerLiveLogs(ctx, stdout, stderr)
-	defer closeLiveLogs()
+// actionLogs are an action's stdout and stderr, offered as live logs
+// while it runs when its front end asks for that.
+type actionLogs struct {
+	stdout, stderr *logBuffer
+	// close withdraws the live logs; it must come before the exec
+	// root, which holds their files, is released.
+	close func()
+}
+
+// run runs the action in its exec root, and says in x how it ended.
+func (e *localExecutor) run(ctx context.Context, x *execution, execRoot *execroot.ExecRoot) (*sandbox.Result, *actionLogs, error) {
+	logs := &actionLogs{stdout: newLogBuffer(execRoot.LogPath("stdout")), stderr: newLogBuffer(execRoot.LogPath("stderr"))}
+	stdoutWriter, stderrWriter, closeLiveLogs := offerLiveLogs(ctx, logs.stdout, logs.stderr)
+	logs.close = closeLiveLogs
 	spec := &sandbox.Spec{
-		Mounts:           mounts,
+		Mounts:           execRoot.Mounts(),
 		Argv:             x.command.Arguments,
 		Env:              environment(x.command),
-		WorkingDirectory: workingDirectory,
-		Timeout:          timeout,
+		WorkingDirectory: x.checked.workingDirectory,
+		Timeout:          x.checked.timeout,
 		Stdout:           stdoutWriter,
 		Stderr:           stderrWriter,
 		OutputLimitBytes: e.options.OutputLimitBytes,
 		Limits:           e.options.Limits,
-		ExecRootIsRoot:   wholeRoot || image != nil,
+		ExecRootIsRoot:   x.wholeRoot || x.image != nil,
 	}
 	x.metadata.ExecutionStartTimestamp = timestamppb.Now()
 	run, err := e.options.Runner.Run(ctx, spec)
 	x.metadata.ExecutionCompletedTimestamp = timestamppb.Now()
-	if err == nil {
-		reusable, released = true, run.Released
-		// With a disk budget the action wrote to a tmpfs of its
-		// own, which lives until its outputs are captured.
-		uppers = run.UpperDirs(spec)
-		if run.DiskBudget != nil {
-			defer run.DiskBudget.Close()
-		}
-	}
 	if err != nil {
+		closeLiveLogs()
 		if ctx.Err() != nil {
-			return status.FromContextError(ctx.Err()).Err()
+			return nil, nil, status.FromContextError(ctx.Err()).Err()
 		}
-		return status.Errorf(codes.Internal, "Failed to run the action: %v", err)
+		return nil, nil, status.Errorf(codes.Internal, "Failed to run the action: %v", err)
 	}
+	// With a disk budget the action wrote to a tmpfs of its own,
+	// which lives until the exec root is released.
+	execRoot.Ran(run)
 	x.result.ExitCode = int32(run.ExitCode)
 	x.message = describeRun(run, e.options.Limits, e.options.OutputLimitBytes, spec.Env)
 	if usage := resourceUsage(run); usage != nil {
@@ -273,18 +302,21 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 		x.metadata.AuxiliaryMetadata = append(x.metadata.AuxiliaryMetadata, notCachedMetadata(reason))
 		x.message = joinMessages(x.message, "the result is not written to the Action Cache")
 	}
+	return run, logs, nil
+}
 
-	observer(StageUploadingOutputs)
-	x.metadata.OutputUploadStartTimestamp = timestamppb.Now()
-	uploadCtx, cancelUpload := context.WithTimeout(ctx, e.ioBudget(timeout))
+// upload uploads the action's logs, then captures and uploads its
+// outputs, into x's result.
+func (e *localExecutor) upload(ctx context.Context, x *execution, execRoot *execroot.ExecRoot, run *sandbox.Result, logs *actionLogs) error {
+	uploadCtx, cancelUpload := context.WithTimeout(ctx, e.ioBudget(x.checked.timeout))
 	defer cancelUpload()
 	// Logs first: a timed-out or failed action still shows them.
 	for _, log := range []struct {
 		buffer *logBuffer
 		digest **remoteexecution.Digest
 	}{
-		{stdout, &x.result.StdoutDigest},
-		{stderr, &x.result.StderrDigest},
+		{logs.stdout, &x.result.StdoutDigest},
+		{logs.stderr, &x.result.StderrDigest},
 	} {
 		var d digest.Digest
 		err := retryUnavailable(uploadCtx, "Uploading the action's log", func(ctx context.Context) error {
@@ -300,33 +332,19 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 	if run.DiskBudgetExceeded {
 		return status.Errorf(codes.ResourceExhausted, "The action's writes filled its disk budget of %d bytes (exec root); it exited with %d", e.options.Limits.DiskBytes, run.ExitCode)
 	}
-	if inputRootIsSlash {
-		removeSandboxMountPoints(root, uppers)
+	if x.inputRootIsSlash {
+		execRoot.RemoveSandboxMountPoints()
 	}
 	var outputs *remoteexecution.ActionResult
-	err = retryUnavailable(uploadCtx, "Uploading outputs", func(ctx context.Context) error {
+	err := retryUnavailable(uploadCtx, "Uploading outputs", func(ctx context.Context) error {
 		var err error
-		outputs, err = e.options.Outputs.Capture(ctx, x.request.InstanceName, root, uppers, x.command)
+		outputs, err = e.options.Outputs.Capture(ctx, x.request.InstanceName, execRoot.Inputs(), execRoot.UpperDirs(), x.command)
 		return err
 	})
 	if err != nil {
 		return util.StatusWrap(err, "Failed to capture outputs")
 	}
 	mergeOutputs(x.result, outputs)
-	x.metadata.OutputUploadCompletedTimestamp = timestamppb.Now()
-
-	if run.TimedOut {
-		return status.Errorf(codes.DeadlineExceeded, "Action timed out after %v; every process of it was killed", timeout)
-	}
-	// A command that failed while the worker's disk was full most
-	// likely failed because of it: that is the worker's condition to
-	// report (and a client's reason to retry elsewhere), not a result
-	// to show as the build's failure.
-	if run.ExitCode != 0 {
-		if free, ok := freeBytes(dir); ok && free < minimumFreeBytes {
-			return status.Errorf(codes.ResourceExhausted, "The worker's disk filled up while the action ran (%d bytes free); it exited with %d", free, run.ExitCode)
-		}
-	}
 	return nil
 }
 
@@ -401,16 +419,6 @@ const minimumIOBudget = 10 * time.Second
 
 // minimumFreeBytes: below this, the worker's disk counts as full.
 const minimumFreeBytes = 1 << 20
-
-// freeBytes is the space available to unprivileged writers on the file
-// system holding path.
-func freeBytes(path string) (int64, bool) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(path, &st); err != nil {
-		return 0, false
-	}
-	return int64(st.Bavail) * st.Bsize, true
-}
 
 func (e *localExecutor) timeout(action *remoteexecution.Action) (time.Duration, error) {
 	if action.Timeout == nil {
