@@ -269,7 +269,7 @@ func (r *namespaceRunner) startLauncher() {
 	})
 	r.sandboxes = &launcherStarter{launcher: r.launcher, prepare: r.prepare}
 	if r.config.WarmSandboxes > 0 {
-		r.sandboxes = newWarmPool(r.sandboxes, r.config.WarmSandboxes)
+		r.sandboxes = newWarmPool(r.sandboxes, r.config.WarmSandboxes, warmPoolRetry)
 	}
 	if !r.prepare.ExecRootIsRoot {
 		// Warm sandboxes hold host binds; a whole-root action starts

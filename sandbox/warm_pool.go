@@ -71,20 +71,23 @@ type warmPool struct {
 	closing chan struct{}
 	// filled is closed once the filler has stopped.
 	filled chan struct{}
-	// retry is how long the filler waits after its base failed to
-	// start a sandbox, rather than spinning; Run reports the error,
-	// from a start of its own.
-	retry time.Duration
+	retry   time.Duration
 }
 
-// newWarmPool starts filling a pool of size sandboxes from base.
-func newWarmPool(base sandboxStarter, size int) *warmPool {
+// warmPoolRetry is how long the filler waits after its base failed to
+// start a sandbox, rather than spinning; Run reports the error, from a
+// start of its own.
+const warmPoolRetry = time.Second
+
+// newWarmPool starts filling a pool of size sandboxes from base,
+// retrying a failed start after retry.
+func newWarmPool(base sandboxStarter, size int, retry time.Duration) *warmPool {
 	p := &warmPool{
 		base:    base,
 		ready:   make(chan *preparedSandbox, size),
 		closing: make(chan struct{}),
 		filled:  make(chan struct{}),
-		retry:   time.Second,
+		retry:   retry,
 	}
 	go p.fill()
 	return p
