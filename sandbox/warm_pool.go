@@ -71,7 +71,7 @@ type warmPool struct {
 	closing chan struct{}
 	// filled is closed once the filler has stopped.
 	filled chan struct{}
-	retry   time.Duration
+	retry  time.Duration
 }
 
 // warmPoolRetry is how long the filler waits after its base failed to
