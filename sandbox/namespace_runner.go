@@ -197,7 +197,7 @@ func NewNamespaceRunner(config Config) (Runner, error) {
 	if r.budget, err = NewUserNamespaceBudget(slots); err != nil {
 		return nil, err
 	}
-	r.startLauncher()
+	r.setUpStarters()
 	return r, nil
 }
 
@@ -248,9 +248,10 @@ func (r *namespaceRunner) newPrepare(filter []byte) *child.Prepare {
 	return prepare
 }
 
-// startLauncher configures the launcher (started on the first launch)
-// and the starters of sandboxes through it, warm pool included.
-func (r *namespaceRunner) startLauncher() {
+// setUpStarters configures the launcher (its process starts with the
+// first sandbox) and the starters of sandboxes through it, warm pool
+// included.
+func (r *namespaceRunner) setUpStarters() {
 	// Sharing one user namespace lets the launcher vfork (see
 	// child/launcher.go), but only a pids cgroup keeps each action's
 	// process limit its own.
@@ -395,9 +396,9 @@ func (r *namespaceRunner) beginRun(ctx context.Context) (runCtx context.Context,
 	}, nil
 }
 
-// Close refuses new Runs, kills the running actions and waits for them
-// (their PID 1s reaped, their cgroups removed), discards the warm
-// sandboxes, stops the launcher, and only then removes the runner's
+// Close refuses new Runs, kills the running actions, discards the warm
+// sandboxes, waits for the actions (their PID 1s reaped, their cgroups
+// removed), stops the launcher, and only then removes the runner's
 // own cgroups, which the kernel refuses while anything is charged to
 // them. Its error is that removal's.
 func (r *namespaceRunner) Close() error {
