@@ -116,8 +116,8 @@ func startLauncherProcess(initPath string, config child.LauncherConfig) (*launch
 	}
 	if config.InUserNamespace {
 		attr.Cloneflags = syscall.CLONE_NEWUSER
-		attr.UidMappings = sysProcIDMaps(config.UIDMappings)
-		attr.GidMappings = sysProcIDMaps(config.GIDMappings)
+		attr.UidMappings = config.UIDMappings
+		attr.GidMappings = config.GIDMappings
 		attr.GidMappingsEnableSetgroups = config.SetgroupsAllowed
 		if config.BecomeRoot {
 			// Host root is not mapped: become the namespace's
@@ -282,12 +282,4 @@ func (s *sandboxProcess) wait() child.ExitNotice {
 		return child.ExitNotice{PID: s.pid, WaitStatus: uint32(syscall.SIGKILL)}
 	}
 	return notice
-}
-
-func sysProcIDMaps(maps []child.IDMap) []syscall.SysProcIDMap {
-	result := make([]syscall.SysProcIDMap, len(maps))
-	for i, m := range maps {
-		result[i] = syscall.SysProcIDMap{ContainerID: m.ContainerID, HostID: m.HostID, Size: m.Size}
-	}
-	return result
 }

@@ -1,11 +1,14 @@
 package sandbox
 
+// namespace_runner.go is the runner's life: its configuration, what
+// NewNamespaceRunner checks and builds once, Run's registration and
+// Close. One run is action_run.go (with action_spec.go and
+// action_result.go); the PID 1s it runs in come from warm_pool.go.
+
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -13,10 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/bitzel/bitzel-worker/sandbox/child"
-	"golang.org/x/sys/unix"
 )
 
 // InitBinaryName is the small sandbox init built from
@@ -125,12 +126,18 @@ type namespaceRunner struct {
 	initPath string
 	newRoot  string
 	rootless bool
-	uidMap   []syscall.SysProcIDMap
-	gidMap   []syscall.SysProcIDMap
+	uidMap   []child.IDMap
+	gidMap   []child.IDMap
 	sequence atomic.Uint64
 	budget   *UserNamespaceBudget
 
 	launcher *launcher
+	// sandboxes starts the PID 1s of actions with r.prepare, from the
+	// warm pool when there is one; wholeRoot, set when r.prepare binds
+	// host paths, starts those of actions that bring their own root.
+	sandboxes sandboxStarter
+	wholeRoot sandboxStarter
+
 	// runs are the Runs in flight, each with the cancel function of
 	// its context: Close ends them and waits for them before it
 	// removes the cgroups they are charged to (removing those first
@@ -140,12 +147,10 @@ type namespaceRunner struct {
 	closed    bool
 	cancels   map[uint64]context.CancelCauseFunc
 	nextRunID uint64
-
-	exiting    sync.WaitGroup
-	pool       chan *warmSandbox
-	closing    chan struct{}
-	closeOnce  sync.Once
-	fillerDone chan struct{}
+	// exiting counts the PID 1s that reported and are still being
+	// reaped in the background, with their runs' cgroups and pipes.
+	exiting   sync.WaitGroup
+	closeOnce sync.Once
 }
 
 // NewNamespaceRunner checks what it can up front, so that a worker
@@ -163,26 +168,8 @@ func NewNamespaceRunner(config Config) (Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	if config.ExecRootPath == "" {
-		config.ExecRootPath = DefaultExecRootPath
-	}
-	if !filepath.IsAbs(config.ExecRootPath) || filepath.Clean(config.ExecRootPath) == "/" {
-		return nil, fmt.Errorf("sandbox: exec root path %q must be absolute and not /", config.ExecRootPath)
-	}
-	if config.HostPaths == nil {
-		config.HostPaths = DefaultHostPaths
-	}
-	// The exec root is mounted before /tmp and must not be hidden by
-	// it, nor hide (or be hidden by) a host bind or /proc or /dev.
-	if !config.ExecRootIsRoot {
-		for _, reserved := range append([]string{"/tmp", "/proc", "/dev"}, config.HostPaths...) {
-			if within(config.ExecRootPath, reserved) || within(reserved, config.ExecRootPath) {
-				return nil, fmt.Errorf("sandbox: exec root path %q overlaps %s, which the sandbox mounts", config.ExecRootPath, reserved)
-			}
-		}
-	}
-	if config.Hostname == "" {
-		config.Hostname = "localhost"
+	if err := config.setPaths(); err != nil {
+		return nil, err
 	}
 	r := &namespaceRunner{config: config, newRoot: filepath.Join(config.StateDir, "root")}
 	if err := os.MkdirAll(r.newRoot, 0o755); err != nil {
@@ -202,52 +189,97 @@ func NewNamespaceRunner(config Config) (Runner, error) {
 	if err := checkUserNamespaces(); err != nil {
 		return nil, err
 	}
-	r.prepare = &child.Prepare{
-		SeccompFilter:  filter,
-		NewRoot:        r.newRoot,
-		ExecRootPath:   config.ExecRootPath,
-		ExecRootIsRoot: config.ExecRootIsRoot,
-		Hostname:       config.Hostname,
-		LegacyOverlay:  config.LegacyOverlay,
-		ShmSizeBytes:   config.ShmSizeBytes,
+	r.prepare = r.newPrepare(filter)
+	slots := config.Slots
+	if slots <= 0 {
+		slots = runtime.NumCPU()
 	}
-	if r.prepare.ShmSizeBytes <= 0 {
-		r.prepare.ShmSizeBytes = DefaultShmSizeBytes
-	}
-	if !config.ExecRootIsRoot {
-		r.prepare.HostPaths = config.HostPaths
-	}
-	if config.Slots <= 0 {
-		config.Slots = runtime.NumCPU()
-	}
-	budget, err := NewUserNamespaceBudget(config.Slots)
-	if err != nil {
+	if r.budget, err = NewUserNamespaceBudget(slots); err != nil {
 		return nil, err
 	}
+	r.setUpStarters()
+	return r, nil
+}
+
+// setPaths fills in the defaults of the paths and hostname and checks
+// that the exec root can be mounted where the configuration says.
+func (c *Config) setPaths() error {
+	if c.ExecRootPath == "" {
+		c.ExecRootPath = DefaultExecRootPath
+	}
+	if !filepath.IsAbs(c.ExecRootPath) || filepath.Clean(c.ExecRootPath) == "/" {
+		return fmt.Errorf("sandbox: exec root path %q must be absolute and not /", c.ExecRootPath)
+	}
+	if c.HostPaths == nil {
+		c.HostPaths = DefaultHostPaths
+	}
+	// The exec root is mounted before /tmp and must not be hidden by
+	// it, nor hide (or be hidden by) a host bind or /proc or /dev.
+	if !c.ExecRootIsRoot {
+		for _, reserved := range append([]string{"/tmp", "/proc", "/dev"}, c.HostPaths...) {
+			if within(c.ExecRootPath, reserved) || within(reserved, c.ExecRootPath) {
+				return fmt.Errorf("sandbox: exec root path %q overlaps %s, which the sandbox mounts", c.ExecRootPath, reserved)
+			}
+		}
+	}
+	if c.Hostname == "" {
+		c.Hostname = "localhost"
+	}
+	return nil
+}
+
+// newPrepare is what every sandbox of the runner is prepared with.
+func (r *namespaceRunner) newPrepare(filter []byte) *child.Prepare {
+	prepare := &child.Prepare{
+		SeccompFilter:  filter,
+		NewRoot:        r.newRoot,
+		ExecRootPath:   r.config.ExecRootPath,
+		ExecRootIsRoot: r.config.ExecRootIsRoot,
+		Hostname:       r.config.Hostname,
+		LegacyOverlay:  r.config.LegacyOverlay,
+		ShmSizeBytes:   r.config.ShmSizeBytes,
+	}
+	if prepare.ShmSizeBytes <= 0 {
+		prepare.ShmSizeBytes = DefaultShmSizeBytes
+	}
+	if !r.config.ExecRootIsRoot {
+		prepare.HostPaths = r.config.HostPaths
+	}
+	return prepare
+}
+
+// setUpStarters configures the launcher (its process starts with the
+// first sandbox) and the starters of sandboxes through it, warm pool
+// included.
+func (r *namespaceRunner) setUpStarters() {
 	// Sharing one user namespace lets the launcher vfork (see
 	// child/launcher.go), but only a pids cgroup keeps each action's
 	// process limit its own.
-	shared := config.Cgroups != nil && config.ShareUserNamespace
+	shared := r.config.Cgroups != nil && r.config.ShareUserNamespace
 	if !shared {
-		r.prepare.UserNamespaceLimits = &budget.PerAction
+		r.prepare.UserNamespaceLimits = &r.budget.PerAction
 	}
-	r.budget = budget
 	r.launcher = newLauncher(r.initPath, child.LauncherConfig{
 		InUserNamespace:       true,
 		SandboxUserNamespaces: !shared,
-		UserNamespaceLimits:   &budget.All,
-		UIDMappings:           toIDMaps(r.uidMap),
-		GIDMappings:           toIDMaps(r.gidMap),
+		UserNamespaceLimits:   &r.budget.All,
+		UIDMappings:           r.uidMap,
+		GIDMappings:           r.gidMap,
 		BecomeRoot:            !r.rootless,
 		SetgroupsAllowed:      !r.rootless,
 	})
-	r.closing = make(chan struct{})
-	if config.WarmSandboxes > 0 {
-		r.pool = make(chan *warmSandbox, config.WarmSandboxes)
-		r.fillerDone = make(chan struct{})
-		go r.keepWarm()
+	r.sandboxes = &launcherStarter{launcher: r.launcher, prepare: r.prepare}
+	if r.config.WarmSandboxes > 0 {
+		r.sandboxes = newWarmPool(r.sandboxes, r.config.WarmSandboxes, warmPoolRetry)
 	}
-	return r, nil
+	if !r.prepare.ExecRootIsRoot {
+		// Warm sandboxes hold host binds; a whole-root action starts
+		// its own, without them.
+		wholeRoot := *r.prepare
+		wholeRoot.ExecRootIsRoot = true
+		wholeRoot.HostPaths = nil
+		r.wholeRoot = &launcherStarter{launcher: r.launcher, prepare: &wholeRoot}
+	}
 }
 
 func (r *namespaceRunner) resolveInit() error {
@@ -272,8 +304,8 @@ func (r *namespaceRunner) setIDMappings() error {
 	uid, gid := os.Geteuid(), os.Getegid()
 	if uid != 0 {
 		r.rootless = true
-		r.uidMap = []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}}
-		r.gidMap = []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}}
+		r.uidMap = []child.IDMap{{ContainerID: 0, HostID: uid, Size: 1}}
+		r.gidMap = []child.IDMap{{ContainerID: 0, HostID: gid, Size: 1}}
 		return nil
 	}
 	base, count := r.config.HostIDBase, r.config.HostIDCount
@@ -287,7 +319,7 @@ func (r *namespaceRunner) setIDMappings() error {
 		return fmt.Errorf("sandbox: host id range %d+%d does not fit in 32 bits", base, count)
 	}
 	r.config.HostIDBase, r.config.HostIDCount = base, count
-	r.uidMap = []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(base), Size: int(count)}}
+	r.uidMap = []child.IDMap{{ContainerID: 0, HostID: int(base), Size: int(count)}}
 	r.gidMap = r.uidMap
 	return nil
 }
@@ -335,87 +367,6 @@ func checkUserNamespaces() error {
 	return nil
 }
 
-// warmSandbox is a started PID 1 that has done its Prepare phase (or
-// is doing it) and waits for an Action.
-type warmSandbox struct {
-	process *sandboxProcess
-	pipes   *pipes
-}
-
-// startSandbox has the launcher start a PID 1 in new namespaces and
-// sends it the Prepare message; it does not wait for the preparation.
-func (r *namespaceRunner) startSandbox() (*warmSandbox, error) {
-	return r.startSandboxWith(r.prepare)
-}
-
-func (r *namespaceRunner) startSandboxWith(prepare *child.Prepare) (*warmSandbox, error) {
-	p, err := newPipes()
-	if err != nil {
-		return nil, err
-	}
-	process, err := r.launcher.launch(p.stdoutW, p.stderrW, p.configR, p.statusW)
-	if err != nil {
-		p.closeAll()
-		return nil, err
-	}
-	p.closeChildEnds()
-	// The pipe buffer holds the message whether or not PID 1 reads it
-	// yet; a PID 1 that died shows up as a missing status later.
-	json.NewEncoder(p.configW).Encode(prepare)
-	return &warmSandbox{process: process, pipes: p}, nil
-}
-
-// discard ends a warm sandbox that will get no action: EOF on its
-// config pipe makes PID 1 exit quietly.
-func (s *warmSandbox) discard() {
-	s.pipes.configW.Close()
-	s.process.wait()
-	s.pipes.closeAll()
-}
-
-// keepWarm keeps the pool full, so that an action's critical path
-// starts at its own mounts rather than at clone(): namespace creation,
-// the init's start-up and the shared mounts cost more than the
-// action's part of the sandbox.
-func (r *namespaceRunner) keepWarm() {
-	defer close(r.fillerDone)
-	for {
-		s, err := r.startSandbox()
-		if err != nil {
-			// Run starts its own sandbox and reports the error there.
-			select {
-			case <-r.closing:
-				return
-			case <-time.After(time.Second):
-				continue
-			}
-		}
-		select {
-		case r.pool <- s:
-		case <-r.closing:
-			s.discard()
-			return
-		}
-	}
-}
-
-func (r *namespaceRunner) takeSandbox(spec *Spec) (*warmSandbox, error) {
-	if spec.ExecRootIsRoot && !r.prepare.ExecRootIsRoot {
-		// Warm sandboxes hold host binds; a whole-root action starts
-		// its own, without them.
-		wholeRoot := *r.prepare
-		wholeRoot.ExecRootIsRoot = true
-		wholeRoot.HostPaths = nil
-		return r.startSandboxWith(&wholeRoot)
-	}
-	select {
-	case s := <-r.pool:
-		return s, nil
-	default:
-		return r.startSandbox()
-	}
-}
-
 // ErrRunnerClosed is the error of a Run after Close, and of one that
 // Close ended.
 var ErrRunnerClosed = errors.New("sandbox runner closed")
@@ -445,9 +396,9 @@ func (r *namespaceRunner) beginRun(ctx context.Context) (runCtx context.Context,
 	}, nil
 }
 
-// Close refuses new Runs, kills the running actions and waits for them
-// (their PID 1s reaped, their cgroups removed), discards the warm
-// sandboxes, stops the launcher, and only then removes the runner's
+// Close refuses new Runs, kills the running actions, discards the warm
+// sandboxes, waits for the actions (their PID 1s reaped, their cgroups
+// removed), stops the launcher, and only then removes the runner's
 // own cgroups, which the kernel refuses while anything is charged to
 // them. Its error is that removal's.
 func (r *namespaceRunner) Close() error {
@@ -464,291 +415,15 @@ func (r *namespaceRunner) Close() error {
 			cancel(ErrRunnerClosed)
 		}
 		r.runsMu.Unlock()
-		close(r.closing)
+		// The warm pool stops starting sandboxes and discards those it
+		// holds while the runs end; a run that takes one after this
+		// starts its own, which its cancelled context then kills.
+		r.sandboxes.close()
 		r.runs.Wait()
-		if r.pool != nil {
-			<-r.fillerDone
-			for {
-				select {
-				case s := <-r.pool:
-					s.discard()
-					continue
-				default:
-				}
-				break
-			}
-		}
 		r.exiting.Wait()
 		r.launcher.close()
 	})
 	return err
-}
-
-func toIDMaps(maps []syscall.SysProcIDMap) []child.IDMap {
-	result := make([]child.IDMap, len(maps))
-	for i, m := range maps {
-		result[i] = child.IDMap{ContainerID: m.ContainerID, HostID: m.HostID, Size: m.Size}
-	}
-	return result
-}
-
-func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) {
-	ctx, end, err := r.beginRun(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer end()
-	if err := r.validate(spec); err != nil {
-		return nil, err
-	}
-	if !r.rootless {
-		if err := r.chownUppers(spec); err != nil {
-			return nil, err
-		}
-	}
-	action := r.action(spec)
-
-	var cgroup ActionCgroup
-	if r.config.Cgroups != nil {
-		cgroup, err = r.config.Cgroups.Create(fmt.Sprintf("action-%d-%d", os.Getpid(), r.sequence.Add(1)), spec.Limits)
-		if err != nil {
-			return nil, fmt.Errorf("sandbox: create cgroup: %w", err)
-		}
-	} else {
-		action.MaxProcesses = uint64(spec.Limits.MaxProcesses)
-	}
-
-	// What outlives the action: its cgroup and the pipes of its PID 1,
-	// released once PID 1 has exited.
-	var p *pipes
-	release := func() {
-		if cgroup != nil {
-			cgroup.Remove()
-		}
-		if p != nil {
-			p.closeAll()
-		}
-	}
-	stdout, err := newCappedOutput(spec.StdoutPath, spec.Stdout, spec.OutputLimitBytes)
-	if err != nil {
-		release()
-		return nil, err
-	}
-	defer stdout.Close()
-	stderr, err := newCappedOutput(spec.StderrPath, spec.Stderr, spec.OutputLimitBytes)
-	if err != nil {
-		release()
-		return nil, err
-	}
-	defer stderr.Close()
-
-	s, err := r.takeSandbox(spec)
-	if err != nil {
-		release()
-		return nil, err
-	}
-	p = s.pipes
-	process := s.process
-	if cgroup != nil {
-		if err := cgroup.Join(process.pid); err != nil {
-			process.kill()
-			process.wait()
-			release()
-			return nil, fmt.Errorf("sandbox: join cgroup: %w", err)
-		}
-	}
-
-	start := time.Now()
-	var copies sync.WaitGroup
-	copies.Add(2)
-	go func() { defer copies.Done(); stdout.copyFrom(p.stdoutR) }()
-	go func() { defer copies.Done(); stderr.copyFrom(p.stderrR) }()
-	json.NewEncoder(p.configW).Encode(action)
-	p.configW.Close()
-
-	// Killing PID 1 makes the kernel kill every process of its pid
-	// namespace, daemonised grandchildren included.
-	var timedOut, cancelled atomic.Bool
-	done := make(chan struct{})
-	go func() {
-		var timeout <-chan time.Time
-		if spec.Timeout > 0 {
-			timer := time.NewTimer(spec.Timeout)
-			defer timer.Stop()
-			timeout = timer.C
-		}
-		select {
-		case <-done:
-			return
-		case <-timeout:
-			timedOut.Store(true)
-		case <-ctx.Done():
-			cancelled.Store(true)
-		}
-		process.kill()
-	}()
-	// PID 1 closes the status pipe once it has reaped every process of
-	// the action and reported, or when it dies. After a report the
-	// action is over: its output pipes are closed too, and PID 1's own
-	// exit (tearing down the namespaces, a few milliseconds of RCU
-	// grace periods) finishes in the background; Close waits for it.
-	statusData, diskBudget := readStatus(p.statusR)
-	var status child.Status
-	reported := len(statusData) > 0 && json.Unmarshal(statusData, &status) == nil
-	var exit child.ExitNotice
-	// The exiting PID 1 unmounts the action's overlays itself (its
-	// mount namespace dies with it), so once it is reaped its upper
-	// and work directories are free.
-	released := make(chan struct{})
-	// The cgroup's counters are read before release may remove it
-	// (release runs in the background once PID 1 is reaped, which can
-	// be before this goroutine gets here): read after the removal, an
-	// OOM kill reads as none and the result is cached.
-	var stats CgroupStats
-	if reported {
-		// PID 1 reports only once it has reaped every other process
-		// of the action, so the counters are final.
-		stats = cgroupStats(cgroup)
-		r.exiting.Add(1)
-		go func() {
-			defer r.exiting.Done()
-			process.wait()
-			// release closes the output pipes' read ends: not
-			// before the copies have drained them, or the end of
-			// the action's output is lost when PID 1 is reaped
-			// first.
-			copies.Wait()
-			release()
-			close(released)
-		}()
-	} else {
-		exit = process.wait()
-		stats = cgroupStats(cgroup)
-		defer func() {
-			release()
-			close(released)
-		}()
-	}
-	close(done)
-	wall := time.Since(start)
-	copies.Wait()
-
-	result := &Result{
-		DiskBudget:       diskBudget,
-		Released:         released,
-		WallTime:         wall,
-		TimedOut:         timedOut.Load(),
-		StdoutTruncated:  stdout.truncated,
-		StderrTruncated:  stderr.truncated,
-		OOMKilled:        stats.OOMKilled,
-		PidsLimitHit:     stats.PidsLimitHit,
-		CgroupMemoryPeak: stats.MemoryPeakBytes,
-	}
-	result.DiskBudgetExceeded = budgetFull(diskBudget)
-	if cancelled.Load() {
-		result.closeDiskBudget()
-		return nil, fmt.Errorf("sandbox: %w", context.Cause(ctx))
-	}
-	if !reported {
-		if !result.TimedOut && !result.OOMKilled {
-			result.closeDiskBudget()
-			return nil, fmt.Errorf("sandbox: init exited without reporting (wait status %v)", syscall.WaitStatus(exit.WaitStatus))
-		}
-		// Killed before it could report: take what wait4 saw.
-		result.UserTime = time.Duration(exit.UserTimeNanos)
-		result.SystemTime = time.Duration(exit.SystemTimeNanos)
-		result.PeakRSSBytes = exit.MaxRSSBytes
-		result.ExitCode = 128 + int(syscall.SIGKILL)
-		result.Signal = syscall.SIGKILL
-		return result, nil
-	}
-	if status.Error != "" && !status.NotFound {
-		result.closeDiskBudget()
-		return nil, fmt.Errorf("sandbox: %s: %s", status.Stage, status.Error)
-	}
-	result.ExitCode = status.ExitCode
-	result.Signal = syscall.Signal(status.Signal)
-	result.NotFound = status.NotFound
-	result.UserTime = time.Duration(status.UserTimeNanos)
-	result.SystemTime = time.Duration(status.SystemTimeNanos)
-	result.PeakRSSBytes = status.MaxRSSBytes
-	result.SetupTime = time.Duration(status.SetupNanos)
-	return result, nil
-}
-
-func (r *namespaceRunner) action(spec *Spec) *child.Action {
-	overlays := make([]child.Overlay, len(spec.Mounts))
-	for i, m := range spec.Mounts {
-		overlays[i] = child.Overlay{Path: m.Path, Lowers: m.Layers, Upper: m.UpperDir, Work: m.WorkDir}
-	}
-	return &child.Action{
-		Overlays:         overlays,
-		TmpSizeBytes:     spec.Limits.TmpSizeBytes,
-		DiskBytes:        spec.Limits.DiskBytes,
-		Argv:             spec.Argv,
-		Env:              spec.Env,
-		WorkingDirectory: spec.WorkingDirectory,
-	}
-}
-
-// validate catches what would otherwise surface as an errno from deep
-// inside the child, and names the offending path.
-func (r *namespaceRunner) validate(spec *Spec) error {
-	if len(spec.Argv) == 0 {
-		return errors.New("sandbox: no command")
-	}
-	if len(spec.Mounts) == 0 || spec.Mounts[0].Path != "" {
-		return errors.New("sandbox: the first mount must be the exec root (empty path)")
-	}
-	if !filepath.IsLocal(spec.WorkingDirectory) && spec.WorkingDirectory != "" {
-		return fmt.Errorf("sandbox: working directory %q is not a relative path inside the exec root", spec.WorkingDirectory)
-	}
-	for i, m := range spec.Mounts {
-		if i > 0 && !filepath.IsLocal(m.Path) {
-			return fmt.Errorf("sandbox: mount path %q is not a relative path inside the exec root", m.Path)
-		}
-		if len(m.Layers) == 0 {
-			return fmt.Errorf("sandbox: mount %q has no layers", m.Path)
-		}
-		if len(m.Layers) > child.MaxLowers {
-			return fmt.Errorf("sandbox: mount %q has %d layers; the kernel allows %d", m.Path, len(m.Layers), child.MaxLowers)
-		}
-		for _, dir := range append([]string{m.UpperDir, m.WorkDir}, m.Layers...) {
-			if !filepath.IsAbs(dir) {
-				return fmt.Errorf("sandbox: mount %q: %q is not an absolute path", m.Path, dir)
-			}
-			var st unix.Stat_t
-			if err := unix.Stat(dir, &st); err != nil {
-				return fmt.Errorf("sandbox: mount %q: %q: %w", m.Path, dir, err)
-			}
-			if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-				return fmt.Errorf("sandbox: mount %q: %q is not a directory", m.Path, dir)
-			}
-		}
-	}
-	return nil
-}
-
-// chownUppers hands the upper and work directories (and whatever the
-// worker created in them, such as the parents of outputs) to the
-// action's root. Inside the user namespace, files owned by an unmapped
-// uid are not writable even by its root.
-func (r *namespaceRunner) chownUppers(spec *Spec) error {
-	id := int(r.config.HostIDBase)
-	for _, m := range spec.Mounts {
-		for _, dir := range []string{m.UpperDir, m.WorkDir} {
-			err := filepath.WalkDir(dir, func(path string, _ fs.DirEntry, err error) error {
-				if err != nil {
-					return err
-				}
-				return os.Lchown(path, id, id)
-			})
-			if err != nil {
-				return fmt.Errorf("sandbox: hand %q to the action's uid: %w", dir, err)
-			}
-		}
-	}
-	return nil
 }
 
 // String says how action ids map to host ids, for logs.

@@ -9,6 +9,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"github.com/bitzel/bitzel-worker/sandbox/child"
 )
 
 // Runner runs commands in sandboxes. Run returns an error only when
@@ -57,12 +59,9 @@ type Spec struct {
 
 // Mount is one overlay: read-only Layers (topmost first) under a
 // private UpperDir, with WorkDir on the same file system as UpperDir.
-type Mount struct {
-	Path     string
-	Layers   []string
-	UpperDir string
-	WorkDir  string
-}
+// It is defined in package child, which receives it as it is (child
+// keeps its imports minimal, so the type lives there and not here).
+type Mount = child.Mount
 
 // Limits bound the resources of one action. Zero means unlimited.
 type Limits struct {

@@ -65,9 +65,9 @@ type Prepare struct {
 
 // Action is one action's part of the sandbox and its command.
 type Action struct {
-	// Overlays[0] is the exec root; the rest are mounted at their
-	// Path relative to the exec root, parents before children.
-	Overlays []Overlay `json:"overlays"`
+	// Mounts[0] is the exec root; the rest are mounted at their Path
+	// relative to the exec root, parents before children.
+	Mounts []Mount `json:"mounts"`
 	// TmpSizeBytes bounds the private tmpfs on /tmp.
 	TmpSizeBytes int64 `json:"tmp_size_bytes"`
 	// Argv, Env and WorkingDirectory (relative to the exec root)
@@ -85,13 +85,17 @@ type Action struct {
 	DiskBytes int64 `json:"disk_bytes,omitempty"`
 }
 
-// Overlay is one overlay mount: read-only lowers (topmost first) under
-// a private upper directory.
-type Overlay struct {
-	Path   string   `json:"path"`
-	Lowers []string `json:"lowers"`
-	Upper  string   `json:"upper"`
-	Work   string   `json:"work"`
+// Mount is one overlay: read-only Layers (topmost first) under a
+// private UpperDir, with WorkDir on the same file system as UpperDir.
+// Path is relative to the exec root ("" for the exec root itself).
+// It is the one description of a mount from the worker's plan to this
+// PID 1: package sandbox aliases it as sandbox.Mount, so the worker's
+// Spec is sent as it is, with no copy field by field.
+type Mount struct {
+	Path     string   `json:"path"`
+	Layers   []string `json:"layers"`
+	UpperDir string   `json:"upper_dir"`
+	WorkDir  string   `json:"work_dir"`
 }
 
 // Status is what PID 1 reports about the command.

@@ -59,16 +59,16 @@ func mountDiskBudget(newRoot string, execRootIsRoot bool, action *Action) (*disk
 		return nil, fmt.Errorf("disk budget: open tmpfs: %w", err)
 	}
 	b.fd = fd
-	for i := range action.Overlays {
-		o := &action.Overlays[i]
+	for i := range action.Mounts {
+		o := &action.Mounts[i]
 		upper, work := b.path(fmt.Sprintf("u%d", i)), b.path(fmt.Sprintf("w%d", i))
-		if err := copyDirectories(o.Upper, upper); err != nil {
+		if err := copyDirectories(o.UpperDir, upper); err != nil {
 			return nil, fmt.Errorf("disk budget: overlay %q: %w", o.Path, err)
 		}
 		if err := os.Mkdir(work, 0o700); err != nil {
 			return nil, fmt.Errorf("disk budget: overlay %q: %w", o.Path, err)
 		}
-		o.Upper, o.Work = upper, work
+		o.UpperDir, o.WorkDir = upper, work
 	}
 	return b, nil
 }

@@ -53,12 +53,11 @@ const (
 	LaunchFDs = 4
 )
 
-// IDMap maps a range of ids of the sandbox's user namespace to the host.
-type IDMap struct {
-	ContainerID int `json:"container_id"`
-	HostID      int `json:"host_id"`
-	Size        int `json:"size"`
-}
+// IDMap maps a range of ids of the sandbox's user namespace to the
+// host. It is syscall's own type, which the worker and the launcher
+// both hand to SysProcAttr, so the mappings go from the runner's
+// configuration to clone(2) in either process without a conversion.
+type IDMap = syscall.SysProcIDMap
 
 // LauncherConfig is the first message on the socket.
 type LauncherConfig struct {
@@ -228,8 +227,8 @@ func (l *launcherState) launch(id uint64, fds []int) {
 	switch {
 	case !l.config.InUserNamespace:
 		attr.Cloneflags |= syscall.CLONE_NEWUSER
-		attr.UidMappings = idMaps(l.config.UIDMappings)
-		attr.GidMappings = idMaps(l.config.GIDMappings)
+		attr.UidMappings = l.config.UIDMappings
+		attr.GidMappings = l.config.GIDMappings
 		attr.GidMappingsEnableSetgroups = l.config.SetgroupsAllowed
 		if l.config.BecomeRoot {
 			attr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
@@ -294,14 +293,6 @@ func (l *launcherState) send(message LauncherMessage, fd int) {
 		// The worker is gone; so will this process be.
 		os.Exit(0)
 	}
-}
-
-func idMaps(maps []IDMap) []syscall.SysProcIDMap {
-	result := make([]syscall.SysProcIDMap, len(maps))
-	for i, m := range maps {
-		result[i] = syscall.SysProcIDMap{ContainerID: m.ContainerID, HostID: m.HostID, Size: m.Size}
-	}
-	return result
 }
 
 // identityMaps maps the ids the launcher's namespace has to themselves.

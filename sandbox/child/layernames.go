@@ -15,7 +15,7 @@ import (
 // form of lowerdir+, and the names are short enough for many more
 // layers to fit a legacy option page. The descriptors must stay open
 // until the overlay is mounted; call the returned function then.
-func nameByDescriptor(overlay *Overlay) (*Overlay, func(), error) {
+func nameByDescriptor(overlay *Mount) (*Mount, func(), error) {
 	var fds []int
 	closeAll := func() {
 		for _, fd := range fds {
@@ -30,16 +30,16 @@ func nameByDescriptor(overlay *Overlay) (*Overlay, func(), error) {
 		fds = append(fds, fd)
 		return "/proc/self/fd/" + strconv.Itoa(fd), nil
 	}
-	names := &Overlay{Path: overlay.Path, Lowers: make([]string, len(overlay.Lowers))}
+	names := &Mount{Path: overlay.Path, Layers: make([]string, len(overlay.Layers))}
 	var err error
-	for i, lower := range overlay.Lowers {
-		if names.Lowers[i], err = name(lower); err != nil {
+	for i, lower := range overlay.Layers {
+		if names.Layers[i], err = name(lower); err != nil {
 			closeAll()
 			return nil, nil, fmt.Errorf("lower layer: %w", err)
 		}
 	}
-	if names.Upper, err = name(overlay.Upper); err == nil {
-		names.Work, err = name(overlay.Work)
+	if names.UpperDir, err = name(overlay.UpperDir); err == nil {
+		names.WorkDir, err = name(overlay.WorkDir)
 	}
 	if err != nil {
 		closeAll()

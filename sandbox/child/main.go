@@ -97,7 +97,7 @@ func run() *Status {
 	if prepareErr != nil {
 		return failure("prepare", prepareErr)
 	}
-	if len(action.Overlays) == 0 {
+	if len(action.Mounts) == 0 {
 		return failure("config", errors.New("action has no exec root overlay"))
 	}
 	if len(action.Argv) == 0 {

@@ -32,12 +32,12 @@ type overlayMounter struct {
 	links   int
 }
 
-func (m *overlayMounter) mount(overlay *Overlay, target string) error {
-	if len(overlay.Lowers) == 0 {
+func (m *overlayMounter) mount(overlay *Mount, target string) error {
+	if len(overlay.Layers) == 0 {
 		return fmt.Errorf("overlay has no lower layer")
 	}
-	if len(overlay.Lowers) > MaxLowers {
-		return fmt.Errorf("overlay has %d lower layers, the kernel allows %d", len(overlay.Lowers), MaxLowers)
+	if len(overlay.Layers) > MaxLowers {
+		return fmt.Errorf("overlay has %d lower layers, the kernel allows %d", len(overlay.Layers), MaxLowers)
 	}
 	names, closeNames, err := nameByDescriptor(overlay)
 	if err != nil {
@@ -65,7 +65,7 @@ func (m *overlayMounter) cleanup() {
 // "lowerdir+" parameter: no option string to outgrow a page, no
 // escaping of ':' and ','. names are what the kernel is given (and
 // shows); overlay's paths name the layers in errors.
-func mountOverlayWithFsopen(overlay, names *Overlay, target string) error {
+func mountOverlayWithFsopen(overlay, names *Mount, target string) error {
 	fsfd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
 	if err != nil {
 		return fmt.Errorf("fsopen overlay: %w", err)
@@ -73,19 +73,19 @@ func mountOverlayWithFsopen(overlay, names *Overlay, target string) error {
 	defer unix.Close(fsfd)
 	// What df and mount show as the device ("none" otherwise).
 	unix.FsconfigSetString(fsfd, "source", "overlay")
-	for i, lower := range overlay.Lowers {
-		if err := unix.FsconfigSetString(fsfd, "lowerdir+", names.Lowers[i]); err != nil {
+	for i, lower := range overlay.Layers {
+		if err := unix.FsconfigSetString(fsfd, "lowerdir+", names.Layers[i]); err != nil {
 			if i == 0 && errors.Is(err, unix.EINVAL) && strings.Contains(fsContextLog(fsfd), "lowerdir+") {
 				return errNoLowerdirPlus
 			}
 			return fmt.Errorf("lower layer %q: %w%s", lower, err, logSuffix(fsfd))
 		}
 	}
-	if err := unix.FsconfigSetString(fsfd, "upperdir", names.Upper); err != nil {
-		return fmt.Errorf("upper directory %q: %w%s", overlay.Upper, err, logSuffix(fsfd))
+	if err := unix.FsconfigSetString(fsfd, "upperdir", names.UpperDir); err != nil {
+		return fmt.Errorf("upper directory %q: %w%s", overlay.UpperDir, err, logSuffix(fsfd))
 	}
-	if err := unix.FsconfigSetString(fsfd, "workdir", names.Work); err != nil {
-		return fmt.Errorf("work directory %q: %w%s", overlay.Work, err, logSuffix(fsfd))
+	if err := unix.FsconfigSetString(fsfd, "workdir", names.WorkDir); err != nil {
+		return fmt.Errorf("work directory %q: %w%s", overlay.WorkDir, err, logSuffix(fsfd))
 	}
 	if err := unix.FsconfigSetFlag(fsfd, "userxattr"); err != nil {
 		return fmt.Errorf("userxattr: %w%s", err, logSuffix(fsfd))
@@ -131,8 +131,8 @@ func logSuffix(fsfd int) string {
 // longer, so when they do not fit, each layer gets a short symlink
 // ("0", "1", ...) in linkDir and the options name those relative to it.
 // overlayfs resolves the links when it mounts.
-func (m *overlayMounter) mountLegacy(overlay, names *Overlay, target string) error {
-	options := legacyOptions(names.Lowers, names.Upper, names.Work)
+func (m *overlayMounter) mountLegacy(overlay, names *Mount, target string) error {
+	options := legacyOptions(names.Layers, names.UpperDir, names.WorkDir)
 	limit := os.Getpagesize() - 1
 	if len(options) < limit {
 		if err := unix.Mount("overlay", target, "overlay", 0, options); err != nil {
@@ -143,15 +143,15 @@ func (m *overlayMounter) mountLegacy(overlay, names *Overlay, target string) err
 	if err := os.MkdirAll(m.linkDir, 0o700); err != nil {
 		return fmt.Errorf("create layer links: %w", err)
 	}
-	links := make([]string, len(overlay.Lowers))
-	for i, lower := range overlay.Lowers {
+	links := make([]string, len(overlay.Layers))
+	for i, lower := range overlay.Layers {
 		links[i] = strconv.Itoa(m.links)
 		m.links++
 		if err := os.Symlink(lower, filepath.Join(m.linkDir, links[i])); err != nil {
 			return fmt.Errorf("link layer %q: %w", lower, err)
 		}
 	}
-	options = legacyOptions(links, names.Upper, names.Work)
+	options = legacyOptions(links, names.UpperDir, names.WorkDir)
 	if len(options) >= limit {
 		return fmt.Errorf("overlay options are %d bytes even with short layer names, over the %d of a page", len(options), limit)
 	}

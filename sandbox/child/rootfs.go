@@ -76,11 +76,11 @@ func (b *rootBuilder) finish(action *Action) error {
 	if err != nil {
 		return err
 	}
-	if err := b.mounter.mount(&action.Overlays[0], b.execRoot); err != nil {
+	if err := b.mounter.mount(&action.Mounts[0], b.execRoot); err != nil {
 		return fmt.Errorf("exec root: %w", err)
 	}
-	for i := range action.Overlays[1:] {
-		overlay := &action.Overlays[i+1]
+	for i := range action.Mounts[1:] {
+		overlay := &action.Mounts[i+1]
 		target := filepath.Join(b.execRoot, overlay.Path)
 		// The planner only mounts at directories of the input tree,
 		// which exist in the parent's layers; MkdirAll covers an
