@@ -1,4 +1,4 @@
-package cas
+package layers
 
 import (
 	"context"
@@ -13,6 +13,9 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/layerproperty"
+	"github.com/bitzel/bitzel-worker/layers/layerstest"
+	"github.com/bitzel/bitzel-worker/storage"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"golang.org/x/sys/unix"
 )
@@ -100,11 +103,11 @@ func TestMain(m *testing.M) {
 // newBenchEnv is newTestEnv outside a test's temp dir, so that the
 // data outlives one benchmark function.
 func newBenchEnv(b *testing.B, base string, casSize int64) *testEnv {
-	storage, err := NewLocalStorage(filepath.Join(base, "storage"), casSize, 16<<20)
+	storage, err := storage.NewLocalStorage(filepath.Join(base, "storage"), casSize, 16<<20)
 	if err != nil {
 		b.Fatal(err)
 	}
-	counting := &countingBlobAccess{BlobAccess: storage.ContentAddressableStorage}
+	counting := &layerstest.CountingBlobAccess{BlobAccess: storage.ContentAddressableStorage}
 	storage.ContentAddressableStorage = counting
 	e := &testEnv{t: b, dir: base, storage: storage, cas: counting}
 	e.resetCaches(b, true)
@@ -262,76 +265,6 @@ func BenchmarkMaterialize100kWarm(b *testing.B) {
 	b.ReportMetric(float64(restart.Nanoseconds())/1e6, "after_restart_ms")
 }
 
-// BenchmarkUpload1GB: 1000 output files of 1 MiB captured as an output
-// directory into an empty local CAS. Baseline: sha256sum of the files.
-func BenchmarkUpload1GB(b *testing.B) {
-	base, err := os.MkdirTemp("", "bitzel-cas-upload-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer removeTree(base)
-	upper := filepath.Join(base, "upper")
-	out := filepath.Join(upper, "out")
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		b.Fatal(err)
-	}
-	rng := rand.New(rand.NewSource(2))
-	data := make([]byte, 1<<20)
-	var names []string
-	for i := 0; i < 1000; i++ {
-		rng.Read(data)
-		name := filepath.Join(out, fmt.Sprintf("o%04d", i))
-		if err := os.WriteFile(name, data, 0o644); err != nil {
-			b.Fatal(err)
-		}
-		names = append(names, name)
-	}
-	const total = 1000 << 20
-	b.SetBytes(total)
-	var ours, hashOnly time.Duration
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		b.StopTimer()
-		dir := filepath.Join(base, fmt.Sprintf("run%d", i))
-		e := newBenchEnv(b, dir, 3<<30)
-		r, err := e.m.Materialize(context.Background(), digest.EmptyInstanceName, digestOf(nil))
-		if err != nil {
-			b.Fatal(err)
-		}
-		oc := NewOutputCapturer(e.storage, OutputCapturerOptions{})
-		b.StartTimer()
-		start := time.Now()
-		if _, err := oc.Capture(context.Background(), digest.EmptyInstanceName, r, []string{upper}, &remoteexecution.Command{OutputDirectories: []string{"out"}}); err != nil {
-			b.Fatal(err)
-		}
-		ours += time.Since(start)
-		b.StopTimer()
-		if n := e.cas.puts.Load(); n != 1001 {
-			b.Fatalf("%d uploads, want 1001", n)
-		}
-		// Again, now that the CAS has everything: hashing and
-		// FindMissing only, without the disk writes of the store.
-		start = time.Now()
-		if _, err := oc.Capture(context.Background(), digest.EmptyInstanceName, r, []string{upper}, &remoteexecution.Command{OutputDirectories: []string{"out"}}); err != nil {
-			b.Fatal(err)
-		}
-		hashOnly += time.Since(start)
-		r.Release()
-		e.storage.Close()
-		removeTree(dir)
-		b.StartTimer()
-	}
-	b.StopTimer()
-	shaTime := run(b, "sha256sum", names...)
-	oursMBs := float64(total) / 1e6 / (ours.Seconds() / float64(b.N))
-	shaMBs := float64(total) / 1e6 / shaTime.Seconds()
-	b.ReportMetric(oursMBs, "MB/s")
-	b.ReportMetric(shaMBs, "sha256sum_MB/s")
-	b.ReportMetric(oursMBs/shaMBs, "x_sha256sum")
-	hashMBs := float64(total) / 1e6 / (hashOnly.Seconds() / float64(b.N))
-	b.ReportMetric(hashMBs/shaMBs, "present_x_sha256sum")
-}
-
 // BenchmarkUnion20Layers: a BitBake task's recipe-sysroot as the union
 // (bitzel.layers) of 20 dependencies' sysroot-destdir trees, 10,000
 // files in all. Cold: empty caches, blobs from the local CAS. Warm:
@@ -379,7 +312,7 @@ func BenchmarkUnion20Layers(b *testing.B) {
 		listed = append(listed, layerString(tree))
 	}
 	sysroot := env.putDirectory(&remoteexecution.Directory{NodeProperties: &remoteexecution.NodeProperties{
-		Properties: []*remoteexecution.NodeProperty{{Name: LayersPropertyName, Value: strings.Join(listed, " ")}},
+		Properties: []*remoteexecution.NodeProperty{{Name: layerproperty.Name, Value: strings.Join(listed, " ")}},
 	}})
 	root := env.putDirectory(&remoteexecution.Directory{Directories: []*remoteexecution.DirectoryNode{
 		{Name: "recipe-sysroot", Digest: sysroot.GetProto()},

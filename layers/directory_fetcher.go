@@ -1,10 +1,11 @@
-package cas
+package layers
 
 import (
 	"context"
 	"sync"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/storage"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"github.com/buildbarn/bb-storage/pkg/util"
 	"google.golang.org/grpc/codes"
@@ -17,7 +18,7 @@ import (
 // encoded size, so that actions sharing subtrees (toolchains, source
 // trees) don't refetch or recheck them.
 type directoryFetcher struct {
-	storage     *Storage
+	storage     *storage.Storage
 	parallelism int
 
 	mu          sync.Mutex
@@ -26,7 +27,7 @@ type directoryFetcher struct {
 	maxBytes    int64
 }
 
-func newDirectoryFetcher(storage *Storage, maxBytes int64, parallelism int) *directoryFetcher {
+func newDirectoryFetcher(storage *storage.Storage, maxBytes int64, parallelism int) *directoryFetcher {
 	return &directoryFetcher{
 		storage:     storage,
 		parallelism: max(parallelism, 1),
@@ -141,7 +142,7 @@ func (f *directoryFetcher) fetchTree(ctx context.Context, root digest.Digest, ma
 func (f *directoryFetcher) fetch(ctx context.Context, digests []digest.Digest) ([]*dirInfo, []digest.Digest, error) {
 	var mu sync.Mutex
 	var out []*dirInfo
-	missing, err := f.storage.fetchBlobs(ctx, digests, f.parallelism, f.storage.MaximumMessageSizeBytes, func(d digest.Digest, data []byte) error {
+	missing, err := f.storage.FetchBlobs(ctx, digests, f.parallelism, f.storage.MaximumMessageSizeBytes, func(d digest.Digest, data []byte) error {
 		var dir remoteexecution.Directory
 		if err := proto.Unmarshal(data, &dir); err != nil {
 			return status.Errorf(codes.InvalidArgument, "Directory %s: %s", d, err)

@@ -38,4 +38,4 @@
 // renames, discard leftovers at start-up, and record the boot under
 // which they were written, wiping themselves when found after a reboot
 // without a clean Close (their files are not fsynced one by one).
-package cas
+package layers

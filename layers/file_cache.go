@@ -1,4 +1,4 @@
-package cas
+package layers
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/internal/parallel"
+	"github.com/bitzel/bitzel-worker/storage"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"github.com/buildbarn/bb-storage/pkg/util"
 	"golang.org/x/sys/unix"
@@ -75,7 +77,7 @@ type FileCache interface {
 	// the returned set is released. Digests that storage does not
 	// have are returned, not treated as an error; the set then pins
 	// everything else.
-	Acquire(ctx context.Context, storage *Storage, keys []FileKey) (*FileSet, []digest.Digest, error)
+	Acquire(ctx context.Context, storage *storage.Storage, keys []FileKey) (*FileSet, []digest.Digest, error)
 	// Close marks the cache clean after syncing it to disk.
 	Close() error
 }
@@ -309,7 +311,7 @@ func (fc *fileCache) evictLocked() {
 	})
 }
 
-func (fc *fileCache) Acquire(ctx context.Context, storage *Storage, keys []FileKey) (*FileSet, []digest.Digest, error) {
+func (fc *fileCache) Acquire(ctx context.Context, storage *storage.Storage, keys []FileKey) (*FileSet, []digest.Digest, error) {
 	set := &FileSet{cache: fc, pinned: make(map[FileKey]struct{}, len(keys))}
 	var toFetch []FileKey
 	type wait struct {
@@ -410,7 +412,7 @@ func (fc *fileCache) unpin(k FileKey) {
 // its size on success and failed=true otherwise. Content is verified
 // against the digest while it is written (bb-storage buffers check
 // it), and a file is only renamed into place once complete.
-func (fc *fileCache) fetch(ctx context.Context, storage *Storage, keys []FileKey) ([]digest.Digest, error) {
+func (fc *fileCache) fetch(ctx context.Context, storage *storage.Storage, keys []FileKey) ([]digest.Digest, error) {
 	if len(keys) == 0 {
 		return nil, nil
 	}
@@ -437,12 +439,12 @@ func (fc *fileCache) fetch(ctx context.Context, storage *Storage, keys []FileKey
 		fc.mu.Unlock()
 	}
 
-	small, large := storage.partitionBySize(digests)
+	small, large := storage.PartitionBySize(digests)
 	var mu sync.Mutex
 	var missing []digest.Digest
-	err := runParallel(ctx, 4, len(small)+len(large), func(ctx context.Context, i int) error {
+	err := parallel.Run(ctx, 4, len(small)+len(large), func(ctx context.Context, i int) error {
 		if i < len(small) {
-			m, err := storage.readSmallBlobs(ctx, small[i], func(d digest.Digest, data []byte) error {
+			m, err := storage.ReadSmallBlobs(ctx, small[i], func(d digest.Digest, data []byte) error {
 				for _, k := range byDigest[d] {
 					if err := fc.writeFile(k, func(f *os.File) error {
 						_, err := f.Write(data)
@@ -465,7 +467,7 @@ func (fc *fileCache) fetch(ctx context.Context, storage *Storage, keys []FileKey
 		d := large[i-len(small)]
 		ks := byDigest[d]
 		err := fc.writeFile(ks[0], func(f *os.File) error {
-			return storage.ContentAddressableStorage.Get(ctx, d).IntoWriter(f)
+			return storage.ReadBlobInto(ctx, d, f)
 		})
 		if status.Code(err) == codes.NotFound {
 			markFailed(d)
@@ -476,7 +478,6 @@ func (fc *fileCache) fetch(ctx context.Context, storage *Storage, keys []FileKey
 		} else if err != nil {
 			return util.StatusWrapf(err, "Failed to fetch blob %s", d)
 		}
-		addBytesFetched(int(d.GetSizeBytes()))
 		setSize(ks[0])
 		for _, k := range ks[1:] {
 			if err := fc.copyFrom(ks[0], k); err != nil {

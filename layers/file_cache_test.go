@@ -1,4 +1,4 @@
-package cas
+package layers
 
 import (
 	"context"
@@ -45,13 +45,13 @@ func TestFileCacheSurvivesRestartAndDropsDamagedFiles(t *testing.T) {
 	if _, ok := fc.entries[keys[1]]; !ok {
 		t.Fatal("intact file lost on restart")
 	}
-	before := e.cas.puts.Load()
+	before := e.cas.Puts.Load()
 	set, _, err = fc.Acquire(context.Background(), e.storage, keys)
 	must(t, err)
 	defer set.Release()
 	data, err := os.ReadFile(damaged)
 	must(t, err)
-	if string(data) != "one" || e.cas.puts.Load() != before {
+	if string(data) != "one" || e.cas.Puts.Load() != before {
 		t.Fatalf("refetched content %q", data)
 	}
 	var st unix.Stat_t

@@ -1,4 +1,4 @@
-package cas
+package layers
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"log"
 	"os"
 
+	"github.com/bitzel/bitzel-worker/internal/parallel"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,7 +36,7 @@ func (fc *fileCache) verify(ctx context.Context, keys []FileKey) []FileKey {
 	intact := make([]bool, len(keys))
 	// Not cancelled with the action: every entry must end verified
 	// or dropped, and one file's hash is bounded by its size.
-	runParallel(context.Background(), verificationConcurrency, len(keys), func(_ context.Context, i int) error {
+	parallel.Run(context.Background(), verificationConcurrency, len(keys), func(_ context.Context, i int) error {
 		intact[i] = fc.contentMatches(keys[i])
 		return nil
 	})

@@ -1,69 +1,21 @@
-package cas
+package layers
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"github.com/buildbarn/bb-storage/pkg/digest"
+	"github.com/bitzel/bitzel-worker/layerproperty"
 	"google.golang.org/protobuf/proto"
 )
 
-// Fuzz targets for what a client controls completely: the bitzel.layers
-// value and Directory messages. Run one with, e.g.,
+// Fuzz target for what a client controls completely: Directory
+// messages (the bitzel.layers value is fuzzed in package
+// layerproperty). Run it with, e.g.,
 //
-//	go test -run XXX -fuzz FuzzParseLayersProperty -fuzztime 30s ./cas
+//	go test -run XXX -fuzz FuzzDirectoryValidation -fuzztime 30s ./layers
 //
 // The committed corpora (testdata/fuzz) also run as plain tests.
-
-func FuzzParseLayersProperty(f *testing.F) {
-	h := strings.Repeat("a", 64)
-	for _, seed := range []string{
-		"", h + "/1", h + "/1 " + strings.Repeat("b", 64) + "/22", h + "/1 " + h + "/1",
-		h, "/1", h + "/-1", h + "/1/2", h + "/99999999999999999999", "\t" + h + "/0\n", strings.Repeat("A", 64) + "/1",
-	} {
-		f.Add(seed)
-	}
-	f.Fuzz(func(t *testing.T, value string) {
-		layers, msg := parseLayersProperty(sha256Function, value)
-		if msg != "" {
-			if layers != nil {
-				t.Fatalf("error %q with layers %v", msg, layers)
-			}
-			if !strings.Contains(msg, LayersPropertyName) {
-				t.Fatalf("error %q does not name the property", msg)
-			}
-			return
-		}
-		if len(layers) != len(strings.Fields(value)) {
-			t.Fatalf("%d layers from %d fields", len(layers), len(strings.Fields(value)))
-		}
-		// What was accepted prints back to something that parses to
-		// the same list, without duplicates.
-		var printed []string
-		seen := map[digest.Digest]bool{}
-		for _, l := range layers {
-			if seen[l] {
-				t.Fatalf("duplicate %v accepted", l)
-			}
-			seen[l] = true
-			if l.GetSizeBytes() < 0 {
-				t.Fatalf("negative size accepted: %v", l)
-			}
-			printed = append(printed, fmt.Sprintf("%s/%d", l.GetHashString(), l.GetSizeBytes()))
-		}
-		again, msg := parseLayersProperty(sha256Function, strings.Join(printed, " "))
-		if msg != "" || len(again) != len(layers) {
-			t.Fatalf("round trip of %q: %v, %q", value, again, msg)
-		}
-		for i := range again {
-			if again[i] != layers[i] {
-				t.Fatalf("round trip changed layer %d: %v != %v", i, again[i], layers[i])
-			}
-		}
-	})
-}
 
 func FuzzDirectoryValidation(f *testing.F) {
 	h := strings.Repeat("c", 64)
@@ -76,7 +28,7 @@ func FuzzDirectoryValidation(f *testing.F) {
 		{Files: []*remoteexecution.FileNode{{Name: "a/b", Digest: d}}},
 		{Directories: []*remoteexecution.DirectoryNode{{Name: "x", Digest: d}}, Files: []*remoteexecution.FileNode{{Name: "x", Digest: d}}},
 		{Symlinks: []*remoteexecution.SymlinkNode{{Name: "l", Target: "../../x"}, {Name: "m", Target: "/etc/passwd"}}},
-		{NodeProperties: &remoteexecution.NodeProperties{Properties: []*remoteexecution.NodeProperty{{Name: LayersPropertyName, Value: h + "/3"}}}},
+		{NodeProperties: &remoteexecution.NodeProperties{Properties: []*remoteexecution.NodeProperty{{Name: layerproperty.Name, Value: h + "/3"}}}},
 	} {
 		data, err := proto.Marshal(seed)
 		if err != nil {

@@ -1,16 +1,10 @@
-package cas
+package layers
 
 import (
-	"path"
-	"path/filepath"
-	"strings"
 	"sync"
 
+	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/buildbarn/bb-storage/pkg/digest"
-	"github.com/buildbarn/bb-storage/pkg/util"
-	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // InputRoot is a materialised input root: overlay mounts whose
@@ -58,92 +52,40 @@ func (r *InputRoot) Release() {
 	})
 }
 
-// mountFor returns the index of the deepest mount containing relPath
-// and relPath relative to that mount.
-func (r *InputRoot) mountFor(relPath string) (int, string) {
-	best, rest := 0, relPath
-	for i, m := range r.Mounts {
-		if i == 0 {
-			continue
-		}
-		if relPath == m.Path {
-			return i, ""
-		}
-		if strings.HasPrefix(relPath, m.Path+"/") && len(m.Path) > len(r.Mounts[best].Path) {
-			best, rest = i, relPath[len(m.Path)+1:]
-		}
-	}
-	return best, rest
+// Directory is a checked Directory message of a materialised input
+// root, with the way to its children: what the layers of a mount hold,
+// for reading the merged view of the exec root without reading the
+// layers back from disk.
+type Directory struct {
+	info *dirInfo
+	t    tree
 }
 
-// MkdirAll creates the directory relPath (relative to the exec root)
-// in the merged view before the action runs, by creating it in the
-// upperdir of the mount that holds it; uppers[i] is the upperdir of
-// Mounts[i]. Bazel 2.0 clients expect the parents of their outputs to
-// exist. Created directories, including upper copies of lower
-// directories on the way, are 0755 and owned by the owner of the
-// upperdir, so that the action (possibly mapped to another uid) can
-// write its outputs in them.
-func (r *InputRoot) MkdirAll(uppers []string, relPath string) error {
-	if strings.HasPrefix(relPath, "/") {
-		return status.Errorf(codes.InvalidArgument, "Path %q is absolute", relPath)
-	}
-	clean := path.Clean(relPath)
-	if clean == "." {
+// Message is the Directory message. It must not be modified.
+func (d Directory) Message() *remoteexecution.Directory { return d.info.dir }
+
+// FileDigest is the digest of Message().Files[i], in the digest
+// function of the input root.
+func (d Directory) FileDigest(i int) digest.Digest { return d.info.fileDigests[i] }
+
+// Child is the Directory of Message().Directories[i].
+func (d Directory) Child(i int) Directory {
+	return Directory{info: d.t[d.info.dirDigests[i]], t: d.t}
+}
+
+// LayerDirectories are the root Directories of the layers of
+// Mounts[mount], aligned with Mounts[mount].Layers: element j is what
+// the layer at Layers[j] holds. Layers a caller appended to Layers
+// (a container image's, say) have none, and an InputRoot not made by
+// a Materializer has no Directories at all.
+func (r *InputRoot) LayerDirectories(mount int) []Directory {
+	if r.plan == nil || mount >= len(r.plan.mounts) {
 		return nil
 	}
-	if clean == ".." || strings.HasPrefix(clean, "../") {
-		return status.Errorf(codes.InvalidArgument, "Path %q leaves the exec root", relPath)
+	pm := r.plan.mounts[mount]
+	dirs := make([]Directory, len(pm.layers))
+	for j, l := range pm.layers {
+		dirs[j] = Directory{info: l.root, t: r.plan.t}
 	}
-	mv, err := newMergedView(r, uppers)
-	if err != nil {
-		return err
-	}
-	components := splitPath(clean)
-	for i := range components {
-		prefix := strings.Join(components[:i+1], "/")
-		n, err := mv.lookup(prefix)
-		if err != nil {
-			return err
-		}
-		if n != nil {
-			if n.kind != kindDirectory {
-				return status.Errorf(codes.FailedPrecondition, "Cannot create directory %q: %q exists and is not a directory", relPath, prefix)
-			}
-			continue
-		}
-		m, rest := r.mountFor(prefix)
-		if err := mkdirInUpper(uppers[m], rest); err != nil {
-			return util.StatusWrapf(err, "Failed to create directory %q", prefix)
-		}
-	}
-	return nil
-}
-
-func mkdirInUpper(upper, rest string) error {
-	var owner unix.Stat_t
-	if err := unix.Stat(upper, &owner); err != nil {
-		return util.StatusWrapWithCode(err, codes.Internal, "Failed to stat upper directory")
-	}
-	p := upper
-	for _, c := range splitPath(rest) {
-		p = filepath.Join(p, c)
-		err := unix.Mkdir(p, 0o755)
-		if err == unix.EEXIST {
-			continue
-		}
-		if err != nil {
-			return util.StatusWrapWithCode(err, codes.Internal, "mkdir")
-		}
-		// mkdir honours the umask; the action needs exactly 0755.
-		if err := unix.Chmod(p, 0o755); err != nil {
-			return util.StatusWrapWithCode(err, codes.Internal, "chmod")
-		}
-		if unix.Geteuid() == 0 {
-			if err := unix.Lchown(p, int(owner.Uid), int(owner.Gid)); err != nil {
-				return util.StatusWrapWithCode(err, codes.Internal, "chown")
-			}
-		}
-	}
-	return nil
+	return dirs
 }

@@ -1,9 +1,10 @@
-package cas
+package layers
 
 import (
 	"context"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/internal/parallel"
 	"github.com/buildbarn/bb-storage/pkg/util"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
@@ -81,7 +82,7 @@ func (b *layerBuilder) fillTop(fd int, di *dirInfo) error {
 	}
 	b.stats.Inodes += int64(len(dir.Directories))
 	builders := make([]*layerBuilder, len(dir.Directories))
-	err := runParallel(b.ctx, 2, len(dir.Directories), func(ctx context.Context, i int) error {
+	err := parallel.Run(b.ctx, 2, len(dir.Directories), func(ctx context.Context, i int) error {
 		c := dir.Directories[i]
 		sub := &layerBuilder{ctx: ctx, t: b.t, files: b.files, owner: b.owner}
 		builders[i] = sub

@@ -1,10 +1,11 @@
-package cas
+package layers
 
 import (
 	"context"
 	"sync"
 	"time"
 
+	"github.com/bitzel/bitzel-worker/storage"
 	"github.com/buildbarn/bb-storage/pkg/blobstore"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"github.com/buildbarn/bb-storage/pkg/util"
@@ -35,7 +36,7 @@ type MaterializerOptions struct {
 }
 
 type materializer struct {
-	storage *Storage
+	storage *storage.Storage
 	files   FileCache
 	layers  LayerCache
 	options MaterializerOptions
@@ -54,7 +55,7 @@ type knownPlan struct {
 
 // NewMaterializer creates a Materializer that reads from storage and
 // keeps files and layers in the given caches.
-func NewMaterializer(storage *Storage, files FileCache, layers LayerCache, options MaterializerOptions) Materializer {
+func NewMaterializer(storage *storage.Storage, files FileCache, layers LayerCache, options MaterializerOptions) Materializer {
 	registerMetrics()
 	options.Planner = options.Planner.withDefaults()
 	if options.FetchParallelism <= 0 {
@@ -199,7 +200,7 @@ func (m *materializer) build(ctx context.Context, root digest.Digest, p *knownPl
 	defer files.Release()
 	if len(missing) > 0 {
 		r.Release()
-		return nil, missingBlobsError(missing)
+		return nil, storage.MissingBlobsError(missing)
 	}
 
 	// Layers of one action are built one after another: on few cores
@@ -268,5 +269,5 @@ func (m *materializer) reportMissing(ctx context.Context, t tree, missing []dige
 		}
 		missing = append(missing, absent.Items()...)
 	}
-	return missingBlobsError(missing)
+	return storage.MissingBlobsError(missing)
 }

@@ -1,4 +1,4 @@
-package cas
+package layers
 
 import (
 	"context"
@@ -9,7 +9,6 @@ import (
 	"sync"
 	"testing"
 
-	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/buildbarn/bb-storage/pkg/blobstore/buffer"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"golang.org/x/sys/unix"
@@ -233,41 +232,6 @@ func countFiles(t testing.TB, root string) int {
 	return n
 }
 
-func TestCorruptBatchedBlobRejected(t *testing.T) {
-	e := newTestEnv(t, MaterializerOptions{})
-	d := digestOf([]byte("expected"))
-	e.storage.batch = fakeBatch{data: map[digest.Digest][]byte{d: []byte("tampered")}}
-	_, err := e.storage.readSmallBlobs(context.Background(), []digest.Digest{d}, func(digest.Digest, []byte) error {
-		t.Fatal("unverified data passed on")
-		return nil
-	})
-	if err == nil {
-		t.Fatal("corrupt batched blob accepted")
-	}
-}
-
-type fakeBatch struct{ data map[digest.Digest][]byte }
-
-func (f fakeBatch) BatchRead(ctx context.Context, digests []digest.Digest) (map[digest.Digest][]byte, []digest.Digest, error) {
-	found := map[digest.Digest][]byte{}
-	var missing []digest.Digest
-	for _, d := range digests {
-		if data, ok := f.data[d]; ok {
-			found[d] = data
-		} else {
-			missing = append(missing, d)
-		}
-	}
-	return found, missing, nil
-}
-
-func (f fakeBatch) BatchUpdate(ctx context.Context, blobs map[digest.Digest][]byte) error {
-	for d, data := range blobs {
-		f.data[d] = data
-	}
-	return nil
-}
-
 func TestEMLINKFallsBackToCopies(t *testing.T) {
 	// Simulate a file system allowing 3 links per inode.
 	link := func(oldDirFd int, oldPath string, newDirFd int, newPath string) error {
@@ -349,46 +313,6 @@ func TestEvictionRacingWithMaterialisation(t *testing.T) {
 	lc.Close()
 	if n := layerCacheEvictionsCount(); n == 0 {
 		t.Fatal("nothing was evicted; the test proves nothing")
-	}
-}
-
-// TestOtherDigestFunctions materialises and captures with every digest
-// function bb-storage supports. BLAKE3 and SHA-256 hashes have the same
-// length, so the caches must keep them apart by function too.
-func TestOtherDigestFunctions(t *testing.T) {
-	e := newTestEnv(t, MaterializerOptions{})
-	for _, f := range digest.SupportedDigestFunctions {
-		fn := digest.MustNewFunction("", f)
-		t.Run(f.String(), func(t *testing.T) {
-			put := func(data []byte) digest.Digest {
-				g := fn.NewGenerator(int64(len(data)))
-				g.Write(data)
-				d := g.Sum()
-				must(t, e.storage.ContentAddressableStorage.Put(context.Background(), d, bufferFromBytes(data)))
-				return d
-			}
-			content := []byte("content under " + f.String())
-			dirMsg := &remoteexecution.Directory{Files: []*remoteexecution.FileNode{{Name: "f", Digest: put(content).GetProto(), IsExecutable: true}}}
-			root := put(marshal(dirMsg))
-			r, err := e.m.Materialize(context.Background(), digest.EmptyInstanceName, root)
-			must(t, err)
-			defer r.Release()
-			got, err := os.ReadFile(filepath.Join(r.Mounts[0].Layers[0], "f"))
-			must(t, err)
-			if string(got) != string(content) {
-				t.Fatalf("content %q", got)
-			}
-			upper := tempDir(t)
-			must(t, os.WriteFile(filepath.Join(upper, "out"), []byte("out"), 0o644))
-			res, err := NewOutputCapturer(e.storage, OutputCapturerOptions{}).Capture(context.Background(), digest.EmptyInstanceName, r, []string{upper}, &remoteexecution.Command{OutputPaths: []string{"out", "f"}})
-			must(t, err)
-			if len(res.OutputFiles) != 2 || res.OutputFiles[0].Digest.Hash != dirMsg.Files[0].Digest.Hash {
-				t.Fatalf("outputs %v", res.OutputFiles)
-			}
-			if len(res.OutputFiles[1].Digest.Hash) != len(dirMsg.Files[0].Digest.Hash) {
-				t.Fatal("output hashed with another function")
-			}
-		})
 	}
 }
 

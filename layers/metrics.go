@@ -1,4 +1,4 @@
-package cas
+package layers
 
 import (
 	"sync"
@@ -7,7 +7,9 @@ import (
 )
 
 // Metrics follow bb-storage's convention: package-level collectors,
-// registered once on first use with the default registry.
+// registered once on first use with the default registry. The
+// subsystem stays "cas", the package they were first exported from,
+// so that dashboards keep working.
 var (
 	metricsOnce sync.Once
 
@@ -42,26 +44,10 @@ var (
 	fileCacheHits    = fileCacheLookups.WithLabelValues("hit")
 	fileCacheMisses  = fileCacheLookups.WithLabelValues("miss")
 	fileCacheCorrupt = fileCacheLookups.WithLabelValues("corrupt")
-
-	bytesFetched = prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: "bitzel",
-		Subsystem: "cas",
-		Name:      "fetched_bytes_total",
-		Help:      "Bytes of blobs read from the CAS.",
-	})
-	bytesUploaded = prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: "bitzel",
-		Subsystem: "cas",
-		Name:      "uploaded_bytes_total",
-		Help:      "Bytes of blobs written to the CAS.",
-	})
 )
 
 func registerMetrics() {
 	metricsOnce.Do(func() {
-		prometheus.MustRegister(layerCacheLookups, layerCacheEvictions, layerCacheBytes, fileCacheLookups, bytesFetched, bytesUploaded)
+		prometheus.MustRegister(layerCacheLookups, layerCacheEvictions, layerCacheBytes, fileCacheLookups)
 	})
 }
-
-func addBytesFetched(n int)  { bytesFetched.Add(float64(n)) }
-func addBytesUploaded(n int) { bytesUploaded.Add(float64(n)) }

@@ -1,4 +1,4 @@
-package cas
+package layers
 
 import (
 	"fmt"
@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/layerproperty"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -137,7 +138,7 @@ func planInputRoot(t tree, root digest.Digest, o PlannerOptions) (*plan, error) 
 		return nil, status.Errorf(codes.InvalidArgument, "input root: %d entries exceed the limit of %d", p.entries, o.MaxEntries)
 	}
 	if len(p.unions)+1 > o.MaxMounts {
-		return nil, status.Errorf(codes.InvalidArgument, "input root: %d %s directories need more mounts than the limit of %d", len(p.unions), LayersPropertyName, o.MaxMounts)
+		return nil, status.Errorf(codes.InvalidArgument, "input root: %d %s directories need more mounts than the limit of %d", len(p.unions), layerproperty.Name, o.MaxMounts)
 	}
 
 	// Largest subtrees first; path order breaks ties so plans are
@@ -242,17 +243,17 @@ func (p *planner) checkUnion(di *dirInfo, dirPath string, depth int) error {
 	if s.unionPath != "" {
 		return invalidInputError(joinPath(dirPath, s.unionPath),
 			"%s directory is nested inside the own entries of %s directory %q: its layers could not be stacked without hiding the outer directory's listed trees",
-			LayersPropertyName, LayersPropertyName, dirPath)
+			layerproperty.Name, layerproperty.Name, dirPath)
 	}
 	lower := len(di.layers)
 	if len(di.dir.Files)+len(di.dir.Directories)+len(di.dir.Symlinks) > 0 {
 		lower++
 	}
 	if lower > p.o.MaxLowerDirs {
-		return invalidInputError(dirPath, "%s: %d lowerdirs exceed the limit of %d", LayersPropertyName, lower, p.o.MaxLowerDirs)
+		return invalidInputError(dirPath, "%s: %d lowerdirs exceed the limit of %d", layerproperty.Name, lower, p.o.MaxLowerDirs)
 	}
 	for _, l := range di.layers {
-		where := fmt.Sprintf("%s [%s %s/%d]", dirPath, LayersPropertyName, l.GetHashString(), l.GetSizeBytes())
+		where := fmt.Sprintf("%s [%s %s/%d]", dirPath, layerproperty.Name, l.GetHashString(), l.GetSizeBytes())
 		li, ok := p.t[l]
 		if !ok {
 			return status.Errorf(codes.Internal, "listed tree %s was not fetched", l)
@@ -327,7 +328,7 @@ func (r *rewriter) stripLayersProperty(di *dirInfo) *dirInfo {
 	if np := dir.NodeProperties; np != nil {
 		var kept []*remoteexecution.NodeProperty
 		for _, p := range np.Properties {
-			if p.Name != LayersPropertyName {
+			if p.Name != layerproperty.Name {
 				kept = append(kept, p)
 			}
 		}

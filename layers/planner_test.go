@@ -1,4 +1,4 @@
-package cas
+package layers
 
 import (
 	"path/filepath"
@@ -91,8 +91,8 @@ func TestLayersPropertyStacksListedTrees(t *testing.T) {
 	root := e.putTree(dir{
 		"top": file("top"),
 		"work": dir{
-			"sysroot": union{entries: dir{"own": file("own")}, layers: layerString(l1) + " " + layerString(l2)},
-			"bare":    union{entries: dir{}, layers: layerString(l2)},
+			"sysroot": union{Entries: dir{"own": file("own")}, Layers: layerString(l1) + " " + layerString(l2)},
+			"bare":    union{Entries: dir{}, Layers: layerString(l2)},
 		},
 	})
 	r := e.mustMaterialize(root)
@@ -124,7 +124,7 @@ func TestLayersPropertyValidation(t *testing.T) {
 	l1 := e.putTree(dir{"x": file("x")})
 	l2 := e.putTree(dir{"y": file("y")})
 	absent := digestOf([]byte("no such tree"))
-	nested := e.directoryOf(dir{"inner": union{entries: dir{}, layers: layerString(l1)}}, true)
+	nested := e.directoryOf(dir{"inner": union{Entries: dir{}, Layers: layerString(l1)}}, true)
 	for _, tc := range []struct {
 		name   string
 		layers string
@@ -136,16 +136,16 @@ func TestLayersPropertyValidation(t *testing.T) {
 		{"bad hash", "xyz/12", dir{}, codes.InvalidArgument, "xyz/12"},
 		{"duplicate", layerString(l1) + " " + layerString(l1), dir{}, codes.InvalidArgument, "more than once"},
 		{"too many lowerdirs", layerString(l1) + " " + layerString(l2), dir{"own": file("o")}, codes.InvalidArgument, "lowerdirs exceed"},
-		{"nested union", layerString(l1), dir{"sub": dir{"deeper": union{entries: dir{}, layers: layerString(l2)}}}, codes.InvalidArgument, "nested inside the own entries"},
+		{"nested union", layerString(l1), dir{"sub": dir{"deeper": union{Entries: dir{}, Layers: layerString(l2)}}}, codes.InvalidArgument, "nested inside the own entries"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := e.materialize(e.putTree(dir{"u": union{entries: tc.own, layers: tc.layers}}))
+			_, err := e.materialize(e.putTree(dir{"u": union{Entries: tc.own, Layers: tc.layers}}))
 			requireCode(t, err, tc.code, `"u`, tc.want)
 		})
 	}
 
 	t.Run("missing listed tree", func(t *testing.T) {
-		_, err := e.materialize(e.putTree(dir{"u": union{entries: dir{}, layers: layerString(l1) + " " + layerString(absent)}}))
+		_, err := e.materialize(e.putTree(dir{"u": union{Entries: dir{}, Layers: layerString(l1) + " " + layerString(absent)}}))
 		if got := missingSubjects(t, err); !reflect.DeepEqual(got, []string{subject(absent)}) {
 			t.Fatalf("missing %q", got)
 		}
@@ -155,9 +155,9 @@ func TestLayersPropertyValidation(t *testing.T) {
 		// nested holds a union naming l1; as a listed tree it is
 		// materialised whole, property ignored, so even a broken
 		// property inside must not matter.
-		broken := e.directoryOf(dir{"inner": union{entries: dir{"f": file("f")}, layers: "garbage " + layerString(absent)}}, true)
+		broken := e.directoryOf(dir{"inner": union{Entries: dir{"f": file("f")}, Layers: "garbage " + layerString(absent)}}, true)
 		listed := e.putDirectory(broken)
-		r, err := e.materialize(e.putTree(dir{"u": union{entries: dir{}, layers: layerString(listed) + " " + layerString(e.putDirectory(nested))}}))
+		r, err := e.materialize(e.putTree(dir{"u": union{Entries: dir{}, Layers: layerString(listed) + " " + layerString(e.putDirectory(nested))}}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -170,13 +170,13 @@ func TestLayersPropertyValidation(t *testing.T) {
 	t.Run("listed tree symlink escaping", func(t *testing.T) {
 		// u is at depth 1: "../x" stays inside, "../../x" leaves.
 		ok := e.putTree(dir{"s": symlink("../x")})
-		r, err := e.materialize(e.putTree(dir{"u": union{entries: dir{}, layers: layerString(ok)}}))
+		r, err := e.materialize(e.putTree(dir{"u": union{Entries: dir{}, Layers: layerString(ok)}}))
 		if err != nil {
 			t.Fatal(err)
 		}
 		r.Release()
 		bad := e.putTree(dir{"s": symlink("../../x")})
-		_, err = e.materialize(e.putTree(dir{"u": union{entries: dir{}, layers: layerString(bad)}}))
+		_, err = e.materialize(e.putTree(dir{"u": union{Entries: dir{}, Layers: layerString(bad)}}))
 		requireCode(t, err, codes.InvalidArgument, "escapes", `"u [bitzel.layers`)
 	})
 }

@@ -1,22 +1,16 @@
-package cas
+package layers
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/layerproperty"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/status"
 )
-
-// LayersPropertyName is the Directory node property by which a client
-// declares a union: its value lists Directory digests ("<hash>/<size>",
-// space-separated, topmost first) that are stacked below the
-// directory's own entries. Capabilities advertises it in
-// ExecutionCapabilities.supported_node_properties.
-const LayersPropertyName = "bitzel.layers"
 
 // dirInfo is a Directory message as fetched and checked on its own,
 // shared by every tree that contains it (it is content-addressed, so
@@ -157,7 +151,7 @@ func newDirInfo(d digest.Digest, dir *remoteexecution.Directory, protoSize int) 
 		checkName("file", f.Name, prev, i)
 		fd, err := function.NewDigestFromProto(f.Digest)
 		if err != nil {
-			fail(f.Name, "invalid digest: %s", err)
+			fail(f.Name, "invalid digest: %s", status.Convert(err).Message())
 			continue
 		}
 		di.fileDigests[i] = fd
@@ -171,7 +165,7 @@ func newDirInfo(d digest.Digest, dir *remoteexecution.Directory, protoSize int) 
 		checkName("directory", c.Name, prev, i)
 		cd, err := function.NewDigestFromProto(c.Digest)
 		if err != nil {
-			fail(c.Name, "invalid digest: %s", err)
+			fail(c.Name, "invalid digest: %s", status.Convert(err).Message())
 			continue
 		}
 		di.dirDigests[i] = cd
@@ -203,39 +197,22 @@ func newDirInfo(d digest.Digest, dir *remoteexecution.Directory, protoSize int) 
 	}
 
 	for _, p := range dir.GetNodeProperties().GetProperties() {
-		if p.Name != LayersPropertyName {
+		if p.Name != layerproperty.Name {
 			continue
 		}
 		if di.hasLayers {
-			di.layersErr = "property " + LayersPropertyName + " is given more than once"
+			di.layersErr = "property " + layerproperty.Name + " is given more than once"
 			break
 		}
 		di.hasLayers = true
-		di.layers, di.layersErr = parseLayersProperty(function, p.Value)
+		layers, err := layerproperty.Parse(function, p.Value)
+		if err != nil {
+			di.layersErr = status.Convert(err).Message()
+		} else {
+			di.layers = layers
+		}
 	}
 	return di
-}
-
-func parseLayersProperty(function digest.Function, value string) ([]digest.Digest, string) {
-	var layers []digest.Digest
-	seen := map[digest.Digest]bool{}
-	for _, field := range strings.Fields(value) {
-		hash, sizeString, ok := strings.Cut(field, "/")
-		size, err := strconv.ParseInt(sizeString, 10, 64)
-		if !ok || err != nil {
-			return nil, fmt.Sprintf("%s: %s is not of the form <hash>/<size>", LayersPropertyName, quotePath(field))
-		}
-		d, err := function.NewDigest(hash, size)
-		if err != nil {
-			return nil, fmt.Sprintf("%s: %s: %s", LayersPropertyName, quotePath(field), err)
-		}
-		if seen[d] {
-			return nil, fmt.Sprintf("%s: %s is listed more than once", LayersPropertyName, quotePath(field))
-		}
-		seen[d] = true
-		layers = append(layers, d)
-	}
-	return layers, ""
 }
 
 // tree is the set of Directory messages reachable from a root,

@@ -1,4 +1,4 @@
-package cas
+package layers
 
 import (
 	"os"
@@ -70,10 +70,10 @@ func TestDeepChainRejectedWhileFetching(t *testing.T) {
 	for i := 0; i < 40; i++ {
 		d = e.putDirectory(&remoteexecution.Directory{Directories: []*remoteexecution.DirectoryNode{{Name: "d", Digest: d.GetProto()}}})
 	}
-	before := e.cas.puts.Load()
+	before := e.cas.Puts.Load()
 	_, err := e.materialize(d)
 	requireCode(t, err, codes.InvalidArgument, "depth")
-	if e.cas.puts.Load() != before {
+	if e.cas.Puts.Load() != before {
 		t.Fatal("storage written")
 	}
 }

@@ -1,4 +1,4 @@
-package cas
+package outputs
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/layers"
+	"github.com/bitzel/bitzel-worker/storage"
 	"github.com/buildbarn/bb-storage/pkg/blobstore/grpcservers"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"google.golang.org/genproto/googleapis/bytestream"
@@ -38,7 +40,7 @@ func (s *countingCASServer) BatchUpdateBlobs(ctx context.Context, r *remoteexecu
 // TestGRPCStorage runs materialisation and capture against a bb-storage
 // CAS served over gRPC, as a remote bb_storage would be.
 func TestGRPCStorage(t *testing.T) {
-	server := newTestEnv(t, MaterializerOptions{}) // its storage is the remote side
+	server := newTestEnv(t, layers.MaterializerOptions{}) // its storage is the remote side
 	cas := &countingCASServer{ContentAddressableStorageServer: grpcservers.NewContentAddressableStorageServer(server.storage.ContentAddressableStorage, 16<<20)}
 	s := grpc.NewServer()
 	remoteexecution.RegisterContentAddressableStorageServer(s, cas)
@@ -53,14 +55,14 @@ func TestGRPCStorage(t *testing.T) {
 	must(t, err)
 	t.Cleanup(func() { conn.Close() })
 
-	storage, err := NewGRPCStorage(conn, conn, 0)
+	storage, err := storage.NewGRPCStorage(conn, conn, 0)
 	must(t, err)
 	work := tempDir(t)
-	fc, err := NewFileCache(filepath.Join(work, "files"), 1<<30, 1<<20, nil)
+	fc, err := layers.NewFileCache(filepath.Join(work, "files"), 1<<30, 1<<20, nil)
 	must(t, err)
-	lc, err := NewLayerCache(filepath.Join(work, "layers"), 1<<30, 1<<20)
+	lc, err := layers.NewLayerCache(filepath.Join(work, "layers"), 1<<30, 1<<20)
 	must(t, err)
-	m := NewMaterializer(storage, fc, lc, MaterializerOptions{})
+	m := layers.NewMaterializer(storage, fc, lc, layers.MaterializerOptions{})
 
 	tree := dir2(50)
 	large := make([]byte, 3<<20) // above the batch size: streamed

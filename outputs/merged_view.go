@@ -1,4 +1,4 @@
-package cas
+package outputs
 
 import (
 	"errors"
@@ -7,6 +7,7 @@ import (
 	"sort"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/layers"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"github.com/buildbarn/bb-storage/pkg/util"
 	"golang.org/x/sys/unix"
@@ -66,19 +67,19 @@ type vdir struct {
 }
 
 type lowerRef struct {
-	di       *dirInfo
+	dir      layers.Directory
 	hostPath string
 }
 
 // mergedView resolves paths of the exec root as the action left it.
 type mergedView struct {
-	root   *InputRoot
+	root   *layers.InputRoot
 	uppers []string
 	// mountAt maps a mount's path to its index.
 	mountAt map[string]int
 }
 
-func newMergedView(root *InputRoot, uppers []string) (*mergedView, error) {
+func newMergedView(root *layers.InputRoot, uppers []string) (*mergedView, error) {
 	if len(uppers) != len(root.Mounts) {
 		return nil, status.Errorf(codes.InvalidArgument, "%d upper directories given for %d mounts", len(uppers), len(root.Mounts))
 	}
@@ -91,10 +92,9 @@ func newMergedView(root *InputRoot, uppers []string) (*mergedView, error) {
 
 // mountDir is the merged root directory of mount i.
 func (mv *mergedView) mountDir(i int) *vdir {
-	pm := mv.root.plan.mounts[i]
-	d := &vdir{relPath: pm.path, upper: mv.uppers[i]}
-	for j, l := range pm.layers {
-		d.lowers = append(d.lowers, lowerRef{di: l.root, hostPath: mv.root.Mounts[i].Layers[j]})
+	d := &vdir{relPath: mv.root.Mounts[i].Path, upper: mv.uppers[i]}
+	for j, l := range mv.root.LayerDirectories(i) {
+		d.lowers = append(d.lowers, lowerRef{dir: l, hostPath: mv.root.Mounts[i].Layers[j]})
 	}
 	return d
 }
@@ -191,14 +191,14 @@ func (mv *mergedView) upperNode(d *vdir, name string) (*vnode, error) {
 // mergeLower adds the entries of one lower directory below the ones
 // already decided by the upper and higher lowers.
 func (mv *mergedView) mergeLower(d *vdir, l lowerRef, nodes map[string]*vnode, hidden, open map[string]bool) {
-	dir := l.di.dir
+	dir := l.dir.Message()
 	take := func(name string) bool {
 		_, decided := nodes[name]
 		return !decided && !hidden[name]
 	}
 	for i, f := range dir.Files {
 		if take(f.Name) {
-			nodes[f.Name] = &vnode{kind: kindFile, hostPath: filepath.Join(l.hostPath, f.Name), digest: l.di.fileDigests[i], executable: f.IsExecutable}
+			nodes[f.Name] = &vnode{kind: kindFile, hostPath: filepath.Join(l.hostPath, f.Name), digest: l.dir.FileDigest(i), executable: f.IsExecutable}
 		}
 		open[f.Name] = false
 	}
@@ -209,7 +209,7 @@ func (mv *mergedView) mergeLower(d *vdir, l lowerRef, nodes map[string]*vnode, h
 		open[s.Name] = false
 	}
 	for i, c := range dir.Directories {
-		ref := lowerRef{di: mv.root.plan.t[l.di.dirDigests[i]], hostPath: filepath.Join(l.hostPath, c.Name)}
+		ref := lowerRef{dir: l.dir.Child(i), hostPath: filepath.Join(l.hostPath, c.Name)}
 		if take(c.Name) {
 			child := &vdir{relPath: joinPath(d.relPath, c.Name)}
 			nodes[c.Name] = &vnode{kind: kindDirectory, hostPath: ref.hostPath, dir: child}

@@ -1,4 +1,4 @@
-package cas
+package outputs
 
 import (
 	"context"
@@ -76,4 +76,12 @@ func hashInterrupted(ctx context.Context, p string, size int64) error {
 	// Not DEADLINE_EXCEEDED: callers retrying storage errors would
 	// take that for a storage that did not answer in time.
 	return status.Errorf(codes.ResourceExhausted, "Output %s (%d bytes) could not be hashed within the action's deadline", shortPath(p), size)
+}
+
+// joinPath joins a relative directory path and a name.
+func joinPath(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
 }

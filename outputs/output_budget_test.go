@@ -1,4 +1,4 @@
-package cas
+package outputs
 
 import (
 	"context"
@@ -47,7 +47,7 @@ func TestCaptureRefusesSparseFileBeyondBudget(t *testing.T) {
 	f := newOutputFixture(t)
 	f.sparse(t, 1, "huge", 200<<30)
 	oc := NewOutputCapturer(f.e.storage, OutputCapturerOptions{MaximumBytes: 1 << 30})
-	f.e.cas.reset()
+	f.e.cas.Reset()
 	for _, command := range []*remoteexecution.Command{
 		{OutputPaths: []string{"out/huge"}},
 		{OutputPaths: []string{"out"}},
@@ -56,7 +56,7 @@ func TestCaptureRefusesSparseFileBeyondBudget(t *testing.T) {
 		requireCode(t, err, codes.ResourceExhausted, "out/huge", fmt.Sprint(200<<30))
 	}
 	// Nothing was uploaded of a capture that failed.
-	if puts := f.e.cas.reset(); len(puts) != 0 {
+	if puts := f.e.cas.Reset(); len(puts) != 0 {
 		t.Fatalf("%d blobs uploaded", len(puts))
 	}
 }

@@ -1,4 +1,4 @@
-package cas
+package outputs
 
 import (
 	"context"
@@ -8,6 +8,9 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/internal/parallel"
+	"github.com/bitzel/bitzel-worker/layers"
+	"github.com/bitzel/bitzel-worker/storage"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"github.com/buildbarn/bb-storage/pkg/util"
 	"golang.org/x/sys/unix"
@@ -24,7 +27,7 @@ type OutputCapturer interface {
 	// Capture reads the outputs Command asks for from the merged view
 	// of root with uppers[i] as the upperdir of root.Mounts[i], and
 	// fills the output_* fields of the result (nothing else).
-	Capture(ctx context.Context, instanceName digest.InstanceName, root *InputRoot, uppers []string, command *remoteexecution.Command) (*remoteexecution.ActionResult, error)
+	Capture(ctx context.Context, instanceName digest.InstanceName, root *layers.InputRoot, uppers []string, command *remoteexecution.Command) (*remoteexecution.ActionResult, error)
 	// UploadFile stores a plain file (e.g. a log) and returns its
 	// digest.
 	UploadFile(ctx context.Context, instanceName digest.InstanceName, digestFunction digest.Function, path string) (digest.Digest, error)
@@ -49,13 +52,12 @@ type OutputCapturerOptions struct {
 }
 
 type outputCapturer struct {
-	storage *Storage
+	storage *storage.Storage
 	options OutputCapturerOptions
 }
 
 // NewOutputCapturer creates an OutputCapturer writing to storage.
-func NewOutputCapturer(storage *Storage, options OutputCapturerOptions) OutputCapturer {
-	registerMetrics()
+func NewOutputCapturer(storage *storage.Storage, options OutputCapturerOptions) OutputCapturer {
 	if options.HashParallelism <= 0 {
 		options.HashParallelism = 4
 	}
@@ -86,7 +88,7 @@ const (
 	wantDirectory
 )
 
-func (c *outputCapturer) Capture(ctx context.Context, instanceName digest.InstanceName, root *InputRoot, uppers []string, command *remoteexecution.Command) (*remoteexecution.ActionResult, error) {
+func (c *outputCapturer) Capture(ctx context.Context, instanceName digest.InstanceName, root *layers.InputRoot, uppers []string, command *remoteexecution.Command) (*remoteexecution.ActionResult, error) {
 	mv, err := newMergedView(root, uppers)
 	if err != nil {
 		return nil, err
@@ -342,7 +344,7 @@ func (c *capture) hashFiles(ctx context.Context) error {
 	for p := range c.hashes {
 		paths = append(paths, p)
 	}
-	return runParallel(ctx, c.oc.options.HashParallelism, len(paths), func(ctx context.Context, i int) error {
+	return parallel.Run(ctx, c.oc.options.HashParallelism, len(paths), func(ctx context.Context, i int) error {
 		d, err := hashFile(ctx, c.fn, paths[i])
 		if err != nil {
 			if code := status.Code(err); code == codes.Canceled || code == codes.ResourceExhausted {

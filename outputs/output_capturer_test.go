@@ -1,4 +1,4 @@
-package cas
+package outputs
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/layers"
+	"github.com/buildbarn/bb-storage/pkg/blobstore/buffer"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
@@ -20,13 +22,13 @@ import (
 // the upperdirs.
 type outputFixture struct {
 	e      *testEnv
-	r      *InputRoot
+	r      *layers.InputRoot
 	uppers []string
 	oc     OutputCapturer
 }
 
 func newOutputFixture(t *testing.T) *outputFixture {
-	e := newTestEnv(t, MaterializerOptions{Planner: PlannerOptions{SplitThreshold: 3}})
+	e := newTestEnv(t, layers.MaterializerOptions{Planner: layers.PlannerOptions{SplitThreshold: 3}})
 	root := e.putTree(dir{
 		"src":  dir{"a.c": file("A"), "b.c": file("B")},
 		"out":  dir{"keep.txt": file("keep"), "old.txt": file("old"), "sub": dir{"deep.txt": file("deep")}, "tool": exe("#!tool")},
@@ -147,7 +149,7 @@ func h8(content string) string { return digestOf([]byte(content)).GetHashString(
 func TestCaptureLegacyOutputs(t *testing.T) {
 	f := newOutputFixture(t)
 	f.act(t)
-	f.e.cas.reset()
+	f.e.cas.Reset()
 	command := &remoteexecution.Command{
 		OutputFiles:          []string{"result.txt", "out/keep.txt", "missing.txt", "out/ln", "out/tool"},
 		OutputDirectories:    []string{"out", "missing_dir"},
@@ -211,7 +213,7 @@ func TestCaptureLegacyOutputs(t *testing.T) {
 
 	// Only what the action wrote (and the Tree) was uploaded; inputs
 	// it did not touch kept their digests and were not sent.
-	puts := f.e.cas.reset()
+	puts := f.e.cas.Reset()
 	for _, untouched := range []string{"keep", "#!tool", "deep", "old"} {
 		if puts[digestOf([]byte(untouched))] > 0 {
 			t.Fatalf("untouched input %q uploaded", untouched)
@@ -229,7 +231,7 @@ func TestCaptureLegacyOutputs(t *testing.T) {
 	// Capturing again uploads nothing: FindMissing finds it all.
 	_, err = f.oc.Capture(context.Background(), digest.EmptyInstanceName, f.r, f.uppers, command)
 	must(t, err)
-	if puts := f.e.cas.reset(); len(puts) != 0 {
+	if puts := f.e.cas.Reset(); len(puts) != 0 {
 		t.Fatalf("second capture uploaded %d blobs", len(puts))
 	}
 }
@@ -297,10 +299,10 @@ func TestCaptureErrors(t *testing.T) {
 
 func TestMkdirAllInMergedView(t *testing.T) {
 	f := newOutputFixture(t)
-	must(t, f.r.MkdirAll(f.uppers, "out/gen/x"))
-	must(t, f.r.MkdirAll(f.uppers, "src/gen"))
-	must(t, f.r.MkdirAll(f.uppers, "bazel-out/k8/bin"))
-	must(t, f.r.MkdirAll(f.uppers, "out/sub")) // exists in the lower: nothing to do
+	must(t, MkdirAll(f.r, f.uppers, "out/gen/x"))
+	must(t, MkdirAll(f.r, f.uppers, "src/gen"))
+	must(t, MkdirAll(f.r, f.uppers, "bazel-out/k8/bin"))
+	must(t, MkdirAll(f.r, f.uppers, "out/sub")) // exists in the lower: nothing to do
 	for _, p := range []string{"1/gen/x", "0/src/gen", "0/bazel-out/k8/bin"} {
 		info, err := os.Stat(filepath.Join(f.e.dir, "upper", p))
 		if err != nil || !info.IsDir() || info.Mode().Perm() != 0o755 {
@@ -310,8 +312,8 @@ func TestMkdirAllInMergedView(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(f.uppers[1], "sub")); !os.IsNotExist(err) {
 		t.Fatal("existing lower directory copied needlessly")
 	}
-	requireCode(t, f.r.MkdirAll(f.uppers, "keep/x"), codes.FailedPrecondition, "not a directory")
-	requireCode(t, f.r.MkdirAll(f.uppers, "../x"), codes.InvalidArgument)
+	requireCode(t, MkdirAll(f.r, f.uppers, "keep/x"), codes.FailedPrecondition, "not a directory")
+	requireCode(t, MkdirAll(f.r, f.uppers, "../x"), codes.InvalidArgument)
 	// What MkdirAll made shows in the merged view.
 	res, err := f.oc.Capture(context.Background(), digest.EmptyInstanceName, f.r, f.uppers, &remoteexecution.Command{OutputDirectories: []string{"out/gen"}})
 	must(t, err)
@@ -321,7 +323,7 @@ func TestMkdirAllInMergedView(t *testing.T) {
 }
 
 func TestUploadFile(t *testing.T) {
-	e := newTestEnv(t, MaterializerOptions{})
+	e := newTestEnv(t, layers.MaterializerOptions{})
 	p := filepath.Join(tempDir(t), "stdout")
 	must(t, os.WriteFile(p, []byte("log line\n"), 0o644))
 	oc := NewOutputCapturer(e.storage, OutputCapturerOptions{})
@@ -361,5 +363,45 @@ func TestCaptureMtime(t *testing.T) {
 	must(t, err)
 	if got := res.OutputFiles[0].NodeProperties.GetMtime().AsTime(); !got.Equal(info.ModTime()) {
 		t.Fatalf("input mtime %v, want %v", got, info.ModTime())
+	}
+}
+
+// TestOtherDigestFunctions materialises and captures with every digest
+// function bb-storage supports. BLAKE3 and SHA-256 hashes have the same
+// length, so the caches must keep them apart by function too.
+func TestOtherDigestFunctions(t *testing.T) {
+	e := newTestEnv(t, layers.MaterializerOptions{})
+	for _, f := range digest.SupportedDigestFunctions {
+		fn := digest.MustNewFunction("", f)
+		t.Run(f.String(), func(t *testing.T) {
+			put := func(data []byte) digest.Digest {
+				g := fn.NewGenerator(int64(len(data)))
+				g.Write(data)
+				d := g.Sum()
+				must(t, e.storage.ContentAddressableStorage.Put(context.Background(), d, buffer.NewValidatedBufferFromByteSlice(data)))
+				return d
+			}
+			content := []byte("content under " + f.String())
+			dirMsg := &remoteexecution.Directory{Files: []*remoteexecution.FileNode{{Name: "f", Digest: put(content).GetProto(), IsExecutable: true}}}
+			root := put(marshal(dirMsg))
+			r, err := e.m.Materialize(context.Background(), digest.EmptyInstanceName, root)
+			must(t, err)
+			defer r.Release()
+			got, err := os.ReadFile(filepath.Join(r.Mounts[0].Layers[0], "f"))
+			must(t, err)
+			if string(got) != string(content) {
+				t.Fatalf("content %q", got)
+			}
+			upper := tempDir(t)
+			must(t, os.WriteFile(filepath.Join(upper, "out"), []byte("out"), 0o644))
+			res, err := NewOutputCapturer(e.storage, OutputCapturerOptions{}).Capture(context.Background(), digest.EmptyInstanceName, r, []string{upper}, &remoteexecution.Command{OutputPaths: []string{"out", "f"}})
+			must(t, err)
+			if len(res.OutputFiles) != 2 || res.OutputFiles[0].Digest.Hash != dirMsg.Files[0].Digest.Hash {
+				t.Fatalf("outputs %v", res.OutputFiles)
+			}
+			if len(res.OutputFiles[1].Digest.Hash) != len(dirMsg.Files[0].Digest.Hash) {
+				t.Fatal("output hashed with another function")
+			}
+		})
 	}
 }

@@ -1,4 +1,4 @@
-package cas
+package outputs
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 
+	"github.com/bitzel/bitzel-worker/internal/parallel"
+	"github.com/bitzel/bitzel-worker/storage"
 	"github.com/buildbarn/bb-storage/pkg/blobstore"
 	"github.com/buildbarn/bb-storage/pkg/blobstore/buffer"
 	"github.com/buildbarn/bb-storage/pkg/digest"
@@ -57,13 +59,13 @@ func hashFile(ctx context.Context, function digest.Function, p string) (digest.D
 // of them first, then sends small ones in batches and streams large
 // ones from their files.
 type uploader struct {
-	storage     *Storage
+	storage     *storage.Storage
 	parallelism int
 	files       map[digest.Digest]string
 	blobs       map[digest.Digest][]byte
 }
 
-func newUploader(storage *Storage, parallelism int) *uploader {
+func newUploader(storage *storage.Storage, parallelism int) *uploader {
 	return &uploader{storage: storage, parallelism: parallelism, files: map[digest.Digest]string{}, blobs: map[digest.Digest][]byte{}}
 }
 
@@ -109,7 +111,7 @@ func (u *uploader) upload(ctx context.Context) error {
 	var large []digest.Digest
 	for _, d := range missing {
 		_, isBlob := u.blobs[d]
-		if d.GetSizeBytes() > u.storage.smallBlobSizeBytes() || (!isBlob && u.storage.batch == nil) {
+		if d.GetSizeBytes() > u.storage.SmallBlobSizeBytes() || (!isBlob && !u.storage.Batched()) {
 			// Streamed from the file. Locally there is no
 			// request to fill, so reading files into memory
 			// first would only cost a copy.
@@ -124,10 +126,10 @@ func (u *uploader) upload(ctx context.Context) error {
 			small[d] = data
 		}
 	}
-	if err := u.storage.writeSmallBlobs(ctx, small); err != nil {
+	if err := u.storage.WriteSmallBlobs(ctx, small); err != nil {
 		return util.StatusWrap(err, "Failed to upload outputs")
 	}
-	return runParallel(ctx, u.parallelism, len(large), func(ctx context.Context, i int) error {
+	return parallel.Run(ctx, u.parallelism, len(large), func(ctx context.Context, i int) error {
 		d := large[i]
 		var b buffer.Buffer
 		if data, ok := u.blobs[d]; ok {
@@ -141,10 +143,9 @@ func (u *uploader) upload(ctx context.Context) error {
 			// it is gone, so no second hashing pass.
 			b = buffer.NewValidatedBufferFromReaderAt(f, d.GetSizeBytes())
 		}
-		if err := u.storage.ContentAddressableStorage.Put(ctx, d, b); err != nil {
+		if err := u.storage.PutBlob(ctx, d, b); err != nil {
 			return util.StatusWrapf(err, "Failed to upload %s", d)
 		}
-		addBytesUploaded(int(d.GetSizeBytes()))
 		return nil
 	})
 }

@@ -1,10 +1,12 @@
-package cas
+package storage
 
 import (
 	"context"
+	"io"
 	"sync"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/internal/parallel"
 	"github.com/buildbarn/bb-storage/pkg/blobstore/buffer"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"github.com/buildbarn/bb-storage/pkg/util"
@@ -104,18 +106,44 @@ func (ba *grpcBatchBlobAccess) BatchUpdate(ctx context.Context, blobs map[digest
 	return nil
 }
 
-// smallBlobSizeBytes is the size up to which a blob is read or written
+// Batched reports whether small blobs travel in batches (remote
+// storage). Local storage reads and writes each blob directly, so a
+// caller has nothing to gain from reading a file into memory first.
+func (s *Storage) Batched() bool {
+	return s.batch != nil
+}
+
+// ReadBlobInto streams a blob of any size into w, validated against
+// its digest as it goes.
+func (s *Storage) ReadBlobInto(ctx context.Context, d digest.Digest, w io.Writer) error {
+	if err := s.ContentAddressableStorage.Get(ctx, d).IntoWriter(w); err != nil {
+		return err
+	}
+	addBytesFetched(int(d.GetSizeBytes()))
+	return nil
+}
+
+// PutBlob stores one blob in the CAS.
+func (s *Storage) PutBlob(ctx context.Context, d digest.Digest, b buffer.Buffer) error {
+	if err := s.ContentAddressableStorage.Put(ctx, d, b); err != nil {
+		return err
+	}
+	addBytesUploaded(int(d.GetSizeBytes()))
+	return nil
+}
+
+// SmallBlobSizeBytes is the size up to which a blob is read or written
 // as part of a batch rather than streamed on its own.
-func (s *Storage) smallBlobSizeBytes() int64 {
+func (s *Storage) SmallBlobSizeBytes() int64 {
 	return int64(s.MaximumMessageSizeBytes / 16)
 }
 
-// readSmallBlobs fetches blobs no larger than smallBlobSizeBytes,
+// ReadSmallBlobs fetches blobs no larger than SmallBlobSizeBytes,
 // calling fn with validated content for each one present, and returns
 // the ones storage does not have. fn may be called concurrently from
-// different goroutines only if the caller calls readSmallBlobs
+// different goroutines only if the caller calls ReadSmallBlobs
 // concurrently; one call invokes fn sequentially.
-func (s *Storage) readSmallBlobs(ctx context.Context, digests []digest.Digest, fn func(d digest.Digest, data []byte) error) ([]digest.Digest, error) {
+func (s *Storage) ReadSmallBlobs(ctx context.Context, digests []digest.Digest, fn func(d digest.Digest, data []byte) error) ([]digest.Digest, error) {
 	var missing []digest.Digest
 	// REAPI: the empty blob is always present, whether stored or not.
 	nonEmpty := digests[:0:0]
@@ -178,9 +206,9 @@ func (s *Storage) readSmallBlobs(ctx context.Context, digests []digest.Digest, f
 	return missing, nil
 }
 
-// writeSmallBlobs stores blobs no larger than smallBlobSizeBytes whose
+// WriteSmallBlobs stores blobs no larger than SmallBlobSizeBytes whose
 // content the caller has already hashed.
-func (s *Storage) writeSmallBlobs(ctx context.Context, blobs map[digest.Digest][]byte) error {
+func (s *Storage) WriteSmallBlobs(ctx context.Context, blobs map[digest.Digest][]byte) error {
 	if s.batch == nil {
 		for d, data := range blobs {
 			if err := s.ContentAddressableStorage.Put(ctx, d, buffer.NewValidatedBufferFromByteSlice(data)); err != nil {
@@ -217,17 +245,17 @@ func (s *Storage) writeSmallBlobs(ctx context.Context, blobs map[digest.Digest][
 	return nil
 }
 
-// fetchBlobs reads the given blobs with at most parallelism requests in
+// FetchBlobs reads the given blobs with at most parallelism requests in
 // flight: small ones in batches, large ones (up to maxSizeBytes) one
 // at a time. fn receives validated data and may be called
 // concurrently. Blobs storage does not have are returned.
-func (s *Storage) fetchBlobs(ctx context.Context, digests []digest.Digest, parallelism, maxSizeBytes int, fn func(d digest.Digest, data []byte) error) ([]digest.Digest, error) {
-	small, large := s.partitionBySize(digests)
+func (s *Storage) FetchBlobs(ctx context.Context, digests []digest.Digest, parallelism, maxSizeBytes int, fn func(d digest.Digest, data []byte) error) ([]digest.Digest, error) {
+	small, large := s.PartitionBySize(digests)
 	var mu sync.Mutex
 	var missing []digest.Digest
-	err := runParallel(ctx, parallelism, len(small)+len(large), func(ctx context.Context, i int) error {
+	err := parallel.Run(ctx, parallelism, len(small)+len(large), func(ctx context.Context, i int) error {
 		if i < len(small) {
-			m, err := s.readSmallBlobs(ctx, small[i], fn)
+			m, err := s.ReadSmallBlobs(ctx, small[i], fn)
 			mu.Lock()
 			missing = append(missing, m...)
 			mu.Unlock()
@@ -249,9 +277,9 @@ func (s *Storage) fetchBlobs(ctx context.Context, digests []digest.Digest, paral
 	return missing, err
 }
 
-// partitionBySize groups small blobs into batches that fit one request
+// PartitionBySize groups small blobs into batches that fit one request
 // and returns large ones separately.
-func (s *Storage) partitionBySize(digests []digest.Digest) ([][]digest.Digest, []digest.Digest) {
+func (s *Storage) PartitionBySize(digests []digest.Digest) ([][]digest.Digest, []digest.Digest) {
 	var batches [][]digest.Digest
 	var large, current []digest.Digest
 	var total int64
@@ -263,7 +291,7 @@ func (s *Storage) partitionBySize(digests []digest.Digest) ([][]digest.Digest, [
 	}
 	for _, d := range digests {
 		size := d.GetSizeBytes()
-		if size > s.smallBlobSizeBytes() {
+		if size > s.SmallBlobSizeBytes() {
 			large = append(large, d)
 			continue
 		}

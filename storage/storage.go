@@ -1,4 +1,4 @@
-package cas
+package storage
 
 import (
 	"context"
@@ -86,6 +86,7 @@ var (
 // for a "local" backend with "blocksOnBlockDevice" and "persistent",
 // without linking that package (it pulls in every cloud backend).
 func NewLocalStorage(dir string, casSizeBytes, acSizeBytes int64) (*Storage, error) {
+	registerMetrics()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	cas, maximumBlobSize, err := newLocalBlobAccess(ctx, &wg, filepath.Join(dir, "cas"), casSizeBytes, true)
@@ -250,6 +251,7 @@ func isPrime(n int) bool {
 // NewGRPCStorage talks to a remote REAPI CAS and AC (bb_storage or any
 // other implementation). The two connections may be the same.
 func NewGRPCStorage(casConn, acConn grpc.ClientConnInterface, maximumMessageSizeBytes int) (*Storage, error) {
+	registerMetrics()
 	if casConn == nil || acConn == nil {
 		return nil, status.Error(codes.InvalidArgument, "No gRPC connection provided")
 	}

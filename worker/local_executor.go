@@ -11,11 +11,13 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"github.com/bitzel/bitzel-worker/cas"
 	"github.com/bitzel/bitzel-worker/images"
 	"github.com/bitzel/bitzel-worker/internal/fsutil"
+	"github.com/bitzel/bitzel-worker/layers"
+	"github.com/bitzel/bitzel-worker/outputs"
 	"github.com/bitzel/bitzel-worker/sandbox"
 	"github.com/bitzel/bitzel-worker/sandbox/child"
+	"github.com/bitzel/bitzel-worker/storage"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"github.com/buildbarn/bb-storage/pkg/util"
 	"google.golang.org/grpc/codes"
@@ -27,9 +29,9 @@ import (
 // LocalExecutorOptions configure the executor that runs actions on
 // this machine.
 type LocalExecutorOptions struct {
-	Storage      *cas.Storage
-	Materializer cas.Materializer
-	Outputs      cas.OutputCapturer
+	Storage      *storage.Storage
+	Materializer layers.Materializer
+	Outputs      outputs.OutputCapturer
 	Runner       sandbox.Runner
 	// BuildDirectory holds each running action's upper, work and log
 	// files. It is wiped at start-up.
@@ -106,7 +108,7 @@ func (e *localExecutor) Execute(ctx context.Context, request *Request, observer 
 	x.result.ExecutionMetadata = x.metadata
 	observer(StageStarted)
 	err := e.execute(ctx, x, observer)
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || cas.IsOutOfSpace(err) {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || storage.IsOutOfSpace(err) {
 		err = util.StatusWrapWithCode(err, codes.ResourceExhausted, "The worker is out of disk space")
 	}
 	x.metadata.WorkerCompletedTimestamp = timestamppb.Now()
@@ -164,7 +166,7 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 	// Fetching inputs and, later, uploading outputs may each take as
 	// long as the action may run: a CAS that hangs fails the action
 	// within that, instead of holding the worker for ever.
-	var root *cas.InputRoot
+	var root *layers.InputRoot
 	inputCtx, cancelInputs := context.WithTimeout(ctx, e.ioBudget(timeout))
 	err = retryUnavailable(inputCtx, "Materialising the input root", func(ctx context.Context) error {
 		var err error
@@ -223,7 +225,7 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 		if p != workingDirectory {
 			parent = path.Dir(p)
 		}
-		if err := root.MkdirAll(uppers, parent); err != nil {
+		if err := outputs.MkdirAll(root, uppers, parent); err != nil {
 			return util.StatusWrapf(err, "Failed to create the parent directory of output %q", p)
 		}
 	}

@@ -4,7 +4,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/layers"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 )
 
@@ -36,7 +36,7 @@ var sandboxMountPoints = []string{"dev", "proc", "tmp"}
 // made). One is removed only when no input layer has it and it is
 // empty in the upper directory: what the input or the action made
 // stays.
-func removeSandboxMountPoints(root *cas.InputRoot, uppers []string) {
+func removeSandboxMountPoints(root *layers.InputRoot, uppers []string) {
 	if len(root.Mounts) == 0 || len(uppers) == 0 {
 		return
 	}

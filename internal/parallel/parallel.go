@@ -1,13 +1,15 @@
-package cas
+// Package parallel runs a bounded number of calls at once, for the
+// fetches, builds, hashes and uploads of one action.
+package parallel
 
 import (
 	"context"
 	"sync"
 )
 
-// runParallel calls fn(ctx, i) for i in [0, n) with at most limit calls
+// Run calls fn(ctx, i) for i in [0, n) with at most limit calls
 // in flight, and returns the first error, cancelling the rest.
-func runParallel(ctx context.Context, limit, n int, fn func(ctx context.Context, i int) error) error {
+func Run(ctx context.Context, limit, n int, fn func(ctx context.Context, i int) error) error {
 	if n == 0 {
 		return nil
 	}
