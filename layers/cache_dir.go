@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/bitzel/bitzel-worker/internal/fsutil"
-	"github.com/buildbarn/bb-storage/pkg/util"
+	"github.com/bitzel/bitzel-worker/storage"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 )
@@ -21,15 +21,15 @@ const cacheDirMode = 0o755
 // least 0711 even when the umask is strict.
 func mkdirCacheDir(dir string) error {
 	if err := os.MkdirAll(dir, cacheDirMode); err != nil {
-		return util.StatusWrapWithCode(err, codes.Internal, "Failed to create cache directory")
+		return storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to create cache directory")
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(dir, &st); err != nil {
-		return util.StatusWrapWithCode(err, codes.Internal, "Failed to stat cache directory")
+		return storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to stat cache directory")
 	}
 	if st.Mode&0o711 != 0o711 {
 		if err := unix.Chmod(dir, uint32(st.Mode&0o7777)|0o711); err != nil {
-			return util.StatusWrapWithCode(err, codes.Internal, "Failed to make cache directory searchable")
+			return storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to make cache directory searchable")
 		}
 	}
 	return nil
@@ -62,10 +62,10 @@ func openCacheState(dir string) (wiped bool, err error) {
 	}
 	// From now on the cache is being written again.
 	if err := os.Remove(cleanPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return false, util.StatusWrapWithCode(err, codes.Internal, "Failed to remove clean marker")
+		return false, storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to remove clean marker")
 	}
 	if err := os.WriteFile(statePath, bootID, 0o644); err != nil {
-		return false, util.StatusWrapWithCode(err, codes.Internal, "Failed to record boot ID")
+		return false, storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to record boot ID")
 	}
 	return wiped, nil
 }
@@ -75,14 +75,14 @@ func openCacheState(dir string) (wiped bool, err error) {
 func closeCacheState(dir string) error {
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return util.StatusWrapWithCode(err, codes.Internal, "Failed to open cache directory")
+		return storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to open cache directory")
 	}
 	defer unix.Close(fd)
 	if err := unix.Syncfs(fd); err != nil {
-		return util.StatusWrapWithCode(err, codes.Internal, "Failed to sync cache file system")
+		return storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to sync cache file system")
 	}
 	if err := os.WriteFile(filepath.Join(dir, "clean"), nil, 0o644); err != nil {
-		return util.StatusWrapWithCode(err, codes.Internal, "Failed to write clean marker")
+		return storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to write clean marker")
 	}
 	return unix.Fsync(fd)
 }
@@ -90,7 +90,7 @@ func closeCacheState(dir string) error {
 func wipeDirectoryContents(dir string) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return util.StatusWrapWithCode(err, codes.Internal, "Failed to list cache directory")
+		return storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to list cache directory")
 	}
 	for _, e := range entries {
 		if err := removeTree(filepath.Join(dir, e.Name())); err != nil {
@@ -103,7 +103,7 @@ func wipeDirectoryContents(dir string) error {
 // removeTree is fsutil.RemoveAll with the error as a status.
 func removeTree(p string) error {
 	if err := fsutil.RemoveAll(p); err != nil {
-		return util.StatusWrapWithCode(err, codes.Internal, "Failed to remove cache entry")
+		return storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to remove cache entry")
 	}
 	return nil
 }

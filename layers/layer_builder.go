@@ -5,6 +5,7 @@ import (
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/bitzel/bitzel-worker/internal/parallel"
+	"github.com/bitzel/bitzel-worker/storage"
 	"github.com/buildbarn/bb-storage/pkg/util"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
@@ -44,16 +45,16 @@ type layerBuilder struct {
 
 func buildLayer(ctx context.Context, t tree, root *dirInfo, dst string, files *FileSet, owner *Owner) (LayerStats, error) {
 	if err := unix.Mkdir(dst, layerDirBuildMode); err != nil {
-		return LayerStats{}, util.StatusWrapWithCode(err, codes.Internal, "Failed to create layer directory")
+		return LayerStats{}, storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to create layer directory")
 	}
 	if owner != nil {
 		if err := unix.Lchown(dst, owner.UID, owner.GID); err != nil {
-			return LayerStats{}, util.StatusWrapWithCode(err, codes.Internal, "Failed to give the layer directory to its owner")
+			return LayerStats{}, storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to give the layer directory to its owner")
 		}
 	}
 	fd, err := unix.Open(dst, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return LayerStats{}, util.StatusWrapWithCode(err, codes.Internal, "Failed to open layer directory")
+		return LayerStats{}, storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to open layer directory")
 	}
 	b := &layerBuilder{ctx: ctx, t: t, files: files, owner: owner}
 	b.stats.Inodes = 1
@@ -63,7 +64,7 @@ func buildLayer(ctx context.Context, t tree, root *dirInfo, dst string, files *F
 		return LayerStats{}, err
 	}
 	if err := unix.Chmod(dst, directoryMode(root.dir)); err != nil {
-		return LayerStats{}, util.StatusWrapWithCode(err, codes.Internal, "Failed to make layer directory read-only")
+		return LayerStats{}, storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to make layer directory read-only")
 	}
 	return b.stats, nil
 }
@@ -99,16 +100,16 @@ func (b *layerBuilder) fillTop(fd int, di *dirInfo) error {
 
 func (b *layerBuilder) subdirectory(fd int, name string, child *dirInfo, childPath string) error {
 	if err := unix.Mkdirat(fd, name, layerDirBuildMode); err != nil {
-		return util.StatusWrapfWithCode(err, codes.Internal, "Failed to create directory %q", childPath)
+		return storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to create directory %q", childPath)
 	}
 	if b.owner != nil {
 		if err := unix.Fchownat(fd, name, b.owner.UID, b.owner.GID, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return util.StatusWrapfWithCode(err, codes.Internal, "Failed to give directory %q to its owner", childPath)
+			return storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to give directory %q to its owner", childPath)
 		}
 	}
 	cfd, err := unix.Openat(fd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return util.StatusWrapfWithCode(err, codes.Internal, "Failed to open directory %q", childPath)
+		return storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to open directory %q", childPath)
 	}
 	err = b.fill(cfd, child, childPath)
 	unix.Close(cfd)
@@ -116,7 +117,7 @@ func (b *layerBuilder) subdirectory(fd int, name string, child *dirInfo, childPa
 		return err
 	}
 	if err := unix.Fchmodat(fd, name, directoryMode(child.dir), 0); err != nil {
-		return util.StatusWrapfWithCode(err, codes.Internal, "Failed to make directory %q read-only", childPath)
+		return storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to make directory %q read-only", childPath)
 	}
 	return nil
 }
@@ -131,13 +132,13 @@ func (b *layerBuilder) fill(fd int, di *dirInfo, dirPath string) error {
 	}
 	for _, s := range dir.Symlinks {
 		if err := unix.Symlinkat(s.Target, fd, s.Name); err != nil {
-			return util.StatusWrapfWithCode(err, codes.Internal, "Failed to create symlink %q", joinPath(dirPath, s.Name))
+			return storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to create symlink %q", joinPath(dirPath, s.Name))
 		}
 		// A symlink's owner matters to lchown and to sticky
 		// directories; it goes to the action's root like the rest.
 		if b.owner != nil {
 			if err := unix.Fchownat(fd, s.Name, b.owner.UID, b.owner.GID, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				return util.StatusWrapfWithCode(err, codes.Internal, "Failed to give symlink %q to its owner", joinPath(dirPath, s.Name))
+				return storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to give symlink %q to its owner", joinPath(dirPath, s.Name))
 			}
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/bitzel/bitzel-worker/storage"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"github.com/buildbarn/bb-storage/pkg/util"
 	"google.golang.org/grpc/codes"
@@ -142,7 +143,7 @@ func (lc *layerCache) layerPath(name string) string {
 func (lc *layerCache) reload() error {
 	names, err := os.ReadDir(filepath.Join(lc.dir, "layers"))
 	if err != nil {
-		return util.StatusWrapWithCode(err, codes.Internal, "Failed to list layer cache")
+		return storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to list layer cache")
 	}
 	type found struct {
 		name  string
@@ -320,11 +321,13 @@ func (lc *layerCache) build(ctx context.Context, name string, build LayerBuildFu
 	stats, err := build(ctx, filepath.Join(tmp, "t"))
 	if err == nil {
 		meta := fmt.Sprintf("%s\n%d %d\n", layerMetaHeader, stats.Bytes, stats.Inodes)
-		err = os.WriteFile(filepath.Join(tmp, "meta"), []byte(meta), 0o444)
+		if err = os.WriteFile(filepath.Join(tmp, "meta"), []byte(meta), 0o444); err != nil {
+			err = storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to write layer metadata")
+		}
 	}
 	if err == nil {
 		if err = os.Rename(tmp, lc.layerPath(name)); err != nil {
-			err = util.StatusWrapWithCode(err, codes.Internal, "Failed to publish layer")
+			err = storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to publish layer")
 		}
 	}
 	if err != nil {

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -108,7 +107,7 @@ func (e *localExecutor) Execute(ctx context.Context, request *Request, observer 
 	x.result.ExecutionMetadata = x.metadata
 	observer(StageStarted)
 	err := e.execute(ctx, x, observer)
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || storage.IsOutOfSpace(err) {
+	if storage.IsOutOfSpace(err) {
 		err = util.StatusWrapWithCode(err, codes.ResourceExhausted, "The worker is out of disk space")
 	}
 	x.metadata.WorkerCompletedTimestamp = timestamppb.Now()
