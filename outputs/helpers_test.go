@@ -20,9 +20,9 @@ import (
 var sha256Function = layerstest.SHA256
 
 type (
-	file    = layerstest.File
-	exe     = layerstest.Exe
-	dir     = layerstest.Dir
+	file = layerstest.File
+	exe  = layerstest.Exe
+	dir  = layerstest.Dir
 )
 
 // testEnv is a local storage whose CAS counts Puts, with caches and a
