@@ -201,8 +201,8 @@ func TestLocalExecutorSpillsALargeLogToAFileAndUploadsIt(t *testing.T) {
 	}
 }
 
-// useRealInputsAndOutputs replaces the fakes with cas's own
-// materializer and output capturer over the fixture's storage, for
+// useRealInputsAndOutputs replaces the fakes with the real materializer
+// (layers) and output capturer (outputs) over the fixture's storage, for
 // the tests that need a planned input root (parents of outputs, a
 // merged view to capture from).
 func (f *executorFixture) useRealInputsAndOutputs() {
