@@ -192,7 +192,7 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 
 	actionDir, err := e.directories.get(len(root.Mounts))
 	if err != nil {
-		return status.Errorf(codes.Internal, "Failed to create the action directory: %v", err)
+		return storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to create the action directory")
 	}
 	// Taken back once the sandbox is gone; a sandbox that failed
 	// leaves it in an unknown state, and it is not reused.
@@ -262,7 +262,7 @@ func (e *localExecutor) execute(ctx context.Context, x *execution, observer Obse
 		if ctx.Err() != nil {
 			return status.FromContextError(ctx.Err()).Err()
 		}
-		return status.Errorf(codes.Internal, "Failed to run the action: %v", err)
+		return storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to run the action")
 	}
 	x.result.ExitCode = int32(run.ExitCode)
 	x.message = describeRun(run, e.options.Limits, e.options.OutputLimitBytes, spec.Env)

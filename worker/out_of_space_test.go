@@ -57,3 +57,17 @@ func TestLocalExecutorReportsAFullCASAsOutOfDiskSpace(t *testing.T) {
 		t.Errorf("%v %q, want RESOURCE_EXHAUSTED out of disk space", st.Code(), st.Message())
 	}
 }
+
+// A full disk met by the sandbox (creating its mount points, say) is
+// the worker's too: the errno survives into the status as its mark.
+func TestLocalExecutorReportsAFullDiskInTheSandboxAsOutOfDiskSpace(t *testing.T) {
+	f := newExecutorFixture(t)
+	f.runner.run = func(ctx context.Context, spec *sandbox.Spec) (*sandbox.Result, error) {
+		return nil, &os.PathError{Op: "mkdir", Path: spec.Mounts[0].UpperDir + "/tmp", Err: syscall.ENOSPC}
+	}
+	response := f.executor().Execute(context.Background(), f.request(&remoteexecution.Action{}, trueCommand), NoopObserver)
+	st := status.FromProto(response.Status)
+	if st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "The worker is out of disk space: Failed to run the action: mkdir") {
+		t.Errorf("%v %q, want RESOURCE_EXHAUSTED out of disk space", st.Code(), st.Message())
+	}
+}
