@@ -5,7 +5,7 @@ import (
 	"strings"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/layerproperty"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 )
 
@@ -18,14 +18,10 @@ func (b *TreeBuilder) WithLayers(root digest.Digest, path string, layers []diges
 	if err != nil {
 		return digest.BadDigest, err
 	}
-	values := make([]string, len(layers))
-	for i, l := range layers {
-		values[i] = fmt.Sprintf("%s/%d", l.GetHashString(), l.GetSizeBytes())
-	}
 	return b.edit(root, components, func(directory *remoteexecution.Directory) error {
 		var kept []*remoteexecution.NodeProperty
 		for _, p := range directory.GetNodeProperties().GetProperties() {
-			if p.Name != cas.LayersPropertyName {
+			if p.Name != layerproperty.Name {
 				kept = append(kept, p)
 			}
 		}
@@ -33,7 +29,7 @@ func (b *TreeBuilder) WithLayers(root digest.Digest, path string, layers []diges
 		if properties == nil {
 			properties = &remoteexecution.NodeProperties{}
 		}
-		properties.Properties = append(kept, &remoteexecution.NodeProperty{Name: cas.LayersPropertyName, Value: strings.Join(values, " ")})
+		properties.Properties = append(kept, &remoteexecution.NodeProperty{Name: layerproperty.Name, Value: layerproperty.Format(layers)})
 		directory.NodeProperties = properties
 		return nil
 	})

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/layerproperty"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 )
 
@@ -85,7 +85,7 @@ func TestWithLayersDeclaresTheUnionAndKeepsTheRest(t *testing.T) {
 	}
 	sysroot, _ := b.Directory(mustDigest(t, top.Directories[0].Digest))
 	properties := sysroot.GetNodeProperties()
-	if len(properties.GetProperties()) != 1 || properties.Properties[0].Name != cas.LayersPropertyName {
+	if len(properties.GetProperties()) != 1 || properties.Properties[0].Name != layerproperty.Name {
 		t.Fatalf("properties %v", properties)
 	}
 	want := dep1.GetHashString() + "/" + itoa(dep1.GetSizeBytes()) + " " + dep2.GetHashString() + "/" + itoa(dep2.GetSizeBytes())

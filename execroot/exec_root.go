@@ -5,11 +5,12 @@ import (
 	"path"
 	"sync"
 
-	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/layers"
+	"github.com/bitzel/bitzel-worker/outputs"
 	"github.com/bitzel/bitzel-worker/sandbox"
+	"github.com/bitzel/bitzel-worker/storage"
 	"github.com/buildbarn/bb-storage/pkg/util"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // ExecRoot is one action's exec root, from its preparation until
@@ -17,7 +18,7 @@ import (
 type ExecRoot struct {
 	pool   *Pool
 	dir    *directory
-	inputs *cas.InputRoot
+	inputs *layers.InputRoot
 	mounts []sandbox.Mount
 	// uppers are where the action's writes are: the pool's directories
 	// before Ran, the disk budget's tmpfs after it when there was one.
@@ -38,11 +39,11 @@ type ExecRoot struct {
 // first) go under the input root's own layers on the root mount. The
 // exec root owns inputs from now on: Release releases them, and so does
 // a failed Prepare.
-func (p *Pool) Prepare(inputs *cas.InputRoot, rootLayersBelow []string) (*ExecRoot, error) {
+func (p *Pool) Prepare(inputs *layers.InputRoot, rootLayersBelow []string) (*ExecRoot, error) {
 	dir, err := p.get(len(inputs.Mounts))
 	if err != nil {
 		inputs.Release()
-		return nil, status.Errorf(codes.Internal, "Failed to create the action directory: %v", err)
+		return nil, storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to create the action directory")
 	}
 	r := &ExecRoot{pool: p, dir: dir, inputs: inputs, mounts: make([]sandbox.Mount, len(inputs.Mounts)), uppers: make([]string, len(inputs.Mounts))}
 	for i, m := range inputs.Mounts {
@@ -62,7 +63,7 @@ func (p *Pool) Prepare(inputs *cas.InputRoot, rootLayersBelow []string) (*ExecRo
 func (r *ExecRoot) Mounts() []sandbox.Mount { return r.mounts }
 
 // Inputs is the materialised input root the exec root is stacked on.
-func (r *ExecRoot) Inputs() *cas.InputRoot { return r.inputs }
+func (r *ExecRoot) Inputs() *layers.InputRoot { return r.inputs }
 
 // UpperDirs are the upper directories of Mounts, one per mount, where
 // the action's writes are: after Ran, wherever the sandbox left them.
@@ -76,11 +77,11 @@ func (r *ExecRoot) LogPath(name string) string { return r.dir.file(name) }
 // and the parent directory of each output path (all relative to the
 // exec root), as clients of REAPI 2.0 (Bazel 4) expect.
 func (r *ExecRoot) CreateParents(workingDirectory string, outputPaths []string) error {
-	if err := r.inputs.MkdirAll(r.uppers, workingDirectory); err != nil {
+	if err := outputs.MkdirAll(r.inputs, r.uppers, workingDirectory); err != nil {
 		return util.StatusWrapf(err, "Failed to create the working directory %q", workingDirectory)
 	}
 	for _, p := range outputPaths {
-		if err := r.inputs.MkdirAll(r.uppers, path.Dir(p)); err != nil {
+		if err := outputs.MkdirAll(r.inputs, r.uppers, path.Dir(p)); err != nil {
 			return util.StatusWrapf(err, "Failed to create the parent directory of output %q", p)
 		}
 	}

@@ -8,13 +8,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/layers"
 	"github.com/bitzel/bitzel-worker/sandbox"
 )
 
 // inputsOver is a materialised input root of one mount over layer.
-func inputsOver(layer string) *cas.InputRoot {
-	return &cas.InputRoot{Mounts: []cas.Mount{{Path: "", Layers: []string{layer}}}}
+func inputsOver(layer string) *layers.InputRoot {
+	return &layers.InputRoot{Mounts: []layers.Mount{{Path: "", Layers: []string{layer}}}}
 }
 
 func (d *Pool) isSpare(path string) bool {
@@ -96,7 +96,7 @@ func TestExecRootOfAFailedRunIsRemoved(t *testing.T) {
 // A container image's layers go under the input root's own, on the
 // root mount only, without changing the materialiser's slice.
 func TestRootLayersBelowGoUnderTheInputRootsOwn(t *testing.T) {
-	inputs := &cas.InputRoot{Mounts: []cas.Mount{
+	inputs := &layers.InputRoot{Mounts: []layers.Mount{
 		{Path: "", Layers: []string{"/in/root"}},
 		{Path: "sub", Layers: []string{"/in/sub"}},
 	}}

@@ -24,7 +24,8 @@ const (
 
 // OpaqueXattr marks an overlay directory that hides the layers below
 // it. The user. form, as the sandbox mounts its overlays with
-// userxattr (rootless too) and cas's merged view reads this name.
+// userxattr (rootless too) and the merged view of package outputs
+// reads this name.
 const OpaqueXattr = "user.overlay.opaque"
 
 // Extract unpacks an uncompressed layer tarball into dir, an existing

@@ -6,7 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics as cas's: package-level, registered with the default
+// Metrics as layers's: package-level, registered with the default
 // registry once a Store exists.
 var (
 	metricsOnce sync.Once

@@ -4,7 +4,7 @@ import (
 	"context"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/storage"
 	"github.com/buildbarn/bb-storage/pkg/blobstore/buffer"
 	"github.com/buildbarn/bb-storage/pkg/util"
 	"google.golang.org/grpc/codes"
@@ -13,7 +13,7 @@ import (
 
 type cachingExecutor struct {
 	Executor
-	storage *cas.Storage
+	storage *storage.Storage
 }
 
 // NewCachingExecutor writes the ActionResult of every successful,
@@ -22,7 +22,7 @@ type cachingExecutor struct {
 // do_not_cache. A non-zero exit is a result, but not one to serve
 // again. Looking results up is the front end's business (the embedded
 // Execution service or bb_scheduler), before an action takes a slot.
-func NewCachingExecutor(base Executor, storage *cas.Storage) Executor {
+func NewCachingExecutor(base Executor, storage *storage.Storage) Executor {
 	return &cachingExecutor{Executor: base, storage: storage}
 }
 

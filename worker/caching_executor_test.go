@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/storage"
 	"github.com/buildbarn/bb-storage/pkg/blobstore"
 	"github.com/buildbarn/bb-storage/pkg/blobstore/buffer"
 	"github.com/buildbarn/bb-storage/pkg/digest"
@@ -32,7 +32,7 @@ func (failingPuts) Put(context.Context, digest.Digest, buffer.Buffer) error {
 	return status.Error(codes.Unavailable, "AC is down")
 }
 
-func cachedIn(t *testing.T, storage *cas.Storage, d digest.Digest) bool {
+func cachedIn(t *testing.T, storage *storage.Storage, d digest.Digest) bool {
 	t.Helper()
 	_, err := storage.ActionCache.Get(context.Background(), d).ToByteSlice(1 << 20)
 	if err != nil && status.Code(err) != codes.NotFound {

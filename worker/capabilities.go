@@ -3,7 +3,7 @@ package worker
 import (
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/bazelbuild/remote-apis/build/bazel/semver"
-	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/layerproperty"
 	"github.com/buildbarn/bb-storage/pkg/capabilities"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 )
@@ -20,7 +20,7 @@ var (
 // SupportedNodeProperties are the Directory/file node properties the
 // worker honours: unix_mode and mtime on outputs when a Command asks,
 // and bitzel.layers on input Directories.
-var SupportedNodeProperties = []string{"unix_mode", "mtime", cas.LayersPropertyName}
+var SupportedNodeProperties = []string{"unix_mode", "mtime", layerproperty.Name}
 
 // SymlinkAbsolutePathStrategy is ALLOWED, as Buildbarn's: an absolute
 // symlink, in an input or an output, points into the sandbox's own view

@@ -10,8 +10,10 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/layers"
+	"github.com/bitzel/bitzel-worker/outputs"
 	"github.com/bitzel/bitzel-worker/sandbox"
+	"github.com/bitzel/bitzel-worker/storage"
 	"github.com/buildbarn/bb-storage/pkg/blobstore/buffer"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"google.golang.org/protobuf/proto"
@@ -25,9 +27,9 @@ import (
 var testFunction = digest.MustNewFunction("", remoteexecution.DigestFunction_SHA256)
 
 // newTestStorage is a local CAS and AC in a temporary directory.
-func newTestStorage(t *testing.T) *cas.Storage {
+func newTestStorage(t *testing.T) *storage.Storage {
 	t.Helper()
-	storage, err := cas.NewLocalStorage(t.TempDir(), 64<<20, 16<<20)
+	storage, err := storage.NewLocalStorage(t.TempDir(), 64<<20, 16<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +44,7 @@ func digestOfBytes(data []byte) digest.Digest {
 }
 
 // putMessage stores m in the CAS and returns its digest.
-func putMessage(t *testing.T, storage *cas.Storage, m proto.Message) digest.Digest {
+func putMessage(t *testing.T, storage *storage.Storage, m proto.Message) digest.Digest {
 	t.Helper()
 	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
 	if err != nil {
@@ -56,7 +58,7 @@ func putMessage(t *testing.T, storage *cas.Storage, m proto.Message) digest.Dige
 }
 
 // readBlob returns a blob of the CAS.
-func readBlob(t *testing.T, storage *cas.Storage, d *remoteexecution.Digest) []byte {
+func readBlob(t *testing.T, storage *storage.Storage, d *remoteexecution.Digest) []byte {
 	t.Helper()
 	parsed, err := testFunction.NewDigestFromProto(d)
 	if err != nil {
@@ -82,7 +84,7 @@ type fakeMaterializer struct {
 	errs  []error
 }
 
-func (m *fakeMaterializer) Materialize(ctx context.Context, instanceName digest.InstanceName, root digest.Digest) (*cas.InputRoot, error) {
+func (m *fakeMaterializer) Materialize(ctx context.Context, instanceName digest.InstanceName, root digest.Digest) (*layers.InputRoot, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls++
@@ -92,7 +94,7 @@ func (m *fakeMaterializer) Materialize(ctx context.Context, instanceName digest.
 		m.errs = m.errs[1:]
 		return nil, err
 	}
-	return &cas.InputRoot{Root: root, Mounts: []cas.Mount{{Path: "", Layers: append([]string{m.layer}, m.extraLayers...)}}}, nil
+	return &layers.InputRoot{Root: root, Mounts: []layers.Mount{{Path: "", Layers: append([]string{m.layer}, m.extraLayers...)}}}, nil
 }
 
 func (m *fakeMaterializer) callCount() int {
@@ -102,10 +104,10 @@ func (m *fakeMaterializer) callCount() int {
 }
 
 // fakeOutputs stores logs in the CAS through the real uploads of
-// cas.NewOutputCapturer, and answers Capture with captureResult (or
+// outputs.NewOutputCapturer, and answers Capture with captureResult (or
 // the errors in captureErrs first), recording what it was given.
 type fakeOutputs struct {
-	base cas.OutputCapturer
+	base outputs.OutputCapturer
 
 	mu            sync.Mutex
 	captures      int
@@ -119,11 +121,11 @@ type fakeOutputs struct {
 	fileUploads []string
 }
 
-func newFakeOutputs(storage *cas.Storage) *fakeOutputs {
-	return &fakeOutputs{base: cas.NewOutputCapturer(storage, cas.OutputCapturerOptions{}), captureResult: &remoteexecution.ActionResult{}}
+func newFakeOutputs(storage *storage.Storage) *fakeOutputs {
+	return &fakeOutputs{base: outputs.NewOutputCapturer(storage, outputs.OutputCapturerOptions{}), captureResult: &remoteexecution.ActionResult{}}
 }
 
-func (o *fakeOutputs) Capture(ctx context.Context, instanceName digest.InstanceName, root *cas.InputRoot, uppers []string, command *remoteexecution.Command) (*remoteexecution.ActionResult, error) {
+func (o *fakeOutputs) Capture(ctx context.Context, instanceName digest.InstanceName, root *layers.InputRoot, uppers []string, command *remoteexecution.Command) (*remoteexecution.ActionResult, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.captures++
@@ -211,7 +213,7 @@ func writeLogs(stdout, stderr string, result sandbox.Result) func(context.Contex
 // Command stored in a real local CAS.
 type executorFixture struct {
 	t            *testing.T
-	storage      *cas.Storage
+	storage      *storage.Storage
 	materializer *fakeMaterializer
 	outputs      *fakeOutputs
 	runner       *fakeRunner

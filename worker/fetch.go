@@ -3,7 +3,7 @@ package worker
 import (
 	"context"
 
-	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/storage"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -13,12 +13,12 @@ import (
 // fetchMessage reads a proto from the CAS. A blob that is not there is
 // the MISSING precondition failure REAPI prescribes, so that the client
 // uploads it and retries.
-func fetchMessage[M proto.Message](ctx context.Context, storage *cas.Storage, d digest.Digest, template M) (M, error) {
+func fetchMessage[M proto.Message](ctx context.Context, cas *storage.Storage, d digest.Digest, template M) (M, error) {
 	// ToProto may return a message other than its template (a buffer
 	// made from a message returns that message), so use its result.
-	m, err := storage.ContentAddressableStorage.Get(ctx, d).ToProto(template, storage.MaximumMessageSizeBytes)
+	m, err := cas.ContentAddressableStorage.Get(ctx, d).ToProto(template, cas.MaximumMessageSizeBytes)
 	if status.Code(err) == codes.NotFound {
-		return template, cas.MissingBlobsError([]digest.Digest{d})
+		return template, storage.MissingBlobsError([]digest.Digest{d})
 	} else if err != nil {
 		return template, err
 	}

@@ -3,7 +3,7 @@ package worker
 import (
 	"context"
 
-	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/layers"
 )
 
 // inputLayersKey carries, in an action's context, where the local
@@ -12,14 +12,14 @@ import (
 // decorators in between need not know.
 type inputLayersKey struct{}
 
-func withInputLayersListener(ctx context.Context, listen func([]cas.LayerUse)) context.Context {
+func withInputLayersListener(ctx context.Context, listen func([]layers.LayerUse)) context.Context {
 	return context.WithValue(ctx, inputLayersKey{}, listen)
 }
 
 // reportInputLayers tells the listener (if any) which layers of the
 // input root were cached and which were built.
-func reportInputLayers(ctx context.Context, root *cas.InputRoot) {
-	if listen, ok := ctx.Value(inputLayersKey{}).(func([]cas.LayerUse)); ok {
+func reportInputLayers(ctx context.Context, root *layers.InputRoot) {
+	if listen, ok := ctx.Value(inputLayersKey{}).(func([]layers.LayerUse)); ok {
 		listen(root.Layers)
 	}
 }

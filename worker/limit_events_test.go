@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"github.com/bitzel/bitzel-worker/cas"
 	"github.com/bitzel/bitzel-worker/sandbox"
+	"github.com/bitzel/bitzel-worker/storage"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -21,7 +21,7 @@ func (e resultExecutor) Execute(ctx context.Context, request *Request, observer 
 }
 
 func TestResultsAfterALimitKillAreNotCached(t *testing.T) {
-	storage, err := cas.NewLocalStorage(t.TempDir(), 64<<20, 16<<20)
+	storage, err := storage.NewLocalStorage(t.TempDir(), 64<<20, 16<<20)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,21 +2,21 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path"
 	"strings"
-	"syscall"
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"github.com/bitzel/bitzel-worker/cas"
 	"github.com/bitzel/bitzel-worker/execroot"
 	"github.com/bitzel/bitzel-worker/images"
 	"github.com/bitzel/bitzel-worker/internal/fsutil"
+	"github.com/bitzel/bitzel-worker/layers"
+	"github.com/bitzel/bitzel-worker/outputs"
 	"github.com/bitzel/bitzel-worker/sandbox"
 	"github.com/bitzel/bitzel-worker/sandbox/child"
+	"github.com/bitzel/bitzel-worker/storage"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"github.com/buildbarn/bb-storage/pkg/util"
 	"google.golang.org/grpc/codes"
@@ -28,9 +28,9 @@ import (
 // LocalExecutorOptions configure the executor that runs actions on
 // this machine.
 type LocalExecutorOptions struct {
-	Storage      *cas.Storage
-	Materializer cas.Materializer
-	Outputs      cas.OutputCapturer
+	Storage      *storage.Storage
+	Materializer layers.Materializer
+	Outputs      outputs.OutputCapturer
 	Runner       sandbox.Runner
 	// BuildDirectory holds each running action's upper, work and log
 	// files. It is wiped at start-up.
@@ -117,7 +117,7 @@ func (e *localExecutor) Execute(ctx context.Context, request *Request, observer 
 	x.result.ExecutionMetadata = x.metadata
 	observer(StageStarted)
 	err := e.execute(ctx, x, observer)
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || cas.IsOutOfSpace(err) {
+	if storage.IsOutOfSpace(err) {
 		err = util.StatusWrapWithCode(err, codes.ResourceExhausted, "The worker is out of disk space")
 	}
 	x.metadata.WorkerCompletedTimestamp = timestamppb.Now()
@@ -218,7 +218,7 @@ func (e *localExecutor) prepareExecRoot(ctx context.Context, x *execution) (*exe
 	// Fetching inputs and, later, uploading outputs may each take as
 	// long as the action may run: a CAS that hangs fails the action
 	// within that, instead of holding the worker for ever.
-	var root *cas.InputRoot
+	var root *layers.InputRoot
 	inputCtx, cancelInputs := context.WithTimeout(ctx, e.ioBudget(x.checked.timeout))
 	err = retryUnavailable(inputCtx, "Materialising the input root", func(ctx context.Context) error {
 		var err error
@@ -287,7 +287,7 @@ func (e *localExecutor) run(ctx context.Context, x *execution, execRoot *execroo
 		if ctx.Err() != nil {
 			return nil, nil, status.FromContextError(ctx.Err()).Err()
 		}
-		return nil, nil, status.Errorf(codes.Internal, "Failed to run the action: %v", err)
+		return nil, nil, storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to run the action")
 	}
 	// With a disk budget the action wrote to a tmpfs of its own,
 	// which lives until the exec root is released.

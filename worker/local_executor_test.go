@@ -14,8 +14,9 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"github.com/bitzel/bitzel-worker/cas"
 	"github.com/bitzel/bitzel-worker/internal/fsutil"
+	"github.com/bitzel/bitzel-worker/layers"
+	"github.com/bitzel/bitzel-worker/outputs"
 	"github.com/bitzel/bitzel-worker/sandbox"
 	"github.com/buildbarn/bb-storage/pkg/blobstore/buffer"
 	"github.com/buildbarn/bb-storage/pkg/digest"
@@ -200,8 +201,8 @@ func TestLocalExecutorSpillsALargeLogToAFileAndUploadsIt(t *testing.T) {
 	}
 }
 
-// useRealInputsAndOutputs replaces the fakes with cas's own
-// materializer and output capturer over the fixture's storage, for
+// useRealInputsAndOutputs replaces the fakes with the real materializer
+// (layers) and output capturer (outputs) over the fixture's storage, for
 // the tests that need a planned input root (parents of outputs, a
 // merged view to capture from).
 func (f *executorFixture) useRealInputsAndOutputs() {
@@ -215,18 +216,18 @@ func (f *executorFixture) useRealInputsAndOutputs() {
 			f.t.Error(err)
 		}
 	})
-	files, err := cas.NewFileCache(filepath.Join(dir, "files"), 64<<20, 1<<16, nil)
+	files, err := layers.NewFileCache(filepath.Join(dir, "files"), 64<<20, 1<<16, nil)
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	f.t.Cleanup(func() { files.Close() })
-	layers, err := cas.NewLayerCache(filepath.Join(dir, "layers"), 64<<20, 1<<16)
+	layerCache, err := layers.NewLayerCache(filepath.Join(dir, "layers"), 64<<20, 1<<16)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	f.t.Cleanup(func() { layers.Close() })
-	f.options.Materializer = cas.NewMaterializer(f.storage, files, layers, cas.MaterializerOptions{})
-	f.options.Outputs = cas.NewOutputCapturer(f.storage, cas.OutputCapturerOptions{})
+	f.t.Cleanup(func() { layerCache.Close() })
+	f.options.Materializer = layers.NewMaterializer(f.storage, files, layerCache, layers.MaterializerOptions{})
+	f.options.Outputs = outputs.NewOutputCapturer(f.storage, outputs.OutputCapturerOptions{})
 }
 
 // The parents of the outputs and the working directory exist before

@@ -5,7 +5,7 @@ import (
 	"context"
 	"os"
 
-	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/outputs"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 )
 
@@ -57,7 +57,7 @@ func (l *logBuffer) Write(p []byte) (int, error) {
 
 // upload stores the stream in the CAS and returns its digest. It may be
 // called again after a failure.
-func (l *logBuffer) upload(ctx context.Context, outputs cas.OutputCapturer, instanceName digest.InstanceName, function digest.Function) (digest.Digest, error) {
+func (l *logBuffer) upload(ctx context.Context, outputs outputs.OutputCapturer, instanceName digest.InstanceName, function digest.Function) (digest.Digest, error) {
 	if l.err != nil {
 		return digest.BadDigest, l.err
 	}

@@ -4,7 +4,7 @@ import (
 	"context"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/layers"
 )
 
 // ActionRecorder is told of every action an executor runs, so that a
@@ -19,7 +19,7 @@ type ActionRecording interface {
 	StageChanged(stage Stage)
 	// InputLayersPlaced is told which layers the input root was
 	// placed from, and which of them this action built.
-	InputLayersPlaced(layers []cas.LayerUse)
+	InputLayersPlaced(layers []layers.LayerUse)
 	ActionCompleted(response *remoteexecution.ExecuteResponse)
 }
 

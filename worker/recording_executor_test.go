@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/layers"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -25,7 +25,7 @@ type fakeRecorder struct {
 	started   []*Request
 	stages    []Stage
 	responses []*remoteexecution.ExecuteResponse
-	layers    []cas.LayerUse
+	layers    []layers.LayerUse
 }
 
 func (r *fakeRecorder) ActionStarted(request *Request) ActionRecording {
@@ -33,7 +33,7 @@ func (r *fakeRecorder) ActionStarted(request *Request) ActionRecording {
 	return r
 }
 func (r *fakeRecorder) StageChanged(stage Stage) { r.stages = append(r.stages, stage) }
-func (r *fakeRecorder) InputLayersPlaced(layers []cas.LayerUse) {
+func (r *fakeRecorder) InputLayersPlaced(layers []layers.LayerUse) {
 	r.layers = append(r.layers, layers...)
 }
 func (r *fakeRecorder) ActionCompleted(response *remoteexecution.ExecuteResponse) {
@@ -89,16 +89,16 @@ func TestRequestMetadataComesFromTheCallOrTheSchedulersAuxiliaryMetadata(t *test
 	}
 }
 
-type layersExecutor struct{ layers []cas.LayerUse }
+type layersExecutor struct{ layers []layers.LayerUse }
 
 func (e layersExecutor) Execute(ctx context.Context, request *Request, observer Observer) *remoteexecution.ExecuteResponse {
-	reportInputLayers(ctx, &cas.InputRoot{Layers: e.layers})
+	reportInputLayers(ctx, &layers.InputRoot{Layers: e.layers})
 	return &remoteexecution.ExecuteResponse{}
 }
 
 func TestRecordingExecutorHearsWhichInputLayersThePlacementUsed(t *testing.T) {
 	recorder := &fakeRecorder{}
-	layers := []cas.LayerUse{{Path: ".", Built: true}, {Path: "sysroot"}}
+	layers := []layers.LayerUse{{Path: ".", Built: true}, {Path: "sysroot"}}
 	NewRecordingExecutor(layersExecutor{layers}, recorder).Execute(context.Background(), &Request{}, NoopObserver)
 	if !reflect.DeepEqual(recorder.layers, layers) {
 		t.Fatalf("recorder heard layers %+v, want %+v", recorder.layers, layers)

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"github.com/bitzel/bitzel-worker/cas"
 	"github.com/bitzel/bitzel-worker/proto/configuration"
+	"github.com/bitzel/bitzel-worker/storage"
 	"github.com/bitzel/bitzel-worker/worker"
 	"github.com/bitzel/bitzel-worker/worker/execution"
 	"github.com/bitzel/bitzel-worker/worker/gettree"
@@ -287,8 +287,8 @@ func serve(ctx context.Context, f *serveFlags, access *clientAccess, ready func(
 }
 
 // openServeStorage opens serve's persistent local CAS and AC.
-func openServeStorage(dataDir string, casSize, acSize int64) (*cas.Storage, error) {
-	storage, err := cas.NewLocalStorage(filepath.Join(dataDir, "storage"), casSize, acSize)
+func openServeStorage(dataDir string, casSize, acSize int64) (*storage.Storage, error) {
+	storage, err := storage.NewLocalStorage(filepath.Join(dataDir, "storage"), casSize, acSize)
 	if err != nil {
 		return nil, err
 	}
@@ -331,7 +331,7 @@ type serveFrontEnd struct {
 	statusPage http.Handler
 }
 
-func newServeFrontEnd(f *serveFlags, serverOptions []grpc.ServerOption, storage *cas.Storage, executor worker.Executor, recorder *statuspage.Recorder, access *clientAccess) *serveFrontEnd {
+func newServeFrontEnd(f *serveFlags, serverOptions []grpc.ServerOption, storage *storage.Storage, executor worker.Executor, recorder *statuspage.Recorder, access *clientAccess) *serveFrontEnd {
 	serverOptions = append(serverOptions,
 		grpc.MaxRecvMsgSize(storage.MaximumMessageSizeBytes+1<<20),
 		grpc.MaxSendMsgSize(storage.MaximumMessageSizeBytes+1<<20))

@@ -7,11 +7,13 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/bitzel/bitzel-worker/cas"
 	"github.com/bitzel/bitzel-worker/images"
 	"github.com/bitzel/bitzel-worker/internal/fsutil"
+	"github.com/bitzel/bitzel-worker/layers"
+	"github.com/bitzel/bitzel-worker/outputs"
 	"github.com/bitzel/bitzel-worker/proto/configuration"
 	"github.com/bitzel/bitzel-worker/sandbox"
+	"github.com/bitzel/bitzel-worker/storage"
 	"github.com/bitzel/bitzel-worker/worker"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
@@ -176,10 +178,10 @@ func setDuration(dst *time.Duration, value *durationpb.Duration, name string) er
 // runner and the caches under the data directory.
 type machine struct {
 	settings     *executorSettings
-	storage      *cas.Storage
+	storage      *storage.Storage
 	runner       sandbox.Runner
-	materializer cas.Materializer
-	outputs      cas.OutputCapturer
+	materializer layers.Materializer
+	outputs      outputs.OutputCapturer
 	closeCaches  func()
 	logger       *log.Logger
 	// recorder (nil: none) is told of every action, for the status page.
@@ -190,7 +192,7 @@ type machine struct {
 
 // newMachine starts the sandbox runner and opens the caches under the
 // data directory. Close releases both.
-func newMachine(s *executorSettings, storage *cas.Storage, logger *log.Logger) (*machine, error) {
+func newMachine(s *executorSettings, storage *storage.Storage, logger *log.Logger) (*machine, error) {
 	// The caller holds the data directory (openDataDirectory).
 
 	// What a predecessor killed with SIGKILL left: mounts first (a
@@ -212,12 +214,12 @@ func newMachine(s *executorSettings, storage *cas.Storage, logger *log.Logger) (
 	// Caches: files by digest, and directories as layers. Both
 	// belong to the actions' root, so that actions can copy up and
 	// modify their inputs.
-	files, err := cas.NewFileCache(filepath.Join(s.dataDir, "files"), s.fileCacheSize, s.fileCacheFiles, owner)
+	files, err := layers.NewFileCache(filepath.Join(s.dataDir, "files"), s.fileCacheSize, s.fileCacheFiles, owner)
 	if err != nil {
 		runner.Close()
 		return nil, err
 	}
-	layers, err := cas.NewLayerCache(filepath.Join(s.dataDir, "layers"), s.layerCacheSize, s.layerCacheInodes)
+	layerCache, err := layers.NewLayerCache(filepath.Join(s.dataDir, "layers"), s.layerCacheSize, s.layerCacheInodes)
 	if err != nil {
 		files.Close()
 		runner.Close()
@@ -226,7 +228,7 @@ func newMachine(s *executorSettings, storage *cas.Storage, logger *log.Logger) (
 	// Running actions' directories of an earlier run, whatever
 	// their executors were called then.
 	if err := fsutil.RemoveAll(filepath.Join(s.dataDir, "build")); err != nil {
-		layers.Close()
+		layerCache.Close()
 		files.Close()
 		runner.Close()
 		return nil, fmt.Errorf("wipe build directory: %w", err)
@@ -238,18 +240,18 @@ func newMachine(s *executorSettings, storage *cas.Storage, logger *log.Logger) (
 		settings: s,
 		storage:  storage,
 		runner:   runner,
-		materializer: cas.NewMaterializer(storage, files, layers, cas.MaterializerOptions{
+		materializer: layers.NewMaterializer(storage, files, layerCache, layers.MaterializerOptions{
 			Owner:   owner,
-			Planner: cas.PlannerOptions{AllowAbsoluteSymlinks: true},
+			Planner: layers.PlannerOptions{AllowAbsoluteSymlinks: true},
 		}),
-		outputs: cas.NewOutputCapturer(storage, cas.OutputCapturerOptions{
+		outputs: outputs.NewOutputCapturer(storage, outputs.OutputCapturerOptions{
 			SymlinkAbsolutePathStrategy: worker.SymlinkAbsolutePathStrategy,
 			MaximumBytes:                s.outputBudgetBytes,
 			MaximumEntries:              s.outputBudgetEntries,
 		}),
 		// Closing marks the caches clean, so a restart keeps them.
 		closeCaches: func() {
-			layers.Close()
+			layerCache.Close()
 			files.Close()
 		},
 		logger: logger,
@@ -268,7 +270,7 @@ func (m *machine) Close() {
 
 // newRunner also returns who cached inputs must belong to: the host
 // uid of the actions' root.
-func newRunner(s *executorSettings, leftovers *sandbox.Leftovers) (sandbox.Runner, *cas.Owner, string, error) {
+func newRunner(s *executorSettings, leftovers *sandbox.Leftovers) (sandbox.Runner, *layers.Owner, string, error) {
 	config := sandbox.Config{
 		StateDir:       filepath.Join(s.dataDir, "sandbox"),
 		ExecRootPath:   s.execRootPath,
@@ -296,7 +298,7 @@ func newRunner(s *executorSettings, leftovers *sandbox.Leftovers) (sandbox.Runne
 		return nil, nil, "", err
 	}
 	uid, gid := config.ActionRootIDs()
-	return runner, &cas.Owner{UID: uid, GID: gid}, note, nil
+	return runner, &layers.Owner{UID: uid, GID: gid}, note, nil
 }
 
 // newExecutor returns the decorator stack every action goes through,

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/bitzel/bitzel-worker/storage"
 
-	"github.com/bitzel/bitzel-worker/cas"
 	"github.com/bitzel/bitzel-worker/proto/configuration"
 	"github.com/bitzel/bitzel-worker/proto/remoteworker"
 	"github.com/bitzel/bitzel-worker/worker"
@@ -244,7 +244,7 @@ func readWorkerConfiguration(path string, c *configuration.WorkerConfiguration) 
 // binary, and a worker has no use for them that a bb_storage frontend
 // (sharding, mirroring) or its own caches (read caching) do not serve
 // better.
-func newStorageFromConfiguration(group program.Group, c *blobstorepb.BlobstoreConfiguration, grpcClientFactory bb_grpc.ClientFactory, maximumMessageSizeBytes int, logger *log.Logger) (*cas.Storage, error) {
+func newStorageFromConfiguration(group program.Group, c *blobstorepb.BlobstoreConfiguration, grpcClientFactory bb_grpc.ClientFactory, maximumMessageSizeBytes int, logger *log.Logger) (*storage.Storage, error) {
 	casGRPC, err := grpcBackend(c.GetContentAddressableStorage(), "contentAddressableStorage", false)
 	if err != nil {
 		return nil, err
@@ -261,7 +261,7 @@ func newStorageFromConfiguration(group program.Group, c *blobstorepb.BlobstoreCo
 	if err != nil {
 		return nil, util.StatusWrap(err, "Failed to create Action Cache RPC client")
 	}
-	storage, err := cas.NewGRPCStorage(casConnection, acConnection, maximumMessageSizeBytes)
+	storage, err := storage.NewGRPCStorage(casConnection, acConnection, maximumMessageSizeBytes)
 	if err != nil {
 		return nil, err
 	}

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/layers"
 	"github.com/bitzel/bitzel-worker/worker"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 )
@@ -26,7 +26,7 @@ func TestActionPageShowsWhichLayersWereCachedAndWhichBuilt(t *testing.T) {
 	action := f.cas.putMessage(&remoteexecution.Action{CommandDigest: f.cas.putMessage(&remoteexecution.Command{Arguments: []string{"/bin/cc"}})})
 	recording := f.recorder.ActionStarted(testRequest(t, action, nil))
 	recording.StageChanged(worker.StageFetchingInputs)
-	recording.InputLayersPlaced([]cas.LayerUse{
+	recording.InputLayersPlaced([]layers.LayerUse{
 		{Path: ".", Digest: layerDigest(0), Files: 3, Bytes: 7, Built: true, Time: 1500 * time.Millisecond},
 		{Path: "sysroot", Digest: layerDigest(1), Files: 40000, Bytes: 3 << 20},
 	})

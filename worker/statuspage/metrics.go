@@ -8,7 +8,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-// cacheMetricPrefix selects what the caches export (cas/metrics.go).
+// cacheMetricPrefix selects what the caches and storage export
+// (layers/metrics.go, storage/metrics.go).
 // The page lists every such metric rather than a fixed set, so a metric
 // a cache gains later shows without a change here.
 const cacheMetricPrefix = "bitzel_cas_"

@@ -4,7 +4,7 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/layers"
 	"github.com/bitzel/bitzel-worker/worker"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"google.golang.org/grpc/codes"
@@ -39,7 +39,7 @@ type Record struct {
 	// Layers are the input root's layers once placed (at most
 	// maximumLayersKept of LayerCount), with whether each was cached
 	// or built by this action. Set under the recorder's lock.
-	Layers     []cas.LayerUse
+	Layers     []layers.LayerUse
 	LayerCount int
 
 	// Set on completion.

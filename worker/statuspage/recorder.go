@@ -6,7 +6,7 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"github.com/bitzel/bitzel-worker/cas"
+	"github.com/bitzel/bitzel-worker/layers"
 	"github.com/bitzel/bitzel-worker/worker"
 )
 
@@ -65,11 +65,11 @@ func (x *recording) StageChanged(stage worker.Stage) {
 	x.recorder.mu.Unlock()
 }
 
-func (x *recording) InputLayersPlaced(layers []cas.LayerUse) {
+func (x *recording) InputLayersPlaced(placed []layers.LayerUse) {
 	// A copy: the record outlives the executor's InputRoot.
-	kept := append([]cas.LayerUse(nil), layers[:min(len(layers), maximumLayersKept)]...)
+	kept := append([]layers.LayerUse(nil), placed[:min(len(placed), maximumLayersKept)]...)
 	x.recorder.mu.Lock()
-	x.record.Layers, x.record.LayerCount = kept, len(layers)
+	x.record.Layers, x.record.LayerCount = kept, len(placed)
 	x.recorder.mu.Unlock()
 }
 
