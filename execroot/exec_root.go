@@ -19,6 +19,9 @@ type ExecRoot struct {
 	pool   *Pool
 	dir    *directory
 	inputs *layers.InputRoot
+	// below are leases on layers under the input root's (a container
+	// image's), released with it.
+	below  []layers.LayerLease
 	mounts []sandbox.Mount
 	// uppers are where the action's writes are: the pool's directories
 	// before Ran, the disk budget's tmpfs after it when there was one.
@@ -35,25 +38,29 @@ type ExecRoot struct {
 
 // Prepare makes the exec root of an action over its materialised input
 // root: a directory of the pool with an upper and a work directory per
-// mount. rootLayersBelow (a container image's root file system, topmost
-// first) go under the input root's own layers on the root mount. The
-// exec root owns inputs from now on: Release releases them, and so does
-// a failed Prepare.
-func (p *Pool) Prepare(inputs *layers.InputRoot, rootLayersBelow []string) (*ExecRoot, error) {
+// mount. below (a container image's root file system, topmost first)
+// go under the input root's own layers on the root mount. The exec root
+// owns inputs and the leases below from now on: Release releases them,
+// and so does a failed Prepare.
+func (p *Pool) Prepare(inputs *layers.InputRoot, below []layers.LayerLease) (*ExecRoot, error) {
 	dir, err := p.get(len(inputs.Mounts))
 	if err != nil {
 		inputs.Release()
+		releaseAll(below)
 		return nil, storage.WrapFileSystemErrorWithCode(err, codes.Internal, "Failed to create the action directory")
 	}
-	r := &ExecRoot{pool: p, dir: dir, inputs: inputs, mounts: make([]sandbox.Mount, len(inputs.Mounts)), uppers: make([]string, len(inputs.Mounts))}
+	r := &ExecRoot{pool: p, dir: dir, inputs: inputs, below: below, mounts: make([]sandbox.Mount, len(inputs.Mounts)), uppers: make([]string, len(inputs.Mounts))}
 	for i, m := range inputs.Mounts {
-		layers := m.Layers
-		if i == 0 && len(rootLayersBelow) > 0 {
+		lowers := m.Layers
+		if i == 0 && len(below) > 0 {
 			// A copy: the materialiser owns its slice.
-			layers = append(append([]string{}, m.Layers...), rootLayersBelow...)
+			lowers = append([]string{}, m.Layers...)
+			for _, l := range below {
+				lowers = append(lowers, l.Path())
+			}
 		}
 		r.uppers[i] = dir.upper(i)
-		r.mounts[i] = sandbox.Mount{Path: m.Path, Layers: layers, UpperDir: r.uppers[i], WorkDir: dir.work(i)}
+		r.mounts[i] = sandbox.Mount{Path: m.Path, Layers: lowers, UpperDir: r.uppers[i], WorkDir: dir.work(i)}
 	}
 	return r, nil
 }
@@ -108,6 +115,7 @@ func (r *ExecRoot) Release() {
 			r.diskBudget.Close()
 		}
 		r.inputs.Release()
+		releaseAll(r.below)
 		if !r.ran {
 			r.pool.discard(r.dir)
 			return
@@ -119,4 +127,10 @@ func (r *ExecRoot) Release() {
 			r.pool.put(r.dir)
 		}()
 	})
+}
+
+func releaseAll(leases []layers.LayerLease) {
+	for _, l := range leases {
+		l.Release()
+	}
 }

@@ -93,18 +93,35 @@ func TestExecRootOfAFailedRunIsRemoved(t *testing.T) {
 	}
 }
 
+// fakeLease is a leased layer at path that records its release.
+type fakeLease struct {
+	path     string
+	released int
+}
+
+func (l *fakeLease) Path() string { return l.path }
+func (l *fakeLease) Release()     { l.released++ }
+
 // A container image's layers go under the input root's own, on the
-// root mount only, without changing the materialiser's slice.
+// root mount only, without changing the materialiser's slice, and
+// their leases are the exec root's: released with it, once.
 func TestRootLayersBelowGoUnderTheInputRootsOwn(t *testing.T) {
 	inputs := &layers.InputRoot{Mounts: []layers.Mount{
 		{Path: "", Layers: []string{"/in/root"}},
 		{Path: "sub", Layers: []string{"/in/sub"}},
 	}}
-	r, err := NewPool(t.TempDir()).Prepare(inputs, []string{"/image/top", "/image/base"})
+	top, base := &fakeLease{path: "/image/top"}, &fakeLease{path: "/image/base"}
+	r, err := NewPool(t.TempDir()).Prepare(inputs, []layers.LayerLease{top, base})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Release()
+	defer func() {
+		r.Release()
+		r.Release()
+		if top.released != 1 || base.released != 1 {
+			t.Errorf("image layers released %d and %d times, want once each", top.released, base.released)
+		}
+	}()
 	mounts := r.Mounts()
 	if got := fmt.Sprint(mounts[0].Layers); got != "[/in/root /image/top /image/base]" {
 		t.Errorf("root mount layers %s", got)

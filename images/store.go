@@ -1,17 +1,21 @@
 package images
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 
-	"github.com/bitzel/bitzel-worker/internal/fsutil"
+	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+
+	"github.com/bitzel/bitzel-worker/layers"
+	"github.com/buildbarn/bb-storage/pkg/digest"
 	"github.com/buildbarn/bb-storage/pkg/util"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -27,54 +31,64 @@ const PlatformProperty = "container-image"
 // HowToProvide is the advice given for an image that is not available.
 const HowToProvide = "give serve --container-image docker://NAME:TAG=/path/to/oci-layout-or-docker-save.tar (or containerImages in the Jsonnet configuration); images are never pulled"
 
-// Image is an image placed for actions.
+// Image is an image placed for one action: leases on its extracted
+// layers, which the layer cache keeps until they are released.
 type Image struct {
-	// Layers are the extracted layers as overlay lowerdirs, topmost
-	// first.
-	Layers []string
+	// Layers are the extracted layers, topmost first; Path of each is
+	// an overlay lowerdir.
+	Layers []layers.LayerLease
 	// WorkingDir is the image configuration's WorkingDir, "" if none.
 	WorkingDir string
 }
 
-// Store maps image names to local sources and extracts their layers,
-// once each, into a directory of the worker's data directory.
+// Release drops the leases on the image's layers.
+func (i *Image) Release() {
+	for _, l := range i.Layers {
+		l.Release()
+	}
+}
+
+// resolved is what is known of a configured image once its manifest
+// has been read: its layers, bottom first, to extract from its source.
+type resolved struct {
+	layers     []v1.Layer
+	workingDir string
+}
+
+// Store maps image names to local sources and extracts their layers
+// into the worker's layer cache, as input layers are: built once, under
+// the cache's budget, leased while an action uses them and evicted
+// least recently used first when none does. A layer a previous run
+// left is extracted again on its first use, verifying its diff ID:
+// unlike an input layer, whose files are hardlinks to the verified file
+// cache, an extracted layer has no cheaper check.
 type Store struct {
 	sources map[string]string
-	dir     string
+	cache   layers.LayerCache
 
 	mu       sync.Mutex
-	resolved map[string]*Image
+	resolved map[string]*resolved
 	// byDigest maps the manifest digests of the configured OCI
 	// layouts to their source, listed at the first reference by a
 	// digest not configured as such; archives counts the sources that
 	// are not layouts.
 	byDigest map[string]string
 	archives int
-	building map[string]*sync.Mutex
 	builds   atomic.Int64
 }
 
-// NewStore creates a Store whose layers live in dir; sources maps
+// NewStore creates a Store whose layers live in cache; sources maps
 // "docker://NAME[:TAG|@DIGEST]" to an OCI layout directory or a
-// docker save archive. A partly built layer left by a crash is
-// removed here: only renamed (finished) layers are ever served.
-func NewStore(dir string, sources map[string]string) (*Store, error) {
+// docker save archive.
+func NewStore(cache layers.LayerCache, sources map[string]string) (*Store, error) {
 	registerMetrics()
-	s := &Store{sources: map[string]string{}, dir: dir, resolved: map[string]*Image{}, building: map[string]*sync.Mutex{}}
+	s := &Store{sources: map[string]string{}, cache: cache, resolved: map[string]*resolved{}}
 	for ref, src := range sources {
 		key, err := Normalize(ref)
 		if err != nil {
 			return nil, err
 		}
 		s.sources[key] = src
-	}
-	if err := fsutil.RemoveAll(filepath.Join(dir, "tmp")); err != nil {
-		return nil, fmt.Errorf("remove unfinished image layers: %w", err)
-	}
-	for _, d := range []string{"layers", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			return nil, err
-		}
 	}
 	return s, nil
 }
@@ -180,19 +194,39 @@ func notAvailable(ref string) error {
 // Builds is how many layers this Store has extracted.
 func (s *Store) Builds() int64 { return s.builds.Load() }
 
-// Get returns the image ref, extracting its layers the first time. A
-// second call for the same image costs a map look-up.
-func (s *Store) Get(ref string) (*Image, error) {
+// Get leases the layers of image ref, extracting those the layer cache
+// does not hold. The caller releases the Image. Reading the image's
+// manifest happens once; a second call costs a cache look-up per layer.
+func (s *Store) Get(ctx context.Context, ref string) (*Image, error) {
 	key, err := Normalize(ref)
 	if err != nil {
 		return nil, err
 	}
+	r, err := s.resolve(ref, key)
+	if err != nil {
+		return nil, err
+	}
+	img := &Image{WorkingDir: r.workingDir}
+	// Image layers are listed bottom first; lowerdirs topmost first.
+	for i := len(r.layers) - 1; i >= 0; i-- {
+		lease, err := s.layer(ctx, r.layers[i])
+		if err != nil {
+			img.Release()
+			return nil, util.StatusWrapf(err, "Container image %q from %q", ref, s.sources[key])
+		}
+		img.Layers = append(img.Layers, lease)
+	}
+	imagePlacements.Inc()
+	return img, nil
+}
+
+// resolve reads the manifest and configuration of image ref, once.
+func (s *Store) resolve(ref, key string) (*resolved, error) {
 	s.mu.Lock()
-	img := s.resolved[key]
+	r := s.resolved[key]
 	s.mu.Unlock()
-	if img != nil {
-		imagePlacements.Inc()
-		return img, nil
+	if r != nil {
+		return r, nil
 	}
 	src, err := s.sourceFor(ref, key)
 	if err != nil {
@@ -202,27 +236,18 @@ func (s *Store) Get(ref string) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	layers, err := image.Layers()
+	imageLayers, err := image.Layers()
 	if err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "Container image %q from %q: %v", ref, src, err)
 	}
-	img = &Image{}
+	r = &resolved{layers: imageLayers}
 	if cfg, err := image.ConfigFile(); err == nil && cfg != nil {
-		img.WorkingDir = cfg.Config.WorkingDir
-	}
-	// Image layers are listed bottom first; lowerdirs topmost first.
-	for i := len(layers) - 1; i >= 0; i-- {
-		p, err := s.layer(layers[i])
-		if err != nil {
-			return nil, util.StatusWrapf(err, "Container image %q from %q", ref, src)
-		}
-		img.Layers = append(img.Layers, p)
+		r.workingDir = cfg.Config.WorkingDir
 	}
 	s.mu.Lock()
-	s.resolved[key] = img
+	s.resolved[key] = r
 	s.mu.Unlock()
-	imagePlacements.Inc()
-	return img, nil
+	return r, nil
 }
 
 // load opens an OCI layout directory or a docker save archive.
@@ -299,66 +324,75 @@ func imageOf(index v1.ImageIndex, src string, d *v1.Descriptor) (v1.Image, error
 	return img, nil
 }
 
-// layer returns the extracted layer, content-addressed by its diff ID
-// (the digest of its uncompressed tarball, which the image's
-// configuration lists and which is verified while extracting). It is
-// built in tmp/ and renamed into layers/ when complete.
-func (s *Store) layer(l v1.Layer) (string, error) {
+// layer leases the extracted layer, keyed in the layer cache by its
+// diff ID (the digest of its uncompressed tarball, which the image's
+// configuration lists and which is verified while extracting). The key
+// is a SHA-256 digest of size 0: input layers are keyed by Directory
+// digests, which a diff ID never equals.
+func (s *Store) layer(ctx context.Context, l v1.Layer) (layers.LayerLease, error) {
 	diffID, err := l.DiffID()
 	if err != nil {
-		return "", status.Errorf(codes.FailedPrecondition, "Layer has no diff ID: %v", err)
+		return nil, status.Errorf(codes.FailedPrecondition, "Layer has no diff ID: %v", err)
 	}
-	final := filepath.Join(s.dir, "layers", diffID.Algorithm+"-"+diffID.Hex)
-	s.mu.Lock()
-	m := s.building[final]
-	if m == nil {
-		m = &sync.Mutex{}
-		s.building[final] = m
+	if diffID.Algorithm != "sha256" {
+		return nil, status.Errorf(codes.FailedPrecondition, "Layer %s: only sha256 diff IDs are supported", diffID)
 	}
-	s.mu.Unlock()
-	m.Lock()
-	defer m.Unlock()
-	if _, err := os.Lstat(final); err == nil {
-		return final, nil
-	}
-	tmp, err := os.MkdirTemp(filepath.Join(s.dir, "tmp"), "layer-")
+	key, err := layerKeyFunction.NewDigest(diffID.Hex, 0)
 	if err != nil {
-		return "", status.Errorf(codes.Internal, "Failed to create a layer directory: %v", err)
+		return nil, status.Errorf(codes.FailedPrecondition, "Layer %s: %v", diffID, err)
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			fsutil.RemoveAll(tmp)
-		}
-	}()
-	// MkdirTemp makes it 0700; an action running as another user
+	// No check: a layer a previous run left is extracted again.
+	return s.cache.GetOrBuildChecked(ctx, key, func(ctx context.Context, dir string) (layers.LayerStats, error) {
+		return s.extract(l, diffID, dir)
+	}, nil)
+}
+
+var layerKeyFunction = digest.MustNewFunction("", remoteexecution.DigestFunction_SHA256)
+
+// extract writes layer l at dir, checking its diff ID, and counts what
+// it costs against the cache's budget.
+func (s *Store) extract(l v1.Layer, diffID v1.Hash, dir string) (layers.LayerStats, error) {
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return layers.LayerStats{}, status.Errorf(codes.Internal, "Failed to create a layer directory: %v", err)
+	}
+	// Mkdir honours the umask; an action running as another user
 	// must see the layer's root (a "./" entry may still set it).
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		return "", status.Errorf(codes.Internal, "Failed to create a layer directory: %v", err)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return layers.LayerStats{}, status.Errorf(codes.Internal, "Failed to create a layer directory: %v", err)
 	}
 	rc, err := l.Uncompressed()
 	if err != nil {
-		return "", status.Errorf(codes.FailedPrecondition, "Layer %s: %v", diffID, err)
+		return layers.LayerStats{}, status.Errorf(codes.FailedPrecondition, "Layer %s: %v", diffID, err)
 	}
 	defer rc.Close()
 	h := sha256.New()
-	if err := Extract(io.TeeReader(rc, h), tmp); err != nil {
-		return "", err
+	if err := Extract(io.TeeReader(rc, h), dir); err != nil {
+		return layers.LayerStats{}, err
 	}
 	// The rest of the stream (tar padding) is part of the digest.
 	if _, err := io.Copy(h, rc); err != nil {
-		return "", status.Errorf(codes.FailedPrecondition, "Layer %s: %v", diffID, err)
+		return layers.LayerStats{}, status.Errorf(codes.FailedPrecondition, "Layer %s: %v", diffID, err)
 	}
-	if diffID.Algorithm == "sha256" {
-		if got := hex.EncodeToString(h.Sum(nil)); got != diffID.Hex {
-			return "", status.Errorf(codes.FailedPrecondition, "Layer %s has digest sha256:%s: the image is corrupt", diffID, got)
+	if got := hex.EncodeToString(h.Sum(nil)); got != diffID.Hex {
+		return layers.LayerStats{}, status.Errorf(codes.FailedPrecondition, "Layer %s has digest sha256:%s: the image is corrupt", diffID, got)
+	}
+	var stats layers.LayerStats
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
 		}
+		stats.Inodes++
+		if d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				stats.Bytes += info.Size()
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return layers.LayerStats{}, status.Errorf(codes.Internal, "Failed to measure layer %s: %v", diffID, err)
 	}
-	if err := os.Rename(tmp, final); err != nil {
-		return "", status.Errorf(codes.Internal, "Failed to install layer %s: %v", diffID, err)
-	}
-	ok = true
 	s.builds.Add(1)
 	layersExtracted.Inc()
-	return final, nil
+	return stats, nil
 }

@@ -2,13 +2,14 @@ package images
 
 import (
 	"archive/tar"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/bitzel/bitzel-worker/images/imagetest"
-	"github.com/bitzel/bitzel-worker/internal/fsutil"
+	"github.com/bitzel/bitzel-worker/layers"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -48,17 +49,21 @@ func TestStoreSources(t *testing.T) {
 		{"docker save", "docker://example.org/tools:1", archive},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			store, err := NewStore(filepath.Join(t.TempDir(), "images"), map[string]string{tc.ref: tc.src})
+			cacheDir := t.TempDir()
+			cache, err := layers.NewLayerCache(cacheDir, 1<<30, 1<<20)
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { fsutil.RemoveAll(store.dir) })
+			store, err := NewStore(cache, map[string]string{tc.ref: tc.src})
+			if err != nil {
+				t.Fatal(err)
+			}
 			// busybox and docker://index.docker.io/library/busybox:latest
 			// are one name.
 			if store.Check(tc.ref) != nil || (tc.ref == "docker://busybox" && store.Check("docker://index.docker.io/library/busybox:latest") != nil) {
 				t.Fatalf("Check(%q) refuses a configured image", tc.ref)
 			}
-			got, err := store.Get(tc.ref)
+			got, err := store.Get(context.Background(), tc.ref)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -66,52 +71,124 @@ func TestStoreSources(t *testing.T) {
 				t.Fatalf("got %+v, %d builds; want 2 layers, /src, 2 builds", got, store.Builds())
 			}
 			// Topmost first: the upper layer has the whiteout.
-			if b, err := os.ReadFile(filepath.Join(got.Layers[0], "etc/new")); err != nil || string(b) != "new" {
+			if b, err := os.ReadFile(filepath.Join(got.Layers[0].Path(), "etc/new")); err != nil || string(b) != "new" {
 				t.Fatalf("upper layer: %q %v", b, err)
 			}
-			if b, err := os.ReadFile(filepath.Join(got.Layers[1], "etc/gone")); err != nil || string(b) != "gone" {
+			lower := filepath.Join(got.Layers[1].Path(), "etc/gone")
+			if b, err := os.ReadFile(lower); err != nil || string(b) != "gone" {
 				t.Fatalf("lower layer: %q %v", b, err)
 			}
-			if _, err := store.Get(tc.ref); err != nil || store.Builds() != 2 {
+			got.Release()
+			again, err := store.Get(context.Background(), tc.ref)
+			if err != nil || store.Builds() != 2 {
 				t.Fatalf("second Get: %v, %d builds; want none more", err, store.Builds())
 			}
-			// A second store over the same directory (a restart)
-			// finds the layers built.
-			again, err := NewStore(store.dir, map[string]string{tc.ref: tc.src})
+			again.Release()
+
+			// A restart: the layers left on disk are not served
+			// unverified. One changed while the worker was down is
+			// extracted again, with the image's bytes.
+			if err := cache.Close(); err != nil {
+				t.Fatal(err)
+			}
+			os.Chmod(filepath.Dir(lower), 0o755)
+			if err := os.WriteFile(lower, []byte("tampered"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cache, err = layers.NewLayerCache(cacheDir, 1<<30, 1<<20)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := again.Get(tc.ref); err != nil || again.Builds() != 0 {
-				t.Fatalf("after a restart: %v, %d builds; want 0", err, again.Builds())
+			defer cache.Close()
+			restarted, err := NewStore(cache, map[string]string{tc.ref: tc.src})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err = restarted.Get(context.Background(), tc.ref)
+			if err != nil || restarted.Builds() != 2 {
+				t.Fatalf("after a restart: %v, %d builds; want both layers extracted again", err, restarted.Builds())
+			}
+			defer got.Release()
+			if b, err := os.ReadFile(filepath.Join(got.Layers[1].Path(), "etc/gone")); err != nil || string(b) != "gone" {
+				t.Fatalf("after a restart the lower layer holds %q (%v), want the image's bytes", b, err)
 			}
 		})
 	}
 }
 
-func TestStoreMissingImage(t *testing.T) {
-	store, err := NewStore(t.TempDir(), nil)
+// Image layers live under the layer cache's budget: leased while an
+// action uses them (never evicted then), evicted least recently used
+// first once released when other layers need the room, and extracted
+// again when asked for after that.
+func TestImageLayersAreLeasedAndEvictedLikeInputLayers(t *testing.T) {
+	big := strings.Repeat("x", 1<<20)
+	imageOf := func(body string) v1.Image {
+		img, err := mutate.AppendLayers(empty.Image, imagetest.Layer(t, entry{Name: "data", Type: tar.TypeReg, Body: body}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return img
+	}
+	firstLayout, _ := imagetest.WriteSources(t, t.TempDir(), "example.org/first:1", imageOf(big+"1"))
+	secondLayout, _ := imagetest.WriteSources(t, t.TempDir(), "example.org/second:1", imageOf(big+"2"))
+	// Room for one of the two layers.
+	cache, err := layers.NewLayerCache(t.TempDir(), 3<<19, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = store.Get("docker://ubuntu:22.04")
-	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "--container-image") || !strings.Contains(err.Error(), "ubuntu:22.04") {
-		t.Fatalf("got %v; want FAILED_PRECONDITION naming the image and the flag", err)
+	defer cache.Close()
+	store, err := NewStore(cache, map[string]string{"docker://example.org/first:1": firstLayout, "docker://example.org/second:1": secondLayout})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := store.Get("ubuntu"); status.Code(err) != codes.InvalidArgument {
-		t.Fatalf("no docker:// prefix: %v, want INVALID_ARGUMENT", err)
+	first, err := store.Get(context.Background(), "docker://example.org/first:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := store.Get(context.Background(), "docker://example.org/second:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Over budget, but both leased: both stay.
+	for _, img := range []*Image{first, second} {
+		if _, err := os.Stat(filepath.Join(img.Layers[0].Path(), "data")); err != nil {
+			t.Fatalf("a leased image layer was evicted: %v", err)
+		}
+	}
+	first.Release()
+	second.Release()
+	// The first, least recently used, makes room for a third use of
+	// the second, and is extracted again when asked for.
+	second, err = store.Get(context.Background(), "docker://example.org/second:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	second.Release()
+	builds := store.Builds()
+	first, err = store.Get(context.Background(), "docker://example.org/first:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Release()
+	if store.Builds() != builds+1 {
+		t.Errorf("the released first image's layer was not evicted: %d builds after %d", store.Builds(), builds)
+	}
+	if b, err := os.ReadFile(filepath.Join(first.Layers[0].Path(), "data")); err != nil || string(b) != big+"1" {
+		t.Errorf("the first image's layer extracted again holds %d bytes (%v)", len(b), err)
 	}
 }
 
-func TestStoreCrashLeavesNothing(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(dir, "tmp", "layer-123", "etc"), 0o755); err != nil {
+func TestStoreMissingImage(t *testing.T) {
+	store, err := NewStore(imagetest.LayerCache(t), nil)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewStore(dir, nil); err != nil {
-		t.Fatal(err)
+	_, err = store.Get(context.Background(), "docker://ubuntu:22.04")
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "--container-image") || !strings.Contains(err.Error(), "ubuntu:22.04") {
+		t.Fatalf("got %v; want FAILED_PRECONDITION naming the image and the flag", err)
 	}
-	if names, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(names) != 0 {
-		t.Fatalf("unfinished layers left: %v", names)
+	if _, err := store.Get(context.Background(), "ubuntu"); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("no docker:// prefix: %v, want INVALID_ARGUMENT", err)
 	}
 }
 
@@ -126,11 +203,16 @@ func TestStoreRefusesHostileLayer(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	store, err := NewStore(dir, map[string]string{"docker://bad:1": src})
+	cache, err := layers.NewLayerCache(dir, 1<<30, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.Get("docker://bad:1"); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), `".."`) {
+	defer cache.Close()
+	store, err := NewStore(cache, map[string]string{"docker://bad:1": src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Get(context.Background(), "docker://bad:1"); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), `".."`) {
 		t.Fatalf("got %v", err)
 	}
 	for _, d := range []string{"tmp", "layers"} {
@@ -152,7 +234,7 @@ func TestStoreServesDigestReferencesFromLayoutsThatHoldThem(t *testing.T) {
 		t.Fatal(err)
 	}
 	layoutDir, archive := imagetest.WriteSources(t, t.TempDir(), "example.org/tools:1", img)
-	store, err := NewStore(t.TempDir(), map[string]string{"docker://example.org/tools:1": layoutDir, "docker://example.org/saved:1": archive})
+	store, err := NewStore(imagetest.LayerCache(t), map[string]string{"docker://example.org/tools:1": layoutDir, "docker://example.org/saved:1": archive})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +242,7 @@ func TestStoreServesDigestReferencesFromLayoutsThatHoldThem(t *testing.T) {
 	if err := store.Check(byDigest); err != nil {
 		t.Fatalf("Check(%q): %v", byDigest, err)
 	}
-	got, err := store.Get(byDigest)
+	got, err := store.Get(context.Background(), byDigest)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,26 +250,26 @@ func TestStoreServesDigestReferencesFromLayoutsThatHoldThem(t *testing.T) {
 		t.Fatalf("got %+v, want the layout's image", got)
 	}
 	unknown := "docker://example.org/tools@sha256:" + strings.Repeat("0", 64)
-	for _, err := range []error{store.Check(unknown), func() error { _, err := store.Get(unknown); return err }()} {
+	for _, err := range []error{store.Check(unknown), func() error { _, err := store.Get(context.Background(), unknown); return err }()} {
 		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), strings.Repeat("0", 64)) || !strings.Contains(err.Error(), "OCI layout") {
 			t.Errorf("unknown digest: %v, want FAILED_PRECONDITION naming the digest and OCI layouts", err)
 		}
 	}
 
 	// Configured by digest: the layout's manifest of that digest.
-	exact, err := NewStore(t.TempDir(), map[string]string{byDigest: layoutDir})
+	exact, err := NewStore(imagetest.LayerCache(t), map[string]string{byDigest: layoutDir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := exact.Get(byDigest); err != nil || len(got.Layers) != 2 {
+	if got, err := exact.Get(context.Background(), byDigest); err != nil || len(got.Layers) != 2 {
 		t.Fatalf("configured by digest: %+v, %v", got, err)
 	}
 	// An archive cannot vouch for a digest.
-	saved, err := NewStore(t.TempDir(), map[string]string{byDigest: archive})
+	saved, err := NewStore(imagetest.LayerCache(t), map[string]string{byDigest: archive})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := saved.Get(byDigest); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "docker save archive") {
+	if _, err := saved.Get(context.Background(), byDigest); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "docker save archive") {
 		t.Fatalf("archive configured by digest: %v, want FAILED_PRECONDITION saying an archive records no digests", err)
 	}
 }

@@ -27,7 +27,7 @@ func TestContainerImageWithTooManyLayersIsRefusedClearly(t *testing.T) {
 		t.Fatal(err)
 	}
 	layoutDir, _ := imagetest.WriteSources(t, t.TempDir(), "example.org/two:1", img)
-	store, err := images.NewStore(t.TempDir(), map[string]string{"docker://example.org/two:1": layoutDir})
+	store, err := images.NewStore(imagetest.LayerCache(t), map[string]string{"docker://example.org/two:1": layoutDir})
 	if err != nil {
 		t.Fatal(err)
 	}

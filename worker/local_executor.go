@@ -100,7 +100,6 @@ type execution struct {
 	// runner's or its container image's.
 	wholeRoot, inputRootIsSlash bool
 	imageRef                    string
-	image                       *images.Image
 }
 
 func (e *localExecutor) Execute(ctx context.Context, request *Request, observer Observer) *remoteexecution.ExecuteResponse {
@@ -201,7 +200,7 @@ func (e *localExecutor) fetchAndCheck(ctx context.Context, x *execution) error {
 		if e.options.ContainerImages == nil {
 			return status.Errorf(codes.FailedPrecondition, "Container image %q is not available on this worker; to provide it, %s", x.imageRef, images.HowToProvide)
 		}
-		if x.image, err = e.options.ContainerImages.Get(x.imageRef); err != nil {
+		if err := e.options.ContainerImages.Check(x.imageRef); err != nil {
 			return err
 		}
 	}
@@ -230,17 +229,23 @@ func (e *localExecutor) prepareExecRoot(ctx context.Context, x *execution) (*exe
 		return nil, util.StatusWrap(err, "Failed to materialise the input root")
 	}
 	reportInputLayers(ctx, root)
-	var imageLayers []string
-	if x.image != nil {
+	var imageLayers []layers.LayerLease
+	if x.imageRef != "" {
 		// The image's root file system lies under the input root,
 		// both at "/": the input root's files win over the image's
 		// where both have one, and outputs are read from the whole
 		// merged view.
-		if n := len(root.Mounts[0].Layers) + len(x.image.Layers); n > child.MaxLowers {
+		image, err := e.options.ContainerImages.Get(ctx, x.imageRef)
+		if err != nil {
 			root.Release()
-			return nil, status.Errorf(codes.FailedPrecondition, "The input root's %d layers and container image %q's %d layers make %d lower layers of the root overlay, over the kernel's limit of %d: use an image of fewer layers (flatten it) or a smaller input root", len(root.Mounts[0].Layers), x.imageRef, len(x.image.Layers), n, child.MaxLowers)
+			return nil, err
 		}
-		imageLayers = x.image.Layers
+		if n := len(root.Mounts[0].Layers) + len(image.Layers); n > child.MaxLowers {
+			root.Release()
+			image.Release()
+			return nil, status.Errorf(codes.FailedPrecondition, "The input root's %d layers and container image %q's %d layers make %d lower layers of the root overlay, over the kernel's limit of %d: use an image of fewer layers (flatten it) or a smaller input root", len(root.Mounts[0].Layers), x.imageRef, len(image.Layers), n, child.MaxLowers)
+		}
+		imageLayers = image.Layers
 	}
 	execRoot, err := e.execRoots.Prepare(root, imageLayers)
 	if err != nil {
@@ -277,7 +282,7 @@ func (e *localExecutor) run(ctx context.Context, x *execution, execRoot *execroo
 		Stderr:           stderrWriter,
 		OutputLimitBytes: e.options.OutputLimitBytes,
 		Limits:           e.options.Limits,
-		ExecRootIsRoot:   x.wholeRoot || x.image != nil,
+		ExecRootIsRoot:   x.wholeRoot || x.imageRef != "",
 	}
 	x.metadata.ExecutionStartTimestamp = timestamppb.Now()
 	run, err := e.options.Runner.Run(ctx, spec)

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/bitzel/bitzel-worker/images"
+	"github.com/bitzel/bitzel-worker/internal/fsutil"
+	"github.com/bitzel/bitzel-worker/layers"
 )
 
 // containerImageFlag is serve's --container-image, repeatable:
@@ -38,11 +40,11 @@ func (f *containerImageFlag) Set(value string) error {
 	return nil
 }
 
-// openContainerImages is serve's image store, in the data directory's
-// images/: the configuration file's containerImages, then the flags'.
-// Relative paths are taken from the working directory serve started
-// in.
-func openContainerImages(f *serveFlags) (*images.Store, error) {
+// openContainerImages is serve's image store, whose layers go to the
+// layer cache: the configuration file's containerImages, then the
+// flags'. Relative paths are taken from the working directory serve
+// started in.
+func openContainerImages(f *serveFlags, cache layers.LayerCache) (*images.Store, error) {
 	sources := map[string]string{}
 	for ref, p := range f.serveConfig.GetContainerImages() {
 		sources[ref] = p
@@ -57,7 +59,12 @@ func openContainerImages(f *serveFlags) (*images.Store, error) {
 		}
 		sources[ref] = abs
 	}
-	store, err := images.NewStore(filepath.Join(f.dataDir, "images"), sources)
+	// Earlier versions extracted layers into DATA/images, outside any
+	// budget; they are in the layer cache now.
+	if err := fsutil.RemoveAll(filepath.Join(f.dataDir, "images")); err != nil {
+		return nil, fmt.Errorf("container images: remove the layers of an earlier version: %w", err)
+	}
+	store, err := images.NewStore(cache, sources)
 	if err != nil {
 		return nil, fmt.Errorf("container images: %w", err)
 	}

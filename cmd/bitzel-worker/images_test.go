@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -35,7 +36,7 @@ func TestOpenContainerImages(t *testing.T) {
 	}}
 	f.dataDir = t.TempDir()
 	f.containerImages = containerImageFlag{"docker://from-flag:1": "relative", "docker://both:1": "/srv/flag"}
-	store, err := openContainerImages(f)
+	store, err := openContainerImages(f, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,10 +49,10 @@ func TestOpenContainerImages(t *testing.T) {
 	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "--container-image") {
 		t.Errorf("unconfigured image: %v", err)
 	}
-	if _, err := store.Get("docker://both:1"); err == nil || !strings.Contains(err.Error(), "/srv/flag") {
+	if _, err := store.Get(context.Background(), "docker://both:1"); err == nil || !strings.Contains(err.Error(), "/srv/flag") {
 		t.Errorf("the flag should win over the configuration: %v", err)
 	}
-	if _, err := store.Get("docker://from-flag:1"); err == nil || !strings.Contains(err.Error(), filepath.Join(mustGetwd(t), "relative")) {
+	if _, err := store.Get(context.Background(), "docker://from-flag:1"); err == nil || !strings.Contains(err.Error(), filepath.Join(mustGetwd(t), "relative")) {
 		t.Errorf("a relative path is taken from the working directory: %v", err)
 	}
 }

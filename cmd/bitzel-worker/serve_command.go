@@ -307,7 +307,7 @@ func newServeExecutor(f *serveFlags, m *machine) (worker.PlatformOffer, worker.E
 	if err != nil {
 		return worker.PlatformOffer{}, nil, err
 	}
-	containerImages, err := openContainerImages(f)
+	containerImages, err := openContainerImages(f, m.layerCache)
 	if err != nil {
 		return worker.PlatformOffer{}, nil, err
 	}

@@ -188,6 +188,8 @@ type machine struct {
 	recorder worker.ActionRecorder
 	// containerImages (nil: none) are the images actions may name.
 	containerImages *images.Store
+	// layerCache holds input layers and container images' layers.
+	layerCache layers.LayerCache
 }
 
 // newMachine starts the sandbox runner and opens the caches under the
@@ -249,6 +251,7 @@ func newMachine(s *executorSettings, storage *storage.Storage, logger *log.Logge
 			MaximumBytes:                s.outputBudgetBytes,
 			MaximumEntries:              s.outputBudgetEntries,
 		}),
+		layerCache: layerCache,
 		// Closing marks the caches clean, so a restart keeps them.
 		closeCaches: func() {
 			layerCache.Close()

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/bitzel/bitzel-worker/layers"
+
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -85,4 +87,16 @@ func WriteSources(t testing.TB, dir, tag string, img v1.Image) (layoutDir, archi
 		t.Fatal(err)
 	}
 	return layoutDir, archive
+}
+
+// LayerCache is a layer cache in a temporary directory, for a Store
+// to extract into.
+func LayerCache(t testing.TB) layers.LayerCache {
+	t.Helper()
+	cache, err := layers.NewLayerCache(t.TempDir(), 1<<30, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cache.Close() })
+	return cache
 }
