@@ -117,92 +117,116 @@ func symlinkClimb(target string) int {
 // collisions, digests and symlink targets.
 func newDirInfo(d digest.Digest, dir *remoteexecution.Directory, protoSize int) *dirInfo {
 	di := &dirInfo{digest: d, dir: dir, protoSize: protoSize}
-	fail := func(p, format string, args ...any) {
-		if di.localErr == nil {
-			di.localErr = &treeError{path: p, msg: fmt.Sprintf(format, args...)}
-		}
-	}
 	function := d.GetDigestFunction()
-	kinds := make(map[string]string, len(dir.Files)+len(dir.Directories)+len(dir.Symlinks))
-	checkName := func(kind, name, previous string, i int) {
-		if msg := validName(name); msg != "" {
-			fail(name, "%s", msg)
-			return
-		}
-		if i > 0 && name <= previous {
-			if name == previous {
-				fail(name, "duplicate %s name", kind)
-			} else {
-				fail(name, "%s names are not sorted (%s comes after %s)", kind, quotePath(name), quotePath(previous))
-			}
-		}
-		if other, ok := kinds[name]; ok && other != kind {
-			fail(name, "name is both a %s and a %s", other, kind)
-		}
-		kinds[name] = kind
-	}
-
+	names := &nameChecker{di: di, kinds: make(map[string]string, len(dir.Files)+len(dir.Directories)+len(dir.Symlinks))}
 	di.fileDigests = make([]digest.Digest, len(dir.Files))
 	for i, f := range dir.Files {
-		prev := ""
 		if i > 0 {
-			prev = dir.Files[i-1].Name
+			names.check("file", f.Name, dir.Files[i-1].Name)
+		} else {
+			names.check("file", f.Name, "")
 		}
-		checkName("file", f.Name, prev, i)
-		fd, err := function.NewDigestFromProto(f.Digest)
-		if err != nil {
-			fail(f.Name, "invalid digest: %s", status.Convert(err).Message())
-			continue
-		}
-		di.fileDigests[i] = fd
+		di.fileDigests[i] = di.childDigest(function, f.Name, f.Digest)
 	}
 	di.dirDigests = make([]digest.Digest, len(dir.Directories))
 	for i, c := range dir.Directories {
-		prev := ""
 		if i > 0 {
-			prev = dir.Directories[i-1].Name
+			names.check("directory", c.Name, dir.Directories[i-1].Name)
+		} else {
+			names.check("directory", c.Name, "")
 		}
-		checkName("directory", c.Name, prev, i)
-		cd, err := function.NewDigestFromProto(c.Digest)
-		if err != nil {
-			fail(c.Name, "invalid digest: %s", status.Convert(err).Message())
-			continue
-		}
-		di.dirDigests[i] = cd
+		di.dirDigests[i] = di.childDigest(function, c.Name, c.Digest)
 	}
 	for i, s := range dir.Symlinks {
-		prev := ""
 		if i > 0 {
-			prev = dir.Symlinks[i-1].Name
+			names.check("symlink", s.Name, dir.Symlinks[i-1].Name)
+		} else {
+			names.check("symlink", s.Name, "")
 		}
-		checkName("symlink", s.Name, prev, i)
-		switch {
-		case s.Target == "":
-			fail(s.Name, "symlink has an empty target")
-		case strings.ContainsRune(s.Target, 0):
-			fail(s.Name, "symlink target contains NUL")
-		case len(s.Target) >= unix.PathMax:
-			fail(s.Name, "symlink target is %d bytes, over the kernel's limit of %d (PATH_MAX)", len(s.Target), unix.PathMax-1)
-		case strings.HasPrefix(s.Target, "/"):
-			// Whether that is allowed is the worker's setting
-			// (its advertised symlink_absolute_path_strategy).
-			if di.absolutePath == "" {
-				di.absolutePath = s.Name
-			}
-		default:
-			if c := symlinkClimb(s.Target); c > di.climb {
-				di.climb, di.climbPath = c, s.Name
-			}
+		di.checkSymlink(s)
+	}
+	di.readLayersProperty(function)
+	return di
+}
+
+// fail records the first problem of the Directory itself, at path p.
+func (di *dirInfo) fail(p, format string, args ...any) {
+	if di.localErr == nil {
+		di.localErr = &treeError{path: p, msg: fmt.Sprintf(format, args...)}
+	}
+}
+
+// nameChecker checks a Directory's entry names: valid, sorted and
+// unique within their kind, and not of two kinds at once.
+type nameChecker struct {
+	di    *dirInfo
+	kinds map[string]string
+}
+
+// check checks name, an entry of kind following previous ("" for the
+// first of its kind).
+func (n *nameChecker) check(kind, name, previous string) {
+	if msg := validName(name); msg != "" {
+		n.di.fail(name, "%s", msg)
+		return
+	}
+	if previous != "" && name <= previous {
+		if name == previous {
+			n.di.fail(name, "duplicate %s name", kind)
+		} else {
+			n.di.fail(name, "%s names are not sorted (%s comes after %s)", kind, quotePath(name), quotePath(previous))
 		}
 	}
+	if other, ok := n.kinds[name]; ok && other != kind {
+		n.di.fail(name, "name is both a %s and a %s", other, kind)
+	}
+	n.kinds[name] = kind
+}
 
-	for _, p := range dir.GetNodeProperties().GetProperties() {
+// childDigest is the digest of the entry name, or the zero digest
+// with the problem recorded.
+func (di *dirInfo) childDigest(function digest.Function, name string, d *remoteexecution.Digest) digest.Digest {
+	cd, err := function.NewDigestFromProto(d)
+	if err != nil {
+		di.fail(name, "invalid digest: %s", status.Convert(err).Message())
+		return digest.BadDigest
+	}
+	return cd
+}
+
+// checkSymlink checks a symlink's target, and records how far above its
+// directory it climbs and whether it is absolute.
+func (di *dirInfo) checkSymlink(s *remoteexecution.SymlinkNode) {
+	switch {
+	case s.Target == "":
+		di.fail(s.Name, "symlink has an empty target")
+	case strings.ContainsRune(s.Target, 0):
+		di.fail(s.Name, "symlink target contains NUL")
+	case len(s.Target) >= unix.PathMax:
+		di.fail(s.Name, "symlink target is %d bytes, over the kernel's limit of %d (PATH_MAX)", len(s.Target), unix.PathMax-1)
+	case strings.HasPrefix(s.Target, "/"):
+		// Whether that is allowed is the worker's setting (its
+		// advertised symlink_absolute_path_strategy).
+		if di.absolutePath == "" {
+			di.absolutePath = s.Name
+		}
+	default:
+		if c := symlinkClimb(s.Target); c > di.climb {
+			di.climb, di.climbPath = c, s.Name
+		}
+	}
+}
+
+// readLayersProperty reads the Directory's bitzel.layers property, if
+// it has one.
+func (di *dirInfo) readLayersProperty(function digest.Function) {
+	for _, p := range di.dir.GetNodeProperties().GetProperties() {
 		if p.Name != layerproperty.Name {
 			continue
 		}
 		if di.hasLayers {
 			di.layersErr = "property " + layerproperty.Name + " is given more than once"
-			break
+			return
 		}
 		di.hasLayers = true
 		layers, err := layerproperty.Parse(function, p.Value)
@@ -212,7 +236,6 @@ func newDirInfo(d digest.Digest, dir *remoteexecution.Directory, protoSize int) 
 			di.layers = layers
 		}
 	}
-	return di
 }
 
 // tree is the set of Directory messages reachable from a root,
