@@ -149,14 +149,37 @@ func (fc *fileCache) evictLocked() {
 
 func (fc *fileCache) Acquire(ctx context.Context, storage *storage.Storage, keys []FileKey) (*FileSet, []digest.Digest, error) {
 	set := &FileSet{cache: fc, pinned: make(map[FileKey]struct{}, len(keys))}
-	var toFetch []FileKey
-	type wait struct {
-		key FileKey
-		ch  chan struct{}
-	}
-	var waits []wait
-	var toVerify []FileKey
 	fc.mu.Lock()
+	toFetch, toVerify, waits := fc.pinLocked(set, keys)
+	fc.mu.Unlock()
+
+	// Corrupt files are dropped and fetched again with the absent ones.
+	toFetch = append(toFetch, fc.verify(ctx, toVerify)...)
+	missing, err := fc.fetch(ctx, storage, toFetch)
+	fc.endFetches(set, toFetch)
+	if err != nil {
+		set.Release()
+		return nil, nil, err
+	}
+	more, err := fc.awaitOthers(ctx, storage, set, waits)
+	if err != nil {
+		set.Release()
+		return nil, nil, err
+	}
+	return set, append(missing, more...), nil
+}
+
+// fetchWait is a file another Acquire is fetching or verifying.
+type fetchWait struct {
+	key FileKey
+	ch  chan struct{}
+}
+
+// pinLocked pins in set the keys the cache holds verified, and sorts
+// the others: absent ones to fetch, ones a previous run left to verify
+// (both pinned too, and waited for by others as fetches), and ones
+// another Acquire is fetching, to wait for.
+func (fc *fileCache) pinLocked(set *FileSet, keys []FileKey) (toFetch, toVerify []FileKey, waits []fetchWait) {
 	for _, k := range keys {
 		if _, ok := set.pinned[k]; ok {
 			continue
@@ -168,7 +191,7 @@ func (fc *fileCache) Acquire(ctx context.Context, storage *storage.Storage, keys
 			toFetch = append(toFetch, k)
 			fileCacheMisses.Inc()
 		case e.fetching != nil:
-			waits = append(waits, wait{k, e.fetching})
+			waits = append(waits, fetchWait{k, e.fetching})
 			continue
 		case !e.verified:
 			// Left by a previous run: hashed before first use,
@@ -183,19 +206,20 @@ func (fc *fileCache) Acquire(ctx context.Context, storage *storage.Storage, keys
 		}
 		set.pinned[k] = struct{}{}
 	}
-	fc.mu.Unlock()
+	return toFetch, toVerify, waits
+}
 
-	// Corrupt files are dropped and fetched again with the absent ones.
-	toFetch = append(toFetch, fc.verify(ctx, toVerify)...)
-	missing, err := fc.fetch(ctx, storage, toFetch)
-	// Keys whose fetch failed or found nothing are no longer pinned.
+// endFetches ends the fetches of keys, waking those waiting for them: a
+// file fetched is counted and may be evicted from now on; one whose
+// fetch failed or found nothing is forgotten and no longer pinned.
+func (fc *fileCache) endFetches(set *FileSet, keys []FileKey) {
 	fc.mu.Lock()
-	for _, k := range toFetch {
+	defer fc.mu.Unlock()
+	for _, k := range keys {
 		e := fc.entries[k]
 		close(e.fetching)
 		e.fetching = nil
 		if e.failed {
-			e.failed = true
 			delete(fc.entries, k)
 			delete(set.pinned, k)
 			continue
@@ -204,24 +228,22 @@ func (fc *fileCache) Acquire(ctx context.Context, storage *storage.Storage, keys
 		fc.usedBytes += e.size
 	}
 	fc.evictLocked()
-	fc.mu.Unlock()
-	if err != nil {
-		set.Release()
-		return nil, nil, err
-	}
+}
 
-	// Files other actions were fetching: wait, then pin or retry.
+// awaitOthers waits for the files other Acquires were fetching, then
+// pins them in set (or fetches them itself, when those fetches failed),
+// and returns the digests found missing on the way.
+func (fc *fileCache) awaitOthers(ctx context.Context, storage *storage.Storage, set *FileSet, waits []fetchWait) ([]digest.Digest, error) {
+	var missing []digest.Digest
 	for _, w := range waits {
 		select {
 		case <-w.ch:
 		case <-ctx.Done():
-			set.Release()
-			return nil, nil, util.StatusFromContext(ctx)
+			return nil, util.StatusFromContext(ctx)
 		}
 		sub, m, err := fc.Acquire(ctx, storage, []FileKey{w.key})
 		if err != nil {
-			set.Release()
-			return nil, nil, err
+			return nil, err
 		}
 		missing = append(missing, m...)
 		for k := range sub.pinned {
@@ -232,7 +254,7 @@ func (fc *fileCache) Acquire(ctx context.Context, storage *storage.Storage, keys
 			}
 		}
 	}
-	return set, missing, nil
+	return missing, nil
 }
 
 func (fc *fileCache) unpin(k FileKey) {
