@@ -10,6 +10,7 @@ import (
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"google.golang.org/genproto/googleapis/bytestream"
+	"google.golang.org/genproto/googleapis/longrunning"
 )
 
 // followedLog is one of an action's two logs as a person sees it: the
@@ -73,10 +74,12 @@ func newLogFollower(ctx context.Context, r *Remote, stdout, stderr io.Writer) *l
 	return f
 }
 
-// observe starts following the streams the first metadata that names
-// them gives. Later names are ignored: one execution, one pair of logs.
-func (f *logFollower) observe(metadata *remoteexecution.ExecuteOperationMetadata) {
-	if f.started || (metadata.StdoutStreamName == "" && metadata.StderrStreamName == "") {
+// observe starts following the streams the first operation whose
+// metadata names them gives. Later names are ignored: one execution,
+// one pair of logs.
+func (f *logFollower) observe(op *longrunning.Operation) {
+	metadata := Metadata(op)
+	if f.started || (metadata.GetStdoutStreamName() == "" && metadata.GetStderrStreamName() == "") {
 		return
 	}
 	f.started = true
@@ -137,7 +140,7 @@ func (f *logFollower) finish(ctx context.Context, result *remoteexecution.Action
 // once, the logs end as the ActionResult has them.
 func (r *Remote) ExecuteShowingLogs(ctx context.Context, action digest.Digest, skipCacheLookup bool, progress Progress, stdout, stderr io.Writer) (*remoteexecution.ExecuteResponse, error) {
 	follower := newLogFollower(ctx, r, stdout, stderr)
-	response, err := r.execute(ctx, action, skipCacheLookup, progress, follower.observe)
+	response, err := r.ExecuteObserving(ctx, action, skipCacheLookup, progress, follower.observe)
 	if err != nil {
 		follower.finish(ctx, nil)
 		return nil, err
