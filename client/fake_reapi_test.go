@@ -73,7 +73,6 @@ func (f *fakeREAPI) dial(t *testing.T, instanceName string) *Remote {
 	return NewRemote(conn, instanceName, fakeFunction)
 }
 
-
 func (f *fakeREAPI) play(s script, send func(*longrunning.Operation) error) error {
 	for _, op := range s.ops {
 		if err := send(op); err != nil {
@@ -294,4 +293,3 @@ func equalMessages[M proto.Message](a, b []M) bool {
 	}
 	return true
 }
-
