@@ -15,8 +15,10 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	bzclient "github.com/bitzel/bitzel-worker/client"
 	"github.com/google/uuid"
 	"google.golang.org/genproto/googleapis/bytestream"
+	"google.golang.org/genproto/googleapis/longrunning"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -132,27 +134,27 @@ func TestLiveLogsReadWhileTheActionRuns(t *testing.T) {
 	// their names would last as long.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	stream, err := c.exec.Execute(ctx, &remoteexecution.ExecuteRequest{InstanceName: c.instance, ActionDigest: actionDigest, SkipCacheLookup: true})
+	stream := c.startExecute(ctx, actionDigest, true)
+	var bare *longrunning.Operation
+	op, err := bzclient.Await(stream, func(op *longrunning.Operation) bool {
+		if bzclient.Metadata(op) == nil && bare == nil {
+			bare = op
+		}
+		return bzclient.Metadata(op).GetStdoutStreamName() != ""
+	})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("the operation ended without naming its live logs: %v\nserver:\n%s", err, s.logs())
 	}
-	var stdoutName, stderrName string
-	for stdoutName == "" {
-		op, err := stream.Recv()
-		if err != nil {
-			t.Fatalf("the operation ended without naming its live logs: %v\nserver:\n%s", err, s.logs())
-		}
-		if op.Done {
-			t.Fatalf("the operation completed without naming its live logs (it cannot complete before the test opens its gate): %v", op)
-		}
-		metadata := &remoteexecution.ExecuteOperationMetadata{}
-		if err := op.Metadata.UnmarshalTo(metadata); err != nil {
-			t.Fatal(err)
-		}
-		stdoutName, stderrName = metadata.StdoutStreamName, metadata.StderrStreamName
-		if stdoutName != "" && metadata.Stage != remoteexecution.ExecutionStage_EXECUTING {
-			t.Errorf("stream names in stage %v", metadata.Stage)
-		}
+	if bare != nil {
+		t.Fatalf("operation update without ExecuteOperationMetadata: %v", bare)
+	}
+	if op.Done {
+		t.Fatalf("the operation completed without naming its live logs (it cannot complete before the test opens its gate): %v", op)
+	}
+	metadata := bzclient.Metadata(op)
+	stdoutName, stderrName := metadata.StdoutStreamName, metadata.StderrStreamName
+	if metadata.Stage != remoteexecution.ExecutionStage_EXECUTING {
+		t.Errorf("stream names in stage %v", metadata.Stage)
 	}
 	if stderrName == "" || stderrName == stdoutName {
 		t.Fatalf("stdout %q, stderr %q", stdoutName, stderrName)

@@ -34,20 +34,7 @@ func (c *client) executeAs(actionDigest *remoteexecution.Digest, target string, 
 		return nil, err
 	}
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "build.bazel.remote.execution.v2.requestmetadata-bin", string(data))
-	stream, err := c.exec.Execute(ctx, &remoteexecution.ExecuteRequest{InstanceName: c.instance, ActionDigest: actionDigest})
-	if err != nil {
-		return nil, err
-	}
-	for {
-		op, err := stream.Recv()
-		if err != nil {
-			return nil, err
-		}
-		if op.Done {
-			response := &remoteexecution.ExecuteResponse{}
-			return response, op.GetResponse().UnmarshalTo(response)
-		}
-	}
+	return c.tryExecute(ctx, actionDigest, false)
 }
 
 // chromium is Debian's (apt-get install chromium).
