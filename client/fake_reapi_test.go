@@ -2,10 +2,8 @@ package client
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net"
-	"strings"
 	"sync"
 	"testing"
 
@@ -46,6 +44,8 @@ type fakeREAPI struct {
 	// batched and streamed are the hashes written each way.
 	batched, streamed []string
 	findMissingCalls  int
+	// resources are the ByteStream names read and written.
+	resources []string
 	// corrupt makes reads return other bytes than the digest says.
 	corrupt bool
 }
@@ -56,6 +56,12 @@ func newFakeREAPI() *fakeREAPI {
 
 // dial serves f on an in-memory listener and returns a Remote on it.
 func (f *fakeREAPI) dial(t *testing.T, instanceName string) *Remote {
+	t.Helper()
+	return f.dialIn(t, digest.MustNewFunction(instanceName, remoteexecution.DigestFunction_SHA256))
+}
+
+// dialIn is dial for function's instance name and digest function.
+func (f *fakeREAPI) dialIn(t *testing.T, function digest.Function) *Remote {
 	t.Helper()
 	listener := bufconn.Listen(1 << 20)
 	server := grpc.NewServer()
@@ -70,7 +76,7 @@ func (f *fakeREAPI) dial(t *testing.T, instanceName string) *Remote {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return NewRemote(conn, instanceName, fakeFunction)
+	return NewRemote(conn, function.GetInstanceName().String(), function)
 }
 
 func (f *fakeREAPI) play(s script, send func(*longrunning.Operation) error) error {
@@ -123,8 +129,8 @@ func (f *fakeREAPI) BatchUpdateBlobs(ctx context.Context, request *remoteexecuti
 	response := &remoteexecution.BatchUpdateBlobsResponse{}
 	for _, r := range request.Requests {
 		st := status.New(codes.OK, "")
-		if got := digestOfBytes(r.Data); got.Hash != r.Digest.Hash {
-			st = status.Newf(codes.InvalidArgument, "blob %s has digest %s", r.Digest.Hash, got.Hash)
+		if got := hashIn(request.DigestFunction, r.Data); got != r.Digest.Hash {
+			st = status.Newf(codes.InvalidArgument, "blob %s has digest %s", r.Digest.Hash, got)
 		} else {
 			f.blobs[r.Digest.Hash] = r.Data
 			f.batched = append(f.batched, r.Digest.Hash)
@@ -153,17 +159,18 @@ func (f *fakeREAPI) BatchReadBlobs(ctx context.Context, request *remoteexecution
 }
 
 func (f *fakeREAPI) Read(request *bytestream.ReadRequest, stream bytestream.ByteStream_ReadServer) error {
-	// [instance/]blobs/HASH/SIZE
-	parts := strings.Split(request.ResourceName, "/")
-	if len(parts) < 3 || parts[len(parts)-3] != "blobs" {
-		return status.Errorf(codes.InvalidArgument, "resource name %q", request.ResourceName)
+	// Parsed as Buildbarn parses it.
+	d, _, err := digest.NewDigestFromByteStreamReadPath(request.ResourceName)
+	if err != nil {
+		return err
 	}
 	f.mu.Lock()
-	data, ok := f.blobs[parts[len(parts)-2]]
+	f.resources = append(f.resources, request.ResourceName)
+	data, ok := f.blobs[d.GetHashString()]
 	corrupt := f.corrupt
 	f.mu.Unlock()
 	if !ok {
-		return status.Errorf(codes.NotFound, "blob %s", parts[len(parts)-2])
+		return status.Errorf(codes.NotFound, "blob %s", d)
 	}
 	if corrupt {
 		data = corrupted(data)
@@ -200,16 +207,16 @@ func (f *fakeREAPI) Write(stream bytestream.ByteStream_WriteServer) error {
 			break
 		}
 	}
-	// [instance/]uploads/UUID/blobs/HASH/SIZE
-	parts := strings.Split(name, "/")
-	if len(parts) < 5 || parts[len(parts)-3] != "blobs" || parts[len(parts)-5] != "uploads" {
-		return status.Errorf(codes.InvalidArgument, "resource name %q", name)
+	d, _, err := digest.NewDigestFromByteStreamWritePath(name)
+	if err != nil {
+		return err
 	}
-	hash := parts[len(parts)-2]
-	if got := digestOfBytes(data); got.Hash != hash || fmt.Sprint(len(data)) != parts[len(parts)-1] {
-		return status.Errorf(codes.InvalidArgument, "wrote %d bytes with digest %s to %q", len(data), got.Hash, name)
+	hash := d.GetHashString()
+	if got := hashIn(d.GetDigestFunction().GetEnumValue(), data); got != hash || int64(len(data)) != d.GetSizeBytes() {
+		return status.Errorf(codes.InvalidArgument, "wrote %d bytes with digest %s to %q", len(data), got, name)
 	}
 	f.mu.Lock()
+	f.resources = append(f.resources, name)
 	f.blobs[hash] = data
 	f.streamed = append(f.streamed, hash)
 	f.mu.Unlock()
@@ -223,6 +230,16 @@ func corrupted(data []byte) []byte {
 	c := append([]byte{}, data...)
 	c[0] ^= 1
 	return c
+}
+
+// hashIn is data's hash in fn (SHA-256 when unset).
+func hashIn(fn remoteexecution.DigestFunction_Value, data []byte) string {
+	if fn == remoteexecution.DigestFunction_UNKNOWN {
+		fn = remoteexecution.DigestFunction_SHA256
+	}
+	generator := digest.MustNewFunction("", fn).NewGenerator(int64(len(data)))
+	generator.Write(data)
+	return generator.Sum().GetHashString()
 }
 
 func digestOfBytes(data []byte) *remoteexecution.Digest { return sha256Digest(data) }

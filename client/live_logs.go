@@ -9,7 +9,6 @@ import (
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/buildbarn/bb-storage/pkg/digest"
-	"google.golang.org/genproto/googleapis/bytestream"
 	"google.golang.org/genproto/googleapis/longrunning"
 )
 
@@ -36,23 +35,11 @@ func (l *followedLog) write(p []byte) error {
 // log ends or ctx is cancelled. A log that cannot be read live (the
 // action ended first, the server forgets it) is not an error: what was
 // not shown comes from the ActionResult.
-func (l *followedLog) follow(ctx context.Context, byteStream bytestream.ByteStreamClient) {
+func (l *followedLog) follow(ctx context.Context, remote *Remote) {
 	l.mu.Lock()
 	offset := l.shown
 	l.mu.Unlock()
-	stream, err := byteStream.Read(ctx, &bytestream.ReadRequest{ResourceName: l.name, ReadOffset: offset})
-	if err != nil {
-		return
-	}
-	for {
-		chunk, err := stream.Recv()
-		if err != nil {
-			return
-		}
-		if l.write(chunk.Data) != nil {
-			return
-		}
-	}
+	remote.ReadResource(ctx, l.name, offset, l.write)
 }
 
 // logFollower shows an action's stdout and stderr while it runs, when
@@ -94,7 +81,7 @@ func (f *logFollower) observe(op *longrunning.Operation) {
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
-			l.follow(f.ctx, f.remote.byteStream)
+			l.follow(f.ctx, f.remote)
 		}()
 	}
 }

@@ -3,12 +3,14 @@ package client
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -51,6 +53,11 @@ func TestUploadSendsWhatIsMissingAndReadBringsItBack(t *testing.T) {
 	slices.Sort(want)
 	if !slices.Equal(f.streamed, want) {
 		t.Errorf("streamed %v, want the large blob and the file %v", f.streamed, want)
+	}
+	for _, name := range f.resources {
+		if !strings.HasPrefix(name, "main/uploads/") || strings.Count(name, "/") != 5 {
+			t.Errorf("ByteStream write of %q, want main/uploads/UUID/blobs/HASH/SIZE", name)
+		}
 	}
 	if progress.uploaded != [2]int{3, 3} {
 		t.Errorf("progress %v, want 3 of 3 missing blobs", progress.uploaded)
@@ -115,5 +122,31 @@ func TestUploadRefusesAFileThatChanged(t *testing.T) {
 	}
 	if len(f.blobs) != 0 {
 		t.Errorf("stored %d blobs", len(f.blobs))
+	}
+}
+
+// ByteStream names carry the instance name, and the digest function
+// where the hash length does not tell it (REAPI 2.3): BLAKE3 and
+// SHA-256 hashes have the same length.
+func TestByteStreamNamesNameTheDigestFunction(t *testing.T) {
+	f := newFakeREAPI()
+	function := digest.MustNewFunction("main/sub", remoteexecution.DigestFunction_BLAKE3)
+	r := f.dialIn(t, function)
+	r.batchLimit = 64 << 10
+	data := bytes.Repeat([]byte("blake3 "), 20000)
+	generator := function.NewGenerator(int64(len(data)))
+	generator.Write(data)
+	d := generator.Sum()
+	if err := r.Upload(context.Background(), map[digest.Digest][]byte{d: data}, nil, &recordedProgress{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.Read(context.Background(), d)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes, %v", len(got), err)
+	}
+	suffix := fmt.Sprintf("/blobs/blake3/%s/%d", d.GetHashString(), len(data))
+	if len(f.resources) != 2 || !strings.HasPrefix(f.resources[0], "main/sub/uploads/") || !strings.HasSuffix(f.resources[0], suffix) ||
+		f.resources[1] != "main/sub"+suffix {
+		t.Errorf("ByteStream names %q, want main/sub/uploads/UUID%s and main/sub%s", f.resources, suffix, suffix)
 	}
 }

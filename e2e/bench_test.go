@@ -5,13 +5,12 @@ import (
 	"fmt"
 	"os/exec"
 	"sort"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/bitzel/bitzel-worker/internal/procfs"
+	"github.com/bitzel/bitzel-worker/internal/testsupport"
 )
 
 // The end-to-end benchmarks drive `serve` the way Bazel does and put
@@ -117,24 +116,8 @@ func BenchmarkThroughput16Clients(b *testing.B) {
 	}
 	time.Sleep(100 * time.Millisecond)
 	run := func(do func(i int)) time.Duration {
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		start := time.Now()
-		for w := 0; w < clients; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					i := int(next.Add(1)) - 1
-					if i >= n {
-						return
-					}
-					do(i)
-				}
-			}()
-		}
-		wg.Wait()
-		return time.Since(start)
+		elapsed, _ := testsupport.Concurrently(clients, n, func(i int) error { do(i); return nil }, nil)
+		return elapsed
 	}
 	cpuBefore := serverCPU(b, s)
 	b.ResetTimer()

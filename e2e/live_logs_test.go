@@ -17,7 +17,6 @@ import (
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	bzclient "github.com/bitzel/bitzel-worker/client"
 	"github.com/google/uuid"
-	"google.golang.org/genproto/googleapis/bytestream"
 	"google.golang.org/genproto/googleapis/longrunning"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -89,35 +88,23 @@ func readUntil(t *testing.T, lines <-chan string, want string) []string {
 
 // followStream reads a ByteStream resource and sends its content line
 // by line; errs gets the stream's end (nil at a clean end).
-func followStream(ctx context.Context, bs bytestream.ByteStreamClient, name string) (<-chan string, <-chan error) {
+func followStream(ctx context.Context, c *client, name string) (<-chan string, <-chan error) {
 	lines, errs := make(chan string, 100), make(chan error, 1)
+	remote := c.remote()
 	go func() {
 		defer close(lines)
-		stream, err := bs.Read(ctx, &bytestream.ReadRequest{ResourceName: name})
-		if err != nil {
-			errs <- err
-			return
-		}
 		var pending []byte
-		for {
-			chunk, err := stream.Recv()
-			if err != nil {
-				if err == io.EOF {
-					err = nil
-				}
-				errs <- err
-				return
-			}
-			pending = append(pending, chunk.Data...)
+		errs <- remote.ReadResource(ctx, name, 0, func(chunk []byte) error {
+			pending = append(pending, chunk...)
 			for {
 				i := bytes.IndexByte(pending, '\n')
 				if i < 0 {
-					break
+					return nil
 				}
 				lines <- string(pending[:i])
 				pending = pending[i+1:]
 			}
-		}
+		})
 	}()
 	return lines, errs
 }
@@ -159,8 +146,8 @@ func TestLiveLogsReadWhileTheActionRuns(t *testing.T) {
 	if stderrName == "" || stderrName == stdoutName {
 		t.Fatalf("stdout %q, stderr %q", stdoutName, stderrName)
 	}
-	stdoutLines, stdoutEnd := followStream(ctx, c.bs, stdoutName)
-	stderrLines, stderrEnd := followStream(ctx, c.bs, stderrName)
+	stdoutLines, stdoutEnd := followStream(ctx, c, stdoutName)
+	stderrLines, stderrEnd := followStream(ctx, c, stderrName)
 	readUntil(t, stdoutLines, "first line "+marker)
 	readUntil(t, stderrLines, "first err")
 	openGate(t, marker)
@@ -179,27 +166,9 @@ func TestLiveLogsReadWhileTheActionRuns(t *testing.T) {
 		t.Errorf("stdout in the result %q, want %q", got, want)
 	}
 	// The names end with the action; its logs are in the result.
-	_, err = readAll(c.bs, stdoutName)
+	err = c.remote().ReadResource(context.Background(), stdoutName, 0, func([]byte) error { return nil })
 	if status.Code(err) != codes.NotFound {
 		t.Errorf("live log read after the action ended: %v, want NOT_FOUND", err)
-	}
-}
-
-func readAll(bs bytestream.ByteStreamClient, name string) ([]byte, error) {
-	stream, err := bs.Read(context.Background(), &bytestream.ReadRequest{ResourceName: name})
-	if err != nil {
-		return nil, err
-	}
-	var data []byte
-	for {
-		chunk, err := stream.Recv()
-		if err == io.EOF {
-			return data, nil
-		}
-		if err != nil {
-			return data, err
-		}
-		data = append(data, chunk.Data...)
 	}
 }
 
