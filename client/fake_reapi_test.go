@@ -63,11 +63,25 @@ func (f *fakeREAPI) dial(t *testing.T, instanceName string) *Remote {
 // dialIn is dial for function's instance name and digest function.
 func (f *fakeREAPI) dialIn(t *testing.T, function digest.Function) *Remote {
 	t.Helper()
+	return NewRemote(serveInMemory(t, f), function.GetInstanceName().String(), function)
+}
+
+// reapiServer is what the package's fakes serve.
+type reapiServer interface {
+	remoteexecution.ExecutionServer
+	remoteexecution.ContentAddressableStorageServer
+	bytestream.ByteStreamServer
+}
+
+// serveInMemory serves fake on an in-memory listener, both stopped
+// when t ends, and returns a connection to it.
+func serveInMemory(t *testing.T, fake reapiServer) *grpc.ClientConn {
+	t.Helper()
 	listener := bufconn.Listen(1 << 20)
 	server := grpc.NewServer()
-	remoteexecution.RegisterExecutionServer(server, f)
-	remoteexecution.RegisterContentAddressableStorageServer(server, f)
-	bytestream.RegisterByteStreamServer(server, f)
+	remoteexecution.RegisterExecutionServer(server, fake)
+	remoteexecution.RegisterContentAddressableStorageServer(server, fake)
+	bytestream.RegisterByteStreamServer(server, fake)
 	go server.Serve(listener)
 	t.Cleanup(server.Stop)
 	conn, err := grpc.NewClient("passthrough:///fake", grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -76,7 +90,7 @@ func (f *fakeREAPI) dialIn(t *testing.T, function digest.Function) *Remote {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return NewRemote(conn, function.GetInstanceName().String(), function)
+	return conn
 }
 
 func (f *fakeREAPI) play(s script, send func(*longrunning.Operation) error) error {

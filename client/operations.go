@@ -83,9 +83,6 @@ func Response(op *longrunning.Operation) (*remoteexecution.ExecuteResponse, erro
 		return nil, util.StatusWrapf(status.ErrorProto(opErr), "operation %q", op.Name)
 	}
 	response := &remoteexecution.ExecuteResponse{}
-	if op.GetResponse() == nil {
-		return nil, status.Errorf(codes.Internal, "operation %q is done without an ExecuteResponse", op.Name)
-	}
 	if err := op.GetResponse().UnmarshalTo(response); err != nil {
 		return nil, status.Errorf(codes.Internal, "operation %q is done without an ExecuteResponse: %v", op.Name, err)
 	}

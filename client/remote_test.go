@@ -100,9 +100,10 @@ func TestReadChecksWhatItGets(t *testing.T) {
 		}
 	}
 	f.corrupt = false
-	missing := blobDigest(t, bytes.Repeat([]byte("y"), 100<<10))
-	if _, err := r.Read(context.Background(), missing); status.Code(err) != codes.NotFound {
-		t.Errorf("read of a missing large blob: %v, want NOT_FOUND", err)
+	for _, data := range [][]byte{[]byte("missing"), bytes.Repeat([]byte("y"), 100<<10)} {
+		if _, err := r.Read(context.Background(), blobDigest(t, data)); status.Code(err) != codes.NotFound {
+			t.Errorf("read of a missing %d-byte blob: %v, want NOT_FOUND", len(data), err)
+		}
 	}
 }
 

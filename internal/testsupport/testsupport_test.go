@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/bitzel/bitzel-worker/proto/remoteworker"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -29,6 +30,8 @@ func TestConcurrentlyCallsEachIndexOnceAtMostCAtATime(t *testing.T) {
 		mu.Lock()
 		calls[i]++
 		mu.Unlock()
+		// Long enough for calls to overlap were there no limit.
+		time.Sleep(time.Millisecond)
 		return nil
 	}, func(done int) {
 		for {
