@@ -508,25 +508,10 @@ func TestClusterWorkerRefusesUnsupportedStorage(t *testing.T) {
 }
 
 func TestServeTakesAConfigurationFileAndFlagsOverrideIt(t *testing.T) {
-	dir := t.TempDir()
-	diagnostics := freeAddress(t)
-	configPath := filepath.Join(dir, "serve.jsonnet")
-	config := fmt.Sprintf(`{
+	configPath, diagnostics := serveConfigWithDiagnostics(t, `
   // Overridden by the --listen flag the test helper passes.
   listenAddress: '127.0.0.1:1',
-  workerName: 'from-the-file',
-  executor: { sandbox: { warmSandboxes: 0 } },
-  global: {
-    diagnosticsHttpServer: {
-      httpServers: [{ listenAddresses: ['%s'], authenticationPolicy: { allow: {} } }],
-      enablePrometheus: true,
-    },
-  },
-}
-`, diagnostics)
-	if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
+  workerName: 'from-the-file',`, "")
 	s := startServer(t, "--config", configPath)
 	result := s.client().run(action{args: sh(`echo configured`)})
 	if got := result.ExecutionMetadata.GetWorker(); got != "from-the-file" {

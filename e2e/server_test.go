@@ -168,6 +168,30 @@ func (s *server) logs() string {
 	return s.log.String()
 }
 
+// serveConfigWithDiagnostics writes a serve configuration file with a
+// Buildbarn diagnostics HTTP server on a free address (Prometheus on,
+// no warm sandboxes), top and diagnostics inserted as further fields of
+// the file and of the server, and returns its path and the address.
+func serveConfigWithDiagnostics(t *testing.T, top, diagnostics string) (string, string) {
+	t.Helper()
+	address := freeAddress(t)
+	config := fmt.Sprintf(`{%s
+  executor: { sandbox: { warmSandboxes: 0 } },
+  global: {
+    diagnosticsHttpServer: {
+      httpServers: [{ listenAddresses: ['%s'], authenticationPolicy: { allow: {} } }],
+      enablePrometheus: true,%s
+    },
+  },
+}
+`, top, address, diagnostics)
+	path := filepath.Join(t.TempDir(), "serve.jsonnet")
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, address
+}
+
 // stop sends SIGTERM and waits for a clean exit.
 func (s *server) stop() {
 	if s.conn != nil {

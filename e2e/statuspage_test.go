@@ -302,23 +302,8 @@ func TestClusterWorkerServesTheStatusPage(t *testing.T) {
 // serve with a Buildbarn diagnostics server in its configuration file
 // serves the page there, with the ring size the file gives.
 func TestServeConfigurationFileDiagnosticsServerHasTheStatusPage(t *testing.T) {
-	dir := t.TempDir()
-	diagnostics := freeAddress(t)
-	configPath := filepath.Join(dir, "serve.jsonnet")
-	config := fmt.Sprintf(`{
-  statusPageRecentActions: 2,
-  executor: { sandbox: { warmSandboxes: 0 } },
-  global: {
-    diagnosticsHttpServer: {
-      httpServers: [{ listenAddresses: ['%s'], authenticationPolicy: { allow: {} } }],
-      enablePrometheus: true,
-    },
-  },
-}
-`, diagnostics)
-	if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	configPath, diagnostics := serveConfigWithDiagnostics(t, `
+  statusPageRecentActions: 2,`, "")
 	s := startServer(t, "--config", configPath)
 	c := s.client()
 	for i := range 3 {
