@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
@@ -17,7 +18,17 @@ import (
 // 0755 or 0644 by the executable bit), directories from their Trees,
 // symlinks as symlinks. Paths that would leave dest are refused.
 func (r *Remote) Download(ctx context.Context, result *remoteexecution.ActionResult, dest string, progress Progress) error {
-	total := len(result.OutputFiles) + len(result.OutputDirectories) + len(result.OutputSymlinks) + len(result.OutputFileSymlinks) + len(result.OutputDirectorySymlinks)
+	// A server may list a symlink both in output_symlinks and in the
+	// legacy field of its kind: written, and counted, once.
+	var symlinks []*remoteexecution.OutputSymlink
+	seen := map[string]bool{}
+	for _, s := range slices.Concat(result.OutputSymlinks, result.OutputFileSymlinks, result.OutputDirectorySymlinks) {
+		if !seen[s.Path] {
+			seen[s.Path] = true
+			symlinks = append(symlinks, s)
+		}
+	}
+	total := len(result.OutputFiles) + len(result.OutputDirectories) + len(symlinks)
 	done := 0
 	step := func() { done++; progress.Downloading(done, total) }
 	progress.Downloading(0, total)
@@ -31,13 +42,7 @@ func (r *Remote) Download(ctx context.Context, result *remoteexecution.ActionRes
 		}
 		step()
 	}
-	symlinks := append(append(append([]*remoteexecution.OutputSymlink{}, result.OutputSymlinks...), result.OutputFileSymlinks...), result.OutputDirectorySymlinks...)
-	seen := map[string]bool{}
 	for _, s := range symlinks {
-		if seen[s.Path] {
-			continue
-		}
-		seen[s.Path] = true
 		target, err := inside(dest, s.Path)
 		if err != nil {
 			return err

@@ -2,12 +2,11 @@ package client
 
 import (
 	"context"
-	"fmt"
-	"io"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/buildbarn/bb-storage/pkg/digest"
-	"google.golang.org/grpc/status"
+	"github.com/buildbarn/bb-storage/pkg/util"
+	"google.golang.org/genproto/googleapis/longrunning"
 )
 
 // Execute runs an uploaded action to completion, reporting its stages,
@@ -15,11 +14,23 @@ import (
 // a non-zero exit code; an error means the action could not be run
 // (its Status), or the RPC failed.
 func (r *Remote) Execute(ctx context.Context, action digest.Digest, skipCacheLookup bool, progress Progress) (*remoteexecution.ExecuteResponse, error) {
-	return r.execute(ctx, action, skipCacheLookup, progress, func(*remoteexecution.ExecuteOperationMetadata) {})
+	return r.ExecuteObserving(ctx, action, skipCacheLookup, progress, nil)
 }
 
-// execute is Execute, passing every operation's metadata to observe.
-func (r *Remote) execute(ctx context.Context, action digest.Digest, skipCacheLookup bool, progress Progress, observe func(*remoteexecution.ExecuteOperationMetadata)) (*remoteexecution.ExecuteResponse, error) {
+// ExecuteObserving is Execute, passing every operation the server
+// sends to observe (when not nil) as it arrives.
+func (r *Remote) ExecuteObserving(ctx context.Context, action digest.Digest, skipCacheLookup bool, progress Progress, observe func(*longrunning.Operation)) (*remoteexecution.ExecuteResponse, error) {
+	stream, err := r.StartExecute(ctx, action, skipCacheLookup)
+	if err != nil {
+		return nil, err
+	}
+	return r.follow(stream, progress, observe)
+}
+
+// StartExecute sends the Execute request and returns its stream, for a
+// caller that reads it itself (with Await and Follow): one that waits
+// for a stage, or drops the stream and resumes with WaitExecution.
+func (r *Remote) StartExecute(ctx context.Context, action digest.Digest, skipCacheLookup bool) (remoteexecution.Execution_ExecuteClient, error) {
 	stream, err := r.execution.Execute(ctx, &remoteexecution.ExecuteRequest{
 		InstanceName:    r.instanceName,
 		ActionDigest:    action.GetProto(),
@@ -27,34 +38,47 @@ func (r *Remote) execute(ctx context.Context, action digest.Digest, skipCacheLoo
 		DigestFunction:  r.function.GetEnumValue(),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("execute: %w", err)
+		return nil, util.StatusWrapf(err, "execute %s", action)
 	}
+	return stream, nil
+}
+
+// WaitExecution follows an operation by name, as Execute does from its
+// start: after a dropped Execute stream, or from another connection.
+func (r *Remote) WaitExecution(ctx context.Context, name string, progress Progress, observe func(*longrunning.Operation)) (*remoteexecution.ExecuteResponse, error) {
+	stream, err := r.StartWaitExecution(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return r.follow(stream, progress, observe)
+}
+
+// StartWaitExecution sends the WaitExecution request and returns its
+// stream.
+func (r *Remote) StartWaitExecution(ctx context.Context, name string) (remoteexecution.Execution_WaitExecutionClient, error) {
+	stream, err := r.execution.WaitExecution(ctx, &remoteexecution.WaitExecutionRequest{Name: name})
+	if err != nil {
+		return nil, util.StatusWrapf(err, "wait for operation %q", name)
+	}
+	return stream, nil
+}
+
+// follow is Follow, telling progress each new stage.
+func (r *Remote) follow(stream OperationStream, progress Progress, observe func(*longrunning.Operation)) (*remoteexecution.ExecuteResponse, error) {
 	last := remoteexecution.ExecutionStage_UNKNOWN
-	for {
-		op, err := stream.Recv()
-		if err == io.EOF {
-			return nil, fmt.Errorf("execute: the stream ended before the action completed")
-		} else if err != nil {
-			return nil, fmt.Errorf("execute: %w", err)
-		}
-		metadata := &remoteexecution.ExecuteOperationMetadata{}
-		if op.Metadata != nil && op.Metadata.UnmarshalTo(metadata) == nil {
-			if metadata.Stage != last {
-				last = metadata.Stage
+	response, err := Follow(stream, func(op *longrunning.Operation) {
+		if metadata := Metadata(op); metadata != nil && metadata.Stage != last {
+			last = metadata.Stage
+			if progress != nil {
 				progress.Stage(last)
 			}
-			observe(metadata)
 		}
-		if !op.Done {
-			continue
+		if observe != nil {
+			observe(op)
 		}
-		if opErr := op.GetError(); opErr != nil {
-			return nil, fmt.Errorf("execute: %w", status.FromProto(opErr).Err())
-		}
-		response := &remoteexecution.ExecuteResponse{}
-		if err := op.GetResponse().UnmarshalTo(response); err != nil {
-			return nil, fmt.Errorf("execute: operation %s has no ExecuteResponse: %w", op.Name, err)
-		}
-		return response, nil
+	})
+	if err != nil {
+		return nil, util.StatusWrap(err, "execute")
 	}
+	return response, nil
 }

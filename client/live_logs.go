@@ -9,7 +9,7 @@ import (
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/buildbarn/bb-storage/pkg/digest"
-	"google.golang.org/genproto/googleapis/bytestream"
+	"google.golang.org/genproto/googleapis/longrunning"
 )
 
 // followedLog is one of an action's two logs as a person sees it: the
@@ -35,23 +35,11 @@ func (l *followedLog) write(p []byte) error {
 // log ends or ctx is cancelled. A log that cannot be read live (the
 // action ended first, the server forgets it) is not an error: what was
 // not shown comes from the ActionResult.
-func (l *followedLog) follow(ctx context.Context, byteStream bytestream.ByteStreamClient) {
+func (l *followedLog) follow(ctx context.Context, remote *Remote) {
 	l.mu.Lock()
 	offset := l.shown
 	l.mu.Unlock()
-	stream, err := byteStream.Read(ctx, &bytestream.ReadRequest{ResourceName: l.name, ReadOffset: offset})
-	if err != nil {
-		return
-	}
-	for {
-		chunk, err := stream.Recv()
-		if err != nil {
-			return
-		}
-		if l.write(chunk.Data) != nil {
-			return
-		}
-	}
+	remote.ReadResource(ctx, l.name, offset, l.write)
 }
 
 // logFollower shows an action's stdout and stderr while it runs, when
@@ -73,10 +61,12 @@ func newLogFollower(ctx context.Context, r *Remote, stdout, stderr io.Writer) *l
 	return f
 }
 
-// observe starts following the streams the first metadata that names
-// them gives. Later names are ignored: one execution, one pair of logs.
-func (f *logFollower) observe(metadata *remoteexecution.ExecuteOperationMetadata) {
-	if f.started || (metadata.StdoutStreamName == "" && metadata.StderrStreamName == "") {
+// observe starts following the streams the first operation whose
+// metadata names them gives. Later names are ignored: one execution,
+// one pair of logs.
+func (f *logFollower) observe(op *longrunning.Operation) {
+	metadata := Metadata(op)
+	if f.started || (metadata.GetStdoutStreamName() == "" && metadata.GetStderrStreamName() == "") {
 		return
 	}
 	f.started = true
@@ -91,7 +81,7 @@ func (f *logFollower) observe(metadata *remoteexecution.ExecuteOperationMetadata
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
-			l.follow(f.ctx, f.remote.byteStream)
+			l.follow(f.ctx, f.remote)
 		}()
 	}
 }
@@ -137,7 +127,7 @@ func (f *logFollower) finish(ctx context.Context, result *remoteexecution.Action
 // once, the logs end as the ActionResult has them.
 func (r *Remote) ExecuteShowingLogs(ctx context.Context, action digest.Digest, skipCacheLookup bool, progress Progress, stdout, stderr io.Writer) (*remoteexecution.ExecuteResponse, error) {
 	follower := newLogFollower(ctx, r, stdout, stderr)
-	response, err := r.execute(ctx, action, skipCacheLookup, progress, follower.observe)
+	response, err := r.ExecuteObserving(ctx, action, skipCacheLookup, progress, follower.observe)
 	if err != nil {
 		follower.finish(ctx, nil)
 		return nil, err

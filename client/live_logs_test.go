@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -14,9 +13,6 @@ import (
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"google.golang.org/genproto/googleapis/bytestream"
 	"google.golang.org/genproto/googleapis/longrunning"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -95,19 +91,7 @@ func (noProgress) Downloading(int, int)                       {}
 func runFake(t *testing.T, f *fakeServer) (string, string) {
 	t.Helper()
 	f.readDone = make(chan struct{}, 2)
-	listener := bufconn.Listen(1 << 20)
-	server := grpc.NewServer()
-	remoteexecution.RegisterExecutionServer(server, f)
-	remoteexecution.RegisterContentAddressableStorageServer(server, f)
-	bytestream.RegisterByteStreamServer(server, f)
-	go server.Serve(listener)
-	defer server.Stop()
-	conn, err := grpc.NewClient("passthrough:///fake", grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(context.Context, string) (net.Conn, error) { return listener.Dial() }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := serveInMemory(t, f)
 	function := digest.MustNewFunction("", remoteexecution.DigestFunction_SHA256)
 	action, err := function.NewDigest(sha256Digest(nil).Hash, 0)
 	if err != nil {

@@ -3,14 +3,15 @@ package client
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"os"
+	"path"
 	"sort"
 	"sync/atomic"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/buildbarn/bb-storage/pkg/digest"
+	"github.com/buildbarn/bb-storage/pkg/util"
 	"github.com/google/uuid"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/genproto/googleapis/bytestream"
@@ -34,6 +35,11 @@ type Remote struct {
 	cas          remoteexecution.ContentAddressableStorageClient
 	execution    remoteexecution.ExecutionClient
 	byteStream   bytestream.ByteStreamClient
+	// bareFunction is function without an instance name: bb-storage
+	// writes the ByteStream paths of its digests as REAPI wants them
+	// (naming the digest function where the hash length does not
+	// tell it), and instanceName goes before them.
+	bareFunction digest.Function
 	// batchLimit keeps batched requests well under gRPC's default
 	// 4 MiB message limit; larger blobs go through ByteStream.
 	batchLimit int64
@@ -41,9 +47,15 @@ type Remote struct {
 
 // NewRemote creates a client for one instance name.
 func NewRemote(conn grpc.ClientConnInterface, instanceName string, function digest.Function) *Remote {
+	bare, err := digest.EmptyInstanceName.GetDigestFunction(function.GetEnumValue(), 0)
+	if err != nil {
+		// function came from the same table: it cannot be unknown.
+		panic(err)
+	}
 	return &Remote{
 		instanceName: instanceName,
 		function:     function,
+		bareFunction: bare,
 		cas:          remoteexecution.NewContentAddressableStorageClient(conn),
 		execution:    remoteexecution.NewExecutionClient(conn),
 		byteStream:   bytestream.NewByteStreamClient(conn),
@@ -62,13 +74,23 @@ type blob struct {
 // that: FindMissingBlobs first, then batches for small blobs and
 // ByteStream for large ones.
 func (r *Remote) Upload(ctx context.Context, messages map[digest.Digest][]byte, files map[digest.Digest]string, progress Progress) error {
+	// Keyed in r's own function, as FindMissingBlobs answers: the
+	// callers' digests may carry another instance name.
 	all := map[digest.Digest]blob{}
 	for d, data := range messages {
-		all[d] = blob{digest: d, data: data}
+		own, err := r.own(d)
+		if err != nil {
+			return err
+		}
+		all[own] = blob{digest: own, data: data}
 	}
 	for d, path := range files {
-		if _, ok := all[d]; !ok {
-			all[d] = blob{digest: d, path: path}
+		own, err := r.own(d)
+		if err != nil {
+			return err
+		}
+		if _, ok := all[own]; !ok {
+			all[own] = blob{digest: own, path: path}
 		}
 	}
 	digests := make([]digest.Digest, 0, len(all))
@@ -144,7 +166,7 @@ func (r *Remote) findMissing(ctx context.Context, digests []digest.Digest) ([]di
 		}
 		response, err := r.cas.FindMissingBlobs(ctx, request)
 		if err != nil {
-			return nil, fmt.Errorf("find missing blobs: %w", err)
+			return nil, util.StatusWrap(err, "find missing blobs")
 		}
 		for _, m := range response.MissingBlobDigests {
 			d, err := r.function.NewDigestFromProto(m)
@@ -166,7 +188,7 @@ func (b blob) read() ([]byte, error) {
 		return nil, err
 	}
 	if int64(len(data)) != b.digest.GetSizeBytes() {
-		return nil, fmt.Errorf("%s changed while it was being uploaded", b.path)
+		return nil, status.Errorf(codes.FailedPrecondition, "%s changed while it was being uploaded: %d bytes, hashed as %d", b.path, len(data), b.digest.GetSizeBytes())
 	}
 	return data, nil
 }
@@ -182,11 +204,11 @@ func (r *Remote) batchUpdate(ctx context.Context, blobs []blob) error {
 	}
 	response, err := r.cas.BatchUpdateBlobs(ctx, request)
 	if err != nil {
-		return fmt.Errorf("upload: %w", err)
+		return util.StatusWrap(err, "upload")
 	}
 	for _, rr := range response.Responses {
 		if rr.Status.GetCode() != int32(codes.OK) {
-			return fmt.Errorf("upload %s/%d: %v", rr.Digest.GetHash(), rr.Digest.GetSizeBytes(), status.FromProto(rr.Status).Err())
+			return util.StatusWrapf(status.ErrorProto(rr.Status), "upload %s/%d", rr.Digest.GetHash(), rr.Digest.GetSizeBytes())
 		}
 	}
 	return nil
@@ -205,13 +227,14 @@ func (r *Remote) write(ctx context.Context, b blob) error {
 		defer f.Close()
 		reader = f
 	}
-	stream, err := r.byteStream.Write(ctx)
+	bare, err := r.bare(b.digest)
 	if err != nil {
 		return err
 	}
-	name := fmt.Sprintf("uploads/%s/blobs/%s/%d", uuid.NewString(), b.digest.GetHashString(), b.digest.GetSizeBytes())
-	if r.instanceName != "" {
-		name = r.instanceName + "/" + name
+	name := path.Join(r.instanceName, bare.GetByteStreamWritePath(uuid.New(), remoteexecution.Compressor_IDENTITY))
+	stream, err := r.byteStream.Write(ctx)
+	if err != nil {
+		return util.StatusWrapf(err, "upload %s", b.digest)
 	}
 	buf := make([]byte, 1<<20)
 	var offset int64
@@ -234,7 +257,7 @@ func (r *Remote) write(ctx context.Context, b blob) error {
 		}
 	}
 	if _, err := stream.CloseAndRecv(); err != nil {
-		return fmt.Errorf("upload %s: %w", b.digest, err)
+		return util.StatusWrapf(err, "upload %s", b.digest)
 	}
 	return nil
 }
@@ -249,40 +272,72 @@ func (r *Remote) Read(ctx context.Context, d digest.Digest) ([]byte, error) {
 			InstanceName: r.instanceName, Digests: []*remoteexecution.Digest{d.GetProto()}, DigestFunction: r.function.GetEnumValue(),
 		})
 		if err != nil {
-			return nil, err
+			return nil, util.StatusWrapf(err, "read %s", d)
 		}
-		if len(response.Responses) != 1 || response.Responses[0].Status.GetCode() != 0 {
-			return nil, fmt.Errorf("read %s: %v", d, response.Responses)
+		if len(response.Responses) != 1 {
+			return nil, status.Errorf(codes.Internal, "read %s: %d responses to a request for one blob", d, len(response.Responses))
+		}
+		if st := response.Responses[0].Status; st.GetCode() != int32(codes.OK) {
+			return nil, util.StatusWrapf(status.ErrorProto(st), "read %s", d)
 		}
 		data := response.Responses[0].Data
-		if got := r.digestOf(data); got != d {
-			return nil, fmt.Errorf("read %s: the data has digest %s", d, got)
+		if got := r.digestOf(data); got.GetHashString() != d.GetHashString() || got.GetSizeBytes() != d.GetSizeBytes() {
+			return nil, status.Errorf(codes.DataLoss, "read %s: the data has digest %s", d, got)
 		}
 		return data, nil
 	}
-	name := fmt.Sprintf("blobs/%s/%d", d.GetHashString(), d.GetSizeBytes())
-	if r.instanceName != "" {
-		name = r.instanceName + "/" + name
-	}
-	stream, err := r.byteStream.Read(ctx, &bytestream.ReadRequest{ResourceName: name})
+	bare, err := r.bare(d)
 	if err != nil {
 		return nil, err
 	}
 	data := make([]byte, 0, d.GetSizeBytes())
-	for {
-		chunk, err := stream.Recv()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", d, err)
-		}
-		data = append(data, chunk.Data...)
+	err = r.ReadResource(ctx, path.Join(r.instanceName, bare.GetByteStreamReadPath(remoteexecution.Compressor_IDENTITY)), 0, func(chunk []byte) error {
+		data = append(data, chunk...)
+		return nil
+	})
+	if err != nil {
+		return nil, util.StatusWrapf(err, "read %s", d)
 	}
-	if got := r.digestOf(data); got != d {
-		return nil, fmt.Errorf("read %s: the data has digest %s", d, got)
+	if got := r.digestOf(data); got.GetHashString() != d.GetHashString() || got.GetSizeBytes() != d.GetSizeBytes() {
+		return nil, status.Errorf(codes.DataLoss, "read %s: the data has digest %s", d, got)
 	}
 	return data, nil
+}
+
+// ReadResource reads a ByteStream resource from offset to its end,
+// passing each chunk to chunk as it arrives: a blob, or an action's
+// live log. The error is the stream's status, or chunk's error.
+func (r *Remote) ReadResource(ctx context.Context, name string, offset int64, chunk func([]byte) error) error {
+	stream, err := r.byteStream.Read(ctx, &bytestream.ReadRequest{ResourceName: name, ReadOffset: offset})
+	if err != nil {
+		return err
+	}
+	for {
+		response, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := chunk(response.Data); err != nil {
+			return err
+		}
+	}
+}
+
+// own is d in r's function.
+func (r *Remote) own(d digest.Digest) (digest.Digest, error) {
+	own, err := r.function.NewDigestFromProto(d.GetProto())
+	if err != nil {
+		return digest.BadDigest, util.StatusWrapf(err, "blob %s", d)
+	}
+	return own, nil
+}
+
+// bare is d in bareFunction, for its ByteStream path.
+func (r *Remote) bare(d digest.Digest) (digest.Digest, error) {
+	return r.bareFunction.NewDigestFromProto(d.GetProto())
 }
 
 func (r *Remote) digestOf(data []byte) digest.Digest {

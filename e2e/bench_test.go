@@ -5,13 +5,12 @@ import (
 	"fmt"
 	"os/exec"
 	"sort"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/bitzel/bitzel-worker/internal/procfs"
+	"github.com/bitzel/bitzel-worker/internal/testsupport"
 )
 
 // The end-to-end benchmarks drive `serve` the way Bazel does and put
@@ -32,23 +31,12 @@ func uniqueTrueActions(c *client, n int) []*remoteexecution.Digest {
 }
 
 func executeOnce(b *testing.B, c *client, d *remoteexecution.Digest) {
-	stream, err := c.exec.Execute(context.Background(), &remoteexecution.ExecuteRequest{ActionDigest: d})
+	response, err := c.tryExecute(context.Background(), d, false)
 	if err != nil {
 		b.Fatal(err)
 	}
-	for {
-		op, err := stream.Recv()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if op.Done {
-			response := &remoteexecution.ExecuteResponse{}
-			op.GetResponse().UnmarshalTo(response)
-			if response.Status.GetCode() != 0 || response.Result.GetExitCode() != 0 || response.CachedResult {
-				b.Fatalf("action: %v", response)
-			}
-			return
-		}
+	if response.Status.GetCode() != 0 || response.Result.GetExitCode() != 0 || response.CachedResult {
+		b.Fatalf("action: %v", response)
 	}
 }
 
@@ -128,24 +116,8 @@ func BenchmarkThroughput16Clients(b *testing.B) {
 	}
 	time.Sleep(100 * time.Millisecond)
 	run := func(do func(i int)) time.Duration {
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		start := time.Now()
-		for w := 0; w < clients; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					i := int(next.Add(1)) - 1
-					if i >= n {
-						return
-					}
-					do(i)
-				}
-			}()
-		}
-		wg.Wait()
-		return time.Since(start)
+		elapsed, _ := testsupport.Concurrently(clients, n, func(i int) error { do(i); return nil }, nil)
+		return elapsed
 	}
 	cpuBefore := serverCPU(b, s)
 	b.ResetTimer()

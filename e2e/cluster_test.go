@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/bitzel/bitzel-worker/internal/fsutil"
+	"github.com/bitzel/bitzel-worker/internal/testsupport"
 	"github.com/bitzel/bitzel-worker/proto/remoteworker"
 	"github.com/bitzel/bitzel-worker/worker/cluster/schedulertest"
 	"github.com/buildbarn/bb-storage/pkg/clock"
@@ -203,35 +204,13 @@ func (w *clusterWorker) waitExited(t *testing.T) {
 	}
 }
 
-// stageOf names the state a Synchronize request reports.
-func stageOf(request *remoteworker.SynchronizeRequest) string {
-	switch state := request.CurrentState.GetWorkerState().(type) {
-	case *remoteworker.CurrentState_Idle:
-		return "idle"
-	case *remoteworker.CurrentState_Executing_:
-		switch state.Executing.ExecutionState.(type) {
-		case *remoteworker.CurrentState_Executing_Started:
-			return "started"
-		case *remoteworker.CurrentState_Executing_FetchingInputs:
-			return "fetching_inputs"
-		case *remoteworker.CurrentState_Executing_Running:
-			return "running"
-		case *remoteworker.CurrentState_Executing_UploadingOutputs:
-			return "uploading_outputs"
-		case *remoteworker.CurrentState_Executing_Completed:
-			return "completed"
-		}
-	}
-	return "unknown"
-}
-
 // waitForStage waits until the worker has reported stage (for any action).
 func waitForStage(t *testing.T, d *schedulertest.Scheduler, workerID map[string]string, stage string) {
 	t.Helper()
 	key := schedulertest.WorkerKey(workerID)
 	d.WaitFor(t, "worker "+key+" to report "+stage, func(requests map[string][]*remoteworker.SynchronizeRequest, _ []schedulertest.Completion) bool {
 		for _, request := range requests[key] {
-			if stageOf(request) == stage {
+			if testsupport.SynchronizeStage(request) == stage {
 				return true
 			}
 		}
@@ -410,7 +389,7 @@ func TestClusterWorkerRunsAssignedActionsAndAbandonsCancelledOnes(t *testing.T) 
 	key := schedulertest.WorkerKey(workerID)
 	d.WaitFor(t, "the worker to report idle after the cancellation", func(requests map[string][]*remoteworker.SynchronizeRequest, _ []schedulertest.Completion) bool {
 		last := requests[key][len(requests[key])-1]
-		return stageOf(last) == "idle"
+		return testsupport.SynchronizeStage(last) == "idle"
 	})
 	for _, completion := range d.Completed() {
 		if proto.Equal(completion.Digest, long) {
@@ -485,8 +464,8 @@ func TestClusterWorkerDrainsOnSIGTERM(t *testing.T) {
 			t.Errorf("a request after the drain began did not prefer being idle: %v", request)
 		}
 	}
-	if last := afterSignal[len(afterSignal)-1]; stageOf(last) != "completed" {
-		t.Errorf("the last request reported %s, want the completion", stageOf(last))
+	if last := afterSignal[len(afterSignal)-1]; testsupport.SynchronizeStage(last) != "completed" {
+		t.Errorf("the last request reported %s, want the completion", testsupport.SynchronizeStage(last))
 	}
 	if d.Queued() != 1 {
 		t.Errorf("%d tasks queued, want the one queued during the drain", d.Queued())
@@ -529,25 +508,10 @@ func TestClusterWorkerRefusesUnsupportedStorage(t *testing.T) {
 }
 
 func TestServeTakesAConfigurationFileAndFlagsOverrideIt(t *testing.T) {
-	dir := t.TempDir()
-	diagnostics := freeAddress(t)
-	configPath := filepath.Join(dir, "serve.jsonnet")
-	config := fmt.Sprintf(`{
+	configPath, diagnostics := serveConfigWithDiagnostics(t, `
   // Overridden by the --listen flag the test helper passes.
   listenAddress: '127.0.0.1:1',
-  workerName: 'from-the-file',
-  executor: { sandbox: { warmSandboxes: 0 } },
-  global: {
-    diagnosticsHttpServer: {
-      httpServers: [{ listenAddresses: ['%s'], authenticationPolicy: { allow: {} } }],
-      enablePrometheus: true,
-    },
-  },
-}
-`, diagnostics)
-	if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
+  workerName: 'from-the-file',`, "")
 	s := startServer(t, "--config", configPath)
 	result := s.client().run(action{args: sh(`echo configured`)})
 	if got := result.ExecutionMetadata.GetWorker(); got != "from-the-file" {

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/bitzel/bitzel-worker/images/imagetest"
+	"github.com/bitzel/bitzel-worker/internal/testsupport"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -27,7 +28,7 @@ type tarEntry = imagetest.Entry
 // one of them (a whiteout) and adds another.
 func busyboxImage(t *testing.T) v1.Image {
 	t.Helper()
-	data := staticBusybox(t)
+	data := testsupport.StaticBusyboxData(t)
 	base := []tarEntry{
 		{Name: "bin/", Type: tar.TypeDir, Mode: 0o755},
 		{Name: "bin/busybox", Type: tar.TypeReg, Mode: 0o755, Body: string(data)},

@@ -24,16 +24,14 @@ func TestSecondServeOnOneDataDirectoryIsRefused(t *testing.T) {
 	c := s.client()
 	a := c.newAction(action{args: sh(`mkdir -p out && echo started > out/started && sleep 3 && echo done > out/f`),
 		outputFiles: []string{"out/f"}})
-	stream, err := c.exec.Execute(context.Background(), &remoteexecution.ExecuteRequest{ActionDigest: a})
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream := c.startExecute(context.Background(), a, false)
 	waitForExecuting(t, stream)
 
 	second := exec.Command(filepath.Join(binaries(t), "bitzel-worker"), "serve", "--listen", "127.0.0.1:0",
 		"--metrics-listen", "", "--data-dir", s.dataDir)
 	done := make(chan struct{})
 	var out []byte
+	var err error
 	go func() {
 		out, err = second.CombinedOutput()
 		close(done)

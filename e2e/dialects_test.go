@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 
 	"runtime"
@@ -253,26 +252,11 @@ func (b *buildStreamClient) file(root *remoteexecution.Digest, p string) (string
 	return "", false
 }
 
-// staticBusybox is the bytes of Debian's busybox-static, a userland
-// that needs nothing from the host.
-func staticBusybox(t *testing.T) []byte {
-	t.Helper()
-	busybox, err := testsupport.StaticBusybox()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(busybox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
-}
-
 // busyboxUserland is an input tree holding a static busybox as /bin's
 // shell and tools, the userland of a BuildStream base element.
 func busyboxUserland(t *testing.T, c *client) *remoteexecution.Digest {
 	t.Helper()
-	data := staticBusybox(t)
+	data := testsupport.StaticBusyboxData(t)
 	files := map[string]entry{"bin/busybox": {content: string(data), executable: true}, "etc/": {}}
 	for _, applet := range []string{"sh", "cat", "mkdir", "echo", "ls", "test"} {
 		files["bin/"+applet] = entry{symlink: "busybox"}

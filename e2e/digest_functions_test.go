@@ -7,7 +7,7 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"github.com/buildbarn/bb-storage/pkg/digest"
+	bzclient "github.com/bitzel/bitzel-worker/client"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -32,53 +32,20 @@ func TestEveryAdvertisedDigestFunctionIsHonoured(t *testing.T) {
 	ctx := context.Background()
 	for _, fn := range advertised {
 		t.Run(fn.String(), func(t *testing.T) {
-			// Its helpers fail this subtest, not the parent.
-			c := &client{t: t, cas: c.cas, ac: c.ac, exec: c.exec, bs: c.bs, caps: c.caps}
-			function := digest.MustNewFunction("", fn)
-			hash := func(data []byte) *remoteexecution.Digest {
-				g := function.NewGenerator(int64(len(data)))
-				g.Write(data)
-				return g.Sum().GetProto()
-			}
-			blobs := map[string][]byte{}
-			put := func(data []byte) *remoteexecution.Digest {
-				d := hash(data)
-				blobs[key(d)] = data
-				return d
-			}
-			putProto := func(m proto.Message) *remoteexecution.Digest {
-				data, err := proto.Marshal(m)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return put(data)
-			}
+			// Its helpers fail this subtest, not the parent, and
+			// hash with fn and name it in every request.
+			c := c.in(t, fn)
+			hash := c.hash
 			input := []byte("input for " + fn.String() + "\n")
-			root := putProto(&remoteexecution.Directory{Files: []*remoteexecution.FileNode{{Name: "in.txt", Digest: put(input)}}})
-			command := putProto(&remoteexecution.Command{
+			root := c.uploadProto(&remoteexecution.Directory{Files: []*remoteexecution.FileNode{{Name: "in.txt", Digest: c.upload(input)[0]}}})
+			command := c.uploadProto(&remoteexecution.Command{
 				Arguments:   sh("mkdir -p dir && tr a-z A-Z <in.txt >out.txt && cp in.txt dir/copy"),
 				OutputPaths: []string{"dir", "out.txt"},
 			})
-			actionDigest := putProto(&remoteexecution.Action{CommandDigest: command, InputRootDigest: root, Timeout: nil})
-			update := &remoteexecution.BatchUpdateBlobsRequest{DigestFunction: fn}
-			for _, data := range blobs {
-				update.Requests = append(update.Requests, &remoteexecution.BatchUpdateBlobsRequest_Request{Digest: hash(data), Data: data})
-			}
-			responses, err := c.cas.BatchUpdateBlobs(ctx, update)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, r := range responses.Responses {
-				if r.Status.GetCode() != 0 {
-					t.Fatalf("upload: %v", r.Status)
-				}
-			}
+			actionDigest := c.uploadProto(&remoteexecution.Action{CommandDigest: command, InputRootDigest: root, Timeout: nil})
 			ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 			defer cancel()
-			stream, err := c.exec.Execute(ctx, &remoteexecution.ExecuteRequest{ActionDigest: actionDigest, DigestFunction: fn})
-			if err != nil {
-				t.Fatal(err)
-			}
+			stream := c.startExecute(ctx, actionDigest, false)
 			response, ops := c.drain(stream)
 			if st := status.FromProto(response.Status); st.Code() != codes.OK || response.Result.GetExitCode() != 0 {
 				t.Fatalf("status %v, exit %d\n%s", st, response.Result.GetExitCode(), s.logs())
@@ -91,16 +58,8 @@ func TestEveryAdvertisedDigestFunctionIsHonoured(t *testing.T) {
 			if len(result.OutputFiles) != 1 || !proto.Equal(result.OutputFiles[0].Digest, hash([]byte(strings.ToUpper(string(input))))) {
 				t.Fatalf("output files %v, want out.txt hashed with %v", result.OutputFiles, fn)
 			}
-			read := func(d *remoteexecution.Digest) []byte {
-				r, err := c.cas.BatchReadBlobs(ctx, &remoteexecution.BatchReadBlobsRequest{Digests: []*remoteexecution.Digest{d}, DigestFunction: fn})
-				if err != nil || r.Responses[0].Status.GetCode() != 0 {
-					t.Fatalf("read %v: %v %v", d, err, r)
-				}
-				if got := hash(r.Responses[0].Data); !proto.Equal(got, d) {
-					t.Fatalf("blob %v hashes to %v", d, got)
-				}
-				return r.Responses[0].Data
-			}
+			// c.read checks that the blob has its digest in fn.
+			read := c.read
 			if len(result.OutputDirectories) != 1 {
 				t.Fatalf("output directories %v", result.OutputDirectories)
 			}
@@ -123,6 +82,7 @@ func TestEveryAdvertisedDigestFunctionIsHonoured(t *testing.T) {
 			legacy := map[remoteexecution.DigestFunction_Value]bool{remoteexecution.DigestFunction_MD5: true, remoteexecution.DigestFunction_SHA1: true,
 				remoteexecution.DigestFunction_SHA256: true, remoteexecution.DigestFunction_SHA384: true, remoteexecution.DigestFunction_SHA512: true}
 			if legacy[fn] {
+				// The raw stub: Remote always names its function.
 				stream, err := c.exec.Execute(ctx, &remoteexecution.ExecuteRequest{ActionDigest: actionDigest})
 				if err != nil {
 					t.Fatal(err)
@@ -143,7 +103,7 @@ func TestEveryAdvertisedDigestFunctionIsHonoured(t *testing.T) {
 	}
 	stream, err := c.exec.Execute(ctx, &remoteexecution.ExecuteRequest{ActionDigest: digestOf([]byte("x")), DigestFunction: unsupported})
 	if err == nil {
-		_, err = stream.Recv()
+		_, err = bzclient.Follow(stream, nil)
 	}
 	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), unsupported.String()) {
 		t.Errorf("Execute with %v: %v, want INVALID_ARGUMENT naming it", unsupported, err)

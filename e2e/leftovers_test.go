@@ -11,8 +11,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-
-	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 )
 
 // workerCgroups lists the cgroup directories of a serve process in the
@@ -50,10 +48,7 @@ func TestRestartAfterKillRemovesWhatThePredecessorLeft(t *testing.T) {
 	s := startServer(t)
 	c := s.client()
 	a := c.newAction(action{args: sh(`sleep 600`)})
-	stream, err := c.exec.Execute(context.Background(), &remoteexecution.ExecuteRequest{ActionDigest: a})
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream := c.startExecute(context.Background(), a, false)
 	waitForExecuting(t, stream)
 	root := os.Geteuid() == 0
 	var cgroups []string
@@ -128,10 +123,7 @@ func TestRestartAfterKillRemovesWhatThePredecessorLeft(t *testing.T) {
 	// action's), and a restart finds no mount or build directory (it
 	// may still remove other dead workers' cgroups).
 	rc := restarted.client()
-	inFlight, err := rc.exec.Execute(context.Background(), &remoteexecution.ExecuteRequest{ActionDigest: rc.newAction(action{args: sh(`sleep 601`)})})
-	if err != nil {
-		t.Fatal(err)
-	}
+	inFlight := rc.startExecute(context.Background(), rc.newAction(action{args: sh(`sleep 601`)}), false)
 	waitForExecuting(t, inFlight)
 	var ownCgroups []string
 	if root {

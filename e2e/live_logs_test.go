@@ -15,8 +15,9 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	bzclient "github.com/bitzel/bitzel-worker/client"
 	"github.com/google/uuid"
-	"google.golang.org/genproto/googleapis/bytestream"
+	"google.golang.org/genproto/googleapis/longrunning"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -87,35 +88,23 @@ func readUntil(t *testing.T, lines <-chan string, want string) []string {
 
 // followStream reads a ByteStream resource and sends its content line
 // by line; errs gets the stream's end (nil at a clean end).
-func followStream(ctx context.Context, bs bytestream.ByteStreamClient, name string) (<-chan string, <-chan error) {
+func followStream(ctx context.Context, c *client, name string) (<-chan string, <-chan error) {
 	lines, errs := make(chan string, 100), make(chan error, 1)
+	remote := c.remote()
 	go func() {
 		defer close(lines)
-		stream, err := bs.Read(ctx, &bytestream.ReadRequest{ResourceName: name})
-		if err != nil {
-			errs <- err
-			return
-		}
 		var pending []byte
-		for {
-			chunk, err := stream.Recv()
-			if err != nil {
-				if err == io.EOF {
-					err = nil
-				}
-				errs <- err
-				return
-			}
-			pending = append(pending, chunk.Data...)
+		errs <- remote.ReadResource(ctx, name, 0, func(chunk []byte) error {
+			pending = append(pending, chunk...)
 			for {
 				i := bytes.IndexByte(pending, '\n')
 				if i < 0 {
-					break
+					return nil
 				}
 				lines <- string(pending[:i])
 				pending = pending[i+1:]
 			}
-		}
+		})
 	}()
 	return lines, errs
 }
@@ -132,33 +121,33 @@ func TestLiveLogsReadWhileTheActionRuns(t *testing.T) {
 	// their names would last as long.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	stream, err := c.exec.Execute(ctx, &remoteexecution.ExecuteRequest{InstanceName: c.instance, ActionDigest: actionDigest, SkipCacheLookup: true})
+	stream := c.startExecute(ctx, actionDigest, true)
+	var bare *longrunning.Operation
+	op, err := bzclient.Await(stream, func(op *longrunning.Operation) bool {
+		if bzclient.Metadata(op) == nil && bare == nil {
+			bare = op
+		}
+		return bzclient.Metadata(op).GetStdoutStreamName() != ""
+	})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("the operation ended without naming its live logs: %v\nserver:\n%s", err, s.logs())
 	}
-	var stdoutName, stderrName string
-	for stdoutName == "" {
-		op, err := stream.Recv()
-		if err != nil {
-			t.Fatalf("the operation ended without naming its live logs: %v\nserver:\n%s", err, s.logs())
-		}
-		if op.Done {
-			t.Fatalf("the operation completed without naming its live logs (it cannot complete before the test opens its gate): %v", op)
-		}
-		metadata := &remoteexecution.ExecuteOperationMetadata{}
-		if err := op.Metadata.UnmarshalTo(metadata); err != nil {
-			t.Fatal(err)
-		}
-		stdoutName, stderrName = metadata.StdoutStreamName, metadata.StderrStreamName
-		if stdoutName != "" && metadata.Stage != remoteexecution.ExecutionStage_EXECUTING {
-			t.Errorf("stream names in stage %v", metadata.Stage)
-		}
+	if bare != nil {
+		t.Fatalf("operation update without ExecuteOperationMetadata: %v", bare)
+	}
+	if op.Done {
+		t.Fatalf("the operation completed without naming its live logs (it cannot complete before the test opens its gate): %v", op)
+	}
+	metadata := bzclient.Metadata(op)
+	stdoutName, stderrName := metadata.StdoutStreamName, metadata.StderrStreamName
+	if metadata.Stage != remoteexecution.ExecutionStage_EXECUTING {
+		t.Errorf("stream names in stage %v", metadata.Stage)
 	}
 	if stderrName == "" || stderrName == stdoutName {
 		t.Fatalf("stdout %q, stderr %q", stdoutName, stderrName)
 	}
-	stdoutLines, stdoutEnd := followStream(ctx, c.bs, stdoutName)
-	stderrLines, stderrEnd := followStream(ctx, c.bs, stderrName)
+	stdoutLines, stdoutEnd := followStream(ctx, c, stdoutName)
+	stderrLines, stderrEnd := followStream(ctx, c, stderrName)
 	readUntil(t, stdoutLines, "first line "+marker)
 	readUntil(t, stderrLines, "first err")
 	openGate(t, marker)
@@ -177,27 +166,9 @@ func TestLiveLogsReadWhileTheActionRuns(t *testing.T) {
 		t.Errorf("stdout in the result %q, want %q", got, want)
 	}
 	// The names end with the action; its logs are in the result.
-	_, err = readAll(c.bs, stdoutName)
+	err = c.remote().ReadResource(context.Background(), stdoutName, 0, func([]byte) error { return nil })
 	if status.Code(err) != codes.NotFound {
 		t.Errorf("live log read after the action ended: %v, want NOT_FOUND", err)
-	}
-}
-
-func readAll(bs bytestream.ByteStreamClient, name string) ([]byte, error) {
-	stream, err := bs.Read(context.Background(), &bytestream.ReadRequest{ResourceName: name})
-	if err != nil {
-		return nil, err
-	}
-	var data []byte
-	for {
-		chunk, err := stream.Recv()
-		if err == io.EOF {
-			return data, nil
-		}
-		if err != nil {
-			return data, err
-		}
-		data = append(data, chunk.Data...)
 	}
 }
 

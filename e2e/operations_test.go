@@ -11,7 +11,9 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	bzclient "github.com/bitzel/bitzel-worker/client"
 	"github.com/bitzel/bitzel-worker/internal/fsutil"
+	"google.golang.org/genproto/googleapis/longrunning"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -47,11 +49,9 @@ func TestWaitExecutionAfterReconnect(t *testing.T) {
 	c := s.client()
 	a := c.newAction(action{args: sh(`sleep 2; echo finished`)})
 	ctx, cancel := context.WithCancel(context.Background())
-	stream, err := c.exec.Execute(ctx, &remoteexecution.ExecuteRequest{ActionDigest: a})
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, err := stream.Recv()
+	stream := c.startExecute(ctx, a, false)
+	// The first update, whatever it is, names the operation.
+	first, err := bzclient.Await(stream, func(*longrunning.Operation) bool { return true })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestWaitExecutionAfterReconnect(t *testing.T) {
 	cancel()
 	// ... and comes back on a new connection.
 	c2 := startClientOn(t, s)
-	wait, err := c2.exec.WaitExecution(context.Background(), &remoteexecution.WaitExecutionRequest{Name: first.Name})
+	wait, err := c2.remote().StartWaitExecution(context.Background(), first.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,10 +71,7 @@ func TestWaitExecutionAfterReconnect(t *testing.T) {
 		t.Errorf("stdout %q, status %v", got, response.Status)
 	}
 	// Unknown names are NOT_FOUND.
-	unknown, err := c2.exec.WaitExecution(context.Background(), &remoteexecution.WaitExecutionRequest{Name: "no-such-operation"})
-	if err == nil {
-		_, err = unknown.Recv()
-	}
+	_, err = c2.remote().WaitExecution(context.Background(), "no-such-operation", nil, nil)
 	if status.Code(err) != codes.NotFound {
 		t.Errorf("WaitExecution of an unknown name: %v", err)
 	}
@@ -93,29 +90,17 @@ func TestTwoHundredConcurrentExecuteStreams(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			stream, err := c.exec.Execute(context.Background(), &remoteexecution.ExecuteRequest{ActionDigest: digests[i]})
+			response, err := c.tryExecute(context.Background(), digests[i], false)
 			if err != nil {
-				errs <- err.Error()
+				errs <- fmt.Sprintf("action %d: %v", i, err)
 				return
 			}
-			for {
-				op, err := stream.Recv()
-				if err != nil {
-					errs <- fmt.Sprintf("action %d: %v", i, err)
-					return
-				}
-				if op.Done {
-					response := &remoteexecution.ExecuteResponse{}
-					op.GetResponse().UnmarshalTo(response)
-					if response.Status.GetCode() != 0 || len(response.Result.GetOutputFiles()) != 1 {
-						errs <- fmt.Sprintf("action %d: %v", i, response)
-						return
-					}
-					if got := strings.TrimSpace(string(c.read(response.Result.OutputFiles[0].Digest))); got != fmt.Sprint(i) {
-						errs <- fmt.Sprintf("action %d: output %q", i, got)
-					}
-					return
-				}
+			if response.Status.GetCode() != 0 || len(response.Result.GetOutputFiles()) != 1 {
+				errs <- fmt.Sprintf("action %d: %v", i, response)
+				return
+			}
+			if got := strings.TrimSpace(string(c.read(response.Result.OutputFiles[0].Digest))); got != fmt.Sprint(i) {
+				errs <- fmt.Sprintf("action %d: output %q", i, got)
 			}
 		}(i)
 	}
@@ -131,22 +116,8 @@ func TestShutdownLeavesNoMountsOrProcesses(t *testing.T) {
 	s := startServer(t)
 	c := s.client()
 	a := c.newAction(action{args: sh(`sleep 600`)})
-	stream, err := c.exec.Execute(context.Background(), &remoteexecution.ExecuteRequest{ActionDigest: a})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Wait until it runs.
-	for {
-		op, err := stream.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		metadata := &remoteexecution.ExecuteOperationMetadata{}
-		op.Metadata.UnmarshalTo(metadata)
-		if metadata.Stage == remoteexecution.ExecutionStage_EXECUTING {
-			break
-		}
-	}
+	stream := c.startExecute(context.Background(), a, false)
+	waitForExecuting(t, stream)
 	time.Sleep(200 * time.Millisecond)
 	// The server's sandboxes: the running action's and the warm ones.
 	ours := sandboxProcesses(t, s.cmd.Process.Pid)
@@ -175,12 +146,7 @@ func TestShutdownLeavesNoMountsOrProcesses(t *testing.T) {
 		}
 	}
 	// The client saw the action end with an error, not a hang.
-	for {
-		op, err := stream.Recv()
-		if err != nil || op.Done {
-			break
-		}
-	}
+	bzclient.Follow(stream, nil)
 }
 
 func TestServeExitsEvenIfItsDataDirectoryIsGone(t *testing.T) {

@@ -9,20 +9,23 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	bzclient "github.com/bitzel/bitzel-worker/client"
 	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"github.com/bitzel/bitzel-worker/internal/procfs"
+	"github.com/buildbarn/bb-storage/pkg/digest"
 	"google.golang.org/genproto/googleapis/bytestream"
 	"google.golang.org/genproto/googleapis/longrunning"
 	"google.golang.org/grpc"
@@ -165,6 +168,30 @@ func (s *server) logs() string {
 	return s.log.String()
 }
 
+// serveConfigWithDiagnostics writes a serve configuration file with a
+// Buildbarn diagnostics HTTP server on a free address (Prometheus on,
+// no warm sandboxes), top and diagnostics inserted as further fields of
+// the file and of the server, and returns its path and the address.
+func serveConfigWithDiagnostics(t *testing.T, top, diagnostics string) (string, string) {
+	t.Helper()
+	address := freeAddress(t)
+	config := fmt.Sprintf(`{%s
+  executor: { sandbox: { warmSandboxes: 0 } },
+  global: {
+    diagnosticsHttpServer: {
+      httpServers: [{ listenAddresses: ['%s'], authenticationPolicy: { allow: {} } }],
+      enablePrometheus: true,%s
+    },
+  },
+}
+`, top, address, diagnostics)
+	path := filepath.Join(t.TempDir(), "serve.jsonnet")
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, address
+}
+
 // stop sends SIGTERM and waits for a clean exit.
 func (s *server) stop() {
 	if s.conn != nil {
@@ -185,26 +212,83 @@ func (s *server) stop() {
 	}
 }
 
-// client is a REAPI client for one instance name.
+// client is the tests' REAPI client for one instance name: a thin
+// helper over client.Remote (the one REAPI client: upload, execute,
+// read) that fails the test on an error and speaks in the proto
+// digests the tests write. The raw stubs are for tests of the protocol
+// itself: malformed requests, Capabilities, the Action Cache.
 type client struct {
 	t        testing.TB
+	conn     grpc.ClientConnInterface
 	instance string
-	cas      remoteexecution.ContentAddressableStorageClient
-	ac       remoteexecution.ActionCacheClient
-	exec     remoteexecution.ExecutionClient
-	bs       bytestream.ByteStreamClient
-	caps     remoteexecution.CapabilitiesClient
+	// digestFunction is what uploads hash with and requests name;
+	// unset is SHA-256.
+	digestFunction remoteexecution.DigestFunction_Value
+	cas            remoteexecution.ContentAddressableStorageClient
+	ac             remoteexecution.ActionCacheClient
+	exec           remoteexecution.ExecutionClient
+	bs             bytestream.ByteStreamClient
+	caps           remoteexecution.CapabilitiesClient
 }
 
-func (s *server) client() *client {
+func newClient(t testing.TB, conn grpc.ClientConnInterface) *client {
 	return &client{
-		t:    s.t,
-		cas:  remoteexecution.NewContentAddressableStorageClient(s.conn),
-		ac:   remoteexecution.NewActionCacheClient(s.conn),
-		exec: remoteexecution.NewExecutionClient(s.conn),
-		bs:   bytestream.NewByteStreamClient(s.conn),
-		caps: remoteexecution.NewCapabilitiesClient(s.conn),
+		t:    t,
+		conn: conn,
+		cas:  remoteexecution.NewContentAddressableStorageClient(conn),
+		ac:   remoteexecution.NewActionCacheClient(conn),
+		exec: remoteexecution.NewExecutionClient(conn),
+		bs:   bytestream.NewByteStreamClient(conn),
+		caps: remoteexecution.NewCapabilitiesClient(conn),
 	}
+}
+
+func (s *server) client() *client { return newClient(s.t, s.conn) }
+
+// in is c failing t (a subtest) instead, in digest function fn.
+func (c *client) in(t testing.TB, fn remoteexecution.DigestFunction_Value) *client {
+	copied := *c
+	copied.t, copied.digestFunction = t, fn
+	return &copied
+}
+
+func (c *client) function() digest.Function {
+	fn := c.digestFunction
+	if fn == remoteexecution.DigestFunction_UNKNOWN {
+		fn = remoteexecution.DigestFunction_SHA256
+	}
+	instance, err := digest.NewInstanceName(c.instance)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	function, err := instance.GetDigestFunction(fn, 0)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return function
+}
+
+// remote is the client.Remote for the instance name c has now (tests
+// set it after creating c).
+func (c *client) remote() *bzclient.Remote {
+	return bzclient.NewRemote(c.conn, c.instance, c.function())
+}
+
+// digest converts a digest the tests hold to the Remote's kind.
+func (c *client) digest(d *remoteexecution.Digest) digest.Digest {
+	c.t.Helper()
+	converted, err := c.function().NewDigestFromProto(d)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return converted
+}
+
+// hash is data's digest in c's digest function.
+func (c *client) hash(data []byte) *remoteexecution.Digest {
+	generator := c.function().NewGenerator(int64(len(data)))
+	generator.Write(data)
+	return generator.Sum().GetProto()
 }
 
 func digestOf(data []byte) *remoteexecution.Digest {
@@ -214,34 +298,41 @@ func digestOf(data []byte) *remoteexecution.Digest {
 
 func key(d *remoteexecution.Digest) string { return fmt.Sprintf("%s/%d", d.Hash, d.SizeBytes) }
 
+// quiet is the Progress of a client nobody watches.
+type quiet struct{}
+
+func (quiet) Uploading(int, int, int64, int64)           {}
+func (quiet) Stage(remoteexecution.ExecutionStage_Value) {}
+func (quiet) Downloading(int, int)                       {}
+
 // upload stores blobs and returns their digests.
 func (c *client) upload(blobs ...[]byte) []*remoteexecution.Digest {
 	c.t.Helper()
-	request := &remoteexecution.BatchUpdateBlobsRequest{InstanceName: c.instance}
 	digests := make([]*remoteexecution.Digest, len(blobs))
+	messages := make(map[digest.Digest][]byte, len(blobs))
 	for i, b := range blobs {
-		digests[i] = digestOf(b)
-		request.Requests = append(request.Requests, &remoteexecution.BatchUpdateBlobsRequest_Request{Digest: digests[i], Data: b})
+		digests[i] = c.hash(b)
+		messages[c.digest(digests[i])] = b
 	}
-	response, err := c.cas.BatchUpdateBlobs(context.Background(), request)
-	if err != nil {
+	if err := c.remote().Upload(context.Background(), messages, nil, quiet{}); err != nil {
 		c.t.Fatal(err)
-	}
-	for _, r := range response.Responses {
-		if r.Status.GetCode() != 0 {
-			c.t.Fatalf("upload %s: %v", key(r.Digest), r.Status)
-		}
 	}
 	return digests
 }
 
-func (c *client) uploadProto(m proto.Message) *remoteexecution.Digest {
+// encode is m as uploaded: deterministically marshalled.
+func (c *client) encode(m proto.Message) []byte {
 	c.t.Helper()
-	data, err := proto.Marshal(m)
+	_, data, err := bzclient.Encode(c.function(), m)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	return c.upload(data)[0]
+	return data
+}
+
+func (c *client) uploadProto(m proto.Message) *remoteexecution.Digest {
+	c.t.Helper()
+	return c.upload(c.encode(m))[0]
 }
 
 func (c *client) read(d *remoteexecution.Digest) []byte {
@@ -249,14 +340,11 @@ func (c *client) read(d *remoteexecution.Digest) []byte {
 	if d == nil {
 		return nil
 	}
-	response, err := c.cas.BatchReadBlobs(context.Background(), &remoteexecution.BatchReadBlobsRequest{InstanceName: c.instance, Digests: []*remoteexecution.Digest{d}})
+	data, err := c.remote().Read(context.Background(), c.digest(d))
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	if r := response.Responses[0]; r.Status.GetCode() != 0 {
-		c.t.Fatalf("read %s: %v", key(d), r.Status)
-	}
-	return response.Responses[0].Data
+	return data
 }
 
 // entry is a file or symlink of an input tree built with tree().
@@ -293,6 +381,12 @@ func (c *client) tree(files map[string]entry) *remoteexecution.Digest {
 			d.files[parts[last]] = e
 		}
 	}
+	// Every blob of the tree, uploaded at once.
+	var blobs [][]byte
+	add := func(data []byte) *remoteexecution.Digest {
+		blobs = append(blobs, data)
+		return c.hash(data)
+	}
 	var build func(d *dir) *remoteexecution.Digest
 	build = func(d *dir) *remoteexecution.Digest {
 		msg := &remoteexecution.Directory{}
@@ -302,25 +396,19 @@ func (c *client) tree(files map[string]entry) *remoteexecution.Digest {
 				msg.Symlinks = append(msg.Symlinks, &remoteexecution.SymlinkNode{Name: name, Target: e.symlink})
 				continue
 			}
-			digest := c.upload([]byte(e.content))[0]
-			msg.Files = append(msg.Files, &remoteexecution.FileNode{Name: name, Digest: digest, IsExecutable: e.executable})
+			msg.Files = append(msg.Files, &remoteexecution.FileNode{Name: name, Digest: add([]byte(e.content)), IsExecutable: e.executable})
 		}
 		for _, name := range sortedKeys(d.children) {
 			msg.Directories = append(msg.Directories, &remoteexecution.DirectoryNode{Name: name, Digest: build(d.children[name])})
 		}
-		return c.uploadProto(msg)
+		return add(c.encode(msg))
 	}
-	return build(root)
+	rootDigest := build(root)
+	c.upload(blobs...)
+	return rootDigest
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
 
 // action describes an action for newAction.
 type action struct {
@@ -368,40 +456,57 @@ func (c *client) newAction(a action) *remoteexecution.Digest {
 	return c.uploadProto(msg)
 }
 
+// startExecute sends an Execute request and returns its stream, for a
+// test that watches it (waitForExecuting, drain).
+func (c *client) startExecute(ctx context.Context, actionDigest *remoteexecution.Digest, skipCache bool) remoteexecution.Execution_ExecuteClient {
+	c.t.Helper()
+	stream, err := c.remote().StartExecute(ctx, c.digest(actionDigest), skipCache)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return stream
+}
+
 // execute runs an action to completion and returns the final
 // operation's response and the operations seen on the stream.
 func (c *client) execute(actionDigest *remoteexecution.Digest, skipCache bool) (*remoteexecution.ExecuteResponse, []*longrunning.Operation) {
 	c.t.Helper()
-	stream, err := c.exec.Execute(context.Background(), &remoteexecution.ExecuteRequest{
-		InstanceName: c.instance, ActionDigest: actionDigest, SkipCacheLookup: skipCache,
-	})
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return c.drain(stream)
+	return c.drain(c.startExecute(context.Background(), actionDigest, skipCache))
 }
 
-func (c *client) drain(stream interface {
-	Recv() (*longrunning.Operation, error)
-}) (*remoteexecution.ExecuteResponse, []*longrunning.Operation) {
+// tryExecute runs an action to completion, for tests that count
+// failures from many goroutines instead of failing at the first.
+func (c *client) tryExecute(ctx context.Context, actionDigest *remoteexecution.Digest, skipCache bool) (*remoteexecution.ExecuteResponse, error) {
+	d, err := c.function().NewDigestFromProto(actionDigest)
+	if err != nil {
+		return nil, err
+	}
+	return c.remote().Execute(ctx, d, skipCache, quiet{})
+}
+
+// drain reads an Execute or WaitExecution stream to the done
+// operation and returns its response and every operation seen.
+func (c *client) drain(stream bzclient.OperationStream) (*remoteexecution.ExecuteResponse, []*longrunning.Operation) {
 	c.t.Helper()
 	var ops []*longrunning.Operation
-	for {
-		op, err := stream.Recv()
-		if err == io.EOF {
-			c.t.Fatalf("stream ended before the operation was done (%d updates)", len(ops))
-		}
-		if err != nil {
-			c.t.Fatalf("execute: %v", err)
-		}
-		ops = append(ops, op)
-		if op.Done {
-			response := &remoteexecution.ExecuteResponse{}
-			if err := op.GetResponse().UnmarshalTo(response); err != nil {
-				c.t.Fatalf("operation %s done without an ExecuteResponse: %v", op.Name, op)
-			}
-			return response, ops
-		}
+	response, err := bzclient.Follow(stream, func(op *longrunning.Operation) { ops = append(ops, op) })
+	if err != nil {
+		c.t.Fatalf("execute (%d updates): %v", len(ops), err)
+	}
+	return response, ops
+}
+
+// waitForExecuting reads stream until the action runs.
+func waitForExecuting(t testing.TB, stream bzclient.OperationStream) {
+	t.Helper()
+	op, err := bzclient.Await(stream, func(op *longrunning.Operation) bool {
+		return bzclient.Stage(op) == remoteexecution.ExecutionStage_EXECUTING
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op.Done {
+		t.Fatalf("operation %s was done before it ran: %v", op.Name, op)
 	}
 }
 
@@ -425,14 +530,7 @@ func startClientOn(t testing.TB, s *server) *client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &client{
-		t:    t,
-		cas:  remoteexecution.NewContentAddressableStorageClient(conn),
-		ac:   remoteexecution.NewActionCacheClient(conn),
-		exec: remoteexecution.NewExecutionClient(conn),
-		bs:   bytestream.NewByteStreamClient(conn),
-		caps: remoteexecution.NewCapabilitiesClient(conn),
-	}
+	return newClient(t, conn)
 }
 
 // sandboxProcesses lists a server's sandbox launcher and the sandbox

@@ -1,10 +1,7 @@
 package e2e
 
 import (
-	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -13,23 +10,8 @@ import (
 // Buildbarn would serve its own diagnostics server (which has no status
 // page): serve still serves the page there, next to /active_spans.
 func TestServeWithActiveSpansStillHasTheStatusPage(t *testing.T) {
-	dir := t.TempDir()
-	diagnostics := freeAddress(t)
-	configPath := filepath.Join(dir, "serve.jsonnet")
-	config := fmt.Sprintf(`{
-  executor: { sandbox: { warmSandboxes: 0 } },
-  global: {
-    diagnosticsHttpServer: {
-      httpServers: [{ listenAddresses: ['%s'], authenticationPolicy: { allow: {} } }],
-      enablePrometheus: true,
-      enableActiveSpans: true,
-    },
-  },
-}
-`, diagnostics)
-	if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	configPath, diagnostics := serveConfigWithDiagnostics(t, "", `
+      enableActiveSpans: true,`)
 	s := startServer(t, "--config", configPath)
 	s.client().run(action{args: sh("echo with-active-spans-marker")})
 	base := "http://" + diagnostics

@@ -34,20 +34,7 @@ func (c *client) executeAs(actionDigest *remoteexecution.Digest, target string, 
 		return nil, err
 	}
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "build.bazel.remote.execution.v2.requestmetadata-bin", string(data))
-	stream, err := c.exec.Execute(ctx, &remoteexecution.ExecuteRequest{InstanceName: c.instance, ActionDigest: actionDigest})
-	if err != nil {
-		return nil, err
-	}
-	for {
-		op, err := stream.Recv()
-		if err != nil {
-			return nil, err
-		}
-		if op.Done {
-			response := &remoteexecution.ExecuteResponse{}
-			return response, op.GetResponse().UnmarshalTo(response)
-		}
-	}
+	return c.tryExecute(ctx, actionDigest, false)
 }
 
 // chromium is Debian's (apt-get install chromium).
@@ -315,23 +302,8 @@ func TestClusterWorkerServesTheStatusPage(t *testing.T) {
 // serve with a Buildbarn diagnostics server in its configuration file
 // serves the page there, with the ring size the file gives.
 func TestServeConfigurationFileDiagnosticsServerHasTheStatusPage(t *testing.T) {
-	dir := t.TempDir()
-	diagnostics := freeAddress(t)
-	configPath := filepath.Join(dir, "serve.jsonnet")
-	config := fmt.Sprintf(`{
-  statusPageRecentActions: 2,
-  executor: { sandbox: { warmSandboxes: 0 } },
-  global: {
-    diagnosticsHttpServer: {
-      httpServers: [{ listenAddresses: ['%s'], authenticationPolicy: { allow: {} } }],
-      enablePrometheus: true,
-    },
-  },
-}
-`, diagnostics)
-	if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	configPath, diagnostics := serveConfigWithDiagnostics(t, `
+  statusPageRecentActions: 2,`, "")
 	s := startServer(t, "--config", configPath)
 	c := s.client()
 	for i := range 3 {

@@ -1,10 +1,13 @@
-// Package testsupport holds what the package tests and the e2e tests
-// both need, so that it is written once.
+// Package testsupport holds what the package tests, the e2e tests and
+// the benchmark harness share, so that it is written once. (The REAPI
+// client they share is client/, the one the submit command uses.)
 package testsupport
 
 import (
 	"debug/elf"
 	"errors"
+	"os"
+	"testing"
 )
 
 // StaticBusybox locates Debian's busybox-static, which the test script
@@ -28,4 +31,19 @@ func StaticBusybox() (string, error) {
 		}
 	}
 	return "", errors.New("no statically linked busybox: install Debian's busybox-static (the test script does)")
+}
+
+// StaticBusyboxData is the content of StaticBusybox, for a test that
+// puts it in an input tree or a layer; a missing one fails t.
+func StaticBusyboxData(t testing.TB) []byte {
+	t.Helper()
+	path, err := StaticBusybox()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }

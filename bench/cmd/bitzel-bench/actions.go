@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/bitzel/bitzel-worker/internal/testsupport"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 )
 
@@ -23,38 +23,6 @@ func (h *harness) trueActions(n int) ([]digest.Digest, error) {
 		actions[i] = h.ep.action(b, command{args: []string{"/bin/true"}}, h.next())
 	}
 	return actions, h.ep.upload(context.Background(), b)
-}
-
-// concurrently calls do(0..n-1) from c goroutines and returns the wall
-// time; progress, when set, is called after each completion.
-func concurrently(c, n int, do func(i int) error, progress func(done int)) (time.Duration, error) {
-	var next, done atomic.Int64
-	var wg sync.WaitGroup
-	var firstErr error
-	var errOnce sync.Once
-	start := time.Now()
-	for w := 0; w < c; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				if err := do(i); err != nil {
-					errOnce.Do(func() { firstErr = err })
-					next.Store(int64(n))
-					return
-				}
-				if progress != nil {
-					progress(int(done.Add(1)))
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return time.Since(start), firstErr
 }
 
 func (h *harness) trivial(n int) error {
@@ -198,12 +166,12 @@ func (h *harness) throughput(levels []int, perClient, minimum int) error {
 		}
 		time.Sleep(200 * time.Millisecond)
 		sampler := h.sampleRSS()
-		elapsed, err := concurrently(c, n, func(i int) error { _, err := h.ep.execute(ctx, actions[i]); return err }, nil)
+		elapsed, err := testsupport.Concurrently(c, n, func(i int) error { _, err := h.ep.execute(ctx, actions[i]); return err }, nil)
 		peak := sampler.finish(h)
 		if err != nil {
 			return err
 		}
-		fork, err := concurrently(c, n, func(int) error { _, _, err := forkExecTrue(); return err }, nil)
+		fork, err := testsupport.Concurrently(c, n, func(int) error { _, _, err := forkExecTrue(); return err }, nil)
 		if err != nil {
 			return err
 		}
@@ -211,7 +179,7 @@ func (h *harness) throughput(levels []int, perClient, minimum int) error {
 		x := fmt.Sprintf("%d clients", c)
 		h.add(row{section: "throughput", workload: "actions/s", x: x, metric: fmt.Sprintf("%d actions", n), unit: "/s", ours: rate, baseline: "fork/exec /bin/true", base: float64(n) / fork.Seconds()})
 		if h.bwrap {
-			bw, err := concurrently(c, n, func(int) error { _, _, err := bwrapTrue(); return err }, nil)
+			bw, err := testsupport.Concurrently(c, n, func(int) error { _, _, err := bwrapTrue(); return err }, nil)
 			if err != nil {
 				return err
 			}
@@ -241,7 +209,7 @@ func (h *harness) memory(total, step int) error {
 	goSamples := make([]map[string]float64, total/step+1)
 	var mu sync.Mutex
 	sampler := h.sampleRSS()
-	elapsed, err := concurrently(16, total, func(i int) error { _, err := h.ep.execute(ctx, actions[i]); return err }, func(done int) {
+	elapsed, err := testsupport.Concurrently(16, total, func(i int) error { _, err := h.ep.execute(ctx, actions[i]); return err }, func(done int) {
 		if done%step == 0 {
 			r := readRSS(h.pids())
 			g := goMetrics(h.metrics)

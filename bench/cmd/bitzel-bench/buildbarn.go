@@ -29,6 +29,7 @@ import (
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/bitzel/bitzel-worker/internal/procfs"
+	"github.com/bitzel/bitzel-worker/internal/testsupport"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -496,7 +497,7 @@ func buildbarnMain(args []string) error {
 				}
 				time.Sleep(300 * time.Millisecond)
 				cpu0 := cpuTime(s.pids())
-				elapsed, err := concurrently(c, n, func(i int) error { _, err := s.ep.execute(context.Background(), actions[i]); return err }, nil)
+				elapsed, err := testsupport.Concurrently(c, n, func(i int) error { _, err := s.ep.execute(context.Background(), actions[i]); return err }, nil)
 				if err != nil {
 					return fmt.Errorf("%s: %w", s.name, err)
 				}

@@ -3,10 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -61,11 +62,13 @@ func (b blobs) add(function digest.Function, data []byte) digest.Digest {
 }
 
 func (b blobs) addProto(function digest.Function, m proto.Message) digest.Digest {
-	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	d, data, err := client.Encode(function, m)
 	if err != nil {
+		// Only a message the harness built itself gets here.
 		panic(err)
 	}
-	return b.add(function, data)
+	b[d] = data
+	return d
 }
 
 func (b blobs) bytes() int64 {
@@ -107,12 +110,7 @@ func (e *endpoint) action(b blobs, c command, seq int) digest.Digest {
 	for k, v := range c.env {
 		env[k] = v
 	}
-	names := make([]string, 0, len(env))
-	for k := range env {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	for _, k := range names {
+	for _, k := range slices.Sorted(maps.Keys(env)) {
 		cmd.EnvironmentVariables = append(cmd.EnvironmentVariables, &remoteexecution.Command_EnvironmentVariable{Name: k, Value: env[k]})
 	}
 	input := c.input
@@ -240,13 +238,8 @@ func (e *endpoint) union(b blobs, layers []digest.Digest) digest.Digest {
 
 // root returns a Directory holding the given subdirectories.
 func (e *endpoint) root(b blobs, children map[string]digest.Digest) digest.Digest {
-	names := make([]string, 0, len(children))
-	for name := range children {
-		names = append(names, name)
-	}
-	sort.Strings(names)
 	dir := &remoteexecution.Directory{}
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(children)) {
 		dir.Directories = append(dir.Directories, &remoteexecution.DirectoryNode{Name: name, Digest: children[name].GetProto()})
 	}
 	return b.addProto(e.function, dir)
