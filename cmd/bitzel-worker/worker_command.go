@@ -138,6 +138,14 @@ func runWorker(ctx context.Context, siblingsGroup, dependenciesGroup program.Gro
 	defer m.Close()
 	recorder := statuspage.NewRecorder(recentActions(c.StatusPageRecentActions))
 	m.recorder = recorder
+	// Always a store, if an empty one: an action naming an image no
+	// runner offers does not get this far (exact platform matching
+	// refuses it first), one naming an offered image finds it here.
+	containerImages, err := openWorkerContainerImages(&c, settings.dataDir, m.layerCache)
+	if err != nil {
+		return err
+	}
+	m.containerImages = containerImages
 
 	clients, slots, err := newClusterClients(&c, operationQueue, m, logger)
 	if err != nil {
