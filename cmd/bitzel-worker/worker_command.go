@@ -146,6 +146,9 @@ func runWorker(ctx context.Context, siblingsGroup, dependenciesGroup program.Gro
 		return err
 	}
 	m.containerImages = containerImages
+	if len(c.ContainerImages) > 0 {
+		logger.Printf("container images: %d configured (containerImages), offered by the runners whose platform names them", len(c.ContainerImages))
+	}
 
 	clients, slots, err := newClusterClients(&c, operationQueue, m, logger)
 	if err != nil {
