@@ -89,6 +89,26 @@ local index = std.parseInt(std.extVar('BITZEL_WORKER_INDEX'));
     sizeClass: 0,
     workerId: cluster.workerId(index),
   }],
+  // A runner for actions on a container image (see containerImages
+  // below): bb_scheduler routes by exact platform, so it lists the
+  // image as the clients name it, and gets a platform queue of its own.
+  //   runners: [..., {
+  //     concurrency: 2,
+  //     platform: { properties: [
+  //       { name: 'OSFamily', value: 'linux' },
+  //       { name: 'container-image', value: 'docker://example.org/tools:1' },
+  //     ] },
+  //     workerId: cluster.workerId(index) { image: 'tools' },
+  //   }],
+
+  // Container images on this machine, for runners whose platform names
+  // them: an OCI image layout directory or a `docker save` archive per
+  // docker:// reference. Every container-image of a runner's platform
+  // must be here, or the worker does not start. Never pulled.
+  //   containerImages: {
+  //     'docker://example.org/tools:1': '/srv/images/tools',
+  //     'docker://busybox': '/srv/images/busybox.tar',
+  //   },
 
   global: {
     // /metrics (bitzel_cluster_*, bitzel_executor_*, bitzel_cas_*,

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/bitzel/bitzel-worker/proto/configuration"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -64,4 +66,61 @@ func mustGetwd(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return wd
+}
+
+// TestWorkerContainerImages: a runner may offer only configured images
+// (by any spelling of the same reference); one offering an image that
+// containerImages lacks stops the worker at start-up with a message
+// naming the runner, the image and the field.
+func TestWorkerContainerImages(t *testing.T) {
+	runner := func(images ...string) *configuration.RunnerConfiguration {
+		platform := &remoteexecution.Platform{Properties: []*remoteexecution.Platform_Property{{Name: "OSFamily", Value: "linux"}}}
+		for _, image := range images {
+			platform.Properties = append(platform.Properties, &remoteexecution.Platform_Property{Name: "container-image", Value: image})
+		}
+		return &configuration.RunnerConfiguration{Platform: platform}
+	}
+	dataDir := t.TempDir()
+	// What an earlier version left is removed, as serve does.
+	if err := os.MkdirAll(filepath.Join(dataDir, "images", "old"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := &configuration.WorkerConfiguration{
+		ContainerImages: map[string]string{"docker://busybox": "/srv/busybox", "docker://example.org/tools:1": "relative"},
+		Runners:         []*configuration.RunnerConfiguration{runner(), runner("docker://index.docker.io/library/busybox:latest", "docker://example.org/tools:1")},
+	}
+	store, err := openWorkerContainerImages(c, dataDir, nil)
+	if err != nil {
+		t.Fatalf("configured images refused: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "images")); !os.IsNotExist(err) {
+		t.Errorf("DATA/images of an earlier version is still there: %v", err)
+	}
+	if _, err := store.Get(context.Background(), "docker://example.org/tools:1"); err == nil || !strings.Contains(err.Error(), filepath.Join(mustGetwd(t), "relative")) {
+		t.Errorf("a relative path is taken from the working directory: %v", err)
+	}
+	if err := store.Check("docker://other:1"); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("unconfigured image: %v", err)
+	}
+
+	c.Runners = append(c.Runners, runner("docker://example.org/tools:1", "docker://ubuntu:22.04"))
+	_, err = openWorkerContainerImages(c, dataDir, nil)
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("a runner offering an unconfigured image: %v, want INVALID_ARGUMENT", err)
+	}
+	for _, want := range []string{"runners[2]", `container-image="docker://ubuntu:22.04"`, "containerImages"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%v does not name %s", err, want)
+		}
+	}
+
+	// Without containerImages, no runner may offer an image.
+	c = &configuration.WorkerConfiguration{Runners: []*configuration.RunnerConfiguration{runner("docker://busybox")}}
+	if _, err := openWorkerContainerImages(c, dataDir, nil); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "runners[0]") {
+		t.Errorf("an image offered with no containerImages: %v", err)
+	}
+	c.ContainerImages = map[string]string{"busybox": "/srv/busybox"}
+	if _, err := openWorkerContainerImages(c, dataDir, nil); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "containerImages") {
+		t.Errorf("a reference without docker://: %v", err)
+	}
 }

@@ -138,6 +138,17 @@ func runWorker(ctx context.Context, siblingsGroup, dependenciesGroup program.Gro
 	defer m.Close()
 	recorder := statuspage.NewRecorder(recentActions(c.StatusPageRecentActions))
 	m.recorder = recorder
+	// Always a store, if an empty one: an action naming an image no
+	// runner offers does not get this far (exact platform matching
+	// refuses it first), one naming an offered image finds it here.
+	containerImages, err := openWorkerContainerImages(&c, settings.dataDir, m.layerCache)
+	if err != nil {
+		return err
+	}
+	m.containerImages = containerImages
+	if len(c.ContainerImages) > 0 {
+		logger.Printf("container images: %d configured (containerImages), offered by the runners whose platform names them", len(c.ContainerImages))
+	}
 
 	clients, slots, err := newClusterClients(&c, operationQueue, m, logger)
 	if err != nil {

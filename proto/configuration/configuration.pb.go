@@ -198,8 +198,20 @@ type WorkerConfiguration struct {
 	// diagnostics HTTP server) keeps for its list of recent actions.
 	// Default: 1000.
 	StatusPageRecentActions uint32 `protobuf:"varint,50,opt,name=status_page_recent_actions,json=statusPageRecentActions,proto3" json:"status_page_recent_actions,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// Container images available to actions whose platform names
+	// container-image=docker://NAME[:TAG|@DIGEST], as in
+	// ServeConfiguration: the reference to an OCI image layout directory
+	// or a `docker save` archive on this machine (a relative path is
+	// taken from the directory the worker starts in). bb_scheduler routes
+	// by exact platform, so a runner offers an image by listing
+	// container-image=docker://... in its 'platform', with the value
+	// spelled as clients send it; every such value must be an image
+	// configured here, or the worker refuses to start. Images are never
+	// pulled; an image that fails to load fails its actions with
+	// FAILED_PRECONDITION.
+	ContainerImages map[string]string `protobuf:"bytes,80,rep,name=container_images,json=containerImages,proto3" json:"container_images,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *WorkerConfiguration) Reset() {
@@ -286,6 +298,13 @@ func (x *WorkerConfiguration) GetStatusPageRecentActions() uint32 {
 		return x.StatusPageRecentActions
 	}
 	return 0
+}
+
+func (x *WorkerConfiguration) GetContainerImages() map[string]string {
+	if x != nil {
+		return x.ContainerImages
+	}
+	return nil
 }
 
 // One group of slots (bb_worker's RunnerConfiguration; the runner
@@ -1081,7 +1100,7 @@ var File_proto_configuration_configuration_proto protoreflect.FileDescriptor
 
 const file_proto_configuration_configuration_proto_rawDesc = "" +
 	"\n" +
-	"'proto/configuration/configuration.proto\x12\x14bitzel.configuration\x1a6build/bazel/remote/execution/v2/remote_execution.proto\x1aGgithub.com/buildbarn/bb-storage/pkg/proto/configuration/auth/auth.proto\x1aQgithub.com/buildbarn/bb-storage/pkg/proto/configuration/blobstore/blobstore.proto\x1aKgithub.com/buildbarn/bb-storage/pkg/proto/configuration/global/global.proto\x1aGgithub.com/buildbarn/bb-storage/pkg/proto/configuration/grpc/grpc.proto\x1a\x1egoogle/protobuf/duration.proto\"\xe3\x04\n" +
+	"'proto/configuration/configuration.proto\x12\x14bitzel.configuration\x1a6build/bazel/remote/execution/v2/remote_execution.proto\x1aGgithub.com/buildbarn/bb-storage/pkg/proto/configuration/auth/auth.proto\x1aQgithub.com/buildbarn/bb-storage/pkg/proto/configuration/blobstore/blobstore.proto\x1aKgithub.com/buildbarn/bb-storage/pkg/proto/configuration/global/global.proto\x1aGgithub.com/buildbarn/bb-storage/pkg/proto/configuration/grpc/grpc.proto\x1a\x1egoogle/protobuf/duration.proto\"\x92\x06\n" +
 	"\x13WorkerConfiguration\x12E\n" +
 	"\x06global\x18\x01 \x01(\v2-.buildbarn.configuration.global.ConfigurationR\x06global\x12W\n" +
 	"\tblobstore\x18\x02 \x01(\v29.buildbarn.configuration.blobstore.BlobstoreConfigurationR\tblobstore\x12;\n" +
@@ -1090,7 +1109,11 @@ const file_proto_configuration_configuration_proto_rawDesc = "" +
 	"\bexecutor\x18\x05 \x01(\v2+.bitzel.configuration.ExecutorConfigurationR\bexecutor\x12C\n" +
 	"\arunners\x18\x06 \x03(\v2).bitzel.configuration.RunnerConfigurationR\arunners\x12S\n" +
 	"\x18scheduler_worker_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\x16schedulerWorkerTimeout\x12;\n" +
-	"\x1astatus_page_recent_actions\x182 \x01(\rR\x17statusPageRecentActions\"\xb7\x03\n" +
+	"\x1astatus_page_recent_actions\x182 \x01(\rR\x17statusPageRecentActions\x12i\n" +
+	"\x10container_images\x18P \x03(\v2>.bitzel.configuration.WorkerConfiguration.ContainerImagesEntryR\x0fcontainerImages\x1aB\n" +
+	"\x14ContainerImagesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb7\x03\n" +
 	"\x13RunnerConfiguration\x12 \n" +
 	"\vconcurrency\x18\x01 \x01(\rR\vconcurrency\x120\n" +
 	"\x14instance_name_prefix\x18\x02 \x01(\tR\x12instanceNamePrefix\x12E\n" +
@@ -1192,7 +1215,7 @@ func file_proto_configuration_configuration_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_configuration_configuration_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_proto_configuration_configuration_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_proto_configuration_configuration_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_proto_configuration_configuration_proto_goTypes = []any{
 	(PlatformMatching)(0),                        // 0: bitzel.configuration.PlatformMatching
 	(SandboxConfiguration_CgroupMode)(0),         // 1: bitzel.configuration.SandboxConfiguration.CgroupMode
@@ -1203,49 +1226,51 @@ var file_proto_configuration_configuration_proto_goTypes = []any{
 	(*ContentAddressableStorageAuthorizers)(nil), // 6: bitzel.configuration.ContentAddressableStorageAuthorizers
 	(*ExecutorConfiguration)(nil),                // 7: bitzel.configuration.ExecutorConfiguration
 	(*SandboxConfiguration)(nil),                 // 8: bitzel.configuration.SandboxConfiguration
-	nil,                                          // 9: bitzel.configuration.RunnerConfiguration.WorkerIdEntry
-	nil,                                          // 10: bitzel.configuration.ServeConfiguration.ContainerImagesEntry
-	(*global.Configuration)(nil),                 // 11: buildbarn.configuration.global.Configuration
-	(*blobstore.BlobstoreConfiguration)(nil),     // 12: buildbarn.configuration.blobstore.BlobstoreConfiguration
-	(*grpc.ClientConfiguration)(nil),             // 13: buildbarn.configuration.grpc.ClientConfiguration
-	(*durationpb.Duration)(nil),                  // 14: google.protobuf.Duration
-	(*v2.Platform)(nil),                          // 15: build.bazel.remote.execution.v2.Platform
-	(*grpc.AuthenticationPolicy)(nil),            // 16: buildbarn.configuration.grpc.AuthenticationPolicy
-	(*auth.AuthorizerConfiguration)(nil),         // 17: buildbarn.configuration.auth.AuthorizerConfiguration
+	nil,                                          // 9: bitzel.configuration.WorkerConfiguration.ContainerImagesEntry
+	nil,                                          // 10: bitzel.configuration.RunnerConfiguration.WorkerIdEntry
+	nil,                                          // 11: bitzel.configuration.ServeConfiguration.ContainerImagesEntry
+	(*global.Configuration)(nil),                 // 12: buildbarn.configuration.global.Configuration
+	(*blobstore.BlobstoreConfiguration)(nil),     // 13: buildbarn.configuration.blobstore.BlobstoreConfiguration
+	(*grpc.ClientConfiguration)(nil),             // 14: buildbarn.configuration.grpc.ClientConfiguration
+	(*durationpb.Duration)(nil),                  // 15: google.protobuf.Duration
+	(*v2.Platform)(nil),                          // 16: build.bazel.remote.execution.v2.Platform
+	(*grpc.AuthenticationPolicy)(nil),            // 17: buildbarn.configuration.grpc.AuthenticationPolicy
+	(*auth.AuthorizerConfiguration)(nil),         // 18: buildbarn.configuration.auth.AuthorizerConfiguration
 }
 var file_proto_configuration_configuration_proto_depIdxs = []int32{
-	11, // 0: bitzel.configuration.WorkerConfiguration.global:type_name -> buildbarn.configuration.global.Configuration
-	12, // 1: bitzel.configuration.WorkerConfiguration.blobstore:type_name -> buildbarn.configuration.blobstore.BlobstoreConfiguration
-	13, // 2: bitzel.configuration.WorkerConfiguration.scheduler:type_name -> buildbarn.configuration.grpc.ClientConfiguration
+	12, // 0: bitzel.configuration.WorkerConfiguration.global:type_name -> buildbarn.configuration.global.Configuration
+	13, // 1: bitzel.configuration.WorkerConfiguration.blobstore:type_name -> buildbarn.configuration.blobstore.BlobstoreConfiguration
+	14, // 2: bitzel.configuration.WorkerConfiguration.scheduler:type_name -> buildbarn.configuration.grpc.ClientConfiguration
 	7,  // 3: bitzel.configuration.WorkerConfiguration.executor:type_name -> bitzel.configuration.ExecutorConfiguration
 	3,  // 4: bitzel.configuration.WorkerConfiguration.runners:type_name -> bitzel.configuration.RunnerConfiguration
-	14, // 5: bitzel.configuration.WorkerConfiguration.scheduler_worker_timeout:type_name -> google.protobuf.Duration
-	15, // 6: bitzel.configuration.RunnerConfiguration.platform:type_name -> build.bazel.remote.execution.v2.Platform
-	0,  // 7: bitzel.configuration.RunnerConfiguration.platform_matching:type_name -> bitzel.configuration.PlatformMatching
-	9,  // 8: bitzel.configuration.RunnerConfiguration.worker_id:type_name -> bitzel.configuration.RunnerConfiguration.WorkerIdEntry
-	11, // 9: bitzel.configuration.ServeConfiguration.global:type_name -> buildbarn.configuration.global.Configuration
-	7,  // 10: bitzel.configuration.ServeConfiguration.executor:type_name -> bitzel.configuration.ExecutorConfiguration
-	14, // 11: bitzel.configuration.ServeConfiguration.shutdown_grace_period:type_name -> google.protobuf.Duration
-	16, // 12: bitzel.configuration.ServeConfiguration.authentication_policy:type_name -> buildbarn.configuration.grpc.AuthenticationPolicy
-	5,  // 13: bitzel.configuration.ServeConfiguration.action_cache_authorizers:type_name -> bitzel.configuration.ActionCacheAuthorizers
-	6,  // 14: bitzel.configuration.ServeConfiguration.content_addressable_storage_authorizers:type_name -> bitzel.configuration.ContentAddressableStorageAuthorizers
-	15, // 15: bitzel.configuration.ServeConfiguration.platform:type_name -> build.bazel.remote.execution.v2.Platform
-	0,  // 16: bitzel.configuration.ServeConfiguration.platform_matching:type_name -> bitzel.configuration.PlatformMatching
-	10, // 17: bitzel.configuration.ServeConfiguration.container_images:type_name -> bitzel.configuration.ServeConfiguration.ContainerImagesEntry
-	17, // 18: bitzel.configuration.ActionCacheAuthorizers.get_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
-	17, // 19: bitzel.configuration.ActionCacheAuthorizers.put_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
-	17, // 20: bitzel.configuration.ContentAddressableStorageAuthorizers.get_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
-	17, // 21: bitzel.configuration.ContentAddressableStorageAuthorizers.put_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
-	17, // 22: bitzel.configuration.ContentAddressableStorageAuthorizers.find_missing_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
-	8,  // 23: bitzel.configuration.ExecutorConfiguration.sandbox:type_name -> bitzel.configuration.SandboxConfiguration
-	14, // 24: bitzel.configuration.ExecutorConfiguration.default_execution_timeout:type_name -> google.protobuf.Duration
-	14, // 25: bitzel.configuration.ExecutorConfiguration.maximum_execution_timeout:type_name -> google.protobuf.Duration
-	1,  // 26: bitzel.configuration.SandboxConfiguration.cgroups:type_name -> bitzel.configuration.SandboxConfiguration.CgroupMode
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	15, // 5: bitzel.configuration.WorkerConfiguration.scheduler_worker_timeout:type_name -> google.protobuf.Duration
+	9,  // 6: bitzel.configuration.WorkerConfiguration.container_images:type_name -> bitzel.configuration.WorkerConfiguration.ContainerImagesEntry
+	16, // 7: bitzel.configuration.RunnerConfiguration.platform:type_name -> build.bazel.remote.execution.v2.Platform
+	0,  // 8: bitzel.configuration.RunnerConfiguration.platform_matching:type_name -> bitzel.configuration.PlatformMatching
+	10, // 9: bitzel.configuration.RunnerConfiguration.worker_id:type_name -> bitzel.configuration.RunnerConfiguration.WorkerIdEntry
+	12, // 10: bitzel.configuration.ServeConfiguration.global:type_name -> buildbarn.configuration.global.Configuration
+	7,  // 11: bitzel.configuration.ServeConfiguration.executor:type_name -> bitzel.configuration.ExecutorConfiguration
+	15, // 12: bitzel.configuration.ServeConfiguration.shutdown_grace_period:type_name -> google.protobuf.Duration
+	17, // 13: bitzel.configuration.ServeConfiguration.authentication_policy:type_name -> buildbarn.configuration.grpc.AuthenticationPolicy
+	5,  // 14: bitzel.configuration.ServeConfiguration.action_cache_authorizers:type_name -> bitzel.configuration.ActionCacheAuthorizers
+	6,  // 15: bitzel.configuration.ServeConfiguration.content_addressable_storage_authorizers:type_name -> bitzel.configuration.ContentAddressableStorageAuthorizers
+	16, // 16: bitzel.configuration.ServeConfiguration.platform:type_name -> build.bazel.remote.execution.v2.Platform
+	0,  // 17: bitzel.configuration.ServeConfiguration.platform_matching:type_name -> bitzel.configuration.PlatformMatching
+	11, // 18: bitzel.configuration.ServeConfiguration.container_images:type_name -> bitzel.configuration.ServeConfiguration.ContainerImagesEntry
+	18, // 19: bitzel.configuration.ActionCacheAuthorizers.get_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	18, // 20: bitzel.configuration.ActionCacheAuthorizers.put_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	18, // 21: bitzel.configuration.ContentAddressableStorageAuthorizers.get_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	18, // 22: bitzel.configuration.ContentAddressableStorageAuthorizers.put_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	18, // 23: bitzel.configuration.ContentAddressableStorageAuthorizers.find_missing_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	8,  // 24: bitzel.configuration.ExecutorConfiguration.sandbox:type_name -> bitzel.configuration.SandboxConfiguration
+	15, // 25: bitzel.configuration.ExecutorConfiguration.default_execution_timeout:type_name -> google.protobuf.Duration
+	15, // 26: bitzel.configuration.ExecutorConfiguration.maximum_execution_timeout:type_name -> google.protobuf.Duration
+	1,  // 27: bitzel.configuration.SandboxConfiguration.cgroups:type_name -> bitzel.configuration.SandboxConfiguration.CgroupMode
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_proto_configuration_configuration_proto_init() }
@@ -1260,7 +1285,7 @@ func file_proto_configuration_configuration_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_configuration_configuration_proto_rawDesc), len(file_proto_configuration_configuration_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
