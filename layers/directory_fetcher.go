@@ -27,9 +27,9 @@ type directoryFetcher struct {
 	maxBytes    int64
 }
 
-func newDirectoryFetcher(storage *storage.Storage, maxBytes int64, parallelism int) *directoryFetcher {
+func newDirectoryFetcher(store *storage.Storage, maxBytes int64, parallelism int) *directoryFetcher {
 	return &directoryFetcher{
-		storage:     storage,
+		storage:     store,
 		parallelism: max(parallelism, 1),
 		cache:       newLRUIndex[digest.Digest, *dirInfo](),
 		maxBytes:    maxBytes,

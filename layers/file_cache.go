@@ -27,7 +27,7 @@ type FileCache interface {
 	// the returned set is released. Digests that storage does not
 	// have are returned, not treated as an error; the set then pins
 	// everything else.
-	Acquire(ctx context.Context, storage *storage.Storage, keys []FileKey) (*FileSet, []digest.Digest, error)
+	Acquire(ctx context.Context, store *storage.Storage, keys []FileKey) (*FileSet, []digest.Digest, error)
 	// Close marks the cache clean after syncing it to disk.
 	Close() error
 }
@@ -147,7 +147,7 @@ func (fc *fileCache) evictLocked() {
 	})
 }
 
-func (fc *fileCache) Acquire(ctx context.Context, storage *storage.Storage, keys []FileKey) (*FileSet, []digest.Digest, error) {
+func (fc *fileCache) Acquire(ctx context.Context, store *storage.Storage, keys []FileKey) (*FileSet, []digest.Digest, error) {
 	set := &FileSet{cache: fc, pinned: make(map[FileKey]struct{}, len(keys))}
 	fc.mu.Lock()
 	toFetch, toVerify, waits := fc.pinLocked(set, keys)
@@ -155,13 +155,13 @@ func (fc *fileCache) Acquire(ctx context.Context, storage *storage.Storage, keys
 
 	// Corrupt files are dropped and fetched again with the absent ones.
 	toFetch = append(toFetch, fc.verify(ctx, toVerify)...)
-	missing, err := fc.fetch(ctx, storage, toFetch)
+	missing, err := fc.fetch(ctx, store, toFetch)
 	fc.endFetches(set, toFetch)
 	if err != nil {
 		set.Release()
 		return nil, nil, err
 	}
-	more, err := fc.awaitOthers(ctx, storage, set, waits)
+	more, err := fc.awaitOthers(ctx, store, set, waits)
 	if err != nil {
 		set.Release()
 		return nil, nil, err
@@ -233,7 +233,7 @@ func (fc *fileCache) endFetches(set *FileSet, keys []FileKey) {
 // awaitOthers waits for the files other Acquires were fetching, then
 // pins them in set (or fetches them itself, when those fetches failed),
 // and returns the digests found missing on the way.
-func (fc *fileCache) awaitOthers(ctx context.Context, storage *storage.Storage, set *FileSet, waits []fetchWait) ([]digest.Digest, error) {
+func (fc *fileCache) awaitOthers(ctx context.Context, store *storage.Storage, set *FileSet, waits []fetchWait) ([]digest.Digest, error) {
 	var missing []digest.Digest
 	for _, w := range waits {
 		select {
@@ -241,7 +241,7 @@ func (fc *fileCache) awaitOthers(ctx context.Context, storage *storage.Storage, 
 		case <-ctx.Done():
 			return nil, util.StatusFromContext(ctx)
 		}
-		sub, m, err := fc.Acquire(ctx, storage, []FileKey{w.key})
+		sub, m, err := fc.Acquire(ctx, store, []FileKey{w.key})
 		if err != nil {
 			return nil, err
 		}
@@ -270,7 +270,7 @@ func (fc *fileCache) unpin(k FileKey) {
 // its size on success and failed=true otherwise. Content is verified
 // against the digest while it is written (bb-storage buffers check
 // it), and a file is only renamed into place once complete.
-func (fc *fileCache) fetch(ctx context.Context, storage *storage.Storage, keys []FileKey) ([]digest.Digest, error) {
+func (fc *fileCache) fetch(ctx context.Context, store *storage.Storage, keys []FileKey) ([]digest.Digest, error) {
 	if len(keys) == 0 {
 		return nil, nil
 	}
@@ -297,12 +297,12 @@ func (fc *fileCache) fetch(ctx context.Context, storage *storage.Storage, keys [
 		fc.mu.Unlock()
 	}
 
-	small, large := storage.PartitionBySize(digests)
+	small, large := store.PartitionBySize(digests)
 	var mu sync.Mutex
 	var missing []digest.Digest
 	err := parallel.Run(ctx, 4, len(small)+len(large), func(ctx context.Context, i int) error {
 		if i < len(small) {
-			m, err := storage.ReadSmallBlobs(ctx, small[i], func(d digest.Digest, data []byte) error {
+			m, err := store.ReadSmallBlobs(ctx, small[i], func(d digest.Digest, data []byte) error {
 				for _, k := range byDigest[d] {
 					if err := fc.writeFile(k, func(f *os.File) error {
 						_, err := f.Write(data)
@@ -325,7 +325,7 @@ func (fc *fileCache) fetch(ctx context.Context, storage *storage.Storage, keys [
 		d := large[i-len(small)]
 		ks := byDigest[d]
 		err := fc.writeFile(ks[0], func(f *os.File) error {
-			return storage.ReadBlobInto(ctx, d, f)
+			return store.ReadBlobInto(ctx, d, f)
 		})
 		if status.Code(err) == codes.NotFound {
 			markFailed(d)

@@ -55,7 +55,7 @@ type knownPlan struct {
 
 // NewMaterializer creates a Materializer that reads from storage and
 // keeps files and layers in the given caches.
-func NewMaterializer(storage *storage.Storage, files FileCache, layers LayerCache, options MaterializerOptions) Materializer {
+func NewMaterializer(store *storage.Storage, files FileCache, layers LayerCache, options MaterializerOptions) Materializer {
 	registerMetrics()
 	options.Planner = options.Planner.withDefaults()
 	if options.FetchParallelism <= 0 {
@@ -71,11 +71,11 @@ func NewMaterializer(storage *storage.Storage, files FileCache, layers LayerCach
 		options.PlanCacheBytes = 256 << 20
 	}
 	return &materializer{
-		storage: storage,
+		storage: store,
 		files:   files,
 		layers:  layers,
 		options: options,
-		fetcher: newDirectoryFetcher(storage, options.DirectoryCacheBytes, options.FetchParallelism),
+		fetcher: newDirectoryFetcher(store, options.DirectoryCacheBytes, options.FetchParallelism),
 		plans:   newLRUIndex[digest.Digest, *knownPlan](),
 	}
 }

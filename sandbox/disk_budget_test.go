@@ -27,14 +27,7 @@ func TestDiskBudgetHoldsTheUpperDirectories(t *testing.T) {
 			layer := e.dir("layers/empty")
 			root := "/bitzel/execroot"
 			if hermetic {
-				busybox, err := testsupport.StaticBusybox()
-				if err != nil {
-					t.Fatal(err)
-				}
-				data, err := os.ReadFile(busybox)
-				if err != nil {
-					t.Fatal(err)
-				}
+				data := testsupport.StaticBusyboxData(t)
 				bin := e.dir("layers/userland/bin")
 				if err := os.WriteFile(filepath.Join(bin, "busybox"), data, 0o755); err != nil {
 					t.Fatal(err)

@@ -8,22 +8,17 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/bitzel/bitzel-worker/client"
+	"github.com/bitzel/bitzel-worker/layerproperty"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
-
-// layersProperty is the Directory node property declaring a union
-// (cas.LayersPropertyName; repeated here so the harness does not link
-// the worker's storage code).
-const layersProperty = "bitzel.layers"
 
 // endpoint is a REAPI endpoint driven as Bazel drives one: blobs are
 // uploaded with FindMissingBlobs + BatchUpdateBlobs (ByteStream for
@@ -227,12 +222,8 @@ func (e *endpoint) wrap(b blobs, tree digest.Digest, components []string) digest
 // union returns a Directory with no entries of its own that is the
 // union (bitzel.layers) of layers, topmost first.
 func (e *endpoint) union(b blobs, layers []digest.Digest) digest.Digest {
-	listed := make([]string, len(layers))
-	for i, l := range layers {
-		listed[i] = fmt.Sprintf("%s/%d", l.GetHashString(), l.GetSizeBytes())
-	}
 	return b.addProto(e.function, &remoteexecution.Directory{NodeProperties: &remoteexecution.NodeProperties{
-		Properties: []*remoteexecution.NodeProperty{{Name: layersProperty, Value: strings.Join(listed, " ")}},
+		Properties: []*remoteexecution.NodeProperty{{Name: layerproperty.Name, Value: layerproperty.Format(layers)}},
 	}})
 }
 
