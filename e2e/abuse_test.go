@@ -15,6 +15,7 @@ import (
 // TestMisbehavingActionsAreContained runs actions that attack the
 // worker, the host or their own limits, through `serve`: each must be
 // contained and reported, and the worker must go on serving.
+// Long on purpose: one table of misbehaviours against one server.
 func TestMisbehavingActionsAreContained(t *testing.T) {
 	s := startServer(t, "--pids-limit", "64", "--memory-limit", fmt.Sprint(64<<20), "--tmp-size", fmt.Sprint(16<<20), "--output-limit", fmt.Sprint(1<<20))
 	// Everything the worker mounts on the host is under its data

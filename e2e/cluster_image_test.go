@@ -111,6 +111,8 @@ func imagePlatform(ref string) *remoteexecution.Platform {
 // input root; an offered image that fails to load fails its actions
 // with FAILED_PRECONDITION; a runner offering an image that
 // containerImages lacks keeps the worker from starting.
+// Long on purpose: one scenario whose steps build on each other (each
+// needs the state the previous left), read top to bottom.
 func TestClusterWorkerRunsActionsOnContainerImages(t *testing.T) {
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)

@@ -282,6 +282,8 @@ func httpGet(t *testing.T, url string) (int, string) {
 	return response.StatusCode, string(body)
 }
 
+// Long on purpose: one scenario whose steps build on each other (each
+// needs the state the previous left), read top to bottom.
 func TestClusterWorkerRunsAssignedActionsAndAbandonsCancelledOnes(t *testing.T) {
 	storage := startServer(t)
 	c := storage.client()

@@ -18,6 +18,7 @@ import (
 // the Action Cache entry come back in it; where REAPI lets a server
 // infer the function from the hash length, an unset digest_function
 // finds the same result.
+// Long on purpose: the same round trip for each digest function, with one shared server.
 func TestEveryAdvertisedDigestFunctionIsHonoured(t *testing.T) {
 	s := startServer(t)
 	c := s.client()

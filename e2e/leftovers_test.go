@@ -44,6 +44,8 @@ func workerCgroups(t *testing.T, pid int) []string {
 // and build directory (and, as root, a mount below its sandbox state
 // directory) stay. The next serve on the same data directory removes
 // them and says so in one log line.
+// Long on purpose: one scenario whose steps build on each other (each
+// needs the state the previous left), read top to bottom.
 func TestRestartAfterKillRemovesWhatThePredecessorLeft(t *testing.T) {
 	s := startServer(t)
 	c := s.client()

@@ -17,6 +17,9 @@ import (
 // reports the throughput ratio open/closed:
 //
 //	go test -run XXX -bench StatusPage -benchtime 2000x ./e2e/
+//
+// Long on purpose: the interleaved rounds of both sides and their
+// ratio, in one benchmark.
 func BenchmarkThroughputWithStatusPageOpen(b *testing.B) {
 	const clients, rounds = 16, 10
 	s := startServer(b)

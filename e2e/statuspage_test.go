@@ -128,6 +128,8 @@ func text(t *testing.T, ctx context.Context, selector string) string {
 // ones are listed, live refresh brings in actions that complete, and a
 // failed action leads to its stderr. Screenshots are kept (their path
 // is logged) for a person to look at.
+// Long on purpose: one scenario whose steps build on each other (each
+// needs the state the previous left), read top to bottom.
 func TestStatusPageInABrowserWhileActionsRun(t *testing.T) {
 	s := startServer(t, "--concurrency", "2")
 	c := s.client()

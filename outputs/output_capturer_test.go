@@ -146,6 +146,7 @@ func modeString(m uint32) string {
 
 func h8(content string) string { return digestOf([]byte(content)).GetHashString()[:8] }
 
+// Long on purpose: one tree with every legacy output kind, checked field by field.
 func TestCaptureLegacyOutputs(t *testing.T) {
 	f := newOutputFixture(t)
 	f.act(t)

@@ -135,6 +135,8 @@ func TestActionCannotExhaustMessageQueuesForOthers(t *testing.T) {
 	testActionCannotExhaustForOthers(t, "mqueue")
 }
 
+// Long on purpose: one scenario whose steps build on each other (each
+// needs the state the previous left), read top to bottom.
 func testActionCannotExhaustForOthers(t *testing.T, kind string) {
 	resource := perUserNamespaceResources[kind]
 	hostLimit := resource.hostLimit(t)

@@ -203,6 +203,7 @@ func sortedNames[V any](m map[protoreflect.FullName]V) []protoreflect.FullName {
 // it walks the encoded messages with protowire, independently of the
 // generated code, and expects the published field numbers and wire
 // types along paths through every nesting level.
+// Long on purpose: one table of every message and field, checked in one pass.
 func TestMarshalledTagsMatchPublishedNumbers(t *testing.T) {
 	actionDigest := &remoteexecution.Digest{Hash: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", SizeBytes: 42}
 	request := &remoteworker.SynchronizeRequest{
