@@ -270,54 +270,44 @@ type bbMeasurement struct {
 	load           string
 }
 
-func buildbarnMain(args []string) error {
+// bbOptions are the flags of `bitzel-bench buildbarn`.
+type bbOptions struct {
+	peers, binDir, configsDir, workDir, clients, outDir string
+	variantBin, variantConfig                           string
+	rounds, perLevel                                    int
+	netns                                               bool
+}
+
+func parseBuildbarnFlags(args []string) (*bbOptions, error) {
+	o := &bbOptions{}
 	fs := flag.NewFlagSet("buildbarn", flag.ContinueOnError)
-	peers := fs.String("peers", "", "`folder` of hand-built bb_storage, bb_scheduler, bb_worker, bb_runner")
-	binDir := fs.String("bin", "bin", "`folder` holding bitzel-worker and bitzel-sandbox-init")
-	configsDir := fs.String("configs", "configs", "the repository's configs/ `folder`")
-	workDir := fs.String("work", "", "scratch `folder` (default: a new one under $TMPDIR, removed after)")
-	rounds := fs.Int("rounds", 3, "interleaved rounds")
-	clientsFlag := fs.String("clients", "1,16", "client counts")
-	perLevel := fs.Int("actions", 400, "actions per side, client count and round")
-	outDir := fs.String("out", "bench/out", "`folder` for buildbarn.md")
-	variantBin := fs.String("variant-bin", "", "also run a second bitzel cluster worker from this `folder` of binaries (e.g. the commit before a change), interleaved")
-	variantConfig := fs.String("variant-config", "", "also run a second bitzel cluster worker with this Jsonnet `object` merged into configs/worker.jsonnet (e.g. \"{ executor+: { sandbox+: { memoryLimitBytes: 0 } } }\")")
-	netns := fs.Bool("netns", true, "re-run inside `unshare -n` (a network namespace of its own: fixed ports, nothing reachable from outside)")
+	fs.StringVar(&o.peers, "peers", "", "`folder` of hand-built bb_storage, bb_scheduler, bb_worker, bb_runner")
+	fs.StringVar(&o.binDir, "bin", "bin", "`folder` holding bitzel-worker and bitzel-sandbox-init")
+	fs.StringVar(&o.configsDir, "configs", "configs", "the repository's configs/ `folder`")
+	fs.StringVar(&o.workDir, "work", "", "scratch `folder` (default: a new one under $TMPDIR, removed after)")
+	fs.IntVar(&o.rounds, "rounds", 3, "interleaved rounds")
+	fs.StringVar(&o.clients, "clients", "1,16", "client counts")
+	fs.IntVar(&o.perLevel, "actions", 400, "actions per side, client count and round")
+	fs.StringVar(&o.outDir, "out", "bench/out", "`folder` for buildbarn.md")
+	fs.StringVar(&o.variantBin, "variant-bin", "", "also run a second bitzel cluster worker from this `folder` of binaries (e.g. the commit before a change), interleaved")
+	fs.StringVar(&o.variantConfig, "variant-config", "", "also run a second bitzel cluster worker with this Jsonnet `object` merged into configs/worker.jsonnet (e.g. \"{ executor+: { sandbox+: { memoryLimitBytes: 0 } } }\")")
+	fs.BoolVar(&o.netns, "netns", true, "re-run inside `unshare -n` (a network namespace of its own: fixed ports, nothing reachable from outside)")
 	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+func buildbarnMain(args []string) error {
+	o, err := parseBuildbarnFlags(args)
+	if err != nil {
 		return err
 	}
-	if *netns && os.Getenv("BITZEL_BENCH_NETNS") == "" {
-		if os.Getuid() != 0 {
-			return fmt.Errorf("unshare -n needs root; run as root, or with -netns=false on a machine whose ports 8980-8983, 9980-9990 are free")
-		}
-		self, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		cmd := exec.Command("unshare", append([]string{"-n", "--", "sh", "-c", `ip link set lo up && exec "$@"`, "sh", self, "buildbarn"}, args...)...)
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-		cmd.Env = append(os.Environ(), "BITZEL_BENCH_NETNS=1")
-		if err := cmd.Start(); err != nil {
-			return err
-		}
-		// unshare and sh exec: the child is the inner harness,
-		// which stops its servers when told to.
-		signals := make(chan os.Signal, 1)
-		signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
-		go func() {
-			for sig := range signals {
-				cmd.Process.Signal(sig)
-			}
-		}()
-		if err := cmd.Wait(); err != nil {
-			return fmt.Errorf("in unshare -n: %w", err)
-		}
-		return nil
+	if o.netns && os.Getenv("BITZEL_BENCH_NETNS") == "" {
+		return reexecInNetns(args)
 	}
-	clients := intList(*clientsFlag)
-	work := *workDir
+	work := o.workDir
 	if work == "" {
-		var err error
 		if work, err = os.MkdirTemp("", "bitzel-bench-bb-"); err != nil {
 			return err
 		}
@@ -325,14 +315,137 @@ func buildbarnMain(args []string) error {
 	}
 	work, _ = filepath.Abs(work)
 	os.Chmod(work, 0o755)
-	bin, err := filepath.Abs(*binDir)
+	bin, err := filepath.Abs(o.binDir)
 	if err != nil {
 		return err
 	}
-	missing := missingPeers(*peers)
-	if msg := missingPeersMessage(*peers, missing); msg != "" {
+	missing := missingPeers(o.peers)
+	if msg := missingPeersMessage(o.peers, missing); msg != "" {
 		fmt.Fprintln(os.Stderr, msg)
 	}
+	procs := &peerSet{work: work}
+	defer procs.stopAll()
+	procs.stopOnSignal(o.workDir == "")
+	sides, err := startClusterSides(o, procs, bin, work, missing)
+	if err != nil {
+		return err
+	}
+	s0, err := startServer(bin, work, "--concurrency=2")
+	if err != nil {
+		return err
+	}
+	procs.setServer(s0)
+	defer s0.stop()
+	serveEP, err := dial(s0.address)
+	if err != nil {
+		return err
+	}
+	sides = append(sides, &benchSide{name: "serve", ep: serveEP, pids: s0.processes})
+	if err := warmUp(sides); err != nil {
+		return err
+	}
+	results, err := measureRounds(sides, o.rounds, intList(o.clients), o.perLevel)
+	if err != nil {
+		return err
+	}
+	md := buildbarnMarkdown(results, sides, missing)
+	fmt.Print(md)
+	if err := os.MkdirAll(o.outDir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(o.outDir, "buildbarn.md"), []byte(md), 0o644)
+}
+
+// reexecInNetns runs the harness again inside `unshare -n`, passing
+// signals on to it.
+func reexecInNetns(args []string) error {
+	if os.Getuid() != 0 {
+		return fmt.Errorf("unshare -n needs root; run as root, or with -netns=false on a machine whose ports 8980-8983, 9980-9990 are free")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("unshare", append([]string{"-n", "--", "sh", "-c", `ip link set lo up && exec "$@"`, "sh", self, "buildbarn"}, args...)...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), "BITZEL_BENCH_NETNS=1")
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	// unshare and sh exec: the child is the inner harness, which
+	// stops its servers when told to.
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		for sig := range signals {
+			cmd.Process.Signal(sig)
+		}
+	}()
+	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("in unshare -n: %w", err)
+	}
+	return nil
+}
+
+// peerSet is every server the harness started: each is stopped on the
+// way out, an interrupted run included (their data is in work).
+type peerSet struct {
+	work    string
+	lock    sync.Mutex
+	started []*peerProcess
+	srv     *server
+}
+
+func (ps *peerSet) start(name, binary string, env []string, args ...string) (*peerProcess, error) {
+	p, err := startPeer(name, binary, ps.work, env, args...)
+	if err == nil {
+		ps.lock.Lock()
+		ps.started = append(ps.started, p)
+		ps.lock.Unlock()
+	}
+	return p, err
+}
+
+func (ps *peerSet) setServer(s *server) {
+	ps.lock.Lock()
+	ps.srv = s
+	ps.lock.Unlock()
+}
+
+func (ps *peerSet) stopAll() {
+	ps.lock.Lock()
+	defer ps.lock.Unlock()
+	for i := len(ps.started) - 1; i >= 0; i-- {
+		ps.started[i].stop()
+	}
+	ps.started = nil
+}
+
+// stopOnSignal stops everything (and removes the scratch folder when
+// the harness made it) on SIGINT or SIGTERM, and exits.
+func (ps *peerSet) stopOnSignal(removeWork bool) {
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-signals
+		fmt.Fprintln(os.Stderr, "bitzel-bench buildbarn: interrupted")
+		ps.lock.Lock()
+		if ps.srv != nil {
+			ps.srv.stop()
+		}
+		ps.lock.Unlock()
+		ps.stopAll()
+		if removeWork {
+			os.RemoveAll(ps.work)
+		}
+		os.Exit(130)
+	}()
+}
+
+// startClusterSides starts bb_storage and bb_scheduler, and behind
+// them all-Buildbarn (bb_worker + bb_runner), the bitzel cluster worker
+// and its variant, as far as the peers are there.
+func startClusterSides(o *bbOptions, procs *peerSet, bin, work string, missing []string) ([]*benchSide, error) {
 	has := func(name string) bool {
 		for _, m := range missing {
 			if m == name {
@@ -341,122 +454,77 @@ func buildbarnMain(args []string) error {
 		}
 		return true
 	}
-
-	// Every server is stopped on the way out, an interrupted run
-	// included (their data is in work).
-	var lock sync.Mutex
-	var started []*peerProcess
-	stopAll := func() {
-		lock.Lock()
-		defer lock.Unlock()
-		for i := len(started) - 1; i >= 0; i-- {
-			started[i].stop()
-		}
-		started = nil
+	if !has("bb_storage") || !has("bb_scheduler") {
+		return nil, nil
 	}
-	defer stopAll()
-	var srv *server
-	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		<-signals
-		fmt.Fprintln(os.Stderr, "bitzel-bench buildbarn: interrupted")
-		lock.Lock()
-		if srv != nil {
-			srv.stop()
-		}
-		lock.Unlock()
-		stopAll()
-		if *workDir == "" {
-			os.RemoveAll(work)
-		}
-		os.Exit(130)
-	}()
-	start := func(name, binary string, env []string, args ...string) (*peerProcess, error) {
-		p, err := startPeer(name, binary, work, env, args...)
-		if err == nil {
-			lock.Lock()
-			started = append(started, p)
-			lock.Unlock()
-		}
-		return p, err
+	c, err := writeClusterConfigs(o.configsDir, work, o.variantConfig)
+	if err != nil {
+		return nil, err
+	}
+	storage, err := procs.start("bb_storage", filepath.Join(o.peers, "bb_storage"), nil, c.bbStorage)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitFor(storage, "tcp", "127.0.0.1:8980"); err != nil {
+		return nil, err
+	}
+	scheduler, err := procs.start("bb_scheduler", filepath.Join(o.peers, "bb_scheduler"), nil, c.bbScheduler)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitFor(scheduler, "tcp", "127.0.0.1:8983"); err != nil {
+		return nil, err
+	}
+	ep, err := dial("127.0.0.1:8980")
+	if err != nil {
+		return nil, err
 	}
 	var sides []*benchSide
-	if has("bb_storage") && has("bb_scheduler") {
-		c, err := writeClusterConfigs(*configsDir, work, *variantConfig)
+	if has("bb_worker") && has("bb_runner") {
+		runner, err := procs.start("bb_runner", filepath.Join(o.peers, "bb_runner"), nil, c.bbRunner)
+		if err != nil {
+			return nil, err
+		}
+		if err := waitFor(runner, "unix", c.runnerSocket); err != nil {
+			return nil, err
+		}
+		bbWorker, err := procs.start("bb_worker", filepath.Join(o.peers, "bb_worker"), nil, c.bbWorker)
+		if err != nil {
+			return nil, err
+		}
+		pids := []int{storage.cmd.Process.Pid, scheduler.cmd.Process.Pid, bbWorker.cmd.Process.Pid, runner.cmd.Process.Pid}
+		sides = append(sides, &benchSide{name: "all-Buildbarn", ep: ep, platform: sidePlatform("bb_worker"), pids: func() []int { return pids }})
+	}
+	shared := []int{storage.cmd.Process.Pid, scheduler.cmd.Process.Pid}
+	worker := func(process, name, binDir, index, platform string) error {
+		p, err := procs.start(process, filepath.Join(binDir, "bitzel-worker"), []string{"BITZEL_WORKER_INDEX=" + index}, "worker", "--config", c.bitzelWorker)
 		if err != nil {
 			return err
 		}
-		storage, err := start("bb_storage", filepath.Join(*peers, "bb_storage"), nil, c.bbStorage)
-		if err != nil {
-			return err
-		}
-		if err := waitFor(storage, "tcp", "127.0.0.1:8980"); err != nil {
-			return err
-		}
-		scheduler, err := start("bb_scheduler", filepath.Join(*peers, "bb_scheduler"), nil, c.bbScheduler)
-		if err != nil {
-			return err
-		}
-		if err := waitFor(scheduler, "tcp", "127.0.0.1:8983"); err != nil {
-			return err
-		}
-		ep, err := dial("127.0.0.1:8980")
-		if err != nil {
-			return err
-		}
-		if has("bb_worker") && has("bb_runner") {
-			runner, err := start("bb_runner", filepath.Join(*peers, "bb_runner"), nil, c.bbRunner)
-			if err != nil {
-				return err
+		sides = append(sides, &benchSide{name: name, ep: ep, platform: sidePlatform(platform),
+			pids: func() []int { return append(append([]int{}, shared...), withLauncher(p.cmd.Process.Pid)...) }})
+		return nil
+	}
+	if err := worker("bitzel-worker", "bitzel cluster", bin, "0", "bitzel"); err != nil {
+		return nil, err
+	}
+	if o.variantBin != "" || o.variantConfig != "" {
+		vbin := bin
+		if o.variantBin != "" {
+			if vbin, err = filepath.Abs(o.variantBin); err != nil {
+				return nil, err
 			}
-			if err := waitFor(runner, "unix", c.runnerSocket); err != nil {
-				return err
-			}
-			bbWorker, err := start("bb_worker", filepath.Join(*peers, "bb_worker"), nil, c.bbWorker)
-			if err != nil {
-				return err
-			}
-			pids := []int{storage.cmd.Process.Pid, scheduler.cmd.Process.Pid, bbWorker.cmd.Process.Pid, runner.cmd.Process.Pid}
-			sides = append(sides, &benchSide{name: "all-Buildbarn", ep: ep, platform: sidePlatform("bb_worker"), pids: func() []int { return pids }})
 		}
-		bitzel, err := start("bitzel-worker", filepath.Join(bin, "bitzel-worker"), []string{"BITZEL_WORKER_INDEX=0"}, "worker", "--config", c.bitzelWorker)
-		if err != nil {
-			return err
-		}
-		shared := []int{storage.cmd.Process.Pid, scheduler.cmd.Process.Pid}
-		sides = append(sides, &benchSide{name: "bitzel cluster", ep: ep, platform: sidePlatform("bitzel"),
-			pids: func() []int { return append(append([]int{}, shared...), withLauncher(bitzel.cmd.Process.Pid)...) }})
-		if *variantBin != "" || *variantConfig != "" {
-			vbin := bin
-			if *variantBin != "" {
-				if vbin, err = filepath.Abs(*variantBin); err != nil {
-					return err
-				}
-			}
-			variant, err := start("bitzel-worker-variant", filepath.Join(vbin, "bitzel-worker"), []string{"BITZEL_WORKER_INDEX=1"}, "worker", "--config", c.bitzelWorker)
-			if err != nil {
-				return err
-			}
-			sides = append(sides, &benchSide{name: "bitzel variant", ep: ep, platform: sidePlatform("bitzel-variant"),
-				pids: func() []int { return append(append([]int{}, shared...), withLauncher(variant.cmd.Process.Pid)...) }})
+		if err := worker("bitzel-worker-variant", "bitzel variant", vbin, "1", "bitzel-variant"); err != nil {
+			return nil, err
 		}
 	}
-	s0, err := startServer(bin, work, "--concurrency=2")
-	if err != nil {
-		return err
-	}
-	lock.Lock()
-	srv = s0
-	lock.Unlock()
-	defer s0.stop()
-	serveEP, err := dial(s0.address)
-	if err != nil {
-		return err
-	}
-	sides = append(sides, &benchSide{name: "serve", ep: serveEP, pids: s0.processes})
+	return sides, nil
+}
 
-	// Warm up every side (and wait for the workers to register).
+// warmUp runs a few actions on every side, waiting for the workers to
+// register with the scheduler.
+func warmUp(sides []*benchSide) error {
 	for _, s := range sides {
 		actions, err := s.actions(20)
 		if err != nil {
@@ -481,25 +549,29 @@ func buildbarnMain(args []string) error {
 		}
 		cancel()
 	}
+	return nil
+}
 
+// measureRounds runs the interleaved rounds: per round and client
+// count, perLevel distinct actions on every side, the order rotated
+// every round so no side always follows the same one.
+func measureRounds(sides []*benchSide, rounds int, clients []int, perLevel int) ([]bbMeasurement, error) {
 	var results []bbMeasurement
 	fmt.Fprintf(os.Stderr, "load average at the start: %s\n", loadAverage())
-	for round := 1; round <= *rounds; round++ {
+	for round := 1; round <= rounds; round++ {
 		for _, c := range clients {
-			// Rotate the order every round, so no side always
-			// follows the same one.
 			for k := range sides {
 				s := sides[(k+round)%len(sides)]
-				n := max(*perLevel, c)
+				n := max(perLevel, c)
 				actions, err := s.actions(n)
 				if err != nil {
-					return fmt.Errorf("%s: upload: %w", s.name, err)
+					return nil, fmt.Errorf("%s: upload: %w", s.name, err)
 				}
 				time.Sleep(300 * time.Millisecond)
 				cpu0 := cpuTime(s.pids())
 				elapsed, err := testsupport.Concurrently(c, n, func(i int) error { _, err := s.ep.execute(context.Background(), actions[i]); return err }, nil)
 				if err != nil {
-					return fmt.Errorf("%s: %w", s.name, err)
+					return nil, fmt.Errorf("%s: %w", s.name, err)
 				}
 				// Let the last sandboxes be reaped: their CPU
 				// lands in the launcher's cstime then.
@@ -511,12 +583,7 @@ func buildbarnMain(args []string) error {
 			}
 		}
 	}
-	md := buildbarnMarkdown(results, sides, missing)
-	fmt.Print(md)
-	if err := os.MkdirAll(*outDir, 0o755); err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(*outDir, "buildbarn.md"), []byte(md), 0o644)
+	return results, nil
 }
 
 func buildbarnMarkdown(results []bbMeasurement, sides []*benchSide, missing []string) string {
