@@ -95,10 +95,14 @@ func TestKillingServeMidActionLeavesNothingAndARetrySucceeds(t *testing.T) {
 	a := c.newAction(action{args: sh(`mkdir -p out && echo started > out/f && sleep 600`), outputFiles: []string{"out/f"}})
 	stream := c.startExecute(context.Background(), a, false)
 	waitForExecuting(t, stream)
-	sandboxes := sandboxProcesses(t, s.cmd.Process.Pid)
-	if len(sandboxes) < 2 {
-		t.Fatalf("no sandbox found: %v", sandboxes)
-	}
+	// EXECUTING is reported as the executor hands the action to the
+	// sandbox runner, which may still be starting its sandbox (the
+	// warm pool fills in the background at start-up).
+	var sandboxes []int
+	waitUntil(t, "the action's sandbox", func() bool {
+		sandboxes = sandboxProcesses(t, s.cmd.Process.Pid)
+		return len(sandboxes) >= 2
+	})
 	s.cmd.Process.Kill()
 	<-s.exited
 	// The client sees the server go away, not a hang: UNAVAILABLE

@@ -118,12 +118,13 @@ func TestShutdownLeavesNoMountsOrProcesses(t *testing.T) {
 	a := c.newAction(action{args: sh(`sleep 600`)})
 	stream := c.startExecute(context.Background(), a, false)
 	waitForExecuting(t, stream)
-	time.Sleep(200 * time.Millisecond)
-	// The server's sandboxes: the running action's and the warm ones.
-	ours := sandboxProcesses(t, s.cmd.Process.Pid)
-	if len(ours) < 2 {
-		t.Fatalf("the server's launcher and sandboxes not found while an action runs: %v", ours)
-	}
+	// The server's sandboxes: the running action's and the warm ones
+	// (EXECUTING may come before the action's sandbox is started).
+	var ours []int
+	waitUntil(t, "the server's launcher and sandboxes while an action runs", func() bool {
+		ours = sandboxProcesses(t, s.cmd.Process.Pid)
+		return len(ours) >= 2
+	})
 	start := time.Now()
 	s.cmd.Process.Signal(os.Interrupt)
 	time.Sleep(500 * time.Millisecond)
