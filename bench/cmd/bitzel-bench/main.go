@@ -87,39 +87,52 @@ func main() {
 	}
 }
 
-func run() error {
-	binDir := flag.String("bin", "bin", "`directory` holding bitzel-worker and bitzel-sandbox-init")
-	outDir := flag.String("out", "bench/out", "`directory` for results.csv and results.md")
-	workDir := flag.String("work", "", "scratch `directory` (default: a new one under $TMPDIR); serve's data directory goes there too")
-	remote := flag.String("remote", "", "drive this REAPI `host:port` instead of starting serve (e.g. a Buildbarn frontend)")
-	label := flag.String("label", "", "name of the worker in the tables (default: bitzel-worker serve, or the --remote address)")
-	metricsAddress := flag.String("metrics", "", "with --remote: `host:port` of the worker's Prometheus /metrics (Go heap and goroutines)")
-	watch := flag.String("watch-pids", "", "with --remote: comma-separated `pids` whose RSS and CPU are the worker's (e.g. bb_worker,bb_runner)")
-	only := flag.String("only", "trivial,throughput,memory,scaling,bitbake,outputs", "sections to run: trivial, throughput, memory, input (the 10,000-file root only), scaling, bitbake, outputs")
-	trivialN := flag.Int("trivial", 300, "actions timed for per-action latency")
-	clients := flag.String("clients", "1,4,16,64", "client counts for throughput")
-	perClient := flag.Int("per-client", 40, "throughput: actions per client (at least --min-actions)")
-	minActions := flag.Int("min-actions", 300, "throughput: fewest actions per level")
-	soak := flag.Int("soak", 10000, "actions of the memory run")
-	files := flag.String("files", "1000,10000,100000", "input sizes (files) for scaling")
-	layers := flag.String("layers", "1,10,100,400", "layer counts for scaling (10,000 files in all)")
-	passThrough := flag.Bool("pass-through", true, "scaling actions list their input tree as an output directory (measures output upload of untouched inputs)")
-	serveArgs := flag.String("serve-args", "", "extra space-separated `flags` for serve (e.g. --memory-limit=4294967296)")
-	quick := flag.Bool("quick", false, "small counts, for checking that everything runs")
-	flag.Parse()
+// mainOptions are the flags of the main harness.
+type mainOptions struct {
+	binDir, outDir, workDir, remote, label, metricsAddress, watch, only *string
+	trivialN, perClient, minActions, soak                               *int
+	clients, files, layers, serveArgs                                   *string
+	passThrough, quick                                                  *bool
+}
 
-	if *quick {
-		*trivialN, *clients, *perClient, *minActions, *soak = 30, "1,4", 5, 20, 400
-		*files, *layers = "1000", "1,10"
+func parseMainFlags() *mainOptions {
+	o := &mainOptions{}
+	o.binDir = flag.String("bin", "bin", "`directory` holding bitzel-worker and bitzel-sandbox-init")
+	o.outDir = flag.String("out", "bench/out", "`directory` for results.csv and results.md")
+	o.workDir = flag.String("work", "", "scratch `directory` (default: a new one under $TMPDIR); serve's data directory goes there too")
+	o.remote = flag.String("remote", "", "drive this REAPI `host:port` instead of starting serve (e.g. a Buildbarn frontend)")
+	o.label = flag.String("label", "", "name of the worker in the tables (default: bitzel-worker serve, or the --remote address)")
+	o.metricsAddress = flag.String("metrics", "", "with --remote: `host:port` of the worker's Prometheus /metrics (Go heap and goroutines)")
+	o.watch = flag.String("watch-pids", "", "with --remote: comma-separated `pids` whose RSS and CPU are the worker's (e.g. bb_worker,bb_runner)")
+	o.only = flag.String("only", "trivial,throughput,memory,scaling,bitbake,outputs", "sections to run: trivial, throughput, memory, input (the 10,000-file root only), scaling, bitbake, outputs")
+	o.trivialN = flag.Int("trivial", 300, "actions timed for per-action latency")
+	o.clients = flag.String("clients", "1,4,16,64", "client counts for throughput")
+	o.perClient = flag.Int("per-client", 40, "throughput: actions per client (at least --min-actions)")
+	o.minActions = flag.Int("min-actions", 300, "throughput: fewest actions per level")
+	o.soak = flag.Int("soak", 10000, "actions of the memory run")
+	o.files = flag.String("files", "1000,10000,100000", "input sizes (files) for scaling")
+	o.layers = flag.String("layers", "1,10,100,400", "layer counts for scaling (10,000 files in all)")
+	o.passThrough = flag.Bool("pass-through", true, "scaling actions list their input tree as an output directory (measures output upload of untouched inputs)")
+	o.serveArgs = flag.String("serve-args", "", "extra space-separated `flags` for serve (e.g. --memory-limit=4294967296)")
+	o.quick = flag.Bool("quick", false, "small counts, for checking that everything runs")
+	flag.Parse()
+	if *o.quick {
+		*o.trivialN, *o.clients, *o.perClient, *o.minActions, *o.soak = 30, "1,4", 5, 20, 400
+		*o.files, *o.layers = "1000", "1,10"
 	}
+	return o
+}
+
+func run() error {
+	o := parseMainFlags()
 	sections := map[string]bool{}
-	for _, s := range strings.Split(*only, ",") {
+	for _, s := range strings.Split(*o.only, ",") {
 		sections[strings.TrimSpace(s)] = true
 	}
-	if err := os.MkdirAll(*outDir, 0o755); err != nil {
+	if err := os.MkdirAll(*o.outDir, 0o755); err != nil {
 		return err
 	}
-	work := *workDir
+	work := *o.workDir
 	if work == "" {
 		var err error
 		if work, err = os.MkdirTemp("", "bitzel-bench-"); err != nil {
@@ -129,39 +142,13 @@ func run() error {
 	}
 	os.Chmod(work, 0o755)
 
-	h := &harness{work: work, passThrough: *passThrough, report: &report{label: *label}}
-	var srv *server
-	address := *remote
-	if address == "" {
-		abs, err := filepath.Abs(*binDir)
-		if err != nil {
-			return err
-		}
-		if srv, err = startServer(abs, work, strings.Fields(*serveArgs)...); err != nil {
-			return err
-		}
+	h := &harness{work: work, passThrough: *o.passThrough, report: &report{label: *o.label}}
+	srv, address, err := h.connect(o, work)
+	if err != nil {
+		return err
+	}
+	if srv != nil {
 		defer srv.stop()
-		address = srv.address
-		h.pids = srv.processes
-		h.metrics = srv.metrics
-		if h.report.label == "" {
-			h.report.label = "bitzel-worker serve"
-		}
-	} else {
-		h.metrics = *metricsAddress
-		watched := intList(*watch)
-		// bitzel-worker's sandbox launcher is its child; count it as
-		// serve's is counted.
-		h.pids = func() []int {
-			pids := append([]int{}, watched...)
-			for _, p := range watched {
-				pids = append(pids, procfs.Children(p, "bitzel-sandbox-launcher")...)
-			}
-			return pids
-		}
-		if h.report.label == "" {
-			h.report.label = *remote
-		}
 	}
 	// An interrupted run leaves neither serve nor its data behind.
 	signals := make(chan os.Signal, 1)
@@ -172,12 +159,11 @@ func run() error {
 		if srv != nil {
 			srv.stop()
 		}
-		if *workDir == "" {
+		if *o.workDir == "" {
 			fsutil.RemoveAll(work)
 		}
 		os.Exit(130)
 	}()
-	var err error
 	if h.ep, err = dial(address); err != nil {
 		return err
 	}
@@ -189,31 +175,77 @@ func run() error {
 	time.Sleep(2 * time.Second)
 	h.idleRSS = readRSS(h.pids())
 	h.idleGo = goMetrics(h.metrics)
+	start := time.Now()
+	if err := h.runSections(o, sections, start); err != nil {
+		return err
+	}
+	if sections["memory"] {
+		h.endOfRunMemory()
+	}
+	return h.writeResults(*o.outDir, header, start)
+}
 
+// connect starts serve (or, with --remote, watches the given worker)
+// and returns the server it started, if any, and the address to drive.
+func (h *harness) connect(o *mainOptions, work string) (*server, string, error) {
+	if *o.remote != "" {
+		h.metrics = *o.metricsAddress
+		watched := intList(*o.watch)
+		// bitzel-worker's sandbox launcher is its child; count it as
+		// serve's is counted.
+		h.pids = func() []int {
+			pids := append([]int{}, watched...)
+			for _, p := range watched {
+				pids = append(pids, procfs.Children(p, "bitzel-sandbox-launcher")...)
+			}
+			return pids
+		}
+		if h.report.label == "" {
+			h.report.label = *o.remote
+		}
+		return nil, *o.remote, nil
+	}
+	abs, err := filepath.Abs(*o.binDir)
+	if err != nil {
+		return nil, "", err
+	}
+	srv, err := startServer(abs, work, strings.Fields(*o.serveArgs)...)
+	if err != nil {
+		return nil, "", err
+	}
+	h.pids = srv.processes
+	h.metrics = srv.metrics
+	if h.report.label == "" {
+		h.report.label = "bitzel-worker serve"
+	}
+	return srv, srv.address, nil
+}
+
+// runSections runs the chosen sections in their order.
+func (h *harness) runSections(o *mainOptions, sections map[string]bool, start time.Time) error {
 	steps := []struct {
 		name string
 		run  func() error
 	}{
-		{"trivial", func() error { return h.trivial(*trivialN) }},
-		{"throughput", func() error { return h.throughput(intList(*clients), *perClient, *minActions) }},
-		{"memory", func() error { return h.memory(*soak, max(*soak/10, 1)) }},
+		{"trivial", func() error { return h.trivial(*o.trivialN) }},
+		{"throughput", func() error { return h.throughput(intList(*o.clients), *o.perClient, *o.minActions) }},
+		{"memory", func() error { return h.memory(*o.soak, max(*o.soak/10, 1)) }},
 		{"input", func() error {
 			if sections["scaling"] {
 				return nil // the 10,000-file point is part of scaling
 			}
 			return h.treePoint(treeShape{axis: "files", files: 10000, out: "in"}, 3, 5, true)
 		}},
-		{"scaling", func() error { return h.scaling(intList(*files), intList(*layers), 10000) }},
+		{"scaling", func() error { return h.scaling(intList(*o.files), intList(*o.layers), 10000) }},
 		{"bitbake", func() error { return h.bitbake(3, 5) }},
 		{"outputs", func() error {
 			reps := 2
-			if *quick {
+			if *o.quick {
 				reps = 1
 			}
 			return h.outputs(reps)
 		}},
 	}
-	start := time.Now()
 	for _, s := range steps {
 		if !sections[s.name] {
 			continue
@@ -223,29 +255,39 @@ func run() error {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
 	}
-	if r := readRSS(h.pids()); r.total > 0 && sections["memory"] {
-		h.add(row{section: "memory", workload: "RSS", x: "end", metric: "after every workload", unit: "MiB", ours: mib(r.total),
-			baseline: "idle after start-up", base: mib(h.idleRSS.total), note: fmt.Sprintf("file-backed %.0f MiB: the mapped CAS", mib(r.file))})
-		h.add(row{section: "memory", workload: "anonymous RSS", x: "end", metric: "after every workload", unit: "MiB", ours: mib(r.anon),
-			baseline: "idle after start-up", base: mib(h.idleRSS.anon)})
-		if g := goMetrics(h.metrics); len(g) > 0 {
-			h.add(row{section: "memory", workload: "Go heap goal", x: "end", metric: "after every workload", unit: "MiB",
-				ours: g["go_memstats_next_gc_bytes"] / (1 << 20), baseline: "idle after start-up", base: h.idleGo["go_memstats_next_gc_bytes"] / (1 << 20), note: "2x the live heap"})
-		}
-	}
+	return nil
+}
 
+// endOfRunMemory adds the memory rows measured after every workload.
+func (h *harness) endOfRunMemory() {
+	r := readRSS(h.pids())
+	if r.total == 0 {
+		return
+	}
+	h.add(row{section: "memory", workload: "RSS", x: "end", metric: "after every workload", unit: "MiB", ours: mib(r.total),
+		baseline: "idle after start-up", base: mib(h.idleRSS.total), note: fmt.Sprintf("file-backed %.0f MiB: the mapped CAS", mib(r.file))})
+	h.add(row{section: "memory", workload: "anonymous RSS", x: "end", metric: "after every workload", unit: "MiB", ours: mib(r.anon),
+		baseline: "idle after start-up", base: mib(h.idleRSS.anon)})
+	if g := goMetrics(h.metrics); len(g) > 0 {
+		h.add(row{section: "memory", workload: "Go heap goal", x: "end", metric: "after every workload", unit: "MiB",
+			ours: g["go_memstats_next_gc_bytes"] / (1 << 20), baseline: "idle after start-up", base: h.idleGo["go_memstats_next_gc_bytes"] / (1 << 20), note: "2x the live heap"})
+	}
+}
+
+// writeResults prints the report and writes results.md and results.csv.
+func (h *harness) writeResults(outDir, header string, start time.Time) error {
 	var md bytes.Buffer
 	md.WriteString(header)
 	fmt.Fprintf(&md, "- total time: %s; load average at the end: %s\n", time.Since(start).Round(time.Second), loadAverage())
 	h.report.markdown(&md)
 	fmt.Print(md.String())
-	if err := os.WriteFile(filepath.Join(*outDir, "results.md"), md.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(outDir, "results.md"), md.Bytes(), 0o644); err != nil {
 		return err
 	}
-	if err := h.report.writeCSV(filepath.Join(*outDir, "results.csv")); err != nil {
+	if err := h.report.writeCSV(filepath.Join(outDir, "results.csv")); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "wrote %s and %s\n", filepath.Join(*outDir, "results.md"), filepath.Join(*outDir, "results.csv"))
+	fmt.Fprintf(os.Stderr, "wrote %s and %s\n", filepath.Join(outDir, "results.md"), filepath.Join(outDir, "results.csv"))
 	return nil
 }
 
