@@ -42,110 +42,30 @@ func (h *harness) bitbake(coldReps, warmReps int) error {
 		return err
 	}
 	defer fsutil.RemoveAll(scratch)
-	// buildDeps returns the dependencies' trees, written to disk too
-	// when disk is set.
-	buildDeps := func(b blobs, seed int64, disk string) ([]digest.Digest, error) {
-		deps := make([]digest.Digest, bitbakeDeps)
-		for i := range deps {
-			name := fmt.Sprintf("dep%02d", i)
-			parts := map[string]digest.Digest{}
-			for j, sub := range []string{"include", "lib"} {
-				at := ""
-				if disk != "" {
-					at = filepath.Join(disk, name, "usr", sub, name)
-				}
-				tree, err := h.ep.build(b, treeSpec{files: 250, perDir: 125, size: fileSize}, seed*100+int64(2*i+j), at)
-				if err != nil {
-					return nil, err
-				}
-				parts[sub] = h.ep.wrap(b, tree, []string{name})
-			}
-			deps[i] = h.ep.wrap(b, h.ep.root(b, parts), []string{"usr"})
-		}
-		return deps, nil
-	}
-	buildSrc := func(b blobs, seed int64, disk string) (digest.Digest, error) {
-		return h.ep.build(b, treeSpec{files: 100, perDir: 50, size: 4096}, seed, disk)
-	}
-
 	// The local copy: deps/depNN/usr/... and src/.
 	deps := filepath.Join(scratch, "deps")
-	if _, err := buildDeps(blobs{}, h.seed(), deps); err != nil {
+	if _, err := h.bitbakeDeps(blobs{}, h.seed(), deps); err != nil {
 		return err
 	}
-	if _, err := buildSrc(blobs{}, h.seed(), filepath.Join(scratch, "src")); err != nil {
+	if _, err := h.bitbakeSrc(blobs{}, h.seed(), filepath.Join(scratch, "src")); err != nil {
 		return err
 	}
-	local := func(bwrap bool) (time.Duration, error) {
-		work := filepath.Join(scratch, "work")
-		fsutil.RemoveAll(work)
-		if err := os.MkdirAll(filepath.Join(work, "recipe-sysroot"), 0o755); err != nil {
-			return 0, err
-		}
-		defer fsutil.RemoveAll(work)
-		script := fmt.Sprintf(`set -e
-cd %q
-for d in %q/*; do cp -al "$d"/. recipe-sysroot/; done
-cp -a %q src
-`, work, deps, filepath.Join(scratch, "src"))
-		settle()
-		staging, _, err := timed("sh", "-c", script)
-		if err != nil {
-			return 0, err
-		}
-		argv := []string{"sh", "-c", "cd " + work + "\n" + compileScript}
-		if bwrap {
-			argv = bwrapArgs("--bind", scratch, scratch, "sh", "-c", "cd "+work+"\n"+compileScript)
-		}
-		settle()
-		task, _, err := timed(argv...)
-		if err != nil {
-			return 0, err
-		}
-		return staging + task, nil
-	}
-
-	ctx := context.Background()
-	run := func(b blobs, root digest.Digest) (time.Duration, stages, error) {
-		if err := h.ep.upload(ctx, b); err != nil {
-			return 0, stages{}, err
-		}
-		cb := blobs{}
-		action := h.ep.action(cb, command{args: []string{"/bin/sh", "-c", compileScript}, input: root, outputs: []string{"image"}}, h.next())
-		if err := h.ep.upload(ctx, cb); err != nil {
-			return 0, stages{}, err
-		}
-		settle()
-		start := time.Now()
-		result, err := h.ep.execute(ctx, action)
-		if err != nil {
-			return 0, stages{}, err
-		}
-		return time.Since(start), stagesOf(result.ExecutionMetadata), nil
-	}
-	newRoot := func(b blobs, depTrees []digest.Digest) (digest.Digest, error) {
-		src, err := buildSrc(b, h.seed(), "")
-		if err != nil {
-			return digest.BadDigest, err
-		}
-		return h.ep.root(b, map[string]digest.Digest{"recipe-sysroot": h.ep.union(b, depTrees), "src": src}), nil
-	}
-
 	var cold, warm, base, baseBwrap []time.Duration
 	var coldStages, warmStages []stages
 	var depTrees []digest.Digest
 	for i := 0; i < coldReps+warmReps; i++ {
 		b := blobs{}
 		if i < coldReps {
-			if depTrees, err = buildDeps(b, h.seed(), ""); err != nil {
+			if depTrees, err = h.bitbakeDeps(b, h.seed(), ""); err != nil {
 				return err
 			}
 		}
-		root, err := newRoot(b, depTrees)
+		src, err := h.bitbakeSrc(b, h.seed(), "")
 		if err != nil {
 			return err
 		}
-		d, st, err := run(b, root)
+		root := h.ep.root(b, map[string]digest.Digest{"recipe-sysroot": h.ep.union(b, depTrees), "src": src})
+		d, st, err := h.bitbakeRemote(b, root)
 		if err != nil {
 			return err
 		}
@@ -154,12 +74,12 @@ cp -a %q src
 		} else {
 			warm, warmStages = append(warm, d), append(warmStages, st)
 		}
-		if d, err = local(false); err != nil {
+		if d, err = bitbakeLocal(scratch, deps, false); err != nil {
 			return err
 		}
 		base = append(base, d)
 		if h.bwrap {
-			if d, err = local(true); err != nil {
+			if d, err = bitbakeLocal(scratch, deps, true); err != nil {
 				return err
 			}
 			baseBwrap = append(baseBwrap, d)
@@ -180,6 +100,84 @@ cp -a %q src
 	}
 	fmt.Fprintf(os.Stderr, "  input fetch: cold %.1f ms, warm %.1f ms\n", setup(coldStages), setup(warmStages))
 	return nil
+}
+
+// bitbakeDeps returns the dependencies' trees, written to disk too
+// when disk is set.
+func (h *harness) bitbakeDeps(b blobs, seed int64, disk string) ([]digest.Digest, error) {
+	deps := make([]digest.Digest, bitbakeDeps)
+	for i := range deps {
+		name := fmt.Sprintf("dep%02d", i)
+		parts := map[string]digest.Digest{}
+		for j, sub := range []string{"include", "lib"} {
+			at := ""
+			if disk != "" {
+				at = filepath.Join(disk, name, "usr", sub, name)
+			}
+			tree, err := h.ep.build(b, treeSpec{files: 250, perDir: 125, size: fileSize}, seed*100+int64(2*i+j), at)
+			if err != nil {
+				return nil, err
+			}
+			parts[sub] = h.ep.wrap(b, tree, []string{name})
+		}
+		deps[i] = h.ep.wrap(b, h.ep.root(b, parts), []string{"usr"})
+	}
+	return deps, nil
+}
+
+func (h *harness) bitbakeSrc(b blobs, seed int64, disk string) (digest.Digest, error) {
+	return h.ep.build(b, treeSpec{files: 100, perDir: 50, size: 4096}, seed, disk)
+}
+
+// bitbakeLocal is the baseline: the sysroot staged with cp -al from
+// the local copy in scratch, then the task, in bwrap or not.
+func bitbakeLocal(scratch, deps string, bwrap bool) (time.Duration, error) {
+	work := filepath.Join(scratch, "work")
+	fsutil.RemoveAll(work)
+	if err := os.MkdirAll(filepath.Join(work, "recipe-sysroot"), 0o755); err != nil {
+		return 0, err
+	}
+	defer fsutil.RemoveAll(work)
+	script := fmt.Sprintf(`set -e
+cd %q
+for d in %q/*; do cp -al "$d"/. recipe-sysroot/; done
+cp -a %q src
+`, work, deps, filepath.Join(scratch, "src"))
+	settle()
+	staging, _, err := timed("sh", "-c", script)
+	if err != nil {
+		return 0, err
+	}
+	argv := []string{"sh", "-c", "cd " + work + "\n" + compileScript}
+	if bwrap {
+		argv = bwrapArgs("--bind", scratch, scratch, "sh", "-c", "cd "+work+"\n"+compileScript)
+	}
+	settle()
+	task, _, err := timed(argv...)
+	if err != nil {
+		return 0, err
+	}
+	return staging + task, nil
+}
+
+// bitbakeRemote uploads b and runs the task on the input root root.
+func (h *harness) bitbakeRemote(b blobs, root digest.Digest) (time.Duration, stages, error) {
+	ctx := context.Background()
+	if err := h.ep.upload(ctx, b); err != nil {
+		return 0, stages{}, err
+	}
+	cb := blobs{}
+	action := h.ep.action(cb, command{args: []string{"/bin/sh", "-c", compileScript}, input: root, outputs: []string{"image"}}, h.next())
+	if err := h.ep.upload(ctx, cb); err != nil {
+		return 0, stages{}, err
+	}
+	settle()
+	start := time.Now()
+	result, err := h.ep.execute(ctx, action)
+	if err != nil {
+		return 0, stages{}, err
+	}
+	return time.Since(start), stagesOf(result.ExecutionMetadata), nil
 }
 
 // outputs: the action writes 1000 files of 1 MiB (distinct contents);
