@@ -21,7 +21,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
-	"google.golang.org/protobuf/proto"
 )
 
 // batchCounter counts the batch calls a CAS server gets, and can
@@ -227,42 +226,5 @@ func TestMissingBlobsErrorListsEachBlobOnce(t *testing.T) {
 	sort.Strings(want)
 	if !reflect.DeepEqual(subjects, want) {
 		t.Fatalf("subjects %q, want %q", subjects, want)
-	}
-}
-
-// A small message comes in one BatchReadBlobs call, checked against its
-// digest; an absent one is NOT_FOUND and a blob that is no message
-// INVALID_ARGUMENT, as from a ByteStream read.
-func TestGRPCStorageReadsSmallMessagesInABatch(t *testing.T) {
-	server, counter, client := newRemote(t)
-	command := &remoteexecution.Command{Arguments: []string{"/bin/true"}, WorkingDirectory: "w"}
-	data, err := proto.Marshal(command)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := put(t, server, data)
-	m, err := client.ReadMessage(context.Background(), d, &remoteexecution.Command{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !proto.Equal(m, command) {
-		t.Errorf("read %v, want %v", m, command)
-	}
-	if n := counter.reads.Load(); n != 1 {
-		t.Errorf("%d BatchReadBlobs calls for one small message, want 1", n)
-	}
-
-	_, err = client.ReadMessage(context.Background(), digestOf([]byte("absent")), &remoteexecution.Command{})
-	if status.Code(err) != codes.NotFound {
-		t.Errorf("absent message: %v, want NOT_FOUND", err)
-	}
-	notAMessage := put(t, server, []byte{0xff, 0xff, 0xff})
-	_, err = client.ReadMessage(context.Background(), notAMessage, &remoteexecution.Command{})
-	if status.Code(err) != codes.InvalidArgument {
-		t.Errorf("a blob that is no message: %v, want INVALID_ARGUMENT", err)
-	}
-	// Locally there is no batch: the message is read directly.
-	if m, err := server.ReadMessage(context.Background(), d, &remoteexecution.Command{}); err != nil || !proto.Equal(m, command) {
-		t.Errorf("local read: %v, %v", m, err)
 	}
 }

@@ -16,7 +16,7 @@ import (
 func fetchMessage[M proto.Message](ctx context.Context, cas *storage.Storage, d digest.Digest, template M) (M, error) {
 	// ToProto may return a message other than its template (a buffer
 	// made from a message returns that message), so use its result.
-	m, err := cas.ReadMessage(ctx, d, template)
+	m, err := cas.ContentAddressableStorage.Get(ctx, d).ToProto(template, cas.MaximumMessageSizeBytes)
 	if status.Code(err) == codes.NotFound {
 		return template, storage.MissingBlobsError([]digest.Digest{d})
 	} else if err != nil {
