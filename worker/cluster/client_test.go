@@ -629,3 +629,28 @@ func TestALongActionsStageIsReportedAfterTheDelay(t *testing.T) {
 	call.complete(t, okResponse(0))
 	expectRequest(t, d, workerID, "completed", false)
 }
+
+func TestAHeldBackStageStillGoesOutByNextSynchronizationAt(t *testing.T) {
+	clock := newFakeClock()
+	d := schedulertest.New(clock, sortedPlatform, 0)
+	h := newHarness(t, clock, d)
+	workerID := map[string]string{"hostname": "builder1"}
+	// A delay past the scheduler's next_synchronization_at (10 s):
+	// the scheduler's schedule wins, or it would take the worker for
+	// gone.
+	h.start(cluster.Options{WorkerID: workerID, Platform: configuredPlatform, Concurrency: 1, StageReportDelay: time.Minute})
+	expectRequest(t, d, workerID, "idle", false)
+
+	actionDigest, action := testAction("held")
+	d.Enqueue(&schedulertest.Task{ActionDigest: actionDigest, Action: action, DigestFunction: remoteexecution.DigestFunction_SHA256})
+	call := h.executor.nextCall(t)
+	clock.waitForTimerOf(t, time.Minute)
+	call.report(t, worker.StageRunning)
+	call.report(t, worker.StageRunning)
+	clock.advance(d.BusyInterval - time.Millisecond)
+	if n := d.PendingRequests(workerID); n != 0 {
+		t.Fatalf("%d requests before next_synchronization_at", n)
+	}
+	clock.advance(time.Millisecond)
+	expectRequest(t, d, workerID, "running", false)
+}
