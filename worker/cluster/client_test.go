@@ -559,3 +559,98 @@ func TestRunIsSingleUse(t *testing.T) {
 		t.Errorf("a worker shut down before starting sent %d requests", n)
 	}
 }
+
+func TestAShortActionIsReportedOnceWithItsResult(t *testing.T) {
+	clock := newFakeClock()
+	d := schedulertest.New(clock, sortedPlatform, 0)
+	h := newHarness(t, clock, d)
+	workerID := map[string]string{"hostname": "builder1"}
+	h.start(cluster.Options{WorkerID: workerID, Platform: configuredPlatform, Concurrency: 1, StageReportDelay: time.Second})
+	expectRequest(t, d, workerID, "idle", false)
+
+	actionDigest, action := testAction("short")
+	d.Enqueue(&schedulertest.Task{ActionDigest: actionDigest, Action: action, DigestFunction: remoteexecution.DigestFunction_SHA256})
+	call := h.executor.nextCall(t)
+	// The acknowledgement is held back: a timer of the delay runs.
+	clock.waitForTimerOf(t, time.Second)
+	for _, stage := range []worker.Stage{worker.StageFetchingInputs, worker.StageRunning, worker.StageUploadingOutputs} {
+		call.report(t, stage)
+	}
+	call.complete(t, okResponse(0))
+
+	// Fake time stood still: the result went out because it came,
+	// and no stage went out before it.
+	expectRequest(t, d, workerID, "completed", false)
+	if completions := d.Completed(); len(completions) != 1 || !proto.Equal(completions[0].Digest, actionDigest) {
+		t.Errorf("scheduler recorded %v", completions)
+	}
+	if requests := d.Requests(workerID); len(requests) != 2 {
+		t.Errorf("%d Synchronize calls for one short action, want 2 (idle, completed)", len(requests))
+	}
+}
+
+func TestALongActionsStageIsReportedAfterTheDelay(t *testing.T) {
+	clock := newFakeClock()
+	d := schedulertest.New(clock, sortedPlatform, 0)
+	h := newHarness(t, clock, d)
+	workerID := map[string]string{"hostname": "builder1"}
+	h.start(cluster.Options{WorkerID: workerID, Platform: configuredPlatform, Concurrency: 1, StageReportDelay: time.Second})
+	expectRequest(t, d, workerID, "idle", false)
+
+	actionDigest, action := testAction("long")
+	d.Enqueue(&schedulertest.Task{ActionDigest: actionDigest, Action: action, DigestFunction: remoteexecution.DigestFunction_SHA256})
+	call := h.executor.nextCall(t)
+	clock.waitForTimerOf(t, time.Second)
+	// The fake executor observes a stage after handing it over;
+	// a second hand-over of the same stage (no change, no news)
+	// returns only once the first has been observed.
+	call.report(t, worker.StageRunning)
+	call.report(t, worker.StageRunning)
+
+	// Nothing but the held-back report's timer can wake the slot
+	// (the scheduler's next_synchronization_at is 10 s away), so the
+	// request log right after moving time is exact.
+	clock.advance(time.Second - time.Millisecond)
+	if n := d.PendingRequests(workerID); n != 0 {
+		t.Fatalf("%d requests before the stage report delay passed", n)
+	}
+	clock.advance(time.Millisecond)
+	// The acknowledgement and the stage change go out together, as
+	// the latest stage.
+	request := expectRequest(t, d, workerID, "running", false)
+	if !proto.Equal(request.CurrentState.GetExecuting().GetActionDigest(), actionDigest) {
+		t.Errorf("running reported for action %v", request.CurrentState.GetExecuting().GetActionDigest())
+	}
+
+	// The next change is held back as long again; the result is not.
+	clock.waitForTimerOf(t, d.BusyInterval)
+	call.report(t, worker.StageUploadingOutputs)
+	clock.waitForTimerOf(t, time.Second)
+	call.complete(t, okResponse(0))
+	expectRequest(t, d, workerID, "completed", false)
+}
+
+func TestAHeldBackStageStillGoesOutByNextSynchronizationAt(t *testing.T) {
+	clock := newFakeClock()
+	d := schedulertest.New(clock, sortedPlatform, 0)
+	h := newHarness(t, clock, d)
+	workerID := map[string]string{"hostname": "builder1"}
+	// A delay past the scheduler's next_synchronization_at (10 s):
+	// the scheduler's schedule wins, or it would take the worker for
+	// gone.
+	h.start(cluster.Options{WorkerID: workerID, Platform: configuredPlatform, Concurrency: 1, StageReportDelay: time.Minute})
+	expectRequest(t, d, workerID, "idle", false)
+
+	actionDigest, action := testAction("held")
+	d.Enqueue(&schedulertest.Task{ActionDigest: actionDigest, Action: action, DigestFunction: remoteexecution.DigestFunction_SHA256})
+	call := h.executor.nextCall(t)
+	clock.waitForTimerOf(t, time.Minute)
+	call.report(t, worker.StageRunning)
+	call.report(t, worker.StageRunning)
+	clock.advance(d.BusyInterval - time.Millisecond)
+	if n := d.PendingRequests(workerID); n != 0 {
+		t.Fatalf("%d requests before next_synchronization_at", n)
+	}
+	clock.advance(time.Millisecond)
+	expectRequest(t, d, workerID, "running", false)
+}

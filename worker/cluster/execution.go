@@ -103,6 +103,13 @@ func (e *execution) signal() {
 	}
 }
 
+// completed tells whether Execute has returned its response.
+func (e *execution) completed() bool {
+	e.lock.Lock()
+	defer e.lock.Unlock()
+	return e.response != nil
+}
+
 // currentState returns what to tell the scheduler about the action
 // now, and whether it has completed.
 func (e *execution) currentState() (*remoteworker.CurrentState_Executing, bool) {

@@ -130,6 +130,12 @@ func (h *harness) newClient(options cluster.Options, newExecutor cluster.SlotExe
 	if newExecutor == nil {
 		newExecutor = func(int, string) (worker.Executor, error) { return h.executor, nil }
 	}
+	if options.StageReportDelay == 0 {
+		// Most tests assert one report per stage, with fake time
+		// standing still; those about holding reports back set a
+		// delay of their own.
+		options.StageReportDelay = -1
+	}
 	client, err := cluster.NewClientWithSlotExecutors(h.queue, newExecutor, options)
 	if err != nil {
 		h.t.Fatal(err)

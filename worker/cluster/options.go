@@ -22,6 +22,11 @@ import (
 // named as bb_worker names it so that dashboards keep working.
 const threadLabel = "thread"
 
+// defaultStageReportDelay is short next to the time a person takes to
+// look at an operation's stage, and long next to a cached or trivial
+// action (a few milliseconds).
+const defaultStageReportDelay = 100 * time.Millisecond
+
 // Options configures a Client. The fields mirror what bb_worker's
 // configuration says about the scheduler connection, so that a Jsonnet
 // worker configuration can be turned into Options one field at a time.
@@ -64,6 +69,16 @@ type Options struct {
 	// reach the scheduler gives up after that, because nobody is
 	// waiting for its result any more. Default: 1 minute.
 	WorkerTimeout time.Duration
+	// StageReportDelay is how long a running action's change of
+	// stage (started, fetching inputs, running, uploading outputs)
+	// may wait before it is reported on its own. An action that
+	// completes within it is reported once, with its result: two
+	// Synchronize calls per short action (the one that handed it
+	// out and the one that returns its result, which also takes the
+	// next action) instead of up to five. It is also how far the
+	// stage clients see may lag behind. Default: 100ms; negative:
+	// every change is reported at once.
+	StageReportDelay time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -87,6 +102,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.WorkerTimeout <= 0 {
 		o.WorkerTimeout = time.Minute
+	}
+	if o.StageReportDelay == 0 {
+		o.StageReportDelay = defaultStageReportDelay
 	}
 }
 

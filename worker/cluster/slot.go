@@ -31,6 +31,7 @@ type slot struct {
 	logger              *slog.Logger
 	instanceNamePatcher digest.InstanceNamePatcher
 	workerTimeout       time.Duration
+	stageReportDelay    time.Duration
 	backoff             *backoff
 
 	// request is resent on every call with CurrentState and
@@ -63,6 +64,7 @@ func newSlot(operationQueue remoteworker.OperationQueueClient, executor worker.E
 		logger:              options.Logger.With("worker", workerName(workerID)),
 		instanceNamePatcher: digest.NewInstanceNamePatcher(digest.EmptyInstanceName, options.InstanceNamePrefix),
 		workerTimeout:       options.WorkerTimeout,
+		stageReportDelay:    options.StageReportDelay,
 		backoff:             newBackoff(options.InitialBackoff, options.MaximumBackoff, options.Random),
 		request: remoteworker.SynchronizeRequest{
 			WorkerId:           workerID,
@@ -162,13 +164,30 @@ func (s *slot) waitUntilDue(ctx context.Context, draining bool) bool {
 	}
 	timer, expired := s.clock.NewTimer(delay)
 	defer timer.Stop()
-	select {
-	case <-expired:
-		return true
-	case <-news:
-		return true
-	case <-shutdown:
-		return false
+	// A stage change is held back for up to stageReportDelay: an
+	// action that completes in the meantime is reported once, with
+	// its result, instead of once per stage. Each Synchronize costs
+	// this worker and the scheduler a round trip, and most actions
+	// are over before a stage report would be of use to anyone.
+	var held <-chan time.Time
+	for {
+		select {
+		case <-expired:
+			return true
+		case <-news:
+			if s.stageReportDelay <= 0 || s.execution.completed() {
+				return true
+			}
+			if held == nil {
+				holdTimer, holdExpired := s.clock.NewTimer(s.stageReportDelay)
+				defer holdTimer.Stop()
+				held = holdExpired
+			}
+		case <-held:
+			return true
+		case <-shutdown:
+			return false
+		}
 	}
 }
 
@@ -335,8 +354,9 @@ func (s *slot) startExecution(desired *remoteworker.DesiredState_Executing) erro
 	s.logger.Debug("Starting action", "action", a.request.ActionDigest.String())
 	s.execution = startExecution(s.executor, a, s.logger)
 	slotsExecuting.Inc()
-	// Acknowledge the assignment at once rather than at the next
-	// scheduled synchronization.
+	// Acknowledge the assignment before the next scheduled
+	// synchronization: within StageReportDelay, or with the result
+	// if that comes first.
 	s.execution.signal()
 	s.request.CurrentState = &remoteworker.CurrentState{
 		WorkerState: &remoteworker.CurrentState_Executing_{Executing: &remoteworker.CurrentState_Executing{
