@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bitzel/bitzel-worker/internal/testsupport"
 	"github.com/bitzel/bitzel-worker/proto/remoteworker"
 	"github.com/bitzel/bitzel-worker/worker"
 	"github.com/bitzel/bitzel-worker/worker/cluster"
@@ -216,34 +217,12 @@ func mustInstanceName(t *testing.T, name string) digest.InstanceName {
 	return instanceName
 }
 
-// stageOf names the state a request reports.
-func stageOf(request *remoteworker.SynchronizeRequest) string {
-	switch state := request.CurrentState.GetWorkerState().(type) {
-	case *remoteworker.CurrentState_Idle:
-		return "idle"
-	case *remoteworker.CurrentState_Executing_:
-		switch state.Executing.ExecutionState.(type) {
-		case *remoteworker.CurrentState_Executing_Started:
-			return "started"
-		case *remoteworker.CurrentState_Executing_FetchingInputs:
-			return "fetching_inputs"
-		case *remoteworker.CurrentState_Executing_Running:
-			return "running"
-		case *remoteworker.CurrentState_Executing_UploadingOutputs:
-			return "uploading_outputs"
-		case *remoteworker.CurrentState_Executing_Completed:
-			return "completed"
-		}
-	}
-	return "unknown"
-}
-
 // expectRequest takes the worker's next request and checks its stage
 // and prefer_being_idle flag.
 func expectRequest(t *testing.T, d *schedulertest.Scheduler, workerID map[string]string, stage string, preferBeingIdle bool) *remoteworker.SynchronizeRequest {
 	t.Helper()
 	request := d.NextRequest(t, workerID)
-	if got := stageOf(request); got != stage {
+	if got := testsupport.SynchronizeStage(request); got != stage {
 		t.Fatalf("worker %v reported %s, want %s", workerID, got, stage)
 	}
 	if request.PreferBeingIdle != preferBeingIdle {
