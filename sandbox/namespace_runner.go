@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -288,14 +290,33 @@ func (r *namespaceRunner) resolveInit() error {
 			return fmt.Errorf("sandbox: init binary: %w", err)
 		}
 		r.initPath = r.config.InitPath
-		return nil
+		return checkInitProtocol(r.initPath)
 	}
 	r.initPath = "/proc/self/exe"
 	if self, err := os.Executable(); err == nil {
 		sibling := filepath.Join(filepath.Dir(self), InitBinaryName)
 		if info, err := os.Stat(sibling); err == nil && info.Mode().IsRegular() {
 			r.initPath = sibling
+			return checkInitProtocol(sibling)
 		}
+	}
+	return nil
+}
+
+// checkInitProtocol refuses an init binary that speaks another version
+// of the worker's protocol than this build: one left from an older
+// build would misread every action (a renamed field reads as absent)
+// and fail it with a message about the action, not the binary.
+func checkInitProtocol(path string) error {
+	cmd := exec.Command(path)
+	cmd.Env = []string{child.ProtocolQueryEnv + "=1"}
+	out, err := cmd.Output()
+	got := strings.TrimSpace(string(out))
+	if err != nil || got != strconv.Itoa(child.ProtocolVersion) {
+		if got == "" {
+			got = "none (an older build)"
+		}
+		return fmt.Errorf("sandbox: %s speaks sandbox protocol %s, this worker %d: it is from another build; rebuild it with the worker (go build -o bin/ ./cmd/...) or remove it", path, got, child.ProtocolVersion)
 	}
 	return nil
 }

@@ -36,6 +36,7 @@ func init() {
 // Dispatch runs PID 1 or the launcher when the environment asks for
 // one, and returns otherwise.
 func Dispatch() {
+	answerProtocolQuery()
 	if os.Getenv(EnvMarker) != "" {
 		Main()
 	}
