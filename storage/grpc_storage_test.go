@@ -184,16 +184,17 @@ func TestLocalStorageReadsSmallBlobsDirectly(t *testing.T) {
 	if len(large) != 0 || len(batches) != 2 || len(batches[0]) != 64 {
 		t.Fatalf("%d batches (first of %d), %d large; want groups of 64", len(batches), len(batches[0]), len(large))
 	}
-	n := 0
+	// The callback runs in FetchBlobs' parallel readers.
+	var n atomic.Int64
 	missing, err := s.FetchBlobs(context.Background(), all, 2, 16, func(d digest.Digest, data []byte) error {
 		if !bytes.Equal(data, blobs[d]) {
 			t.Errorf("%v: got %q", d, data)
 		}
-		n++
+		n.Add(1)
 		return nil
 	})
-	if err != nil || len(missing) != 0 || n != 100 {
-		t.Fatalf("%d read, missing %v, %v", n, missing, err)
+	if err != nil || len(missing) != 0 || n.Load() != 100 {
+		t.Fatalf("%d read, missing %v, %v", n.Load(), missing, err)
 	}
 	stop := status.Error(codes.Canceled, "enough")
 	if _, err := s.ReadSmallBlobs(context.Background(), all, func(digest.Digest, []byte) error { return stop }); err != stop {
