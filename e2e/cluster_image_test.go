@@ -5,19 +5,14 @@ package e2e
 // platform) and whose containerImages maps it to a local image.
 
 import (
-	"bufio"
-	"encoding/json"
-	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/bitzel/bitzel-worker/images/imagetest"
-	"github.com/bitzel/bitzel-worker/internal/fsutil"
 	"github.com/bitzel/bitzel-worker/proto/remoteworker"
 	"github.com/bitzel/bitzel-worker/worker/cluster/schedulertest"
 	"github.com/buildbarn/bb-storage/pkg/clock"
@@ -60,41 +55,7 @@ func startImageClusterWorker(t *testing.T, storageAddress, schedulerAddress stri
 		}},
 		"containerImages": containerImages,
 	}
-	data, err := json.MarshalIndent(config, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	configPath := filepath.Join(dir, "worker.jsonnet")
-	if err := os.WriteFile(configPath, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	w.cmd = exec.Command(filepath.Join(binaries(t), "bitzel-worker"), "worker", "--config", configPath)
-	stderr, err := w.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		scanner := bufio.NewScanner(stderr)
-		for scanner.Scan() {
-			w.logMu.Lock()
-			w.log.WriteString(scanner.Text() + "\n")
-			w.logMu.Unlock()
-		}
-		io.Copy(io.Discard, stderr)
-		w.cmd.Wait()
-		close(w.exited)
-	}()
-	t.Cleanup(func() {
-		w.stop()
-		if t.Failed() {
-			t.Logf("worker log:\n%s", w.logs())
-		}
-		fsutil.RemoveAll(dir)
-	})
-	return w
+	return runClusterWorker(t, w, dir, config)
 }
 
 // imagePlatform is OSFamily=linux and container-image=ref, sorted.

@@ -129,6 +129,13 @@ func startClusterWorker(t *testing.T, storageAddress, schedulerAddress string, w
 			"workerId":    workerID,
 		}},
 	}
+	return runClusterWorker(t, w, dir, config)
+}
+
+// runClusterWorker writes config as the worker's configuration in dir
+// and starts w with it; the test's end stops it and removes dir.
+func runClusterWorker(t *testing.T, w *clusterWorker, dir string, config map[string]any) *clusterWorker {
+	t.Helper()
 	data, err := json.MarshalIndent(config, "", "  ")
 	if err != nil {
 		t.Fatal(err)
@@ -137,7 +144,6 @@ func startClusterWorker(t *testing.T, storageAddress, schedulerAddress string, w
 	if err := os.WriteFile(configPath, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-
 	w.cmd = exec.Command(filepath.Join(binaries(t), "bitzel-worker"), "worker", "--config", configPath)
 	stderr, err := w.cmd.StderrPipe()
 	if err != nil {
