@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/buildbarn/bb-storage/pkg/util"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // The sample configurations must keep matching the messages they are
@@ -140,5 +142,28 @@ func TestOnlyGRPCStorageIsAccepted(t *testing.T) {
 		if !c.ok && status.Code(err) != codes.InvalidArgument {
 			t.Errorf("%s: accepted (%v), want INVALID_ARGUMENT", c.name, err)
 		}
+	}
+}
+
+// stageReportDelay: unset is the cluster client's default, a positive
+// value is taken as it is, 0s (or less) reports every stage at once,
+// and an invalid duration is the operator's mistake, named.
+func TestStageReportDelayFromConfiguration(t *testing.T) {
+	for _, tc := range []struct {
+		value *durationpb.Duration
+		want  time.Duration
+	}{
+		{nil, 0},
+		{durationpb.New(250 * time.Millisecond), 250 * time.Millisecond},
+		{durationpb.New(0), -1},
+	} {
+		got, err := stageReportDelay(&configuration.WorkerConfiguration{StageReportDelay: tc.value})
+		if err != nil || got != tc.want {
+			t.Errorf("stageReportDelay %v: %v, %v; want %v", tc.value, got, err, tc.want)
+		}
+	}
+	_, err := stageReportDelay(&configuration.WorkerConfiguration{StageReportDelay: &durationpb.Duration{Seconds: 1, Nanos: -1}})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "stageReportDelay") {
+		t.Errorf("invalid duration: %v, want INVALID_ARGUMENT naming stageReportDelay", err)
 	}
 }

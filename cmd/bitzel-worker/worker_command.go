@@ -197,6 +197,10 @@ func newClusterClients(c *configuration.WorkerConfiguration, operationQueue remo
 	if err := setDuration(&schedulerWorkerTimeout, c.SchedulerWorkerTimeout, "schedulerWorkerTimeout"); err != nil {
 		return nil, 0, util.StatusWrapWithCode(err, codes.InvalidArgument, "Invalid configuration")
 	}
+	reportDelay, err := stageReportDelay(c)
+	if err != nil {
+		return nil, 0, err
+	}
 	var clients []cluster.Client
 	slots := 0
 	for i, runner := range c.Runners {
@@ -222,6 +226,7 @@ func newClusterClients(c *configuration.WorkerConfiguration, operationQueue remo
 			SizeClass:          runner.SizeClass,
 			Concurrency:        concurrency,
 			WorkerTimeout:      schedulerWorkerTimeout,
+			StageReportDelay:   reportDelay,
 		})
 		if err != nil {
 			return nil, 0, util.StatusWrapf(err, "Runner %d", i)
@@ -340,4 +345,20 @@ func platformString(platform *remoteexecution.Platform) string {
 		return "(none)"
 	}
 	return strings.Join(parts, ",")
+}
+
+// stageReportDelay is stageReportDelay of c as cluster.Options takes it:
+// 0 (unset) for the default, negative for "report every change at
+// once", which the configuration spells 0s.
+func stageReportDelay(c *configuration.WorkerConfiguration) (time.Duration, error) {
+	if c.StageReportDelay == nil {
+		return 0, nil
+	}
+	if err := c.StageReportDelay.CheckValid(); err != nil {
+		return 0, status.Errorf(codes.InvalidArgument, "Invalid configuration: stageReportDelay: %v", err)
+	}
+	if d := c.StageReportDelay.AsDuration(); d > 0 {
+		return d, nil
+	}
+	return -1, nil
 }

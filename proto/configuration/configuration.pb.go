@@ -194,6 +194,13 @@ type WorkerConfiguration struct {
 	// cannot reach the scheduler gives up on delivering its results
 	// after this. Default: 60s.
 	SchedulerWorkerTimeout *durationpb.Duration `protobuf:"bytes,7,opt,name=scheduler_worker_timeout,json=schedulerWorkerTimeout,proto3" json:"scheduler_worker_timeout,omitempty"`
+	// How long a running action's change of stage may wait before it is
+	// reported to the scheduler on its own; an action that completes
+	// within it is reported once, with its result (one Synchronize call
+	// per short action instead of four or five). It is also how far the
+	// stage clients see may lag behind. Default: 100ms; 0s: every change
+	// is reported at once.
+	StageReportDelay *durationpb.Duration `protobuf:"bytes,100,opt,name=stage_report_delay,json=stageReportDelay,proto3" json:"stage_report_delay,omitempty"`
 	// How many completed actions the status page (/status/ on the
 	// diagnostics HTTP server) keeps for its list of recent actions.
 	// Default: 1000.
@@ -289,6 +296,13 @@ func (x *WorkerConfiguration) GetRunners() []*RunnerConfiguration {
 func (x *WorkerConfiguration) GetSchedulerWorkerTimeout() *durationpb.Duration {
 	if x != nil {
 		return x.SchedulerWorkerTimeout
+	}
+	return nil
+}
+
+func (x *WorkerConfiguration) GetStageReportDelay() *durationpb.Duration {
+	if x != nil {
+		return x.StageReportDelay
 	}
 	return nil
 }
@@ -1100,7 +1114,7 @@ var File_proto_configuration_configuration_proto protoreflect.FileDescriptor
 
 const file_proto_configuration_configuration_proto_rawDesc = "" +
 	"\n" +
-	"'proto/configuration/configuration.proto\x12\x14bitzel.configuration\x1a6build/bazel/remote/execution/v2/remote_execution.proto\x1aGgithub.com/buildbarn/bb-storage/pkg/proto/configuration/auth/auth.proto\x1aQgithub.com/buildbarn/bb-storage/pkg/proto/configuration/blobstore/blobstore.proto\x1aKgithub.com/buildbarn/bb-storage/pkg/proto/configuration/global/global.proto\x1aGgithub.com/buildbarn/bb-storage/pkg/proto/configuration/grpc/grpc.proto\x1a\x1egoogle/protobuf/duration.proto\"\x92\x06\n" +
+	"'proto/configuration/configuration.proto\x12\x14bitzel.configuration\x1a6build/bazel/remote/execution/v2/remote_execution.proto\x1aGgithub.com/buildbarn/bb-storage/pkg/proto/configuration/auth/auth.proto\x1aQgithub.com/buildbarn/bb-storage/pkg/proto/configuration/blobstore/blobstore.proto\x1aKgithub.com/buildbarn/bb-storage/pkg/proto/configuration/global/global.proto\x1aGgithub.com/buildbarn/bb-storage/pkg/proto/configuration/grpc/grpc.proto\x1a\x1egoogle/protobuf/duration.proto\"\xdb\x06\n" +
 	"\x13WorkerConfiguration\x12E\n" +
 	"\x06global\x18\x01 \x01(\v2-.buildbarn.configuration.global.ConfigurationR\x06global\x12W\n" +
 	"\tblobstore\x18\x02 \x01(\v29.buildbarn.configuration.blobstore.BlobstoreConfigurationR\tblobstore\x12;\n" +
@@ -1108,7 +1122,8 @@ const file_proto_configuration_configuration_proto_rawDesc = "" +
 	"\tscheduler\x18\x04 \x01(\v21.buildbarn.configuration.grpc.ClientConfigurationR\tscheduler\x12G\n" +
 	"\bexecutor\x18\x05 \x01(\v2+.bitzel.configuration.ExecutorConfigurationR\bexecutor\x12C\n" +
 	"\arunners\x18\x06 \x03(\v2).bitzel.configuration.RunnerConfigurationR\arunners\x12S\n" +
-	"\x18scheduler_worker_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\x16schedulerWorkerTimeout\x12;\n" +
+	"\x18scheduler_worker_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\x16schedulerWorkerTimeout\x12G\n" +
+	"\x12stage_report_delay\x18d \x01(\v2\x19.google.protobuf.DurationR\x10stageReportDelay\x12;\n" +
 	"\x1astatus_page_recent_actions\x182 \x01(\rR\x17statusPageRecentActions\x12i\n" +
 	"\x10container_images\x18P \x03(\v2>.bitzel.configuration.WorkerConfiguration.ContainerImagesEntryR\x0fcontainerImages\x1aB\n" +
 	"\x14ContainerImagesEntry\x12\x10\n" +
@@ -1244,33 +1259,34 @@ var file_proto_configuration_configuration_proto_depIdxs = []int32{
 	7,  // 3: bitzel.configuration.WorkerConfiguration.executor:type_name -> bitzel.configuration.ExecutorConfiguration
 	3,  // 4: bitzel.configuration.WorkerConfiguration.runners:type_name -> bitzel.configuration.RunnerConfiguration
 	15, // 5: bitzel.configuration.WorkerConfiguration.scheduler_worker_timeout:type_name -> google.protobuf.Duration
-	9,  // 6: bitzel.configuration.WorkerConfiguration.container_images:type_name -> bitzel.configuration.WorkerConfiguration.ContainerImagesEntry
-	16, // 7: bitzel.configuration.RunnerConfiguration.platform:type_name -> build.bazel.remote.execution.v2.Platform
-	0,  // 8: bitzel.configuration.RunnerConfiguration.platform_matching:type_name -> bitzel.configuration.PlatformMatching
-	10, // 9: bitzel.configuration.RunnerConfiguration.worker_id:type_name -> bitzel.configuration.RunnerConfiguration.WorkerIdEntry
-	12, // 10: bitzel.configuration.ServeConfiguration.global:type_name -> buildbarn.configuration.global.Configuration
-	7,  // 11: bitzel.configuration.ServeConfiguration.executor:type_name -> bitzel.configuration.ExecutorConfiguration
-	15, // 12: bitzel.configuration.ServeConfiguration.shutdown_grace_period:type_name -> google.protobuf.Duration
-	17, // 13: bitzel.configuration.ServeConfiguration.authentication_policy:type_name -> buildbarn.configuration.grpc.AuthenticationPolicy
-	5,  // 14: bitzel.configuration.ServeConfiguration.action_cache_authorizers:type_name -> bitzel.configuration.ActionCacheAuthorizers
-	6,  // 15: bitzel.configuration.ServeConfiguration.content_addressable_storage_authorizers:type_name -> bitzel.configuration.ContentAddressableStorageAuthorizers
-	16, // 16: bitzel.configuration.ServeConfiguration.platform:type_name -> build.bazel.remote.execution.v2.Platform
-	0,  // 17: bitzel.configuration.ServeConfiguration.platform_matching:type_name -> bitzel.configuration.PlatformMatching
-	11, // 18: bitzel.configuration.ServeConfiguration.container_images:type_name -> bitzel.configuration.ServeConfiguration.ContainerImagesEntry
-	18, // 19: bitzel.configuration.ActionCacheAuthorizers.get_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
-	18, // 20: bitzel.configuration.ActionCacheAuthorizers.put_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
-	18, // 21: bitzel.configuration.ContentAddressableStorageAuthorizers.get_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
-	18, // 22: bitzel.configuration.ContentAddressableStorageAuthorizers.put_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
-	18, // 23: bitzel.configuration.ContentAddressableStorageAuthorizers.find_missing_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
-	8,  // 24: bitzel.configuration.ExecutorConfiguration.sandbox:type_name -> bitzel.configuration.SandboxConfiguration
-	15, // 25: bitzel.configuration.ExecutorConfiguration.default_execution_timeout:type_name -> google.protobuf.Duration
-	15, // 26: bitzel.configuration.ExecutorConfiguration.maximum_execution_timeout:type_name -> google.protobuf.Duration
-	1,  // 27: bitzel.configuration.SandboxConfiguration.cgroups:type_name -> bitzel.configuration.SandboxConfiguration.CgroupMode
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	15, // 6: bitzel.configuration.WorkerConfiguration.stage_report_delay:type_name -> google.protobuf.Duration
+	9,  // 7: bitzel.configuration.WorkerConfiguration.container_images:type_name -> bitzel.configuration.WorkerConfiguration.ContainerImagesEntry
+	16, // 8: bitzel.configuration.RunnerConfiguration.platform:type_name -> build.bazel.remote.execution.v2.Platform
+	0,  // 9: bitzel.configuration.RunnerConfiguration.platform_matching:type_name -> bitzel.configuration.PlatformMatching
+	10, // 10: bitzel.configuration.RunnerConfiguration.worker_id:type_name -> bitzel.configuration.RunnerConfiguration.WorkerIdEntry
+	12, // 11: bitzel.configuration.ServeConfiguration.global:type_name -> buildbarn.configuration.global.Configuration
+	7,  // 12: bitzel.configuration.ServeConfiguration.executor:type_name -> bitzel.configuration.ExecutorConfiguration
+	15, // 13: bitzel.configuration.ServeConfiguration.shutdown_grace_period:type_name -> google.protobuf.Duration
+	17, // 14: bitzel.configuration.ServeConfiguration.authentication_policy:type_name -> buildbarn.configuration.grpc.AuthenticationPolicy
+	5,  // 15: bitzel.configuration.ServeConfiguration.action_cache_authorizers:type_name -> bitzel.configuration.ActionCacheAuthorizers
+	6,  // 16: bitzel.configuration.ServeConfiguration.content_addressable_storage_authorizers:type_name -> bitzel.configuration.ContentAddressableStorageAuthorizers
+	16, // 17: bitzel.configuration.ServeConfiguration.platform:type_name -> build.bazel.remote.execution.v2.Platform
+	0,  // 18: bitzel.configuration.ServeConfiguration.platform_matching:type_name -> bitzel.configuration.PlatformMatching
+	11, // 19: bitzel.configuration.ServeConfiguration.container_images:type_name -> bitzel.configuration.ServeConfiguration.ContainerImagesEntry
+	18, // 20: bitzel.configuration.ActionCacheAuthorizers.get_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	18, // 21: bitzel.configuration.ActionCacheAuthorizers.put_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	18, // 22: bitzel.configuration.ContentAddressableStorageAuthorizers.get_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	18, // 23: bitzel.configuration.ContentAddressableStorageAuthorizers.put_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	18, // 24: bitzel.configuration.ContentAddressableStorageAuthorizers.find_missing_authorizer:type_name -> buildbarn.configuration.auth.AuthorizerConfiguration
+	8,  // 25: bitzel.configuration.ExecutorConfiguration.sandbox:type_name -> bitzel.configuration.SandboxConfiguration
+	15, // 26: bitzel.configuration.ExecutorConfiguration.default_execution_timeout:type_name -> google.protobuf.Duration
+	15, // 27: bitzel.configuration.ExecutorConfiguration.maximum_execution_timeout:type_name -> google.protobuf.Duration
+	1,  // 28: bitzel.configuration.SandboxConfiguration.cgroups:type_name -> bitzel.configuration.SandboxConfiguration.CgroupMode
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_proto_configuration_configuration_proto_init() }
