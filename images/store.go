@@ -51,6 +51,9 @@ func (i *Image) Release() {
 // resolved is what is known of a configured image once its manifest
 // has been read: its layers, bottom first, to extract from its source.
 type resolved struct {
+	// src is where the image comes from: for a reference by digest,
+	// the layout that holds it, not a configured name's.
+	src        string
 	layers     []v1.Layer
 	workingDir string
 }
@@ -212,7 +215,7 @@ func (s *Store) Get(ctx context.Context, ref string) (*Image, error) {
 		lease, err := s.layer(ctx, r.layers[i])
 		if err != nil {
 			img.Release()
-			return nil, util.StatusWrapf(err, "Container image %q from %q", ref, s.sources[key])
+			return nil, util.StatusWrapf(err, "Container image %q from %q", ref, r.src)
 		}
 		img.Layers = append(img.Layers, lease)
 	}
@@ -240,7 +243,7 @@ func (s *Store) resolve(ref, key string) (*resolved, error) {
 	if err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "Container image %q from %q: %v", ref, src, err)
 	}
-	r = &resolved{layers: imageLayers}
+	r = &resolved{src: src, layers: imageLayers}
 	if cfg, err := image.ConfigFile(); err == nil && cfg != nil {
 		r.workingDir = cfg.Config.WorkingDir
 	}

@@ -3,6 +3,7 @@ package images
 import (
 	"archive/tar"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -271,5 +272,35 @@ func TestStoreServesDigestReferencesFromLayoutsThatHoldThem(t *testing.T) {
 	}
 	if _, err := saved.Get(context.Background(), byDigest); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "docker save archive") {
 		t.Fatalf("archive configured by digest: %v, want FAILED_PRECONDITION saying an archive records no digests", err)
+	}
+}
+
+// An image served by digest from a layout whose layer is gone is
+// refused naming that layout, the source it was really read from.
+func TestDigestReferenceErrorsNameTheLayoutServingIt(t *testing.T) {
+	img := testImage(t)
+	manifestDigest, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layoutDir, _ := imagetest.WriteSources(t, t.TempDir(), "example.org/tools:1", img)
+	imageLayers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, err := imageLayers[0].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(layoutDir, "blobs", blob.Algorithm, blob.Hex)); err != nil {
+		t.Fatal(err)
+	}
+	store, err := NewStore(imagetest.LayerCache(t), map[string]string{"docker://example.org/tools:1": layoutDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = store.Get(context.Background(), "docker://elsewhere.example/x@"+manifestDigest.String())
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("from %q", layoutDir)) {
+		t.Fatalf("got %v, want an error naming %s", err, layoutDir)
 	}
 }
