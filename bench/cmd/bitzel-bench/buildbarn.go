@@ -13,7 +13,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -268,12 +267,14 @@ type bbMeasurement struct {
 	rate           float64 // actions/s
 	cpuPerAction   time.Duration
 	load           string
+	stages         stageMedians
 }
 
 // bbOptions are the flags of `bitzel-bench buildbarn`.
 type bbOptions struct {
 	peers, binDir, configsDir, workDir, clients, outDir string
 	variantBin, variantConfig                           string
+	sides                                               string
 	rounds, perLevel                                    int
 	netns                                               bool
 }
@@ -291,6 +292,7 @@ func parseBuildbarnFlags(args []string) (*bbOptions, error) {
 	fs.StringVar(&o.outDir, "out", "bench/out", "`folder` for buildbarn.md")
 	fs.StringVar(&o.variantBin, "variant-bin", "", "also run a second bitzel cluster worker from this `folder` of binaries (e.g. the commit before a change), interleaved")
 	fs.StringVar(&o.variantConfig, "variant-config", "", "also run a second bitzel cluster worker with this Jsonnet `object` merged into configs/worker.jsonnet (e.g. \"{ executor+: { sandbox+: { memoryLimitBytes: 0 } } }\")")
+	fs.StringVar(&o.sides, "sides", "", "measure only these sides, comma-separated names as printed (e.g. \"bitzel cluster\"); all are started and warmed up (default: all)")
 	fs.BoolVar(&o.netns, "netns", true, "re-run inside `unshare -n` (a network namespace of its own: fixed ports, nothing reachable from outside)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -344,6 +346,9 @@ func buildbarnMain(args []string) error {
 	if err := warmUp(sides); err != nil {
 		return err
 	}
+	if sides, err = selectSides(sides, o.sides); err != nil {
+		return err
+	}
 	results, err := measureRounds(sides, o.rounds, intList(o.clients), o.perLevel)
 	if err != nil {
 		return err
@@ -354,6 +359,28 @@ func buildbarnMain(args []string) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(o.outDir, "buildbarn.md"), []byte(md), 0o644)
+}
+
+// selectSides keeps the sides named in list (all when it is empty), so
+// that a profile taken during the run sees one side's processes only.
+func selectSides(sides []*benchSide, list string) ([]*benchSide, error) {
+	if list == "" {
+		return sides, nil
+	}
+	var kept []*benchSide
+	for _, name := range strings.Split(list, ",") {
+		found := false
+		for _, s := range sides {
+			if s.name == strings.TrimSpace(name) {
+				kept = append(kept, s)
+				found = true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("-sides: no side is named %q", name)
+		}
+	}
+	return kept, nil
 }
 
 // reexecInNetns runs the harness again inside `unshare -n`, passing
@@ -539,7 +566,7 @@ func warmUp(sides []*benchSide) error {
 				}
 				// The scheduler refuses actions of a platform
 				// no worker has registered for yet.
-				if status.Code(errors.Unwrap(err)) == codes.Unavailable && ctx.Err() == nil {
+				if status.Code(err) == codes.Unavailable && ctx.Err() == nil {
 					time.Sleep(200 * time.Millisecond)
 					continue
 				}
@@ -569,7 +596,13 @@ func measureRounds(sides []*benchSide, rounds int, clients []int, perLevel int) 
 				}
 				time.Sleep(300 * time.Millisecond)
 				cpu0 := cpuTime(s.pids())
-				elapsed, err := testsupport.Concurrently(c, n, func(i int) error { _, err := s.ep.execute(context.Background(), actions[i]); return err }, nil)
+				timings := make([]actionTiming, n)
+				elapsed, err := testsupport.Concurrently(c, n, func(i int) error {
+					start := time.Now()
+					result, err := s.ep.execute(context.Background(), actions[i])
+					timings[i] = actionTiming{latency: time.Since(start), metadata: result.GetExecutionMetadata()}
+					return err
+				}, nil)
 				if err != nil {
 					return nil, fmt.Errorf("%s: %w", s.name, err)
 				}
@@ -577,8 +610,8 @@ func measureRounds(sides []*benchSide, rounds int, clients []int, perLevel int) 
 				// lands in the launcher's cstime then.
 				time.Sleep(300 * time.Millisecond)
 				cpu := cpuTime(s.pids()) - cpu0
-				m := bbMeasurement{round: round, clients: c, side: s.name, rate: float64(n) / elapsed.Seconds(), cpuPerAction: cpu / time.Duration(n), load: loadAverage()}
-				fmt.Fprintf(os.Stderr, "round %d, %2d clients, %-14s %6.1f actions/s, CPU %.2f ms/action (load %s)\n", round, c, s.name, m.rate, ms(m.cpuPerAction), m.load)
+				m := bbMeasurement{round: round, clients: c, side: s.name, rate: float64(n) / elapsed.Seconds(), cpuPerAction: cpu / time.Duration(n), load: loadAverage(), stages: medianStages(timings)}
+				fmt.Fprintf(os.Stderr, "round %d, %2d clients, %-14s %6.1f actions/s, CPU %.2f ms/action (load %s); medians: %s\n", round, c, s.name, m.rate, ms(m.cpuPerAction), m.load, m.stages)
 				results = append(results, m)
 			}
 		}
