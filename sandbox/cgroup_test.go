@@ -68,7 +68,32 @@ func TestMemoryLimitReportsOOMKill(t *testing.T) {
 	}
 }
 
-func TestCgroupsAreRemovedAfterRun(t *testing.T) {
+// actionCgroups lists the action groups under the manager's subtree in
+// each controller's hierarchy, and fails when one of them holds a
+// process: a group is kept for the next action only once empty.
+func actionCgroups(t *testing.T, v1 *cgroupV1) map[string][]string {
+	t.Helper()
+	groups := map[string][]string{}
+	for controller, dir := range v1.dirs {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, entry := range entries {
+			if !entry.IsDir() {
+				continue
+			}
+			groups[controller] = append(groups[controller], entry.Name())
+			procs, err := os.ReadFile(filepath.Join(dir, entry.Name(), "cgroup.procs"))
+			if err != nil || strings.TrimSpace(string(procs)) != "" {
+				t.Errorf("%s: action cgroup %s kept with processes %q (%v)", controller, entry.Name(), procs, err)
+			}
+		}
+	}
+	return groups
+}
+
+func TestCgroupsAreReusedEmptyAndRemovedAtClose(t *testing.T) {
 	e, manager := cgroupEnv(t)
 	if manager == nil {
 		if os.Geteuid() == 0 {
@@ -76,21 +101,71 @@ func TestCgroupsAreRemovedAfterRun(t *testing.T) {
 		}
 		return
 	}
-	e.run(&Spec{Mounts: []Mount{e.mount("", e.dir("layers/empty"))}, Argv: []string{"/bin/true"}, Limits: Limits{MemoryBytes: 64 << 20, MaxProcesses: 50, CPUMillis: 500}}).expectExit(t, 0)
-	// The cgroup goes once PID 1 has finished exiting, which Run does
-	// not wait for.
-	e.runner.(*namespaceRunner).exiting.Wait()
+	limits := Limits{MemoryBytes: 64 << 20, MaxProcesses: 50, CPUMillis: 500}
 	v1 := manager.(*cgroupV1)
-	for controller, dir := range v1.dirs {
-		entries, err := os.ReadDir(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, entry := range entries {
-			if entry.IsDir() {
-				t.Errorf("%s: action cgroup %s left behind", controller, entry.Name())
+	for i := 0; i < 3; i++ {
+		e.run(&Spec{Mounts: []Mount{e.mount("", e.dir("layers/empty"))}, Argv: []string{"/bin/true"}, Limits: limits}).expectExit(t, 0)
+		// The group is handed back once PID 1 has finished
+		// exiting, which Run does not wait for.
+		e.runner.(*namespaceRunner).exiting.Wait()
+		groups := actionCgroups(t, v1)
+		for _, controller := range cgroupV1Controllers {
+			if len(groups[controller]) != 1 {
+				t.Errorf("after run %d: %s groups %v, want the one group every run reuses", i, controller, groups[controller])
 			}
 		}
+	}
+	if err := e.runner.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range v1.dirs {
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("%s is still there after Close (%v)", dir, err)
+		}
+	}
+}
+
+// A reused group reports what its own action did: the event counters
+// of the actions before it, which v1 cannot reset, do not count, and
+// its limits are the new action's.
+func TestReusedCgroupReportsOnlyItsOwnAction(t *testing.T) {
+	e, manager := cgroupEnv(t)
+	if manager == nil {
+		if os.Geteuid() == 0 {
+			t.Fatal("root without cgroups")
+		}
+		return
+	}
+	exiting := &e.runner.(*namespaceRunner).exiting
+	hog := func(limits Limits) outcome {
+		o := e.run(&Spec{Mounts: []Mount{e.mount("", e.helperLayer())}, Argv: []string{"./helper"}, Env: []string{helperEnv + "=hog"}, Limits: limits})
+		exiting.Wait()
+		return o
+	}
+	spawn := func(limits Limits) outcome {
+		o := e.run(&Spec{Mounts: []Mount{e.mount("", e.helperLayer())}, Argv: []string{"./helper"}, Env: []string{helperEnv + "=spawn"}, Limits: limits})
+		exiting.Wait()
+		return o
+	}
+	small := Limits{MemoryBytes: 64 << 20, MaxProcesses: 20}
+	large := Limits{MemoryBytes: 1 << 30, MaxProcesses: 4096}
+	if o := hog(large); o.OOMKilled || o.ExitCode != 0 {
+		t.Fatalf("512 MiB under a 1 GiB limit: exit %d, OOM %v", o.ExitCode, o.OOMKilled)
+	}
+	if o := hog(small); !o.OOMKilled {
+		t.Errorf("512 MiB under a 64 MiB limit in a reused group: exit %d, OOM %v: the limit was not rewritten", o.ExitCode, o.OOMKilled)
+	}
+	if o := hog(large); o.OOMKilled {
+		t.Errorf("512 MiB under 1 GiB after an OOM kill in the same group: reported as OOM-killed")
+	}
+	if o := spawn(small); !o.PidsLimitHit {
+		t.Errorf("spawn under a limit of 20 processes: PidsLimitHit %v", o.PidsLimitHit)
+	}
+	if o := spawn(large); o.PidsLimitHit {
+		t.Errorf("spawn under 4096 after a run that hit 20 in the same group: reported as hitting the limit")
+	}
+	if groups := actionCgroups(t, manager.(*cgroupV1)); len(groups["memory"]) != 1 {
+		t.Errorf("memory groups %v: want one, reused by every run", groups["memory"])
 	}
 }
 
@@ -169,5 +244,22 @@ func TestReadCgroupMountsAndOwnPaths(t *testing.T) {
 	}
 	if own["pids"] != "/user.slice" || own["cpu"] != "/a" || own["cpuacct"] != "/a" || own[""] != "/user.slice/session-1.scope" {
 		t.Errorf("own cgroups %v", own)
+	}
+}
+
+// Only an empty group is kept: one that still holds a process (which
+// the pid namespace's teardown should make impossible) is removed.
+func TestOnlyAnEmptyCgroupIsKeptForReuse(t *testing.T) {
+	for _, procs := range []string{"4242\n", ""} {
+		dir := t.TempDir()
+		group := filepath.Join(dir, "action")
+		os.Mkdir(group, 0o755)
+		os.WriteFile(filepath.Join(group, "cgroup.procs"), []byte(procs), 0o644)
+		m := &cgroupV1{dirs: map[string]string{"pids": dir}}
+		c := &cgroupV1Action{dirs: map[string]string{"pids": group}, manager: m}
+		c.Remove()
+		if kept := len(m.idle.groups) == 1; kept != (procs == "") {
+			t.Errorf("cgroup.procs %q: kept for reuse %v", procs, kept)
+		}
 	}
 }

@@ -18,6 +18,9 @@ type cgroupV1 struct {
 	dirs map[string]string
 	// leftovers counts the groups of dead workers removed at start.
 	leftovers int
+	// idle holds emptied action groups for the next actions
+	// (cgroup_v1_recycle.go).
+	idle idleCgroupsV1
 }
 
 var cgroupV1Controllers = []string{"memory", "pids", "cpu"}
@@ -78,6 +81,7 @@ func removeDeadWorkerGroups(parent, name string) int {
 func (m *cgroupV1) String() string { return fmt.Sprintf("cgroup v1 at %s", m.dirs["memory"]) }
 
 func (m *cgroupV1) Close() error {
+	m.idle.close()
 	var first error
 	for _, dir := range m.dirs {
 		if err := removeCgroupTree(dir); err != nil && first == nil {
@@ -88,11 +92,17 @@ func (m *cgroupV1) Close() error {
 }
 
 func (m *cgroupV1) Create(name string, limits Limits) (ActionCgroup, error) {
-	c := &cgroupV1Action{dirs: map[string]string{}}
 	// One hierarchy per controller in v1: create, join and remove a
 	// group only where a limit needs it (three of each would cost more
 	// than the rest of a small action's bookkeeping).
 	needed := map[string]bool{"memory": limits.MemoryBytes > 0, "pids": limits.MaxProcesses > 0, "cpu": limits.CPUMillis > 0}
+	if c := m.idle.take(needed); c != nil {
+		if err := c.reuse(limits); err == nil {
+			return c, nil
+		}
+		c.remove()
+	}
+	c := &cgroupV1Action{dirs: map[string]string{}, manager: m}
 	for controller, parent := range m.dirs {
 		if !needed[controller] {
 			continue
@@ -112,7 +122,11 @@ func (m *cgroupV1) Create(name string, limits Limits) (ActionCgroup, error) {
 }
 
 type cgroupV1Action struct {
-	dirs map[string]string
+	dirs    map[string]string
+	manager *cgroupV1
+	// The counters of a reused group as its previous actions left
+	// them: Stats reports what this action added.
+	oomKillsBefore, pidsMaxBefore int64
 }
 
 func (c *cgroupV1Action) setLimits(limits Limits) error {
@@ -150,7 +164,7 @@ func (c *cgroupV1Action) Join(pid int) error {
 func (c *cgroupV1Action) Stats() CgroupStats {
 	var stats CgroupStats
 	if pids, ok := c.dirs["pids"]; ok {
-		if n, ok := readKeyedValue(filepath.Join(pids, "pids.events"), "max"); ok && n > 0 {
+		if n, ok := readKeyedValue(filepath.Join(pids, "pids.events"), "max"); ok && n > c.pidsMaxBefore {
 			stats.PidsLimitHit = true
 		}
 	}
@@ -158,7 +172,7 @@ func (c *cgroupV1Action) Stats() CgroupStats {
 	if !ok {
 		return stats
 	}
-	if n, ok := readKeyedValue(filepath.Join(memory, "memory.oom_control"), "oom_kill"); ok && n > 0 {
+	if n, ok := readKeyedValue(filepath.Join(memory, "memory.oom_control"), "oom_kill"); ok && n > c.oomKillsBefore {
 		stats.OOMKilled = true
 	}
 	if n, ok := readInt(filepath.Join(memory, "memory.max_usage_in_bytes")); ok {
@@ -167,7 +181,16 @@ func (c *cgroupV1Action) Stats() CgroupStats {
 	return stats
 }
 
+// Remove keeps an emptied group for the next action when the manager
+// has room for it, else deletes it.
 func (c *cgroupV1Action) Remove() error {
+	if c.manager != nil && c.empty() && c.manager.idle.put(c) {
+		return nil
+	}
+	return c.remove()
+}
+
+func (c *cgroupV1Action) remove() error {
 	var first error
 	for _, dir := range c.dirs {
 		if err := removeCgroup(dir); err != nil && first == nil {
