@@ -170,8 +170,8 @@ func checkBuilds(local, remote, rebuild processSummary) error {
 	if rebuild.kinds["remote cache hit"] != remote.kinds["remote"] {
 		return fmt.Errorf("rebuild had %d remote cache hits, the remote build ran %d remote spawns: %s", rebuild.kinds["remote cache hit"], remote.kinds["remote"], rebuild.line)
 	}
-	if local.kinds["linux-sandbox"] != remote.kinds["remote"] {
-		return fmt.Errorf("local build ran %d spawns, the remote build %d: not the same build (%s; %s)", local.kinds["linux-sandbox"], remote.kinds["remote"], local.line, remote.line)
+	if l, r := local.total-local.kinds["internal"], remote.total-remote.kinds["internal"]; l != r {
+		return fmt.Errorf("local build ran %d spawns, the remote build %d: not the same build (%s; %s)", l, r, local.line, remote.line)
 	}
 	return nil
 }

@@ -265,12 +265,12 @@ func TestCheckBuildsFailsLoudly(t *testing.T) {
 		t.Fatalf("a right round refused: %v", err)
 	}
 	cases := map[string][3]string{
-		"linux-sandbox":        {"INFO: 136 processes: 46 internal, 80 linux-sandbox, 10 processwrapper-sandbox.", remote.line, rebuild.line},
-		`"local"`:              {local.line, "INFO: 136 processes: 46 internal, 89 remote, 1 local.", rebuild.line},
-		"no remote":            {local.line, "INFO: 46 processes: 46 internal.", "INFO: 46 processes: 46 internal."},
-		`"remote"`:             {local.line, remote.line, "INFO: 136 processes: 46 internal, 89 remote cache hit, 1 remote."},
-		"85 remote cache hits": {local.line, remote.line, "INFO: 131 processes: 46 internal, 85 remote cache hit."},
-		"not the same build":   {"INFO: 130 processes: 46 internal, 84 linux-sandbox.", remote.line, rebuild.line},
+		`ran as "processwrapper-sandbox"`: {"INFO: 136 processes: 46 internal, 80 linux-sandbox, 10 processwrapper-sandbox.", remote.line, rebuild.line},
+		`"local"`:                         {local.line, "INFO: 136 processes: 46 internal, 89 remote, 1 local.", rebuild.line},
+		"no remote":                       {local.line, "INFO: 46 processes: 46 internal.", "INFO: 46 processes: 46 internal."},
+		`"remote"`:                        {local.line, remote.line, "INFO: 136 processes: 46 internal, 89 remote cache hit, 1 remote."},
+		"85 remote cache hits":            {local.line, remote.line, "INFO: 131 processes: 46 internal, 85 remote cache hit."},
+		"not the same build":              {"INFO: 130 processes: 46 internal, 84 linux-sandbox.", remote.line, rebuild.line},
 	}
 	for want, c := range cases {
 		err := checkBuilds(summary(t, c[0]), summary(t, c[1]), summary(t, c[2]))
