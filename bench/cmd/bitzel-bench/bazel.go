@@ -279,7 +279,9 @@ type bazelRun struct {
 	lock     sync.Mutex
 	bases    []string
 	srv      *server
+	current  *exec.Cmd // the Bazel client running now
 	done     bool
+	once     sync.Once
 }
 
 func (b *bazelRun) startup(base string) []string {
@@ -325,12 +327,19 @@ func (b *bazelRun) bazelCommand(base, name string, args ...string) (string, time
 	cmd.Dir = b.ws
 	cmd.Stdout, cmd.Stderr = log, log
 	start := time.Now()
+	b.lock.Lock()
 	if err := cmd.Start(); err != nil {
+		b.lock.Unlock()
 		return "", 0, 0, fmt.Errorf("bazel %s: %w", args[0], err)
 	}
+	b.current = cmd
+	b.lock.Unlock()
 	timer := time.AfterFunc(b.o.timeout, func() { cmd.Process.Kill() })
 	err = cmd.Wait()
 	timer.Stop()
+	b.lock.Lock()
+	b.current = nil
+	b.lock.Unlock()
 	wall := time.Since(start)
 	out, _ := os.ReadFile(logPath)
 	if err != nil {
@@ -461,13 +470,33 @@ func (b *bazelRun) shutdown(base string) {
 }
 
 // cleanup stops every Bazel server and serve, and removes the scratch
-// folder when the harness made it.
+// folder when the harness made it. It runs once: a second caller (the
+// deferred one, after a signal) waits for the first.
 func (b *bazelRun) cleanup(removeWork bool) {
+	b.once.Do(func() { b.stopAll(removeWork) })
+}
+
+func (b *bazelRun) stopAll(removeWork bool) {
 	b.lock.Lock()
 	b.done = true
-	bases, srv := b.bases, b.srv
+	bases, srv, current := b.bases, b.srv, b.current
 	b.srv = nil
 	b.lock.Unlock()
+	// A running client is interrupted first (Bazel cancels the
+	// build): `bazel shutdown` would wait for its command to end.
+	if current != nil {
+		current.Process.Signal(os.Interrupt)
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			b.lock.Lock()
+			running := b.current != nil
+			b.lock.Unlock()
+			if !running {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	for _, base := range bases {
 		b.shutdown(base)
 	}
