@@ -17,6 +17,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -77,6 +78,20 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "buildbarn" {
 		if err := buildbarnMain(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "bitzel-bench buildbarn:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "bazel" {
+		if err := bazelMain(os.Args[2:]); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return
+			}
+			fmt.Fprintln(os.Stderr, "bitzel-bench bazel:", err)
+			var usage usageError
+			if errors.As(err, &usage) {
+				os.Exit(2)
+			}
 			os.Exit(1)
 		}
 		return
