@@ -54,11 +54,8 @@ func parseBazelFlags(args []string) (*bazelOptions, error) {
 	fs.IntVar(&o.maxIdle, "max-idle-secs", 900, "Bazel's --max_idle_secs: a Bazel server left behind by a killed harness exits after this")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "longest one Bazel command may take")
 	fs.BoolVar(&o.netns, "netns", true, "re-run inside `unshare -n` (serve's port private to the run)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, usageError{err}
+	if err := parseSubcommandFlags(fs, args); err != nil {
+		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
@@ -517,36 +514,6 @@ func (b *bazelRun) cleanupOnSignal(removeWork bool) {
 		b.cleanup(removeWork)
 		os.Exit(130)
 	}()
-}
-
-// reexecSubcommandInNetns runs `self SUBCOMMAND args` again inside
-// `unshare -n`, passing signals on (as buildbarn's reexecInNetns does
-// for its own subcommand).
-func reexecSubcommandInNetns(subcommand string, args []string) error {
-	if os.Getuid() != 0 {
-		return fmt.Errorf("unshare -n needs root; run as root, or with -netns=false")
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command("unshare", append([]string{"-n", "--", "sh", "-c", `ip link set lo up && exec "$@"`, "sh", self, subcommand}, args...)...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), "BITZEL_BENCH_NETNS=1")
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		for sig := range signals {
-			cmd.Process.Signal(sig)
-		}
-	}()
-	if err := cmd.Wait(); err != nil {
-		return fmt.Errorf("in unshare -n: %w", err)
-	}
-	return nil
 }
 
 func medianRatio(v []float64) float64 {

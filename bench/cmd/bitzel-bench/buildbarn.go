@@ -294,7 +294,7 @@ func parseBuildbarnFlags(args []string) (*bbOptions, error) {
 	fs.StringVar(&o.variantConfig, "variant-config", "", "also run a second bitzel cluster worker with this Jsonnet `object` merged into configs/worker.jsonnet (e.g. \"{ executor+: { sandbox+: { memoryLimitBytes: 0 } } }\")")
 	fs.StringVar(&o.sides, "sides", "", "measure only these sides, comma-separated names as printed (e.g. \"bitzel cluster\"); all are started and warmed up (default: all)")
 	fs.BoolVar(&o.netns, "netns", true, "re-run inside `unshare -n` (a network namespace of its own: fixed ports, nothing reachable from outside)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseSubcommandFlags(fs, args); err != nil {
 		return nil, err
 	}
 	return o, nil
@@ -306,7 +306,7 @@ func buildbarnMain(args []string) error {
 		return err
 	}
 	if o.netns && os.Getenv("BITZEL_BENCH_NETNS") == "" {
-		return reexecInNetns(args)
+		return reexecSubcommandInNetns("buildbarn", args)
 	}
 	work := o.workDir
 	if work == "" {
@@ -381,37 +381,6 @@ func selectSides(sides []*benchSide, list string) ([]*benchSide, error) {
 		}
 	}
 	return kept, nil
-}
-
-// reexecInNetns runs the harness again inside `unshare -n`, passing
-// signals on to it.
-func reexecInNetns(args []string) error {
-	if os.Getuid() != 0 {
-		return fmt.Errorf("unshare -n needs root; run as root, or with -netns=false on a machine whose ports 8980-8983, 9980-9990 are free")
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command("unshare", append([]string{"-n", "--", "sh", "-c", `ip link set lo up && exec "$@"`, "sh", self, "buildbarn"}, args...)...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), "BITZEL_BENCH_NETNS=1")
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	// unshare and sh exec: the child is the inner harness, which
-	// stops its servers when told to.
-	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		for sig := range signals {
-			cmd.Process.Signal(sig)
-		}
-	}()
-	if err := cmd.Wait(); err != nil {
-		return fmt.Errorf("in unshare -n: %w", err)
-	}
-	return nil
 }
 
 // peerSet is every server the harness started: each is stopped on the

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -75,26 +76,12 @@ func intList(s string) []int {
 }
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "buildbarn" {
-		if err := buildbarnMain(os.Args[2:]); err != nil {
-			fmt.Fprintln(os.Stderr, "bitzel-bench buildbarn:", err)
-			os.Exit(1)
+	if len(os.Args) > 1 {
+		subcommands := map[string]func([]string) error{"buildbarn": buildbarnMain, "bazel": bazelMain}
+		if sub, ok := subcommands[os.Args[1]]; ok {
+			exitSubcommand(os.Args[1], sub(os.Args[2:]))
+			return
 		}
-		return
-	}
-	if len(os.Args) > 1 && os.Args[1] == "bazel" {
-		if err := bazelMain(os.Args[2:]); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return
-			}
-			fmt.Fprintln(os.Stderr, "bitzel-bench bazel:", err)
-			var usage usageError
-			if errors.As(err, &usage) {
-				os.Exit(2)
-			}
-			os.Exit(1)
-		}
-		return
 	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bitzel-bench:", err)
@@ -330,4 +317,36 @@ func environment(h *harness, address string) string {
 		fmt.Fprintf(&b, "- bubblewrap baselines skipped: bwrap is not installed or does not run here\n")
 	}
 	return b.String()
+}
+
+// exitSubcommand ends a subcommand as the flag package would: 0 after
+// --help, 2 for a bad command line, 1 for a failed run.
+func exitSubcommand(name string, err error) {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	fmt.Fprintf(os.Stderr, "bitzel-bench %s: %v\n", name, err)
+	var usage usageError
+	if errors.As(err, &usage) {
+		os.Exit(2)
+	}
+	os.Exit(1)
+}
+
+// parseSubcommandFlags parses a subcommand's flags by the convention of
+// the project's CLIs: --help prints the usage to stdout (and the caller
+// exits 0 on flag.ErrHelp); a bad flag is a usageError of one line.
+func parseSubcommandFlags(fs *flag.FlagSet, args []string) error {
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(os.Stdout)
+		fmt.Fprintf(os.Stdout, "usage: bitzel-bench %s [flags]\n", fs.Name())
+		fs.PrintDefaults()
+		return err
+	}
+	if err != nil {
+		return usageError{err}
+	}
+	return nil
 }
