@@ -31,11 +31,11 @@ import (
 )
 
 type bazelOptions struct {
-	binDir, outDir, workDir, bazel, e2eWorkspace, generate string
-	libs, rounds, jobs, maxIdle                            int
-	seed                                                   int64
-	timeout                                                time.Duration
-	netns                                                  bool
+	binDir, outDir, workDir, bazel, e2eWorkspace, generate, remoteFlags string
+	libs, rounds, jobs, maxIdle                                         int
+	seed                                                                int64
+	timeout                                                             time.Duration
+	netns                                                               bool
 }
 
 func parseBazelFlags(args []string) (*bazelOptions, error) {
@@ -50,6 +50,7 @@ func parseBazelFlags(args []string) (*bazelOptions, error) {
 	fs.IntVar(&o.libs, "libs", 80, "C libraries in the generated workspace")
 	fs.Int64Var(&o.seed, "seed", 1, "seed of the generated workspace (its DAG and sources)")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each builds local and remote (+ rebuild), alternating their order")
+	fs.StringVar(&o.remoteFlags, "remote-flags", "", "more Bazel `flags` for the remote builds, space-separated (e.g. --remote_download_minimal)")
 	fs.IntVar(&o.jobs, "jobs", 8, "Bazel --jobs of the remote builds (the local build uses Bazel's default)")
 	fs.IntVar(&o.maxIdle, "max-idle-secs", 900, "Bazel's --max_idle_secs: a Bazel server left behind by a killed harness exits after this")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "longest one Bazel command may take")
@@ -427,6 +428,7 @@ func (b *bazelRun) buildRemote(round int, bin string) (bazelMeasurement, bazelMe
 	base := filepath.Join(b.work, fmt.Sprintf("base-remote-%d", round))
 	defer b.shutdown(base)
 	flags := []string{"--remote_executor=grpc://" + srv.address, "--spawn_strategy=remote", "--remote_local_fallback=false", fmt.Sprintf("--jobs=%d", b.o.jobs)}
+	flags = append(flags, strings.Fields(b.o.remoteFlags)...)
 	remote, err := b.measured(round, "remote", base, flags, srv.processes)
 	if err != nil {
 		return bazelMeasurement{}, bazelMeasurement{}, fmt.Errorf("%w (serve's log: %s)", err, filepath.Join(b.work, "serve.log"))
@@ -533,7 +535,7 @@ func medianRatio(v []float64) float64 {
 func bazelMarkdown(results []bazelMeasurement, o *bazelOptions) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## bitzel-bench bazel, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(&b, "- workspace: %d C libraries, seed %d; `bazel test //...`; remote --jobs=%d, local Bazel's default\n", o.libs, o.seed, o.jobs)
+	fmt.Fprintf(&b, "- workspace: %d C libraries, seed %d; `bazel test //...`; remote --jobs=%d %s, local Bazel's default\n", o.libs, o.seed, o.jobs, o.remoteFlags)
 	b.WriteString("- ratio = the build's figure / that round's local linux-sandbox build's; CPU = Bazel server + client (+ serve, its launcher and the sandboxes they reaped)\n\n")
 	b.WriteString("| round | build | wall s | x local | Bazel CPU s | worker CPU s | total CPU s | x local | processes | load |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	walls, cpus := map[string][]float64{}, map[string][]float64{}
