@@ -43,7 +43,7 @@ func (p *idleCgroupsV1) take(needed map[string]bool) *cgroupV1Action {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i, c := range p.groups {
-		if maps.EqualFunc(needed, c.controllers(), func(a, b bool) bool { return a == b }) {
+		if maps.Equal(needed, c.controllers()) {
 			p.groups = append(p.groups[:i], p.groups[i+1:]...)
 			return c
 		}
