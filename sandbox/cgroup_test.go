@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // cgroupEnv is an env whose runner enforces limits with the cgroups
@@ -269,5 +270,40 @@ func TestOnlyAnEmptyCgroupIsKeptForReuse(t *testing.T) {
 		if kept := len(m.idle.groups) == 1; kept != (procs == "") {
 			t.Errorf("cgroup.procs %q: kept for reuse %v", procs, kept)
 		}
+	}
+}
+
+// An action cannot reach the group it shares with later actions: it
+// tries to switch the OOM killer off for its memory group through the
+// host's cgroupfs and through a cgroupfs of its own, and the next
+// action in that group must still be OOM-killed at its limit (the
+// limit itself is rewritten for every action; oom_control is not).
+func TestAnActionCannotChangeTheCgroupTheNextOneReuses(t *testing.T) {
+	e, manager := v1CgroupEnv(t)
+	if manager == nil {
+		return
+	}
+	small := Limits{MemoryBytes: 64 << 20, MaxProcesses: 20}
+	attack := `p=$(grep memory /proc/self/cgroup | cut -d: -f3)
+for f in /sys/fs/cgroup/memory$p/memory.oom_control /sys/fs/cgroup/memory/memory.oom_control; do
+	echo 1 > "$f" 2>/dev/null && echo "wrote $f"
+done
+mkdir -p /tmp/cg && mount -t cgroup -o memory cgroup /tmp/cg 2>/dev/null && echo 1 > "/tmp/cg$p/memory.oom_control" && echo "wrote through a mount of its own"
+true`
+	o := e.run(&Spec{Mounts: []Mount{e.mount("", e.dir("layers/empty"))}, Argv: []string{"/bin/sh", "-c", attack}, Limits: small})
+	o.expectExit(t, 0)
+	if strings.Contains(o.stdout, "wrote") {
+		t.Errorf("the action changed its cgroup: %s", o.stdout)
+	}
+	e.runner.(*namespaceRunner).exiting.Wait()
+	// Bounded: with the OOM killer off the hog would wait at its limit
+	// for ever.
+	next := e.run(&Spec{Mounts: []Mount{e.mount("", e.helperLayer())}, Argv: []string{"./helper"}, Env: []string{helperEnv + "=hog"}, Limits: small, Timeout: 10 * time.Second})
+	if !next.OOMKilled {
+		t.Errorf("512 MiB under 64 MiB after an action tried to switch the OOM killer off: exit %d, OOM %v", next.ExitCode, next.OOMKilled)
+	}
+	e.runner.(*namespaceRunner).exiting.Wait()
+	if groups := actionCgroups(t, manager); len(groups["memory"]) != 1 {
+		t.Errorf("memory groups %v: the second action did not reuse the first one's", groups["memory"])
 	}
 }
