@@ -19,22 +19,44 @@ const userHZ = 100
 // CPUTime is utime+stime+cutime+cstime of pid: its own CPU time and
 // that of the children it has reaped.
 func CPUTime(pid int) (time.Duration, error) {
+	own, reaped, err := CPUTimes(pid)
+	return own + reaped, err
+}
+
+// CPUTimes splits CPUTime: own is utime+stime of pid itself, reaped
+// the cutime+cstime of the children it has waited for (a sandbox
+// launcher's sandboxes, a runner's commands).
+func CPUTimes(pid int) (own, reaped time.Duration, err error) {
 	fields, err := statFields(pid)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if len(fields) < 15 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(fields))
+		return 0, 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(fields))
 	}
-	var ticks int64
-	for _, f := range fields[11:15] {
-		n, err := strconv.ParseInt(f, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	var ticks [4]int64
+	for i, f := range fields[11:15] {
+		if ticks[i], err = strconv.ParseInt(f, 10, 64); err != nil {
+			return 0, 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 		}
-		ticks += n
 	}
-	return time.Duration(ticks) * time.Second / userHZ, nil
+	return time.Duration(ticks[0]+ticks[1]) * time.Second / userHZ, time.Duration(ticks[2]+ticks[3]) * time.Second / userHZ, nil
+}
+
+// Name is the base name of the process's argv[0], or its command name
+// (/proc/PID/comm, cut at 15 bytes) when argv is empty; "" when there
+// is no such process.
+func Name(pid int) string {
+	if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil {
+		if argv0, _, _ := strings.Cut(string(cmdline), "\x00"); argv0 != "" {
+			return filepath.Base(argv0)
+		}
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(data))
 }
 
 // Children lists the processes whose parent is parent and whose argv[0]

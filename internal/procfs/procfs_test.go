@@ -41,3 +41,36 @@ func TestChildrenAndCPUTime(t *testing.T) {
 		t.Error("CPUTime of no process did not fail")
 	}
 }
+
+func TestCPUTimesTellsOwnFromReaped(t *testing.T) {
+	// The busy loop runs in a grandchild that the child waits for:
+	// its CPU time is the child's reaped time, not its own.
+	cmd := exec.Command("/bin/sh", "-c", `/bin/sh -c 'i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done'; exec sleep 5`)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	var own, reaped time.Duration
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		var err error
+		if own, reaped, err = CPUTimes(cmd.Process.Pid); err != nil {
+			t.Fatal(err)
+		}
+		if reaped > 0 && Name(cmd.Process.Pid) == "sleep" {
+			break
+		}
+	}
+	if reaped <= own {
+		t.Errorf("own %v, reaped %v: the busy grandchild's time must be reaped time", own, reaped)
+	}
+	if total, err := CPUTime(cmd.Process.Pid); err != nil || total < own+reaped {
+		t.Errorf("CPUTime = %v, %v; want at least own+reaped = %v", total, err, own+reaped)
+	}
+	// comm follows the exec: the child is now sleep.
+	if name := Name(cmd.Process.Pid); name != "sleep" {
+		t.Errorf("Name = %q, want sleep", name)
+	}
+	if name := Name(-1); name != "" {
+		t.Errorf("Name of no process = %q", name)
+	}
+}

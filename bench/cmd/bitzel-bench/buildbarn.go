@@ -15,11 +15,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -239,7 +241,11 @@ type benchSide struct {
 	ep       *endpoint
 	platform *remoteexecution.Platform
 	pids     func() []int
-	seq      int
+	// rpcServers are the diagnostics addresses of the Buildbarn
+	// servers the side's worker talks to, whose calls per action the
+	// run line shows.
+	rpcServers map[string]string
+	seq        int
 }
 
 func (s *benchSide) actions(n int) ([]digest.Digest, error) {
@@ -251,6 +257,11 @@ func (s *benchSide) actions(n int) ([]digest.Digest, error) {
 	}
 	return out, s.ep.upload(context.Background(), b)
 }
+
+// clusterDiagnostics are the diagnostics servers of bb_storage and
+// bb_scheduler, as configs/bb_storage.jsonnet and bb_scheduler.jsonnet
+// place them (cluster.diagnosticsListenAddress).
+var clusterDiagnostics = map[string]string{"bb_storage": "127.0.0.1:9980", "bb_scheduler": "127.0.0.1:9982"}
 
 // withLauncher adds the bitzel sandbox launcher (a child) to pids.
 func withLauncher(pids ...int) []int {
@@ -489,7 +500,7 @@ func startClusterSides(o *bbOptions, procs *peerSet, bin, work string, missing [
 			return nil, err
 		}
 		pids := []int{storage.cmd.Process.Pid, scheduler.cmd.Process.Pid, bbWorker.cmd.Process.Pid, runner.cmd.Process.Pid}
-		sides = append(sides, &benchSide{name: "all-Buildbarn", ep: ep, platform: sidePlatform("bb_worker"), pids: func() []int { return pids }})
+		sides = append(sides, &benchSide{name: "all-Buildbarn", ep: ep, platform: sidePlatform("bb_worker"), pids: func() []int { return pids }, rpcServers: clusterDiagnostics})
 	}
 	shared := []int{storage.cmd.Process.Pid, scheduler.cmd.Process.Pid}
 	worker := func(process, name, binDir, index, platform string) error {
@@ -498,7 +509,8 @@ func startClusterSides(o *bbOptions, procs *peerSet, bin, work string, missing [
 			return err
 		}
 		sides = append(sides, &benchSide{name: name, ep: ep, platform: sidePlatform(platform),
-			pids: func() []int { return append(append([]int{}, shared...), withLauncher(p.cmd.Process.Pid)...) }})
+			pids:       func() []int { return append(append([]int{}, shared...), withLauncher(p.cmd.Process.Pid)...) },
+			rpcServers: clusterDiagnostics})
 		return nil
 	}
 	if err := worker("bitzel-worker", "bitzel cluster", bin, "0", "bitzel"); err != nil {
@@ -565,11 +577,16 @@ func measureRounds(sides []*benchSide, rounds int, clients []int, perLevel int) 
 				}
 				time.Sleep(300 * time.Millisecond)
 				cpu0 := cpuTime(s.pids())
+				split0 := readCPUSplit(s.pids())
+				rpcs0 := map[string]rpcCounts{}
+				for server, address := range s.rpcServers {
+					rpcs0[server] = readRPCCounts(address)
+				}
 				timings := make([]actionTiming, n)
 				elapsed, err := testsupport.Concurrently(c, n, func(i int) error {
 					start := time.Now()
 					result, err := s.ep.execute(context.Background(), actions[i])
-					timings[i] = actionTiming{latency: time.Since(start), metadata: result.GetExecutionMetadata()}
+					timings[i] = actionTiming{start: start, latency: time.Since(start), metadata: result.GetExecutionMetadata()}
 					return err
 				}, nil)
 				if err != nil {
@@ -579,8 +596,13 @@ func measureRounds(sides []*benchSide, rounds int, clients []int, perLevel int) 
 				// lands in the launcher's cstime then.
 				time.Sleep(300 * time.Millisecond)
 				cpu := cpuTime(s.pids()) - cpu0
+				split := readCPUSplit(s.pids()).perAction(split0, n)
 				m := bbMeasurement{round: round, clients: c, side: s.name, rate: float64(n) / elapsed.Seconds(), cpuPerAction: cpu / time.Duration(n), load: loadAverage(), stages: medianStages(timings)}
-				fmt.Fprintf(os.Stderr, "round %d, %2d clients, %-14s %6.1f actions/s, CPU %.2f ms/action (load %s); medians: %s\n", round, c, s.name, m.rate, ms(m.cpuPerAction), m.load, m.stages)
+				fmt.Fprintf(os.Stderr, "round %d, %2d clients, %-14s %6.1f actions/s, CPU %.2f ms/action (load %s); medians: %s; CPU ms/action by process: %s", round, c, s.name, m.rate, ms(m.cpuPerAction), m.load, m.stages, split)
+				for _, server := range slices.Sorted(maps.Keys(s.rpcServers)) {
+					fmt.Fprintf(os.Stderr, "; calls/action at %s: %s", server, readRPCCounts(s.rpcServers[server]).perAction(rpcs0[server], n))
+				}
+				fmt.Fprintln(os.Stderr)
 				results = append(results, m)
 			}
 		}
