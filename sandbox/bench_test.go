@@ -204,3 +204,65 @@ func processCPU(b *testing.B, pid int) time.Duration {
 	}
 	return cpu
 }
+
+// BenchmarkSandboxAgainstBaseline runs /bin/true through two runners
+// alike but for their init binary (the launcher and PID 1): this tree's
+// and the one in BITZEL_BASELINE_BIN_DIR (the commit before a change),
+// interleaved, each in turn first. CPU is each launcher's own and its
+// reaped sandboxes', per run; the end-to-end figures cannot see a
+// change of a few percent of PID 1 through their noise, this can.
+// Without a warm pool, so that every sandbox is reaped by the end.
+//
+//	git stash; go build -o /tmp/base/ ./cmd/bitzel-sandbox-init; git stash pop
+//	BITZEL_BASELINE_BIN_DIR=/tmp/base go test -run XXX -bench SandboxAgainstBaseline -benchtime 1000x ./sandbox/
+func BenchmarkSandboxAgainstBaseline(b *testing.B) {
+	baseDir := os.Getenv("BITZEL_BASELINE_BIN_DIR")
+	if baseDir == "" {
+		b.Skip("set BITZEL_BASELINE_BIN_DIR to a folder holding the baseline's bitzel-sandbox-init")
+	}
+	baseInit := filepath.Join(baseDir, InitBinaryName)
+	if _, err := os.Stat(baseInit); err != nil {
+		b.Fatal(err)
+	}
+	head := newBenchEnv(b, 0)
+	layers := head.layers(1)
+	head.runTrue(layers)
+	headLaunchers := procfs.Children(os.Getpid(), "bitzel-sandbox-launcher")
+	base := newBenchEnv(b, 0, func(c *Config) { c.InitPath = baseInit })
+	base.runTrue(layers)
+	var baseLauncher int
+	for _, pid := range procfs.Children(os.Getpid(), "bitzel-sandbox-launcher") {
+		if !slices.Contains(headLaunchers, pid) {
+			baseLauncher = pid
+		}
+	}
+	if len(headLaunchers) != 1 || baseLauncher == 0 {
+		b.Fatalf("launchers %v then %d: want one per runner", headLaunchers, baseLauncher)
+	}
+	headLauncher := headLaunchers[0]
+	cpuBefore := map[int]time.Duration{headLauncher: processCPU(b, headLauncher), baseLauncher: processCPU(b, baseLauncher)}
+	var headTime, baseTime time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if i%2 == 0 {
+			headTime += head.runTrue(layers)
+			baseTime += base.runTrue(layers)
+		} else {
+			baseTime += base.runTrue(layers)
+			headTime += head.runTrue(layers)
+		}
+	}
+	b.StopTimer()
+	// Let the last PID 1s be reaped into their launcher's counters.
+	time.Sleep(100 * time.Millisecond)
+	headCPU := processCPU(b, headLauncher) - cpuBefore[headLauncher]
+	baseCPU := processCPU(b, baseLauncher) - cpuBefore[baseLauncher]
+	perOp := func(d time.Duration) float64 { return float64(d) / float64(b.N) / 1e6 }
+	b.ReportMetric(perOp(headTime), "head-ms")
+	b.ReportMetric(perOp(baseTime), "base-ms")
+	b.ReportMetric(float64(headTime)/float64(baseTime), "x-base")
+	b.ReportMetric(perOp(headCPU), "head-cpu-ms")
+	b.ReportMetric(perOp(baseCPU), "base-cpu-ms")
+	b.ReportMetric(float64(headCPU)/float64(baseCPU), "x-base-cpu")
+	b.ReportMetric(0, "ns/op")
+}

@@ -186,6 +186,24 @@ func TestUserNamespaceLimitsTryEachProcDirectory(t *testing.T) {
 	if err := absent.apply(t.TempDir()); err != nil {
 		t.Errorf("a limit this kernel does not have: %v", err)
 	}
+	// Nor is a missing file created where the directory exists, and a
+	// link in its place is not followed.
+	if err := absent.apply(writable); err != nil {
+		t.Errorf("a limit this kernel does not have, in an existing sys/user: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(writable, "sys", "user", "max_absent_things")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("applying a limit the kernel does not have created its file: %v", err)
+	}
+	target := filepath.Join(t.TempDir(), "target")
+	os.WriteFile(target, []byte("1"), 0o644)
+	os.Symlink(target, filepath.Join(writable, "sys", "user", "max_linked"))
+	linked := &UserNamespaceLimits{Sysctls: map[string]int64{"max_linked": 7}}
+	if err := linked.apply(writable); err == nil || !errors.Is(err, unix.ELOOP) {
+		t.Errorf("a link in place of the limit's file: %v", err)
+	}
+	if data, _ := os.ReadFile(target); string(data) != "1" {
+		t.Errorf("the link's target was written: %q", data)
+	}
 	bad := &UserNamespaceLimits{Sysctls: map[string]int64{"../../kernel/x": 1}}
 	if err := bad.apply(writable); err == nil || !strings.Contains(err.Error(), "not a /proc/sys/user name") {
 		t.Errorf("a name outside /proc/sys/user: %v", err)

@@ -3,7 +3,6 @@ package child
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -41,11 +40,13 @@ func (l *UserNamespaceLimits) apply(procDirs ...string) error {
 	if l == nil {
 		return nil
 	}
+	dirs := openSysctlDirs(procDirs)
+	defer dirs.close()
 	for name, value := range l.Sysctls {
 		if name == "" || strings.ContainsAny(name, "/.") {
 			return fmt.Errorf("user namespace limit %q: not a /proc/sys/user name", name)
 		}
-		if err := writeSysctl(procDirs, filepath.Join("sys/user", name), value); err != nil {
+		if err := dirs.write(name, value); err != nil {
 			return err
 		}
 	}
@@ -58,15 +59,51 @@ func (l *UserNamespaceLimits) apply(procDirs ...string) error {
 	return nil
 }
 
-func writeSysctl(procDirs []string, name string, value int64) error {
+// sysctlDirs are the sys/user directories of the /proc candidates,
+// each opened once: a limit is then one openat of its own name rather
+// than a walk of the whole path. PID 1 writes a dozen limits per
+// action, in a user namespace whose /proc/sys entries are all new, and
+// those walks were most of what the writes cost.
+type sysctlDirs struct {
+	procDirs []string
+	fds      []int
+	errs     []error
+}
+
+func openSysctlDirs(procDirs []string) *sysctlDirs {
+	d := &sysctlDirs{procDirs: procDirs, fds: make([]int, len(procDirs)), errs: make([]error, len(procDirs))}
+	for i, proc := range procDirs {
+		d.fds[i], d.errs[i] = unix.Open(filepath.Join(proc, "sys/user"), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	}
+	return d
+}
+
+func (d *sysctlDirs) close() {
+	for i, fd := range d.fds {
+		if d.errs[i] == nil {
+			unix.Close(fd)
+		}
+	}
+}
+
+// write sets sys/user/NAME in the first candidate that takes it. A
+// kernel without that limit has no file for it (the worker lists them
+// from its own /proc, same kernel): that is no error. The file is
+// never created, nor followed if it is a link.
+func (d *sysctlDirs) write(name string, value int64) error {
+	data := []byte(strconv.FormatInt(value, 10))
 	var err error
-	for _, proc := range procDirs {
-		err = os.WriteFile(filepath.Join(proc, name), []byte(strconv.FormatInt(value, 10)), 0)
-		if err == nil || errors.Is(err, os.ErrNotExist) {
-			// A kernel without that limit has no file for it (the
-			// worker lists them from its own /proc, same kernel).
+	for i := range d.procDirs {
+		if err = d.errs[i]; err == nil {
+			var fd int
+			if fd, err = unix.Openat(d.fds[i], name, unix.O_WRONLY|unix.O_TRUNC|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0); err == nil {
+				_, err = unix.Write(fd, data)
+				unix.Close(fd)
+			}
+		}
+		if err == nil || errors.Is(err, unix.ENOENT) {
 			return nil
 		}
 	}
-	return fmt.Errorf("set /proc/%s to %d: %w", name, value, err)
+	return fmt.Errorf("set /proc/sys/user/%s to %d: %w", name, value, err)
 }
