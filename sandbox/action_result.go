@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"syscall"
@@ -29,7 +28,9 @@ type report struct {
 func (a *actionRun) awaitReport() report {
 	statusData, diskBudget := readStatus(a.sandbox.pipes.statusR)
 	rep := report{diskBudget: diskBudget}
-	rep.reported = len(statusData) > 0 && json.Unmarshal(statusData, &rep.status) == nil
+	if status, err := child.DecodeStatus(statusData); len(statusData) > 0 && err == nil {
+		rep.status, rep.reported = *status, true
+	}
 	// The cgroup's counters are read before release may remove it
 	// (release runs in the background once PID 1 is reaped, which can
 	// be before this goroutine reads them): read after the removal, an

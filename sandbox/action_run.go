@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"sync"
@@ -99,7 +98,8 @@ func (a *actionRun) supervise(ctx context.Context) (*Result, error) {
 	a.copies.Add(2)
 	go func() { defer a.copies.Done(); a.stdout.copyFrom(p.stdoutR) }()
 	go func() { defer a.copies.Done(); a.stderr.copyFrom(p.stderrR) }()
-	json.NewEncoder(p.configW).Encode(a.action)
+	// A PID 1 that died meanwhile shows up as a missing status.
+	child.WriteAction(p.configW, a.action)
 	p.configW.Close()
 
 	w := watch(ctx, a.spec.Timeout, a.sandbox.process)

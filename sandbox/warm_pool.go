@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"encoding/json"
 	"time"
 
 	"github.com/bitzel/bitzel-worker/sandbox/child"
@@ -55,7 +54,7 @@ func (s *launcherStarter) start() (*preparedSandbox, error) {
 	p.closeChildEnds()
 	// The pipe buffer holds the message whether or not PID 1 reads it
 	// yet; a PID 1 that died shows up as a missing status later.
-	json.NewEncoder(p.configW).Encode(s.prepare)
+	child.WritePrepare(p.configW, s.prepare)
 	return &preparedSandbox{process: process, pipes: p}, nil
 }
 

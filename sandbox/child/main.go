@@ -1,7 +1,7 @@
 package child
 
 import (
-	"encoding/json"
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -74,23 +74,23 @@ func run() *Status {
 	// PID 1's memory or descriptors through /proc/1.
 	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	configFile := os.NewFile(ConfigFD, "config")
-	decoder := json.NewDecoder(configFile)
+	config := bufio.NewReader(configFile)
 
-	var prepare Prepare
-	if err := decoder.Decode(&prepare); err != nil {
-		return failure("config", fmt.Errorf("decode prepare: %w", err))
+	prepare, err := ReadPrepare(config)
+	if err != nil {
+		return failure("config", fmt.Errorf("read prepare: %w", err))
 	}
 	catchSignals()
-	root, prepareErr := prepareRoot(&prepare)
+	root, prepareErr := prepareRoot(prepare)
 	if prepareErr == nil {
-		prepareErr = prepareIsolation(&prepare)
+		prepareErr = prepareIsolation(prepare)
 	}
 
-	var action Action
-	if err := decoder.Decode(&action); errors.Is(err, io.EOF) {
+	action, err := ReadAction(config)
+	if errors.Is(err, io.EOF) {
 		return nil
 	} else if err != nil {
-		return failure("config", fmt.Errorf("decode action: %w", err))
+		return failure("config", fmt.Errorf("read action: %w", err))
 	}
 	configFile.Close()
 	// A failed preparation is reported once there is an action to
@@ -105,14 +105,14 @@ func run() *Status {
 		return failure("config", errors.New("action has no command"))
 	}
 	start := time.Now()
-	if err := root.finish(&action); err != nil {
+	if err := root.finish(action); err != nil {
 		return failure("mount", err)
 	}
-	if err := isolateAction(&prepare, &action); err != nil {
+	if err := isolateAction(prepare, action); err != nil {
 		return failure("isolate", err)
 	}
 	setup := time.Since(start)
-	status := runCommand(&prepare, &action)
+	status := runCommand(prepare, action)
 	status.SetupNanos = setup.Nanoseconds()
 	return status
 }
@@ -122,10 +122,7 @@ func failure(stage string, err error) *Status {
 }
 
 func report(status *Status) {
-	data, err := json.Marshal(status)
-	if err != nil {
-		os.Exit(3)
-	}
+	data := EncodeStatus(status)
 	// The action is over: close its output pipes first, so that the
 	// worker has all of its output once it has the status.
 	unix.Close(0)

@@ -6,13 +6,14 @@ import (
 )
 
 // ProtocolVersion names the shape of what the worker and a sandbox's
-// PID 1 exchange (Prepare, Action, Mount, Status, LauncherConfig,
-// ExitNotice, as JSON). An init binary from another build that speaks
+// PID 1 exchange (Prepare, Action, Mount and Status in wire.go's
+// binary form, LauncherConfig and ExitNotice as JSON). Version 3 is
+// the binary form. An init binary from another build that speaks
 // another shape misreads it (a renamed field reads as absent), so the
 // worker asks a separate init binary for its version before using it.
 // TestProtocolShapeIsPinned fails when the shape changes without this
 // number.
-const ProtocolVersion = 2
+const ProtocolVersion = 3
 
 // ProtocolQueryEnv makes the init binary print ProtocolVersion and
 // exit, instead of becoming PID 1.
