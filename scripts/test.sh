@@ -93,9 +93,9 @@ sh e2e/bazel/run.sh # real Bazel 4.2.3 against serve: every spawn remote, then a
 BITZEL_BIN_DIR="$repo/bin" sh e2e/bitbake/busybox.sh # Debian busybox 1.35 do_configure/compile/install through serve: byte-identical to a local build, wall times
 
 echo "== fuzzing (bounded; the committed corpora also ran as tests above)"
-for target in FuzzParseLayersProperty FuzzDirectoryValidation FuzzCommandAndAction; do
+for target in FuzzParseLayersProperty FuzzDirectoryValidation FuzzCommandAndAction FuzzWireDecoders; do
 	# In the package whose tests define it.
-	go test -run XXX -fuzz "^$target\$" -fuzztime 20s "./$(dirname "$(grep -l "^func $target(" */*_test.go | head -1)")"
+	go test -run XXX -fuzz "^$target\$" -fuzztime 20s "./$(dirname "$(grep -rl --include='*_test.go' "^func $target(" . | head -1 | cut -c3-)")"
 done
 
 echo "== tests as the ordinary user $test_user (rootless)"
