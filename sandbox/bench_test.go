@@ -161,39 +161,53 @@ func BenchmarkSharedUserNamespace(b *testing.B) {
 	}
 	own := newBenchEnv(b, 0)
 	shared := newBenchEnv(b, 0, func(c *Config) { c.Cgroups = manager })
-	layers := own.layers(1)
-	own.runTrue(layers)
-	launchers := procfs.Children(os.Getpid(), "bitzel-sandbox-launcher")
-	shared.runTrue(layers)
-	var sharedLauncher int
+	compareRunners(b, "own", own, "shared", shared)
+}
+
+// compareRunners runs /bin/true through two runners, interleaved and
+// each in turn first, and reports each one's wall time and CPU per run
+// (its launcher's own and that of the sandboxes it reaped), with the
+// ratios second / first. Both must be without a warm pool, so that
+// every sandbox is reaped by the end.
+func compareRunners(b *testing.B, firstName string, first *benchEnv, secondName string, second *benchEnv) {
+	layers := first.layers(1)
+	first.runTrue(layers)
+	firstLaunchers := procfs.Children(os.Getpid(), "bitzel-sandbox-launcher")
+	second.runTrue(layers)
+	var secondLauncher int
 	for _, pid := range procfs.Children(os.Getpid(), "bitzel-sandbox-launcher") {
-		if !slices.Contains(launchers, pid) {
-			sharedLauncher = pid
+		if !slices.Contains(firstLaunchers, pid) {
+			secondLauncher = pid
 		}
 	}
-	if len(launchers) != 1 || sharedLauncher == 0 {
-		b.Fatalf("launchers %v then %d: want one per runner", launchers, sharedLauncher)
+	if len(firstLaunchers) != 1 || secondLauncher == 0 {
+		b.Fatalf("launchers %v then %d: want one per runner", firstLaunchers, secondLauncher)
 	}
-	ownLauncher := launchers[0]
-	cpuBefore := map[int]time.Duration{ownLauncher: processCPU(b, ownLauncher), sharedLauncher: processCPU(b, sharedLauncher)}
-	var ownTime, sharedTime time.Duration
+	firstLauncher := firstLaunchers[0]
+	cpuBefore := map[int]time.Duration{firstLauncher: processCPU(b, firstLauncher), secondLauncher: processCPU(b, secondLauncher)}
+	var firstTime, secondTime time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		ownTime += own.runTrue(layers)
-		sharedTime += shared.runTrue(layers)
+		if i%2 == 0 {
+			firstTime += first.runTrue(layers)
+			secondTime += second.runTrue(layers)
+		} else {
+			secondTime += second.runTrue(layers)
+			firstTime += first.runTrue(layers)
+		}
 	}
 	b.StopTimer()
 	// Let the last PID 1s be reaped into their launcher's counters.
 	time.Sleep(100 * time.Millisecond)
-	ownCPU := processCPU(b, ownLauncher) - cpuBefore[ownLauncher]
-	sharedCPU := processCPU(b, sharedLauncher) - cpuBefore[sharedLauncher]
+	firstCPU := processCPU(b, firstLauncher) - cpuBefore[firstLauncher]
+	secondCPU := processCPU(b, secondLauncher) - cpuBefore[secondLauncher]
 	perOp := func(d time.Duration) float64 { return float64(d) / float64(b.N) / 1e6 }
-	b.ReportMetric(perOp(ownTime), "own-ms")
-	b.ReportMetric(perOp(sharedTime), "shared-ms")
-	b.ReportMetric(float64(sharedTime)/float64(ownTime), "x-own")
-	b.ReportMetric(perOp(ownCPU), "own-cpu-ms")
-	b.ReportMetric(perOp(sharedCPU), "shared-cpu-ms")
-	b.ReportMetric(float64(sharedCPU)/float64(ownCPU), "x-own-cpu")
+	b.ReportMetric(perOp(firstTime), firstName+"-ms")
+	b.ReportMetric(perOp(secondTime), secondName+"-ms")
+	b.ReportMetric(float64(secondTime)/float64(firstTime), "x-"+firstName)
+	b.ReportMetric(perOp(firstCPU), firstName+"-cpu-ms")
+	b.ReportMetric(perOp(secondCPU), secondName+"-cpu-ms")
+	b.ReportMetric(float64(secondCPU)/float64(firstCPU), "x-"+firstName+"-cpu")
 	b.ReportMetric(0, "ns/op")
 }
 
@@ -207,11 +221,10 @@ func processCPU(b *testing.B, pid int) time.Duration {
 
 // BenchmarkSandboxAgainstBaseline runs /bin/true through two runners
 // alike but for their init binary (the launcher and PID 1): this tree's
-// and the one in BITZEL_BASELINE_BIN_DIR (the commit before a change),
-// interleaved, each in turn first. CPU is each launcher's own and its
-// reaped sandboxes', per run; the end-to-end figures cannot see a
-// change of a few percent of PID 1 through their noise, this can.
-// Without a warm pool, so that every sandbox is reaped by the end.
+// and the one in BITZEL_BASELINE_BIN_DIR (the commit before a change;
+// it must speak the same sandbox protocol), with compareRunners. The
+// end-to-end figures cannot see a change of a few percent of PID 1
+// through their noise; this can.
 //
 //	git stash; go build -o /tmp/base/ ./cmd/bitzel-sandbox-init; git stash pop
 //	BITZEL_BASELINE_BIN_DIR=/tmp/base go test -run XXX -bench SandboxAgainstBaseline -benchtime 1000x ./sandbox/
@@ -224,45 +237,7 @@ func BenchmarkSandboxAgainstBaseline(b *testing.B) {
 	if _, err := os.Stat(baseInit); err != nil {
 		b.Fatal(err)
 	}
-	head := newBenchEnv(b, 0)
-	layers := head.layers(1)
-	head.runTrue(layers)
-	headLaunchers := procfs.Children(os.Getpid(), "bitzel-sandbox-launcher")
+	// The baseline first: the ratios read head / base.
 	base := newBenchEnv(b, 0, func(c *Config) { c.InitPath = baseInit })
-	base.runTrue(layers)
-	var baseLauncher int
-	for _, pid := range procfs.Children(os.Getpid(), "bitzel-sandbox-launcher") {
-		if !slices.Contains(headLaunchers, pid) {
-			baseLauncher = pid
-		}
-	}
-	if len(headLaunchers) != 1 || baseLauncher == 0 {
-		b.Fatalf("launchers %v then %d: want one per runner", headLaunchers, baseLauncher)
-	}
-	headLauncher := headLaunchers[0]
-	cpuBefore := map[int]time.Duration{headLauncher: processCPU(b, headLauncher), baseLauncher: processCPU(b, baseLauncher)}
-	var headTime, baseTime time.Duration
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if i%2 == 0 {
-			headTime += head.runTrue(layers)
-			baseTime += base.runTrue(layers)
-		} else {
-			baseTime += base.runTrue(layers)
-			headTime += head.runTrue(layers)
-		}
-	}
-	b.StopTimer()
-	// Let the last PID 1s be reaped into their launcher's counters.
-	time.Sleep(100 * time.Millisecond)
-	headCPU := processCPU(b, headLauncher) - cpuBefore[headLauncher]
-	baseCPU := processCPU(b, baseLauncher) - cpuBefore[baseLauncher]
-	perOp := func(d time.Duration) float64 { return float64(d) / float64(b.N) / 1e6 }
-	b.ReportMetric(perOp(headTime), "head-ms")
-	b.ReportMetric(perOp(baseTime), "base-ms")
-	b.ReportMetric(float64(headTime)/float64(baseTime), "x-base")
-	b.ReportMetric(perOp(headCPU), "head-cpu-ms")
-	b.ReportMetric(perOp(baseCPU), "base-cpu-ms")
-	b.ReportMetric(float64(headCPU)/float64(baseCPU), "x-base-cpu")
-	b.ReportMetric(0, "ns/op")
+	compareRunners(b, "base", base, "head", newBenchEnv(b, 0))
 }

@@ -257,26 +257,16 @@ func (d *wireDecoder) fail(what string) {
 	}
 }
 
-func (d *wireDecoder) uint() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.body)
-	if n <= 0 {
-		d.fail("unsigned integer")
-		return 0
-	}
-	d.body = d.body[n:]
-	return v
-}
+func (d *wireDecoder) uint() uint64 { return readVarint(d, binary.Uvarint, "unsigned integer") }
+func (d *wireDecoder) int() int64   { return readVarint(d, binary.Varint, "integer") }
 
-func (d *wireDecoder) int() int64 {
+func readVarint[T uint64 | int64](d *wireDecoder, decode func([]byte) (T, int), what string) T {
 	if d.err != nil {
 		return 0
 	}
-	v, n := binary.Varint(d.body)
+	v, n := decode(d.body)
 	if n <= 0 {
-		d.fail("integer")
+		d.fail(what)
 		return 0
 	}
 	d.body = d.body[n:]

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -33,27 +35,30 @@ func readCPUSplit(pids []int) cpuSplit {
 }
 
 // perAction is what each process took between before and s, per
-// action, largest first.
+// action, in ms, largest first.
 func (s cpuSplit) perAction(before cpuSplit, n int) string {
-	type share struct {
-		name string
-		cpu  time.Duration
-	}
-	var shares []share
+	shares := map[string]float64{}
 	for name, cpu := range s {
 		if d := cpu - before[name]; d > 0 && n > 0 {
-			shares = append(shares, share{name, d / time.Duration(n)})
+			shares[name] = ms(d / time.Duration(n))
 		}
 	}
-	sort.Slice(shares, func(i, j int) bool {
-		if shares[i].cpu != shares[j].cpu {
-			return shares[i].cpu > shares[j].cpu
+	return rankedShares(shares)
+}
+
+// rankedShares lists "name value" pairs, largest value first (ties by
+// name), with two decimals.
+func rankedShares(shares map[string]float64) string {
+	names := slices.Collect(maps.Keys(shares))
+	sort.Slice(names, func(i, j int) bool {
+		if shares[names[i]] != shares[names[j]] {
+			return shares[names[i]] > shares[names[j]]
 		}
-		return shares[i].name < shares[j].name
+		return names[i] < names[j]
 	})
-	parts := make([]string, len(shares))
-	for i, sh := range shares {
-		parts[i] = fmt.Sprintf("%s %.2f", sh.name, ms(sh.cpu))
+	parts := make([]string, len(names))
+	for i, name := range names {
+		parts[i] = fmt.Sprintf("%s %.2f", name, shares[name])
 	}
 	return strings.Join(parts, ", ")
 }

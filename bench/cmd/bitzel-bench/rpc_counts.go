@@ -2,10 +2,8 @@ package main
 
 import (
 	"bufio"
-	"fmt"
 	"io"
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -70,28 +68,14 @@ func parseRPCCounts(r io.Reader) rpcCounts {
 	return counts
 }
 
-// perAction is the calls made between before and c, per action,
-// most first.
+// perAction is the calls made between before and c, per action, most
+// first.
 func (c rpcCounts) perAction(before rpcCounts, n int) string {
-	type calls struct {
-		method string
-		n      float64
-	}
-	var all []calls
+	calls := map[string]float64{}
 	for method, v := range c {
 		if d := v - before[method]; d > 0 && n > 0 {
-			all = append(all, calls{method, d / float64(n)})
+			calls[method] = d / float64(n)
 		}
 	}
-	sort.Slice(all, func(i, j int) bool {
-		if all[i].n != all[j].n {
-			return all[i].n > all[j].n
-		}
-		return all[i].method < all[j].method
-	})
-	parts := make([]string, len(all))
-	for i, x := range all {
-		parts[i] = fmt.Sprintf("%s %.2f", x.method, x.n)
-	}
-	return strings.Join(parts, ", ")
+	return rankedShares(calls)
 }
