@@ -80,6 +80,7 @@ type bazelMeasurement struct {
 	wall              time.Duration
 	bazelCPU          time.Duration // Bazel server + client
 	workerCPU         time.Duration // serve + launcher + reaped sandboxes
+	workerSplit       string        // workerCPU by process, seconds
 	summary           processSummary
 	load              string
 	localWall, locCPU time.Duration // that round's local build, for the ratios
@@ -248,6 +249,9 @@ func bazelMain(args []string) error {
 			m.localWall, m.locCPU = local.wall, local.totalCPU()
 			fmt.Fprintf(os.Stderr, "round %d %-7s wall %6.1fs (x%.2f local), CPU Bazel %6.1fs + worker %6.1fs (x%.2f local); %s\n",
 				round, m.side, m.wall.Seconds(), m.wallRatio(), m.bazelCPU.Seconds(), m.workerCPU.Seconds(), m.cpuRatio(), m.summary.line)
+			if m.workerSplit != "" {
+				fmt.Fprintf(os.Stderr, "round %d %-7s worker CPU s by process: %s\n", round, m.side, m.workerSplit)
+			}
 		}
 		results = append(results, local, remote, rebuild)
 	}
@@ -378,8 +382,10 @@ func (b *bazelRun) measured(round int, side, base string, flags []string, worker
 	}
 	serverCPU0, _ := procfs.CPUTime(pid)
 	var workerCPU0 time.Duration
+	var split0 cpuSplit
 	if worker != nil {
 		workerCPU0 = cpuTime(worker())
+		split0 = readCPUSplit(worker())
 	}
 	args := append(append([]string{"test"}, commonBuildFlags...), flags...)
 	args = append(args, "--", "//...")
@@ -397,6 +403,7 @@ func (b *bazelRun) measured(round int, side, base string, flags []string, worker
 		// cstime.
 		time.Sleep(300 * time.Millisecond)
 		m.workerCPU = cpuTime(worker()) - workerCPU0
+		m.workerSplit = readCPUSplit(worker()).seconds(split0)
 	}
 	if m.summary, err = parseProcessSummary(out); err != nil {
 		return bazelMeasurement{}, fmt.Errorf("%s build: %w", side, err)

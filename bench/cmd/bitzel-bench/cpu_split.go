@@ -46,6 +46,18 @@ func (s cpuSplit) perAction(before cpuSplit, n int) string {
 	return rankedShares(shares)
 }
 
+// seconds is what each process took between before and s, in seconds,
+// largest first.
+func (s cpuSplit) seconds(before cpuSplit) string {
+	shares := map[string]float64{}
+	for name, cpu := range s {
+		if d := cpu - before[name]; d > 0 {
+			shares[name] = d.Seconds()
+		}
+	}
+	return rankedShares(shares)
+}
+
 // rankedShares lists "name value" pairs, largest value first (ties by
 // name), with two decimals.
 func rankedShares(shares map[string]float64) string {

@@ -30,3 +30,11 @@ func TestReadCPUSplitNamesThisProcess(t *testing.T) {
 		}
 	}
 }
+
+func TestCPUSplitSecondsIsTheGrowth(t *testing.T) {
+	before := cpuSplit{"bitzel-worker": time.Second}
+	after := cpuSplit{"bitzel-worker": 3500 * time.Millisecond, "bitzel-sandbox-launcher's children": 10 * time.Second, "idle": 0}
+	if got, want := after.seconds(before), "bitzel-sandbox-launcher's children 10.00, bitzel-worker 2.50"; got != want {
+		t.Errorf("seconds = %q, want %q", got, want)
+	}
+}
