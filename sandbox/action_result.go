@@ -74,6 +74,9 @@ func (a *actionRun) result(ctx context.Context, rep report, w *watchdog, wall ti
 	if !rep.reported {
 		if !result.TimedOut && !result.OOMKilled {
 			result.closeDiskBudget()
+			if a.sendErr != nil {
+				return nil, fmt.Errorf("sandbox: send the action to init: %w", a.sendErr)
+			}
 			return nil, fmt.Errorf("sandbox: init exited without reporting (wait status %v)", syscall.WaitStatus(rep.exit.WaitStatus))
 		}
 		// Killed before it could report: take what wait4 saw.

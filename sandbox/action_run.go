@@ -56,6 +56,9 @@ type actionRun struct {
 	reaped, handedOff bool
 	// released is the Result's Released, closed once both are gone.
 	released chan struct{}
+	// sendErr is why the Action could not be written to PID 1 (which
+	// then sees the end of its config pipe and exits unreported).
+	sendErr error
 }
 
 // start gets everything the action needs ready, up to a sandbox in the
@@ -99,7 +102,7 @@ func (a *actionRun) supervise(ctx context.Context) (*Result, error) {
 	go func() { defer a.copies.Done(); a.stdout.copyFrom(p.stdoutR) }()
 	go func() { defer a.copies.Done(); a.stderr.copyFrom(p.stderrR) }()
 	// A PID 1 that died meanwhile shows up as a missing status.
-	child.WriteAction(p.configW, a.action)
+	a.sendErr = child.WriteAction(p.configW, a.action)
 	p.configW.Close()
 
 	w := watch(ctx, a.spec.Timeout, a.sandbox.process)

@@ -313,3 +313,20 @@ func processesWithArgument(t *testing.T, marker string) []string {
 	}
 	return found
 }
+
+// TestAnActionTooLargeForPID1IsAnErrorSayingSo: an Action whose frame
+// exceeds what PID 1 reads is refused with that reason (not "init
+// exited without reporting"), and the runner goes on working. The
+// worker's own limits (ARG_MAX for argv and environment) keep real
+// actions far below it.
+func TestAnActionTooLargeForPID1IsAnErrorSayingSo(t *testing.T) {
+	e := newEnv(t)
+	root := e.dir("layers/empty")
+	_, err := e.tryRun(&Spec{Mounts: []Mount{e.mount("", root)}, Argv: []string{"/bin/true", strings.Repeat("x", 65<<20)}})
+	if err == nil || !strings.Contains(err.Error(), "send the action to init") || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("a 65 MiB argument: %v", err)
+	}
+	if o := e.run(&Spec{Mounts: []Mount{e.mount("", root)}, Argv: []string{"/bin/true"}}); o.ExitCode != 0 {
+		t.Errorf("the next action: %+v", o.Result)
+	}
+}
