@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // BenchmarkActionCgroupV1 compares an action's v1 cgroups kept and
@@ -92,4 +94,52 @@ func machineBusySeconds(b *testing.B) float64 {
 		ticks += n
 	}
 	return ticks / 100 // USER_HZ
+}
+
+// BenchmarkCgroupFileRead reads one cgroupfs file through os.ReadFile
+// and through readFileRaw (the way the cgroup code reads them), in
+// alternating blocks, and reports their CPU per read (this process's
+// user and system time).
+//
+//	go test -run XXX -bench CgroupFileRead -benchtime 20000x ./sandbox/
+func BenchmarkCgroupFileRead(b *testing.B) {
+	var path string
+	for _, candidate := range []string{"/sys/fs/cgroup/memory/memory.usage_in_bytes", "/sys/fs/cgroup/unified/cgroup.controllers", "/sys/fs/cgroup/cgroup.controllers"} {
+		if _, err := readFileRaw(candidate); err == nil {
+			path = candidate
+			break
+		}
+	}
+	if path == "" {
+		b.Skip("no cgroupfs mounted: no v1 memory or v2 hierarchy under /sys/fs/cgroup")
+	}
+	processCPU := func() time.Duration {
+		var ru unix.Rusage
+		unix.Getrusage(unix.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	reads := []func() error{
+		func() error { _, err := os.ReadFile(path); return err },
+		func() error { _, err := readFileRaw(path); return err },
+	}
+	var cpu [2]time.Duration
+	const block = 100
+	b.ResetTimer()
+	for done := 0; done < b.N; done += block {
+		for i, read := range reads {
+			start := processCPU()
+			for j := 0; j < block; j++ {
+				if err := read(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			cpu[i] += processCPU() - start
+		}
+	}
+	b.StopTimer()
+	n := float64((b.N + block - 1) / block * block)
+	b.ReportMetric(float64(cpu[0].Nanoseconds())/n/1e3, "os-us")
+	b.ReportMetric(float64(cpu[1].Nanoseconds())/n/1e3, "raw-us")
+	b.ReportMetric(float64(cpu[1])/float64(cpu[0]), "x-os")
+	b.ReportMetric(0, "ns/op")
 }

@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"maps"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -83,7 +82,7 @@ func (c *cgroupV1Action) controllers() map[string]bool {
 // empty: no process is in any of c's groups.
 func (c *cgroupV1Action) empty() bool {
 	for _, dir := range c.dirs {
-		procs, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		procs, err := readFileRaw(filepath.Join(dir, "cgroup.procs"))
 		if err != nil || strings.TrimSpace(string(procs)) != "" {
 			return false
 		}
