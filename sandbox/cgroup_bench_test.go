@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bitzel/bitzel-worker/sandbox/child"
 	"golang.org/x/sys/unix"
 )
 
@@ -105,7 +106,7 @@ func machineBusySeconds(b *testing.B) float64 {
 func BenchmarkCgroupFileRead(b *testing.B) {
 	var path string
 	for _, candidate := range []string{"/sys/fs/cgroup/memory/memory.usage_in_bytes", "/sys/fs/cgroup/unified/cgroup.controllers", "/sys/fs/cgroup/cgroup.controllers"} {
-		if _, err := readFileRaw(candidate); err == nil {
+		if _, err := child.ReadFileDirect(candidate); err == nil {
 			path = candidate
 			break
 		}
@@ -120,7 +121,7 @@ func BenchmarkCgroupFileRead(b *testing.B) {
 	}
 	reads := []func() error{
 		func() error { _, err := os.ReadFile(path); return err },
-		func() error { _, err := readFileRaw(path); return err },
+		func() error { _, err := child.ReadFileDirect(path); return err },
 	}
 	var cpu [2]time.Duration
 	const block = 100

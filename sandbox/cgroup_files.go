@@ -5,100 +5,32 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/bitzel/bitzel-worker/sandbox/child"
 	"golang.org/x/sys/unix"
 )
 
-// Cgroup files are read and written with plain system calls rather
-// than through os.File: a kernfs file can be polled, so os would make
-// each one non-blocking and register it with the runtime's poller
-// (two fcntl and an epoll_ctl to add it, another to remove it) for a
-// read or a write that never blocks. An action's cgroup takes a dozen
-// such reads and writes (BenchmarkCgroupFileRead).
+// Cgroup files are read and written with child.ReadFileDirect and
+// WriteFileDirect rather than through os.File: an action's cgroup
+// takes a dozen such reads and writes (BenchmarkCgroupFileRead).
 
 func writeCgroupFile(dir, name, value string) error {
 	path := filepath.Join(dir, name)
-	if err := writeFileRaw(path, []byte(value)); err != nil {
+	if err := child.WriteFileDirect(path, []byte(value)); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
 }
 
-// writeFileRaw is os.WriteFile(path, data, 0o644) without os.File.
-func writeFileRaw(path string, data []byte) error {
-	fd, err := openRaw(path, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0o644)
-	if err != nil {
-		return err
-	}
-	for len(data) > 0 && err == nil {
-		var n int
-		if n, err = unix.Write(fd, data); err == unix.EINTR {
-			err = nil
-		} else if err == nil && n == 0 {
-			err = io.ErrShortWrite
-		}
-		data = data[max(n, 0):]
-	}
-	if closeErr := unix.Close(fd); err == nil && closeErr != nil {
-		err = closeErr
-	}
-	if err != nil {
-		return &os.PathError{Op: "write", Path: path, Err: err}
-	}
-	return nil
-}
-
-// readFileRaw is os.ReadFile without os.File, for the small files of
-// cgroupfs (whose sizes stat reports as 0 or 4096 whatever they hold).
-func readFileRaw(path string) ([]byte, error) {
-	fd, err := openRaw(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(fd)
-	data := make([]byte, 0, 512)
-	for {
-		if len(data) == cap(data) {
-			data = slices.Grow(data, cap(data))
-		}
-		n, err := unix.Read(fd, data[len(data):cap(data)])
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, &os.PathError{Op: "read", Path: path, Err: err}
-		}
-		if n == 0 {
-			return data, nil
-		}
-		data = data[:len(data)+n]
-	}
-}
-
-func openRaw(path string, flags int, mode uint32) (int, error) {
-	for {
-		fd, err := unix.Open(path, flags, mode)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return -1, &os.PathError{Op: "open", Path: path, Err: err}
-		}
-		return fd, nil
-	}
-}
-
 // readKeyedValue reads "key value" lines (memory.events,
 // memory.oom_control) and returns the value of key.
 func readKeyedValue(path, key string) (int64, bool) {
-	data, err := readFileRaw(path)
+	data, err := child.ReadFileDirect(path)
 	if err != nil {
 		return 0, false
 	}
@@ -114,7 +46,7 @@ func readKeyedValue(path, key string) (int64, bool) {
 }
 
 func readInt(path string) (int64, bool) {
-	data, err := readFileRaw(path)
+	data, err := child.ReadFileDirect(path)
 	if err != nil {
 		return 0, false
 	}

@@ -1,15 +1,12 @@
 package sandbox
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // cgroupEnv is an env whose runner enforces limits with the cgroups
@@ -309,46 +306,4 @@ true`
 	if groups := actionCgroups(t, manager); len(groups["memory"]) != 1 {
 		t.Errorf("memory groups %v: the second action did not reuse the first one's", groups["memory"])
 	}
-}
-
-// TestRawFileHelpersActAsOsDoes: readFileRaw and writeFileRaw, which
-// the cgroup code uses in place of os.ReadFile and os.WriteFile, read a
-// file longer than their first buffer whole, write (creating and
-// truncating) what they are given, and fail with errors os callers can
-// test (a missing file is os.ErrNotExist).
-func TestRawFileHelpersActAsOsDoes(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "f")
-	long := strings.Repeat("0123456789", 300)
-	if err := writeFileRaw(path, []byte(long)); err != nil {
-		t.Fatal(err)
-	}
-	if err := writeFileRaw(path, []byte("short")); err != nil {
-		t.Fatal(err)
-	}
-	if data, err := readFileRaw(path); err != nil || string(data) != "short" {
-		t.Errorf("after a shorter write: %q, %v", data, err)
-	}
-	os.WriteFile(path, []byte(long), 0o644)
-	if data, err := readFileRaw(path); err != nil || string(data) != long {
-		t.Errorf("read %d bytes, %v; want %d", len(data), err, len(long))
-	}
-	if info, _ := os.Stat(path); info.Mode().Perm() != 0o644&^umask() {
-		t.Errorf("created with mode %v", info.Mode().Perm())
-	}
-	if _, err := readFileRaw(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("a missing file: %v", err)
-	}
-	if err := writeFileRaw(filepath.Join(dir, "no", "such"), nil); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("a missing directory: %v", err)
-	}
-	if _, err := readFileRaw(dir); err == nil {
-		t.Error("reading a directory did not fail")
-	}
-}
-
-func umask() os.FileMode {
-	old := unix.Umask(0)
-	unix.Umask(old)
-	return os.FileMode(old)
 }

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/bitzel/bitzel-worker/sandbox/child"
 )
 
 // In the v1 hierarchies, creating and removing a memory group per
@@ -82,7 +84,7 @@ func (c *cgroupV1Action) controllers() map[string]bool {
 // empty: no process is in any of c's groups.
 func (c *cgroupV1Action) empty() bool {
 	for _, dir := range c.dirs {
-		procs, err := readFileRaw(filepath.Join(dir, "cgroup.procs"))
+		procs, err := child.ReadFileDirect(filepath.Join(dir, "cgroup.procs"))
 		if err != nil || strings.TrimSpace(string(procs)) != "" {
 			return false
 		}

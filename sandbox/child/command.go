@@ -79,17 +79,19 @@ func runCommand(prepare *Prepare, action *Action) *Status {
 	if err != nil {
 		return notFound(err)
 	}
-	devNull, err := os.Open("/dev/null")
+	// Not os.Open: a character device can be polled, and PID 1
+	// starts no poller for files it never reads (direct_file.go).
+	devNull, err := openDirect("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return failure("start", fmt.Errorf("open /dev/null: %w", err))
+		return failure("start", err)
 	}
 	pid, err := syscall.ForkExec(path, action.Argv, &syscall.ProcAttr{
 		Dir:   dir,
 		Env:   action.Env,
-		Files: []uintptr{devNull.Fd(), 1, 2},
+		Files: []uintptr{uintptr(devNull), 1, 2},
 		Sys:   &syscall.SysProcAttr{Setsid: true},
 	})
-	devNull.Close()
+	unix.Close(devNull)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.ENOEXEC) || errors.Is(err, unix.ENOTDIR) {
 			return notFound(fmt.Errorf("cannot run %q: %w", action.Argv[0], err))

@@ -2,6 +2,7 @@ package child
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -147,13 +148,12 @@ func mountReadOnlyOverlay(source, empty, target string, attr uint64) error {
 
 // ReadMountPoints lists the mount points of a mountinfo file.
 func ReadMountPoints(mountinfo string) ([]string, error) {
-	f, err := os.Open(mountinfo)
+	data, err := ReadFileDirect(mountinfo)
 	if err != nil {
 		return nil, fmt.Errorf("read host mounts: %w", err)
 	}
-	defer f.Close()
 	var mountPoints []string
-	scanner := bufio.NewScanner(f)
+	scanner := bufio.NewScanner(bytes.NewReader(data))
 	scanner.Buffer(make([]byte, 64*1024), 1024*1024)
 	for scanner.Scan() {
 		fields := strings.Fields(scanner.Text())

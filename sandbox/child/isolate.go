@@ -2,7 +2,6 @@ package child
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -98,7 +97,7 @@ func bringUpLoopback() error {
 // computed from when it is executed as uid 0.
 func dropCapabilities() error {
 	last := unix.CAP_LAST_CAP
-	if data, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
+	if data, err := ReadFileDirect("/proc/sys/kernel/cap_last_cap"); err == nil {
 		if n, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil {
 			last = n
 		}
