@@ -20,34 +20,25 @@ type report struct {
 	stats      CgroupStats
 }
 
-// awaitReport waits for the end of the action. PID 1 closes the status
-// socket once it has reaped every process of the action and reported,
-// or when it dies. After a report the action is over (its output pipes
-// are closed too) and PID 1 is reaped in the background (handOff);
-// without one, PID 1 is dead and is reaped here.
+// awaitReport waits for the end of the action: PID 1 reports once it
+// has reaped every process of the action and its thread is gone, so
+// the cgroup's counters are final and no mount of the action remains.
+// Without a report PID 1 is dead (killed by the watchdog, or it
+// failed), and is reaped here.
 func (a *actionRun) awaitReport() report {
-	statusData, diskBudget := readStatus(a.sandbox.pipes.statusR)
+	statusData, diskBudget := readReport(a.zygote.control)
 	rep := report{diskBudget: diskBudget}
 	if status, err := child.DecodeStatus(statusData); len(statusData) > 0 && err == nil {
 		rep.status, rep.reported = *status, true
 	}
-	// The cgroup's counters are read before release may remove it
-	// (release runs in the background once PID 1 is reaped, which can
-	// be before this goroutine reads them): read after the removal, an
-	// OOM kill reads as none and the result is cached. The exiting
-	// PID 1 unmounts the action's overlays itself (its mount namespace
-	// dies with it), so once it is reaped its upper and work
-	// directories are free.
-	if rep.reported {
-		// PID 1 reports only once it has reaped every other process
-		// of the action, so the counters are final.
-		rep.stats = cgroupStats(a.cgroup)
-		a.handOff()
-	} else {
-		rep.exit = a.sandbox.process.wait()
+	if !rep.reported {
+		rep.exit = a.zygote.process.wait()
 		a.reaped = true
-		rep.stats = cgroupStats(a.cgroup)
 	}
+	// Read before the cgroup is released (in the background, once
+	// PID 1 is out of it): read after the removal, an OOM kill reads
+	// as none and the result is cached.
+	rep.stats = cgroupStats(a.cgroup)
 	return rep
 }
 

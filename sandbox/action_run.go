@@ -26,8 +26,7 @@ func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) 
 		}
 	}
 	run := &actionRun{runner: r, spec: spec, released: make(chan struct{})}
-	// The run's one cleanup, whichever way Run returns; it leaves alone
-	// what handOff gave to the background reaper.
+	// The run's one cleanup, whichever way Run returns.
 	defer run.close()
 	if err := run.start(); err != nil {
 		return nil, err
@@ -36,10 +35,8 @@ func (r *namespaceRunner) Run(ctx context.Context, spec *Spec) (*Result, error) 
 }
 
 // actionRun is what one Run holds: the action's cgroup, its output
-// files and the sandbox (PID 1 and its pipes) it runs in. The cgroup
-// and the pipes outlive the action's report, until PID 1 is reaped;
-// handOff gives them to a goroutine that releases them then, and close
-// releases whatever was not handed off.
+// files and the PID 1 it runs in, which goes back to the pool once the
+// action is over, or is retired.
 type actionRun struct {
 	runner *namespaceRunner
 	spec   *Spec
@@ -47,25 +44,25 @@ type actionRun struct {
 
 	cgroup         ActionCgroup
 	stdout, stderr *cappedOutput
-	sandbox        *preparedSandbox
-	// copies drain the sandbox's stdout and stderr pipes into the
+	zygote         *zygote
+	// joined: PID 1 is in the action's cgroup. reaped: PID 1 died and
+	// was waited for. done: PID 1 is back in the pool or retired.
+	joined, reaped, done bool
+	// released is the Result's Released.
+	released chan struct{}
+	// copies drain the action's stdout and stderr pipes into the
 	// outputs.
 	copies sync.WaitGroup
-	// reaped: PID 1 has been waited for. handedOff: the reaper owns
-	// the cgroup and the pipes.
-	reaped, handedOff bool
-	// released is the Result's Released, closed once both are gone.
-	released chan struct{}
-	// sendErr is why the Action could not be written to PID 1 (which
-	// then sees the end of its config pipe and exits unreported).
+	// sendErr is why the action could not be handed to PID 1.
 	sendErr error
 }
 
-// start gets everything the action needs ready, up to a sandbox in the
-// action's cgroup waiting for its Action.
+// start gets everything the action needs ready, up to a PID 1 in the
+// action's cgroup.
 func (a *actionRun) start() error {
 	r := a.runner
 	a.action = r.action(a.spec)
+	key := zygoteKey{}
 	if r.config.Cgroups != nil {
 		cgroup, err := r.config.Cgroups.Create(fmt.Sprintf("action-%d-%d", os.Getpid(), r.sequence.Add(1)), a.spec.Limits)
 		if err != nil {
@@ -73,7 +70,7 @@ func (a *actionRun) start() error {
 		}
 		a.cgroup = cgroup
 	} else {
-		a.action.MaxProcesses = uint64(a.spec.Limits.MaxProcesses)
+		key.maxProcesses = uint64(a.spec.Limits.MaxProcesses)
 	}
 	var err error
 	if a.stdout, err = newCappedOutput(a.spec.StdoutPath, a.spec.Stdout, a.spec.OutputLimitBytes); err != nil {
@@ -82,72 +79,147 @@ func (a *actionRun) start() error {
 	if a.stderr, err = newCappedOutput(a.spec.StderrPath, a.spec.Stderr, a.spec.OutputLimitBytes); err != nil {
 		return err
 	}
-	if a.sandbox, err = r.takeSandbox(a.spec); err != nil {
+	if a.zygote, err = r.pool.take(key); err != nil {
 		return err
 	}
 	if a.cgroup != nil {
-		if err := a.cgroup.Join(a.sandbox.process.pid); err != nil {
+		// Joined before it gets the action: every process of the
+		// action starts in the cgroup, and PID 1 is accounted with
+		// it as when it served a single action.
+		a.joined = true
+		if err := a.cgroup.Join(a.zygote.process.pid); err != nil {
 			return fmt.Errorf("sandbox: join cgroup: %w", err)
 		}
 	}
 	return nil
 }
 
-// supervise sends the Action, copies the output, enforces the timeout
-// and the context, and turns what PID 1 reported into the Result.
+// supervise hands the action to PID 1, copies the output, enforces the
+// timeout and the context, and turns what PID 1 reported into the
+// Result.
 func (a *actionRun) supervise(ctx context.Context) (*Result, error) {
-	p := a.sandbox.pipes
 	start := time.Now()
-	a.copies.Add(2)
-	go func() { defer a.copies.Done(); a.stdout.copyFrom(p.stdoutR) }()
-	go func() { defer a.copies.Done(); a.stderr.copyFrom(p.stderrR) }()
+	outputs, err := a.startCopies()
+	if err != nil {
+		return nil, err
+	}
+	// The watchdog runs before the Action is written: a PID 1 still
+	// building its template reads it only then, and one that hangs
+	// there is killed like a command that does.
+	w := watch(ctx, a.spec.Timeout, a.zygote.process)
 	// A PID 1 that died meanwhile shows up as a missing status.
-	a.sendErr = child.WriteAction(p.configW, a.action)
-	p.configW.Close()
-
-	w := watch(ctx, a.spec.Timeout, a.sandbox.process)
+	sent, err := a.zygote.sendAction(a.action, outputs[0], outputs[1])
+	outputs[0].Close()
+	outputs[1].Close()
+	if !sent {
+		// Nothing was sent: PID 1 waits for an action as before.
+		w.stop()
+		a.finish(false, !w.fired())
+		return nil, fmt.Errorf("sandbox: send the action to init: %w", err)
+	}
+	a.sendErr = err
 	report := a.awaitReport()
 	w.stop()
 	wall := time.Since(start)
+	a.finish(report.reported, report.reported && !report.status.Retire && !w.fired())
 	a.copies.Wait()
 	return a.result(ctx, report, w, wall)
 }
 
-// handOff gives the cgroup and the pipes to a goroutine that releases
-// them once PID 1 is reaped. PID 1's own exit (tearing down the
-// namespaces, a few milliseconds of RCU grace periods) is then off the
-// action's path; Close waits for it.
-func (a *actionRun) handOff() {
-	a.handedOff = true
+// startCopies makes the action's stdout and stderr pipes and copies
+// what they carry into the outputs; it returns the write ends, which
+// go to PID 1.
+func (a *actionRun) startCopies() ([2]*os.File, error) {
+	var writeEnds [2]*os.File
+	for i, output := range []*cappedOutput{a.stdout, a.stderr} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			if i == 1 {
+				writeEnds[0].Close()
+			}
+			return writeEnds, fmt.Errorf("sandbox: create output pipe: %w", err)
+		}
+		writeEnds[i] = w
+		a.copies.Add(1)
+		go func() {
+			defer a.copies.Done()
+			defer r.Close()
+			output.copyFrom(r)
+		}()
+	}
+	return writeEnds, nil
+}
+
+// finish gives PID 1 back to the pool, or retires it, and releases
+// the cgroup. Every process of the action is gone by then. reported:
+// PID 1 sent a Status, and then sends ReleasedMessage once the
+// action's mounts are gone; reusable: it also asked for no retirement
+// and was not killed. Result.Released is closed once no process and
+// no mount of the action is left: when that message arrives, or PID 1
+// has been reaped.
+func (a *actionRun) finish(reported, reusable bool) {
+	if a.done {
+		return
+	}
+	a.done = true
 	r := a.runner
+	if reusable && a.joined {
+		// Out of the action's cgroup before another action uses the
+		// PID 1 or the cgroup.
+		if err := a.cgroup.Leave(a.zygote.process.pid); err != nil {
+			reusable = false
+		}
+	}
+	z, cgroup, reaped, released := a.zygote, a.cgroup, a.reaped, a.released
+	if reusable && cgroup != nil {
+		r.exiting.Add(1)
+		go func() {
+			defer r.exiting.Done()
+			cgroup.Remove()
+		}()
+	}
 	r.exiting.Add(1)
 	go func() {
 		defer r.exiting.Done()
-		a.sandbox.process.wait()
-		// release closes the output pipes' read ends: not before the
-		// copies have drained them, or the end of the action's output
-		// is lost when PID 1 is reaped first.
-		a.copies.Wait()
-		a.release()
-		close(a.released)
+		if reported && awaitReleased(z.control) && reusable {
+			close(released)
+			r.pool.put(z)
+			return
+		}
+		if !reaped {
+			z.close()
+			z.process.kill()
+			z.process.wait()
+		}
+		close(released)
+		// PID 1 is gone: nothing of the action is left in the cgroup.
+		if cgroup != nil && !reusable {
+			cgroup.Remove()
+		}
 	}()
 }
 
-// close ends the run: a PID 1 that was never sent its Action (joining
-// the cgroup failed) is killed and reaped, and what handOff did not
-// take is released.
+// retire ends a PID 1 that is not in use, in the background (Close
+// waits for it).
+func (r *namespaceRunner) retire(z *zygote) {
+	r.exiting.Add(1)
+	go func() {
+		defer r.exiting.Done()
+		z.close()
+		z.process.kill()
+		z.process.wait()
+	}()
+}
+
+// close ends the run: a PID 1 that never got its action (joining the
+// cgroup failed) is retired, and the outputs are closed.
 func (a *actionRun) close() {
-	if !a.handedOff {
-		if a.sandbox != nil && !a.reaped {
-			a.sandbox.process.kill()
-			a.sandbox.process.wait()
-			a.reaped = true
-		}
-		a.copies.Wait()
-		a.release()
-		close(a.released)
+	if a.zygote != nil {
+		a.finish(false, false)
+	} else if a.cgroup != nil {
+		a.cgroup.Remove()
 	}
-	// The copies into the outputs are done: supervise waited for them.
+	a.copies.Wait()
 	if a.stdout != nil {
 		a.stdout.Close()
 	}
@@ -156,28 +228,18 @@ func (a *actionRun) close() {
 	}
 }
 
-// release removes the cgroup and closes the sandbox's pipes, once
-// PID 1 and every process of the action are gone.
-func (a *actionRun) release() {
-	if a.cgroup != nil {
-		a.cgroup.Remove()
-	}
-	if a.sandbox != nil {
-		a.sandbox.pipes.closeAll()
-	}
-}
-
 // watchdog kills PID 1 when the timeout expires or the context ends,
 // which makes the kernel kill every process of its pid namespace,
-// daemonised grandchildren included.
+// daemonised grandchildren included. That PID 1 is then retired.
 type watchdog struct {
 	timedOut, cancelled atomic.Bool
-	done                chan struct{}
+	done, stopped       chan struct{}
 }
 
 func watch(ctx context.Context, timeout time.Duration, process *sandboxProcess) *watchdog {
-	w := &watchdog{done: make(chan struct{})}
+	w := &watchdog{done: make(chan struct{}), stopped: make(chan struct{})}
 	go func() {
+		defer close(w.stopped)
 		var expired <-chan time.Time
 		if timeout > 0 {
 			timer := time.NewTimer(timeout)
@@ -197,5 +259,12 @@ func watch(ctx context.Context, timeout time.Duration, process *sandboxProcess) 
 	return w
 }
 
-// stop ends the watch once the action is over.
-func (w *watchdog) stop() { close(w.done) }
+// stop ends the watch once the action is over; after it returns, the
+// watchdog kills nothing more.
+func (w *watchdog) stop() {
+	close(w.done)
+	<-w.stopped
+}
+
+// fired: the watchdog killed PID 1.
+func (w *watchdog) fired() bool { return w.timedOut.Load() || w.cancelled.Load() }

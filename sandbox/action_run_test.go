@@ -13,8 +13,9 @@ import (
 // TestEveryWayOutOfRunReleasesTheActionOnce: whichever way Run ends,
 // before the sandbox exists, with a PID 1 that never got its action,
 // with a sandbox error reported by PID 1, or with a result, the
-// action's cgroup is removed exactly once, no PID 1 of the run is
-// left, and a returned Result's Released is closed once that is so.
+// action's cgroup is removed exactly once; a PID 1 that reported left
+// the cgroup and waits in the pool for the next action, any other is
+// gone; and a returned Result's Released is closed.
 func TestEveryWayOutOfRunReleasesTheActionOnce(t *testing.T) {
 	manager := &recordingManager{}
 	e := newEnv(t, func(c *Config) {
@@ -28,6 +29,8 @@ func TestEveryWayOutOfRunReleasesTheActionOnce(t *testing.T) {
 		spec    func() *Spec
 		join    error
 		wantErr string
+		// reported: PID 1 served the action and may serve another.
+		reported bool
 	}{{
 		name: "output file cannot be created",
 		spec: func() *Spec {
@@ -47,12 +50,14 @@ func TestEveryWayOutOfRunReleasesTheActionOnce(t *testing.T) {
 		spec: func() *Spec {
 			return &Spec{Mounts: []Mount{e.mount("", e.dir("layers/empty"))}, Argv: []string{"/bin/true"}, WorkingDirectory: "no/such/dir"}
 		},
-		wantErr: "no/such/dir",
+		wantErr:  "no/such/dir",
+		reported: true,
 	}, {
 		name: "the action runs",
 		spec: func() *Spec {
 			return &Spec{Mounts: []Mount{e.mount("", e.dir("layers/empty"))}, Argv: []string{"/bin/sh", "-c", "echo ran"}}
 		},
+		reported: true,
 	}} {
 		t.Run(c.name, func(t *testing.T) {
 			manager.reset(c.join)
@@ -74,16 +79,20 @@ func TestEveryWayOutOfRunReleasesTheActionOnce(t *testing.T) {
 				}
 				o.closeDiskBudget()
 			}
-			if err != nil && c.join == nil {
-				// A reported error leaves PID 1's exit to the
-				// background, as a result does.
-				runner.exiting.Wait()
-			}
-			if _, inits := sandboxProcesses(t); len(inits) > 0 {
-				t.Errorf("PID 1s %v left after the run", inits)
+			// Retired PID 1s and cgroups are released in the
+			// background.
+			runner.exiting.Wait()
+			runner.pool.mu.Lock()
+			idle := len(runner.pool.idle)
+			runner.pool.mu.Unlock()
+			if _, inits := sandboxProcesses(t); len(inits) != idle || idle > 1 {
+				t.Errorf("PID 1s %v left after the run, %d of them idle in the pool", inits, idle)
 			}
 			if created, removed := manager.counts(); created != 1 || removed != 1 {
 				t.Errorf("%d cgroups created, %d removals: want one of each", created, removed)
+			}
+			if left, want := int(manager.left.Load()), map[bool]int{false: 0, true: 1}[c.reported]; left != want {
+				t.Errorf("PID 1 left the cgroup %d times, want %d", left, want)
 			}
 		})
 	}
@@ -95,6 +104,7 @@ type recordingManager struct {
 	mu               sync.Mutex
 	joinErr          error
 	created, removed atomic.Int32
+	left             atomic.Int32
 }
 
 func (m *recordingManager) reset(joinErr error) {
@@ -103,6 +113,7 @@ func (m *recordingManager) reset(joinErr error) {
 	m.joinErr = joinErr
 	m.created.Store(0)
 	m.removed.Store(0)
+	m.left.Store(0)
 }
 
 func (m *recordingManager) counts() (created, removed int) {
@@ -125,5 +136,6 @@ type recordingCgroup struct {
 }
 
 func (c *recordingCgroup) Join(int) error     { return c.joinErr }
+func (c *recordingCgroup) Leave(int) error    { c.manager.left.Add(1); return nil }
 func (c *recordingCgroup) Stats() CgroupStats { return CgroupStats{} }
 func (c *recordingCgroup) Remove() error      { c.manager.removed.Add(1); return nil }

@@ -19,6 +19,7 @@ func (r *namespaceRunner) action(spec *Spec) *child.Action {
 		Mounts:           spec.Mounts,
 		TmpSizeBytes:     spec.Limits.TmpSizeBytes,
 		DiskBytes:        spec.Limits.DiskBytes,
+		ExecRootIsRoot:   spec.ExecRootIsRoot,
 		Argv:             spec.Argv,
 		Env:              spec.Env,
 		WorkingDirectory: spec.WorkingDirectory,

@@ -145,25 +145,6 @@ func BenchmarkSandbox(b *testing.B) {
 	}
 }
 
-// BenchmarkSharedUserNamespace compares the two ways the launcher
-// starts sandboxes (child/launcher.go): a user namespace per sandbox,
-// which makes Go fork the launcher, against one shared user namespace
-// (the mode with a pids cgroup), which lets it vfork. Without a warm
-// pool, so the launch is on the critical path; interleaved. CPU is the
-// launcher's and the sandboxes' it reaped, per run. Needs root and v1
-// cgroups (or a delegated v2) for the shared mode.
-//
-//	go test -run XXX -bench SharedUserNamespace -benchtime 300x ./sandbox/
-func BenchmarkSharedUserNamespace(b *testing.B) {
-	manager, err := DetectCgroups(CgroupsAuto, "bitzel-bench")
-	if err != nil {
-		b.Fatalf("the shared mode needs cgroups: %v", err)
-	}
-	own := newBenchEnv(b, 0)
-	shared := newBenchEnv(b, 0, func(c *Config) { c.Cgroups = manager })
-	compareRunners(b, "own", own, "shared", shared)
-}
-
 // compareRunners runs /bin/true through two runners, interleaved and
 // each in turn first, and reports each one's wall time and CPU per run
 // (its launcher's own and that of the sandboxes it reaped), with the

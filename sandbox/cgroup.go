@@ -14,9 +14,15 @@ type ActionCgroup interface {
 	// Join moves a sandbox's PID 1 in. PID 1 does nothing on the
 	// action's behalf before it receives the action, which the runner
 	// sends only after Join, so every process of the action is
-	// accounted. (CLONE_INTO_CGROUP cannot serve: sandboxes are
-	// started before their action is known.)
+	// accounted. (CLONE_INTO_CGROUP cannot serve: a PID 1 serves many
+	// actions, and the command is started by one of its threads,
+	// which cgroup v2 cannot move alone.)
 	Join(pid int) error
+	// Leave moves PID 1 out again, once every process of the action
+	// is gone, into the manager's group of idle sandboxes: it waits
+	// there for its next action, and the group can be removed or
+	// reused.
+	Leave(pid int) error
 	Stats() CgroupStats
 	// Remove deletes the cgroup once its processes are gone.
 	Remove() error

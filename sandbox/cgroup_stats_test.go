@@ -46,8 +46,9 @@ func (slowStatsManager) String() string                              { return "s
 
 type slowStatsCgroup struct{ removed atomic.Bool }
 
-func (c *slowStatsCgroup) Join(int) error { return nil }
-func (c *slowStatsCgroup) Remove() error  { c.removed.Store(true); return nil }
+func (c *slowStatsCgroup) Join(int) error  { return nil }
+func (c *slowStatsCgroup) Leave(int) error { return nil }
+func (c *slowStatsCgroup) Remove() error   { c.removed.Store(true); return nil }
 
 func (c *slowStatsCgroup) Stats() CgroupStats {
 	time.Sleep(100 * time.Millisecond)

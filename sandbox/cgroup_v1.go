@@ -161,6 +161,18 @@ func (c *cgroupV1Action) Join(pid int) error {
 	return nil
 }
 
+// Leave moves pid to the worker's own subtree in each hierarchy, the
+// parent of the action's groups (v1 lets a group with children hold
+// processes).
+func (c *cgroupV1Action) Leave(pid int) error {
+	for _, dir := range c.dirs {
+		if err := writeCgroupFile(filepath.Dir(dir), "cgroup.procs", fmt.Sprint(pid)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (c *cgroupV1Action) Stats() CgroupStats {
 	var stats CgroupStats
 	if pids, ok := c.dirs["pids"]; ok {

@@ -39,14 +39,23 @@ func NewCgroupV2Manager(parent string) (CgroupManager, error) {
 	if err := writeCgroupFile(parent, "cgroup.subtree_control", "+memory +pids +cpu"); err != nil {
 		return nil, fmt.Errorf("cgroup v2: enable controllers: %w", err)
 	}
+	idle := filepath.Join(parent, idleCgroupV2)
+	if err := os.Mkdir(idle, 0o755); err != nil && !os.IsExist(err) {
+		return nil, fmt.Errorf("cgroup v2: %w", err)
+	}
 	return &cgroupV2{parent: parent}, nil
 }
+
+// idleCgroupV2 is the leaf below the manager's parent where PID 1s wait
+// between actions: cgroup v2 allows no process in the parent itself,
+// whose controllers are delegated to the action groups.
+const idleCgroupV2 = "idle-sandboxes"
 
 func (m *cgroupV2) String() string { return "cgroup v2 at " + m.parent }
 
 func (m *cgroupV2) Close() error {
 	if !m.removeParent {
-		return nil
+		return removeCgroup(filepath.Join(m.parent, idleCgroupV2))
 	}
 	return removeCgroupTree(m.parent)
 }
@@ -56,7 +65,7 @@ func (m *cgroupV2) Create(name string, limits Limits) (ActionCgroup, error) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("cgroup v2: %w", err)
 	}
-	c := &cgroupV2Action{dir: dir}
+	c := &cgroupV2Action{dir: dir, idle: filepath.Join(m.parent, idleCgroupV2)}
 	if err := c.setLimits(limits); err != nil {
 		c.Remove()
 		return nil, err
@@ -65,7 +74,7 @@ func (m *cgroupV2) Create(name string, limits Limits) (ActionCgroup, error) {
 }
 
 type cgroupV2Action struct {
-	dir string
+	dir, idle string
 }
 
 func (c *cgroupV2Action) setLimits(limits Limits) error {
@@ -95,6 +104,10 @@ func (c *cgroupV2Action) setLimits(limits Limits) error {
 
 func (c *cgroupV2Action) Join(pid int) error {
 	return writeCgroupFile(c.dir, "cgroup.procs", fmt.Sprint(pid))
+}
+
+func (c *cgroupV2Action) Leave(pid int) error {
+	return writeCgroupFile(c.idle, "cgroup.procs", fmt.Sprint(pid))
 }
 
 func (c *cgroupV2Action) Stats() CgroupStats {

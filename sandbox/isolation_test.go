@@ -200,8 +200,8 @@ kill -9 -1 2>/dev/null; echo killed`)
 	if len(got) < 3 || got[1] != "0" || got[2] != "killed" {
 		t.Errorf("sandbox B saw A's process or did not run to the end: %q", b.stdout)
 	}
-	// Each sandbox has a user namespace of its own, with cgroups too,
-	// unless Config.ShareUserNamespace (userns_budget.go says why).
+	// Each sandbox (each slot's PID 1) has a user namespace of its
+	// own, with cgroups too (userns_budget.go says why).
 	shared := strings.TrimSpace(string(aNamespace)) == got[0]
 	if want := false; shared != want {
 		t.Errorf("sandboxes share a user namespace: %v, want %v (cgroups: %v)", shared, want, manager)

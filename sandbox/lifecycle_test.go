@@ -142,16 +142,20 @@ func TestNoMountsOrProcessesLeftAfterRun(t *testing.T) {
 			if after := hostMounts(t); after != before {
 				t.Errorf("host mount table changed:\nbefore:\n%s\nafter:\n%s", before, after)
 			}
-			// Once the PID 1s that reported have finished exiting, only
-			// the warm sandboxes (and their launcher) may remain until
-			// Close: warm in the pool, one more in the filler's hand.
-			e.runner.(*namespaceRunner).exiting.Wait()
+			// Once the runs are released, every PID 1 left waits in
+			// the pool for the next action (at most one per slot, or
+			// the warm ones), and is gone after Close.
+			r := e.runner.(*namespaceRunner)
+			r.exiting.Wait()
+			r.pool.mu.Lock()
+			idle := len(r.pool.idle)
+			r.pool.mu.Unlock()
 			launchers, inits := sandboxProcesses(t)
-			if len(launchers) != 1 || len(inits) > warm+1 {
-				t.Errorf("%d launchers and %d sandbox PID 1s with %d kept warm", len(launchers), len(inits), warm)
+			if len(launchers) != 1 || len(inits) != idle || idle > r.pool.maxIdle {
+				t.Errorf("%d launchers and %d sandbox PID 1s, %d idle in a pool of at most %d", len(launchers), len(inits), idle, r.pool.maxIdle)
 			}
-			if warm > 0 && len(inits) == 0 {
-				t.Error("no warm sandbox found: the check cannot see them")
+			if len(inits) == 0 {
+				t.Error("no idle sandbox found: the check cannot see them")
 			}
 			e.runner.Close()
 			if launchers, inits := sandboxProcesses(t); len(launchers)+len(inits) > 0 {

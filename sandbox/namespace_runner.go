@@ -3,7 +3,8 @@ package sandbox
 // namespace_runner.go is the runner's life: its configuration, what
 // NewNamespaceRunner checks and builds once, Run's registration and
 // Close. One run is action_run.go (with action_spec.go and
-// action_result.go); the PID 1s it runs in come from warm_pool.go.
+// action_result.go); the PID 1s it runs in (zygote.go) come from
+// zygote_pool.go.
 
 import (
 	"context"
@@ -68,10 +69,23 @@ type Config struct {
 	Cgroups CgroupManager
 	// LegacyOverlay forces the mount(2) overlay options (for tests).
 	LegacyOverlay bool
-	// WarmSandboxes is how many sandboxes are kept started and
-	// prepared ahead of need (0: each Run starts its own). Each costs
-	// an idle PID 1 of a few MiB and a set of namespaces.
+	// WarmSandboxes is how many sandboxes (PID 1s, each serving one
+	// action after another) are started and prepared when the runner
+	// is made, rather than by the first actions. Each costs an idle
+	// PID 1 of a few MiB and a set of namespaces.
 	WarmSandboxes int
+	// MaxProcesses is the actions' usual Limits.MaxProcesses. Without
+	// cgroups it is a PID 1's RLIMIT_NPROC, which cannot be raised
+	// again: the warm sandboxes are prepared with it, and an action
+	// with another limit gets a sandbox of its own.
+	MaxProcesses int64
+	// DataRoots are the host directories under which every path of a
+	// Spec's mounts lies (layers, upper and work directories): a
+	// sandbox binds them once and reaches the layers through them.
+	// Empty means "/", which serves any path at the cost of a copy of
+	// every host mount per action; the worker passes its data
+	// directory.
+	DataRoots []string
 	// Seccomp is the actions' system-call filter; empty means
 	// SeccompDefault.
 	Seccomp SeccompMode
@@ -81,15 +95,10 @@ type Config struct {
 	// memory limit like any other.
 	ShmSizeBytes int64
 	// Slots is how many actions run at once, among which the
-	// per-user-namespace budgets are split (userns_budget.go); 0
-	// means runtime.NumCPU(), the worker's default concurrency.
+	// per-user-namespace budgets are split (userns_budget.go), and how
+	// many PID 1s are kept between actions; 0 means runtime.NumCPU(),
+	// the worker's default concurrency.
 	Slots int
-	// ShareUserNamespace, with Cgroups, runs every sandbox in the one
-	// user namespace of the launcher, which lets it vfork (cheaper per
-	// action) but lets one action take the inotify instances and the
-	// other per-user-namespace budgets of all actions, though never
-	// the host's reserve.
-	ShareUserNamespace bool
 }
 
 // DefaultShmSizeBytes is /dev/shm's size when Config sets none: room
@@ -134,11 +143,10 @@ type namespaceRunner struct {
 	budget   *UserNamespaceBudget
 
 	launcher *launcher
-	// sandboxes starts the PID 1s of actions with r.prepare, from the
-	// warm pool when there is one; wholeRoot, set when r.prepare binds
-	// host paths, starts those of actions that bring their own root.
-	sandboxes sandboxStarter
-	wholeRoot sandboxStarter
+	// pool holds the PID 1s between actions.
+	pool *zygotePool
+	// devNull is every PID 1's stdout.
+	devNull *os.File
 
 	// runs are the Runs in flight, each with the cancel function of
 	// its context: Close ends them and waits for them before it
@@ -149,8 +157,8 @@ type namespaceRunner struct {
 	closed    bool
 	cancels   map[uint64]context.CancelCauseFunc
 	nextRunID uint64
-	// exiting counts the PID 1s that reported and are still being
-	// reaped in the background, with their runs' cgroups and pipes.
+	// exiting counts the PID 1s being retired and the cgroups being
+	// released in the background.
 	exiting   sync.WaitGroup
 	closeOnce sync.Once
 }
@@ -172,6 +180,15 @@ func NewNamespaceRunner(config Config) (Runner, error) {
 	}
 	if err := config.setPaths(); err != nil {
 		return nil, err
+	}
+	if len(config.DataRoots) == 0 {
+		config.DataRoots = []string{"/"}
+	}
+	for i, root := range config.DataRoots {
+		if !filepath.IsAbs(root) {
+			return nil, fmt.Errorf("sandbox: data root %q is not an absolute path", root)
+		}
+		config.DataRoots[i] = filepath.Clean(root)
 	}
 	r := &namespaceRunner{config: config, newRoot: filepath.Join(config.StateDir, "root")}
 	if err := os.MkdirAll(r.newRoot, 0o755); err != nil {
@@ -199,7 +216,10 @@ func NewNamespaceRunner(config Config) (Runner, error) {
 	if r.budget, err = NewUserNamespaceBudget(slots); err != nil {
 		return nil, err
 	}
-	r.setUpStarters()
+	if r.devNull, err = os.Open(os.DevNull); err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	r.setUpPool(slots)
 	return r, nil
 }
 
@@ -240,6 +260,7 @@ func (r *namespaceRunner) newPrepare(filter []byte) *child.Prepare {
 		Hostname:       r.config.Hostname,
 		LegacyOverlay:  r.config.LegacyOverlay,
 		ShmSizeBytes:   r.config.ShmSizeBytes,
+		DataRoots:      r.config.DataRoots,
 	}
 	if prepare.ShmSizeBytes <= 0 {
 		prepare.ShmSizeBytes = DefaultShmSizeBytes
@@ -250,37 +271,39 @@ func (r *namespaceRunner) newPrepare(filter []byte) *child.Prepare {
 	return prepare
 }
 
-// setUpStarters configures the launcher (its process starts with the
-// first sandbox) and the starters of sandboxes through it, warm pool
-// included.
-func (r *namespaceRunner) setUpStarters() {
-	// Sharing one user namespace lets the launcher vfork (see
-	// child/launcher.go), but only a pids cgroup keeps each action's
-	// process limit its own.
-	shared := r.config.Cgroups != nil && r.config.ShareUserNamespace
-	if !shared {
-		r.prepare.UserNamespaceLimits = &r.budget.PerAction
-	}
+// setUpPool configures the launcher (its process starts with the
+// first sandbox) and the pool of PID 1s started through it, and starts
+// the warm ones.
+func (r *namespaceRunner) setUpPool(slots int) {
+	// Each PID 1 gets a user namespace of its own, below the
+	// launcher's: the launcher's bounds all sandboxes together, each
+	// PID 1's the actions of its slot (userns_budget.go).
+	r.prepare.UserNamespaceLimits = &r.budget.PerAction
 	r.launcher = newLauncher(r.initPath, child.LauncherConfig{
 		InUserNamespace:       true,
-		SandboxUserNamespaces: !shared,
+		SandboxUserNamespaces: true,
 		UserNamespaceLimits:   &r.budget.All,
 		UIDMappings:           r.uidMap,
 		GIDMappings:           r.gidMap,
 		BecomeRoot:            !r.rootless,
 		SetgroupsAllowed:      !r.rootless,
 	})
-	r.sandboxes = &launcherStarter{launcher: r.launcher, prepare: r.prepare}
-	if r.config.WarmSandboxes > 0 {
-		r.sandboxes = newWarmPool(r.sandboxes, r.config.WarmSandboxes, warmPoolRetry)
+	r.pool = &zygotePool{
+		start: func(key zygoteKey) (*zygote, error) {
+			prepare := *r.prepare
+			prepare.MaxProcesses = key.maxProcesses
+			return startZygote(r.launcher, &prepare, r.devNull)
+		},
+		retire:  r.retire,
+		maxIdle: max(slots, r.config.WarmSandboxes),
+		maxAge:  zygoteMaxAge,
 	}
-	if !r.prepare.ExecRootIsRoot {
-		// Warm sandboxes hold host binds; a whole-root action starts
-		// its own, without them.
-		wholeRoot := *r.prepare
-		wholeRoot.ExecRootIsRoot = true
-		wholeRoot.HostPaths = nil
-		r.wholeRoot = &launcherStarter{launcher: r.launcher, prepare: &wholeRoot}
+	if r.config.WarmSandboxes > 0 {
+		key := zygoteKey{}
+		if r.config.Cgroups == nil {
+			key.maxProcesses = uint64(r.config.MaxProcesses)
+		}
+		r.pool.warm(r.config.WarmSandboxes, key)
 	}
 }
 
@@ -417,7 +440,7 @@ func (r *namespaceRunner) beginRun(ctx context.Context) (runCtx context.Context,
 	}, nil
 }
 
-// Close refuses new Runs, kills the running actions, discards the warm
+// Close refuses new Runs, kills the running actions, retires the idle
 // sandboxes, waits for the actions (their PID 1s reaped, their cgroups
 // removed), stops the launcher, and only then removes the runner's
 // own cgroups, which the kernel refuses while anything is charged to
@@ -436,13 +459,15 @@ func (r *namespaceRunner) Close() error {
 			cancel(ErrRunnerClosed)
 		}
 		r.runsMu.Unlock()
-		// The warm pool stops starting sandboxes and discards those it
+		// The pool stops starting sandboxes and retires those it
 		// holds while the runs end; a run that takes one after this
-		// starts its own, which its cancelled context then kills.
-		r.sandboxes.close()
+		// starts its own, which its cancelled context then kills, and
+		// the PID 1s of the runs are retired as they end.
+		r.pool.close()
 		r.runs.Wait()
 		r.exiting.Wait()
 		r.launcher.close()
+		r.devNull.Close()
 	})
 	return err
 }

@@ -8,25 +8,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The status channel from PID 1 is a SOCK_SEQPACKET socket pair rather
-// than a pipe: besides the Status it carries, as its own message, the
-// descriptor of the tmpfs that holds a budgeted action's upper
-// directories (see child/disk_budget.go). Message boundaries keep the
-// two apart.
-func newStatusSocket() (r, w *os.File, err error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	// The worker only reads, PID 1 only writes.
-	unix.Shutdown(fds[0], unix.SHUT_WR)
-	unix.Shutdown(fds[1], unix.SHUT_RD)
-	return os.NewFile(uintptr(fds[0]), "status"), os.NewFile(uintptr(fds[1]), "status"), nil
-}
-
-// readStatus reads until PID 1 closes its end: the Status message, and
-// the tmpfs descriptor if PID 1 sent one (nil otherwise).
-func readStatus(f *os.File) (status []byte, diskBudget *os.File) {
+// readReport reads one action's messages from PID 1's control socket
+// (SOCK_SEQPACKET: one message per read): the descriptor of the disk
+// budget's tmpfs if PID 1 sent one, then the Status. It returns at the
+// Status, or with no status when PID 1 closed the socket (it died).
+func readReport(f *os.File) (status []byte, diskBudget *os.File) {
 	conn, err := f.SyscallConn()
 	if err != nil {
 		return nil, nil
@@ -36,8 +22,8 @@ func readStatus(f *os.File) (status []byte, diskBudget *os.File) {
 	for {
 		var n, oobn int
 		var recvErr error
-		// The descriptor is blocking (it was passed to the
-		// launcher): each call reads one message.
+		// The descriptor is blocking (os.NewFile of a socketpair end
+		// the worker made blocking): each call reads one message.
 		err := conn.Read(func(fd uintptr) bool {
 			for {
 				n, oobn, _, _, recvErr = unix.Recvmsg(int(fd), buf, oob, unix.MSG_CMSG_CLOEXEC)
@@ -47,7 +33,7 @@ func readStatus(f *os.File) (status []byte, diskBudget *os.File) {
 			}
 		})
 		if err != nil || recvErr != nil || (n == 0 && oobn == 0) {
-			return status, diskBudget
+			return nil, diskBudget
 		}
 		if fds := parseRights(oob[:oobn]); len(fds) > 0 {
 			for _, extra := range fds[1:] {
@@ -60,8 +46,29 @@ func readStatus(f *os.File) (status []byte, diskBudget *os.File) {
 			unix.Close(fds[0])
 			continue
 		}
-		status = append(status, buf[:n]...)
+		return append([]byte(nil), buf[:n]...), diskBudget
 	}
+}
+
+// awaitReleased reads the message PID 1 sends once the action's
+// mounts are gone; false if anything else comes (PID 1 died).
+func awaitReleased(f *os.File) bool {
+	conn, err := f.SyscallConn()
+	if err != nil {
+		return false
+	}
+	buf := make([]byte, 16)
+	var n int
+	var recvErr error
+	err = conn.Read(func(fd uintptr) bool {
+		for {
+			n, _, _, _, recvErr = unix.Recvmsg(int(fd), buf, nil, 0)
+			if recvErr != unix.EINTR {
+				return recvErr != unix.EAGAIN
+			}
+		}
+	})
+	return err == nil && recvErr == nil && n == 1 && buf[0] == child.ReleasedMessage
 }
 
 func parseRights(oob []byte) []int {

@@ -120,9 +120,7 @@ func init() {
 // and to the worker's own uid (host root when the worker runs as root).
 // While such an action holds all it could get, another action and the
 // worker must still get one, and the hog must have got fewer than the
-// host's limit. With cgroups and without; as root and rootless. The
-// opt-in shared user namespace keeps only the host's reserve, which is
-// checked too.
+// host's limit. With cgroups and without; as root and rootless.
 func TestActionCannotExhaustInotifyForOthers(t *testing.T) {
 	testActionCannotExhaustForOthers(t, "inotify")
 }
@@ -143,12 +141,10 @@ func testActionCannotExhaustForOthers(t *testing.T, kind string) {
 	modes := []struct {
 		name      string
 		cgroups   bool
-		share     bool
 		perAction bool
 	}{
 		{name: "no-cgroups", perAction: true},
 		{name: "cgroups", cgroups: true, perAction: true},
-		{name: "cgroups-shared-user-namespace", cgroups: true, share: true},
 	}
 	if _, err := DetectCgroups(CgroupsAuto, "bitzel-test"); err != nil {
 		if os.Geteuid() == 0 {
@@ -168,7 +164,7 @@ func testActionCannotExhaustForOthers(t *testing.T, kind string) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				configure = func(c *Config) { c.Slots, c.Cgroups, c.ShareUserNamespace = 2, manager, mode.share }
+				configure = func(c *Config) { c.Slots, c.Cgroups = 2, manager }
 			}
 			e := newEnv(t, configure)
 			helper := e.helperLayer()

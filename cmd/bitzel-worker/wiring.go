@@ -283,6 +283,10 @@ func newRunner(s *executorSettings, leftovers *sandbox.Leftovers) (sandbox.Runne
 		HostIDCount:    s.hostIDCount,
 		Seccomp:        sandbox.SeccompMode(s.seccomp),
 		ShmSizeBytes:   s.shmSize,
+		// Layers, images and the actions' upper and work directories
+		// all live below the data directory.
+		DataRoots:    []string{s.dataDir},
+		MaxProcesses: s.pidsLimit,
 	}
 	note := "cgroup limits enforced"
 	manager, err := sandbox.DetectCgroups(sandbox.CgroupMode(s.cgroups), s.cgroupName)

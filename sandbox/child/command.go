@@ -64,43 +64,85 @@ func ignoreSignal(sig unix.Signal) {
 	unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&action)), 0, unsafe.Sizeof(action.mask), 0, 0)
 }
 
-// runCommand starts the command and, as PID 1, reaps every process
-// until the command itself has exited. Whatever it left running is
-// then killed: an action ends when its command does.
-func runCommand(prepare *Prepare, action *Action) *Status {
-	dir := filepath.Join(prepare.ExecRootPath, action.WorkingDirectory)
-	if prepare.ExecRootIsRoot {
-		dir = filepath.Join("/", action.WorkingDirectory)
+// spawnResult is what an action's thread hands back: the pid of the
+// command it started, or the Status of an action that did not start;
+// the thread's id, whose exit PID 1 awaits; and a descriptor of the
+// action's mount namespace (-1 if it has none), which PID 1 holds until
+// it has reported, so that unmounting the action's tree is not paid
+// for on the action's path (serve).
+type spawnResult struct {
+	pid, tid int
+	status   *Status
+	mountNS  int
+}
+
+// startAction runs on a thread of its own, locked to its goroutine for
+// good: it gives the thread the action's mount, network, IPC and UTS
+// namespaces, mounts the action's root, isolates the thread and starts
+// the command from it, which inherits all of that. The Go runtime
+// creates no other thread from a locked one, and ends this one with
+// its goroutine.
+func (z *zygote) startAction(action *Action, files actionFiles) spawnResult {
+	r := spawnResult{tid: unix.Gettid(), mountNS: -1}
+	if err := unix.Unshare(unix.CLONE_NEWNS | unix.CLONE_NEWNET | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS); err != nil {
+		r.status = failure("namespaces", fmt.Errorf("unshare: %w", err))
+		return r
 	}
+	mountNS, err := unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		r.status = failure("namespaces", fmt.Errorf("hold the action's mount namespace: %w", err))
+		return r
+	}
+	r.mountNS = mountNS
+	execRoot, err := mountActionRoot(z.prepare, action)
+	if err != nil {
+		r.status = failure("mount", err)
+		return r
+	}
+	if err := isolateAction(z.prepare); err != nil {
+		r.status = failure("isolate", err)
+		return r
+	}
+	r.pid, r.status = startCommand(execRoot, action, files)
+	return r
+}
+
+// startCommand starts the command: PID 1 reaps it and everything it
+// starts (reap).
+func startCommand(execRoot string, action *Action, files actionFiles) (int, *Status) {
+	dir := filepath.Join(execRoot, action.WorkingDirectory)
 	if info, err := os.Stat(dir); err != nil || !info.IsDir() {
-		return failure("start", fmt.Errorf("working directory %q does not exist in the exec root", action.WorkingDirectory))
+		return 0, failure("start", fmt.Errorf("working directory %q does not exist in the exec root", action.WorkingDirectory))
 	}
 	path, err := lookPath(action.Argv[0], dir, action.Env)
 	if err != nil {
-		return notFound(err)
+		return 0, notFound(files.stderr, err)
 	}
 	// Not os.Open: a character device can be polled, and PID 1
 	// starts no poller for files it never reads (direct_file.go).
 	devNull, err := openDirect("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return failure("start", err)
+		return 0, failure("start", err)
 	}
 	pid, err := syscall.ForkExec(path, action.Argv, &syscall.ProcAttr{
 		Dir:   dir,
 		Env:   action.Env,
-		Files: []uintptr{uintptr(devNull), 1, 2},
+		Files: []uintptr{uintptr(devNull), uintptr(files.stdout), uintptr(files.stderr)},
 		Sys:   &syscall.SysProcAttr{Setsid: true},
 	})
 	unix.Close(devNull)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.ENOEXEC) || errors.Is(err, unix.ENOTDIR) {
-			return notFound(fmt.Errorf("cannot run %q: %w", action.Argv[0], err))
+			return 0, notFound(files.stderr, fmt.Errorf("cannot run %q: %w", action.Argv[0], err))
 		}
-		return failure("start", fmt.Errorf("start %q: %w", action.Argv[0], err))
+		return 0, failure("start", fmt.Errorf("start %q: %w", action.Argv[0], err))
 	}
-	return reap(pid)
+	return pid, nil
 }
 
+// reap, as PID 1, reaps every process until the command itself has
+// exited, then kills whatever it left running (an action ends when
+// its command does) and reaps that too.
 func reap(pid int) *Status {
 	status := &Status{}
 	for {
@@ -137,8 +179,8 @@ func reap(pid int) *Status {
 // notFound reports a command that cannot be executed the way a shell
 // does: a message on the action's stderr and exit code 127. It is a
 // result of the action, visible to the user, not a worker failure.
-func notFound(err error) *Status {
-	fmt.Fprintf(os.Stderr, "bitzel-worker: %v\n", err)
+func notFound(stderr int, err error) *Status {
+	unix.Write(stderr, []byte(fmt.Sprintf("bitzel-worker: %v\n", err)))
 	return &Status{ExitCode: 127, NotFound: true, Error: err.Error()}
 }
 

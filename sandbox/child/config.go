@@ -5,25 +5,43 @@
 // its size (itab setup, package initialisers), and the worker binary,
 // which links gRPC and bb-storage, takes several times longer.
 //
-// PID 1 lives in two phases. Started ahead of need, it builds what
-// every action shares (namespaces, the root tmpfs, host binds, /dev,
-// /proc, hostname, loopback) from a Prepare message, then waits. The
-// Action message, sent when an action arrives and after PID 1 is in
-// the action's cgroups, completes the root (overlays, /tmp), pivots
-// into it and runs the command. Only the second phase is on the
-// action's critical path.
+// A PID 1 serves one slot of the worker: one action after another
+// (zygote.go). Started once, it builds from a Prepare message what
+// every action shares, a read-only template root (host views, /proc,
+// /dev, the worker's data directories bound where it can reach them)
+// and pivots into it. Each Action then gets mount, network, IPC and
+// UTS namespaces of its own, made by a thread of PID 1 that mounts the
+// action's overlays and /tmp, isolates itself and starts the command
+// (action.go). The user and pid namespaces are the slot's: creating
+// them, starting a Go process and building the template are paid once
+// per slot rather than once per action.
 package child
 
 // The file descriptors the parent passes to the child, after stdin,
 // stdout and stderr.
 const (
-	// ConfigFD carries a Prepare then an Action, as JSON values; the
-	// parent closes its end after the Action. EOF before the Action
-	// means the worker is shutting down: PID 1 exits quietly.
+	// ConfigFD carries a Prepare, then one Action per action (wire.go
+	// frames). EOF while PID 1 waits for an Action means the worker is
+	// done with it: PID 1 exits quietly.
 	ConfigFD = 3
-	// StatusFD receives the Status as JSON just before PID 1 exits.
-	StatusFD = 4
+	// ControlFD is a SOCK_SEQPACKET socket. The worker sends on it,
+	// with each Action, the action's stdout and stderr (SCM_RIGHTS,
+	// message ActionFilesMessage); PID 1 sends on it the disk-budget
+	// tmpfs of an action (DiskBudgetMessage), each action's Status and
+	// then ReleasedMessage.
+	ControlFD = 4
 )
+
+// ActionFilesMessage is the one-byte message whose SCM_RIGHTS are an
+// action's stdout and stderr, in that order.
+const ActionFilesMessage = 'F'
+
+// ActionFiles is the number of descriptors of ActionFilesMessage.
+const ActionFiles = 2
+
+// ReleasedMessage follows each Status on the control socket once no
+// mount of the action is left (its overlays are unmounted).
+const ReleasedMessage = 'R'
 
 // InitBinaryName is argv[0] of every sandbox's PID 1.
 const InitBinaryName = "bitzel-sandbox-init"
@@ -58,10 +76,31 @@ type Prepare struct {
 	// ShmSizeBytes bounds the sandbox's /dev/shm tmpfs.
 	ShmSizeBytes int64 `json:"shm_size_bytes"`
 	// UserNamespaceLimits, set when PID 1 is root of a user namespace
-	// of its own, are the action's share of the per-user-namespace
+	// of its own, are the slot's share of the per-user-namespace
 	// budgets, written into that namespace while it is prepared.
 	UserNamespaceLimits *UserNamespaceLimits `json:"user_namespace_limits,omitempty"`
+	// DataRoots are host directories under which every path of an
+	// Action's mounts lies (layers, upper and work directories). Each
+	// is bound into the template at DataRootDir/<index>, where the
+	// action's thread reaches it to mount the overlays and detaches it
+	// before the command starts. "/" serves any path, at the cost of
+	// a copy of every host mount per action.
+	DataRoots []string `json:"data_roots"`
+	// MaxProcesses, when the worker has no pids cgroup, is PID 1's
+	// RLIMIT_NPROC (soft and hard), which every action inherits. It is
+	// counted per user in the slot's user namespace, PID 1's own few
+	// threads included (as a pids cgroup counts them), and cannot be
+	// raised again once lowered: a slot serves only actions with this
+	// limit.
+	MaxProcesses uint64 `json:"max_processes,omitempty"`
 }
+
+// DataRootDir is where the template holds the binds of the data roots
+// (and, below TemplateDir, the action's staging mount points).
+const (
+	TemplateDir = "/.bitzel"
+	DataRootDir = TemplateDir + "/data"
+)
 
 // Action is one action's part of the sandbox and its command.
 type Action struct {
@@ -75,10 +114,10 @@ type Action struct {
 	Argv             []string `json:"argv"`
 	Env              []string `json:"env"`
 	WorkingDirectory string   `json:"working_directory"`
-	// MaxProcesses, when the parent could not use a pids cgroup,
-	// becomes RLIMIT_NPROC of the command, counted per user in the
-	// sandbox's own user namespace.
-	MaxProcesses uint64 `json:"max_processes,omitempty"`
+	// ExecRootIsRoot makes this action's exec root the whole root
+	// file system (its userland comes in its layers), whatever the
+	// Prepare says.
+	ExecRootIsRoot bool `json:"exec_root_is_root,omitempty"`
 	// DiskBytes, when set, bounds everything the action writes to its
 	// overlays: their upper and work directories move to a tmpfs of
 	// this size (see disk_budget.go).
@@ -118,4 +157,10 @@ type Status struct {
 	// SetupNanos is how long the action's part of the sandbox took,
 	// from receiving the Action to starting the command.
 	SetupNanos int64 `json:"setup_nanos"`
+	// Retire: PID 1 exits after this Status instead of waiting for
+	// another Action (the action changed something of PID 1's that
+	// the next action would inherit, see health.go, or PID 1 could
+	// not be made ready again). Every process of the action is gone
+	// either way.
+	Retire bool `json:"retire,omitempty"`
 }

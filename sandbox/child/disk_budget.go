@@ -11,24 +11,23 @@ import (
 
 // An action's writes to its exec root land in the overlays' upper
 // directories. With a disk budget, those live on a tmpfs of the
-// budget's size that PID 1 mounts in its own mount namespace (which it
-// can, rootless as well as for a root worker): a write past the budget
+// budget's size that the action's thread mounts in the action's mount
+// namespace (which it can, rootless as well as for a root worker): a write past the budget
 // fails with ENOSPC as it happens, and other actions, the caches and
 // the data directory's file system are untouched.
 //
 // The worker reads the outputs after the sandbox is gone, so the tmpfs
-// must outlive PID 1's mount namespace: PID 1 sends a descriptor of its
-// root to the worker over the status socket (SCM_RIGHTS) before the
-// command starts, and detaches it from its own tree so that the action
+// must outlive the action's mount namespace: the thread sends a
+// descriptor of its root to the worker over the control socket
+// (SCM_RIGHTS) before the command starts, and detaches it from the tree so that the action
 // cannot reach the upper directories except through the overlays. The
 // overlays hold their own references; the worker's descriptor keeps
 // the tmpfs alive until it has captured the outputs and closes it.
 
 // diskBudget is the tmpfs of one action, nil without a budget.
 type diskBudget struct {
-	stage     string
-	removable bool // the staging directory is not under the exec root
-	fd        int
+	stage string
+	fd    int
 }
 
 // path names p inside the tmpfs through its descriptor: once the exec
@@ -38,29 +37,26 @@ func (b *diskBudget) path(p string) string {
 	return fmt.Sprintf("/proc/self/fd/%d/%s", b.fd, p)
 }
 
-// mountDiskBudget mounts the tmpfs at a staging directory of the new
-// root and moves the overlays' upper and work directories into it: the
-// worker prepared the uppers (parents of outputs) on the host, so
-// their directory skeleton is copied.
-func mountDiskBudget(newRoot string, execRootIsRoot bool, action *Action) (*diskBudget, error) {
-	if action.DiskBytes <= 0 {
+// mountDiskBudget mounts the tmpfs at stage, a mount point of the
+// template, and moves the overlays' upper and work directories into
+// it: the worker prepared the uppers (parents of outputs) on the host,
+// so their directory skeleton is copied.
+func mountDiskBudget(stage string, mounts []Mount, diskBytes int64) (*diskBudget, error) {
+	if diskBytes <= 0 {
 		return nil, nil
 	}
-	b := &diskBudget{stage: filepath.Join(newRoot, ".rw"), removable: !execRootIsRoot, fd: -1}
-	if err := os.Mkdir(b.stage, 0o700); err != nil {
-		return nil, fmt.Errorf("disk budget: create staging directory: %w", err)
-	}
-	options := fmt.Sprintf("mode=0755,size=%d", action.DiskBytes)
+	b := &diskBudget{stage: stage, fd: -1}
+	options := fmt.Sprintf("mode=0755,size=%d", diskBytes)
 	if err := unix.Mount("tmpfs", b.stage, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, options); err != nil {
-		return nil, fmt.Errorf("disk budget: mount tmpfs of %d bytes: %w", action.DiskBytes, err)
+		return nil, fmt.Errorf("disk budget: mount tmpfs of %d bytes: %w", diskBytes, err)
 	}
 	fd, err := unix.Open(b.stage, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("disk budget: open tmpfs: %w", err)
 	}
 	b.fd = fd
-	for i := range action.Mounts {
-		o := &action.Mounts[i]
+	for i := range mounts {
+		o := &mounts[i]
 		upper, work := b.path(fmt.Sprintf("u%d", i)), b.path(fmt.Sprintf("w%d", i))
 		if err := copyDirectories(o.UpperDir, upper); err != nil {
 			return nil, fmt.Errorf("disk budget: overlay %q: %w", o.Path, err)
@@ -99,21 +95,18 @@ func copyDirectories(src, dst string) error {
 	})
 }
 
-// handOver sends the tmpfs to the worker, then detaches it from PID
-// 1's tree. Called once every overlay is mounted.
+// handOver sends the tmpfs to the worker, then detaches it from the
+// action's tree. Called once every overlay is mounted.
 func (b *diskBudget) handOver() error {
 	if b == nil {
 		return nil
 	}
 	defer unix.Close(b.fd)
-	if err := unix.Sendmsg(StatusFD, []byte{DiskBudgetMessage}, unix.UnixRights(b.fd), nil, 0); err != nil {
+	if err := unix.Sendmsg(ControlFD, []byte{DiskBudgetMessage}, unix.UnixRights(b.fd), nil, 0); err != nil {
 		return fmt.Errorf("disk budget: send tmpfs to the worker: %w", err)
 	}
-	if err := unix.Unmount(b.path(""), unix.MNT_DETACH); err != nil {
+	if err := unix.Unmount(b.stage, unix.MNT_DETACH); err != nil {
 		return fmt.Errorf("disk budget: detach tmpfs: %w", err)
-	}
-	if b.removable {
-		return os.Remove(b.stage)
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package child
 
 import (
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -31,29 +30,40 @@ var keptCapabilities = map[int]bool{
 	unix.CAP_AUDIT_WRITE:      true,
 }
 
-// prepareIsolation sets what every sandbox shares: hostname, loopback
-// and the action's share of the per-user-namespace budgets (PID 1 has
-// every capability in its namespace until isolateAction drops them).
-func prepareIsolation(prepare *Prepare) error {
-	if err := prepare.UserNamespaceLimits.apply("/proc", filepath.Join(prepare.NewRoot, "proc")); err != nil {
+// prepareSlot sets what the slot's actions share and cannot change:
+// the slot's share of the per-user-namespace budgets (PID 1 has every
+// capability in its namespace; an action has not CAP_SYS_RESOURCE to
+// raise them) and, without a pids cgroup, the process limit.
+func prepareSlot(prepare *Prepare) error {
+	if err := prepare.UserNamespaceLimits.apply("/proc"); err != nil {
 		return err
 	}
+	if n := prepare.MaxProcesses; n > 0 {
+		// PID 1's own threads (a handful with GOMAXPROCS=1, none
+		// made while a command runs) count as the action's processes
+		// do, as a pids cgroup counts them.
+		if err := unix.Setrlimit(unix.RLIMIT_NPROC, &unix.Rlimit{Cur: n, Max: n}); err != nil {
+			return fmt.Errorf("limit processes: %w", err)
+		}
+	}
+	return nil
+}
+
+// isolateAction makes the calling thread, the one that forks the
+// command, what the command inherits: its own hostname and loopback,
+// a fresh session keyring, Docker's capabilities, no_new_privs and the
+// seccomp filter. All of it is per thread (the namespaces were made by
+// this thread's unshare): PID 1's other threads keep what they need to
+// serve the next action.
+func isolateAction(prepare *Prepare) error {
 	if err := unix.Sethostname([]byte(prepare.Hostname)); err != nil {
 		return fmt.Errorf("set hostname: %w", err)
 	}
 	if err := unix.Setdomainname([]byte("localdomain")); err != nil {
 		return fmt.Errorf("set domain name: %w", err)
 	}
-	return bringUpLoopback()
-}
-
-// isolateAction limits what the command inherits.
-func isolateAction(prepare *Prepare, action *Action) error {
-	if action.MaxProcesses > 0 {
-		limit := unix.Rlimit{Cur: action.MaxProcesses, Max: action.MaxProcesses}
-		if err := unix.Setrlimit(unix.RLIMIT_NPROC, &limit); err != nil {
-			return fmt.Errorf("limit processes: %w", err)
-		}
+	if err := bringUpLoopback(); err != nil {
+		return err
 	}
 	if err := joinFreshSessionKeyring(); err != nil {
 		return err

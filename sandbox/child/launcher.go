@@ -114,11 +114,10 @@ type ExitNotice struct {
 	MaxRSSBytes     int64  `json:"max_rss_bytes"`
 }
 
-// initEnvironment is PID 1's whole environment. PID 1 does a handful of
-// syscalls and waits: one P spares the runtime its idle threads and
-// their spinning, and it allocates too little to need a collector.
-// These are the largest share of a sandbox's CPU time otherwise.
-var initEnvironment = []string{EnvMarker + "=1", "GOMAXPROCS=1", "GOGC=off"}
+// initEnvironment is PID 1's whole environment. PID 1 mostly waits:
+// one P spares the runtime its idle threads and their spinning. It
+// keeps its collector: it serves many actions.
+var initEnvironment = []string{EnvMarker + "=1", "GOMAXPROCS=1"}
 
 // LauncherMain runs the launcher until the worker closes the socket.
 func LauncherMain() {

@@ -26,8 +26,9 @@ var errNoLowerdirPlus = errors.New("overlayfs does not support lowerdir+")
 // the mount namespace is gone.
 type overlayMounter struct {
 	legacy bool
-	// linkDir, on the sandbox's tmpfs root, holds short names for the
-	// layers of a legacy mount whose option string would not fit.
+	// linkDir, a mount point of the template, gets a tmpfs of short
+	// names for the layers of a legacy mount whose option string would
+	// not fit.
 	linkDir string
 	links   int
 }
@@ -53,12 +54,16 @@ func (m *overlayMounter) mount(overlay *Mount, target string) error {
 	return m.mountLegacy(overlay, names, target)
 }
 
-// cleanup removes the layer links: the mounts hold their layers by
+// cleanup detaches the layer links: the mounts hold their layers by
 // reference, and the links would dangle inside the sandbox.
-func (m *overlayMounter) cleanup() {
-	if m.links > 0 {
-		os.RemoveAll(m.linkDir)
+func (m *overlayMounter) cleanup() error {
+	if m.links == 0 {
+		return nil
 	}
+	if err := unix.Unmount(m.linkDir, unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach the layer links: %w", err)
+	}
+	return nil
 }
 
 // mountOverlayWithFsopen passes each lower layer as its own
@@ -140,8 +145,10 @@ func (m *overlayMounter) mountLegacy(overlay, names *Mount, target string) error
 		}
 		return nil
 	}
-	if err := os.MkdirAll(m.linkDir, 0o700); err != nil {
-		return fmt.Errorf("create layer links: %w", err)
+	if m.links == 0 {
+		if err := unix.Mount("tmpfs", m.linkDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0700"); err != nil {
+			return fmt.Errorf("mount the layer links' tmpfs: %w", err)
+		}
 	}
 	links := make([]string, len(overlay.Layers))
 	for i, lower := range overlay.Layers {

@@ -12,7 +12,7 @@ import (
 // pinnedProtocol is the shape of the messages at ProtocolVersion. When
 // this test fails, the worker and its PID 1 no longer speak the same
 // protocol as before: bump ProtocolVersion, then update both values.
-const pinnedProtocol = "3 6fbb724e68319a6c"
+const pinnedProtocol = "4 75d9bbb6ad698aa2"
 
 // TestProtocolShapeIsPinned: the JSON exchanged with PID 1 (type,
 // field and tag names, recursively) hashes to what was pinned with the

@@ -13,101 +13,6 @@ import (
 // CAP_MKNOD in the initial user namespace, which a sandbox never has.
 var devices = []string{"null", "zero", "full", "random", "urandom", "tty"}
 
-// rootBuilder assembles the sandbox's root file system on NewRoot and
-// makes it the root. It follows runc's prepareRoot/pivotRoot: make
-// every mount private first so nothing propagates to the host, mount
-// everything under the new root, then pivot_root and detach the old
-// root so no host path stays reachable.
-type rootBuilder struct {
-	prepare  *Prepare
-	mounter  *overlayMounter
-	execRoot string
-}
-
-// prepareRoot does the part every action shares.
-func prepareRoot(prepare *Prepare) (*rootBuilder, error) {
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return nil, fmt.Errorf("make mounts private: %w", err)
-	}
-	newRoot := prepare.NewRoot
-	// Mount points only; remounted read-only once populated. In the
-	// hermetic mode the exec root is mounted on top of it and this
-	// tmpfs only holds the short layer links of a legacy mount.
-	if err := unix.Mount("tmpfs", newRoot, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=1m,nr_inodes=4096"); err != nil {
-		return nil, fmt.Errorf("mount root tmpfs on %q: %w", newRoot, err)
-	}
-	b := &rootBuilder{
-		prepare:  prepare,
-		mounter:  &overlayMounter{legacy: prepare.LegacyOverlay, linkDir: filepath.Join(newRoot, ".layers")},
-		execRoot: newRoot,
-	}
-	if prepare.ExecRootIsRoot {
-		// /proc, /dev and /tmp go inside the exec root, which only
-		// exists once the action is known.
-		return b, nil
-	}
-	view, err := newHostView(newRoot, prepare.LegacyOverlay)
-	if err != nil {
-		return nil, err
-	}
-	defer view.close()
-	for _, hostPath := range prepare.HostPaths {
-		if err := bindHostPath(view, hostPath, newRoot); err != nil {
-			return nil, err
-		}
-	}
-	b.execRoot = filepath.Join(newRoot, prepare.ExecRootPath)
-	if err := os.MkdirAll(b.execRoot, 0o755); err != nil {
-		return nil, fmt.Errorf("create exec root mount point: %w", err)
-	}
-	if err := mountProcAndDev(newRoot, prepare.ShmSizeBytes); err != nil {
-		return nil, err
-	}
-	if err := os.Mkdir(filepath.Join(newRoot, "tmp"), 0o755); err != nil {
-		return nil, fmt.Errorf("create /tmp: %w", err)
-	}
-	return b, nil
-}
-
-// finish mounts the action's overlays and /tmp and pivots into the
-// root.
-func (b *rootBuilder) finish(action *Action) error {
-	budget, err := mountDiskBudget(b.prepare.NewRoot, b.prepare.ExecRootIsRoot, action)
-	if err != nil {
-		return err
-	}
-	if err := b.mounter.mount(&action.Mounts[0], b.execRoot); err != nil {
-		return fmt.Errorf("exec root: %w", err)
-	}
-	for i := range action.Mounts[1:] {
-		overlay := &action.Mounts[i+1]
-		target := filepath.Join(b.execRoot, overlay.Path)
-		// The planner only mounts at directories of the input tree,
-		// which exist in the parent's layers; MkdirAll covers an
-		// upper that a previous mount in this list shadows.
-		if err := os.MkdirAll(target, 0o755); err != nil {
-			return fmt.Errorf("overlay at %q: create mount point: %w", overlay.Path, err)
-		}
-		if err := b.mounter.mount(overlay, target); err != nil {
-			return fmt.Errorf("overlay at %q: %w", overlay.Path, err)
-		}
-	}
-	b.mounter.cleanup()
-	if err := budget.handOver(); err != nil {
-		return err
-	}
-	newRoot := b.prepare.NewRoot
-	if b.prepare.ExecRootIsRoot {
-		if err := mountProcAndDev(newRoot, b.prepare.ShmSizeBytes); err != nil {
-			return err
-		}
-	}
-	if err := mountTmp(filepath.Join(newRoot, "tmp"), action.TmpSizeBytes); err != nil {
-		return err
-	}
-	return pivotRoot(newRoot, !b.prepare.ExecRootIsRoot)
-}
-
 // bindHostPath makes a host path visible read-only at the same path
 // under newRoot, a directory through view. Symlinks (the /bin -> usr/bin
 // of a merged-/usr system) are recreated, not followed, so the sandbox
@@ -198,10 +103,8 @@ func createFile(path string) error {
 	return unix.Close(fd)
 }
 
-// mountProcAndDev gives the sandbox its own /proc (of its pid
-// namespace) and a minimal /dev.
-func mountProcAndDev(root string, shmSizeBytes int64) error {
-	proc := filepath.Join(root, "proc")
+// mountProc mounts a /proc of PID 1's pid namespace (the slot's).
+func mountProc(proc string) error {
 	if err := os.MkdirAll(proc, 0o555); err != nil {
 		return fmt.Errorf("create /proc: %w", err)
 	}
@@ -210,7 +113,7 @@ func mountProcAndDev(root string, shmSizeBytes int64) error {
 		// a fresh proc mount in a nested user namespace.
 		return fmt.Errorf("mount /proc (a container's masked /proc prevents this; Docker needs --security-opt systempaths=unconfined): %w", err)
 	}
-	return mountDev(filepath.Join(root, "dev"), shmSizeBytes)
+	return nil
 }
 
 // mountTmp gives the action a private, size-limited /tmp.
@@ -228,7 +131,11 @@ func mountTmp(tmp string, sizeBytes int64) error {
 	return nil
 }
 
-func mountDev(dev string, shmSizeBytes int64) error {
+// mountDevTemplate makes the template's /dev: the device nodes bound
+// from the host, the usual links, and mount points for each action's
+// own /dev/pts and /dev/shm. It is read-only once built: every action
+// of the slot sees this one tmpfs.
+func mountDevTemplate(dev string) error {
 	if err := os.MkdirAll(dev, 0o755); err != nil {
 		return fmt.Errorf("create /dev: %w", err)
 	}
@@ -244,19 +151,10 @@ func mountDev(dev string, shmSizeBytes int64) error {
 			return fmt.Errorf("bind /dev/%s: %w", name, err)
 		}
 	}
-	pts := filepath.Join(dev, "pts")
-	if err := os.Mkdir(pts, 0o755); err != nil {
-		return fmt.Errorf("create /dev/pts: %w", err)
-	}
-	if err := unix.Mount("devpts", pts, "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); err != nil {
-		return fmt.Errorf("mount /dev/pts: %w", err)
-	}
-	shm := filepath.Join(dev, "shm")
-	if err := os.Mkdir(shm, 0o755); err != nil {
-		return fmt.Errorf("create /dev/shm: %w", err)
-	}
-	if err := unix.Mount("tmpfs", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("mode=1777,size=%d", shmSizeBytes)); err != nil {
-		return fmt.Errorf("mount /dev/shm: %w", err)
+	for _, dir := range []string{"pts", "shm"} {
+		if err := os.Mkdir(filepath.Join(dev, dir), 0o755); err != nil {
+			return fmt.Errorf("create /dev/%s: %w", dir, err)
+		}
 	}
 	links := [][2]string{
 		{"pts/ptmx", "ptmx"},
@@ -269,6 +167,21 @@ func mountDev(dev string, shmSizeBytes int64) error {
 		if err := os.Symlink(link[0], filepath.Join(dev, link[1])); err != nil {
 			return fmt.Errorf("create /dev/%s: %w", link[1], err)
 		}
+	}
+	if err := unix.Mount("", dev, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("remount /dev read-only: %w", err)
+	}
+	return nil
+}
+
+// mountDevOfAction gives an action a /dev/pts instance and a /dev/shm
+// of its own, on the template's mount points under dev.
+func mountDevOfAction(dev string, shmSizeBytes int64) error {
+	if err := unix.Mount("devpts", filepath.Join(dev, "pts"), "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); err != nil {
+		return fmt.Errorf("mount /dev/pts: %w", err)
+	}
+	if err := unix.Mount("tmpfs", filepath.Join(dev, "shm"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("mode=1777,size=%d", shmSizeBytes)); err != nil {
+		return fmt.Errorf("mount /dev/shm: %w", err)
 	}
 	return nil
 }

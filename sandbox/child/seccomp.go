@@ -9,9 +9,11 @@ import (
 )
 
 // installSeccomp installs the system-call filter the worker compiled
-// (a struct sock_filter array, see sandbox/seccomp.go). It needs
-// no_new_privs, which isolateAction sets first. TSYNC puts it on every
-// thread of PID 1, not just the one that forks the command.
+// (a struct sock_filter array, see sandbox/seccomp.go) on the calling
+// thread only: the action's thread, which forks the command. Without
+// TSYNC, PID 1's other threads stay unfiltered and can build the next
+// action's namespaces. It needs no_new_privs, which isolateAction sets
+// first.
 func installSeccomp(encoded []byte) error {
 	if len(encoded) == 0 {
 		return nil
@@ -25,7 +27,7 @@ func installSeccomp(encoded []byte) error {
 		filter[i] = unix.SockFilter{Code: binary.NativeEndian.Uint16(b), Jt: b[2], Jf: b[3], K: binary.NativeEndian.Uint32(b[4:])}
 	}
 	program := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
-	_, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&program)))
+	_, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&program)))
 	if errno != 0 {
 		return fmt.Errorf("install seccomp filter: %w", errno)
 	}
@@ -33,8 +35,9 @@ func installSeccomp(encoded []byte) error {
 }
 
 // joinFreshSessionKeyring gives the action an empty session keyring of
-// its own, so that with the filter off what it keeps in @s is not
-// inherited from the launcher or the worker.
+// its own (the calling thread's, which the command inherits), so that
+// with the filter off what it keeps in @s is not inherited from the
+// launcher, the worker or an earlier action.
 func joinFreshSessionKeyring() error {
 	// A NULL name makes a new anonymous keyring (x/sys's wrapper
 	// always passes a string).

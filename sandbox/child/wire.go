@@ -10,12 +10,11 @@ import (
 )
 
 // Prepare, Action and Status travel between the worker and PID 1 in a
-// small binary form of their own, not as JSON: PID 1 is a new process
-// for every action, and encoding/json's first use in a process
-// (reflecting over the types, base64 of the seccomp filter) took about
-// 0.25 ms of its CPU, most of what PID 1 spends outside the kernel
-// after the Go runtime's start. The launcher's messages stay JSON: it
-// lives as long as the worker.
+// small binary form of their own, not as JSON: encoding/json's first
+// use in a process (reflecting over the types, base64 of the seccomp
+// filter) took about 0.25 ms of PID 1's CPU when it served a single
+// action, and a PID 1 without encoding/json links less. The launcher's
+// messages stay JSON: it lives as long as the worker.
 //
 // A message is a frame: its body's length (uvarint), then the body,
 // every field of the type in declaration order. Integers are varints,
@@ -54,6 +53,8 @@ func WritePrepare(w io.Writer, p *Prepare) error {
 		}
 		e.uint(l.MessageQueueBytes)
 	}
+	e.strs(p.DataRoots)
+	e.uint(p.MaxProcesses)
 	return e.writeFrame(w)
 }
 
@@ -86,11 +87,23 @@ func ReadPrepare(r *bufio.Reader) (*Prepare, error) {
 		l.MessageQueueBytes = d.uint()
 		p.UserNamespaceLimits = l
 	}
+	p.DataRoots = d.strs()
+	p.MaxProcesses = d.uint()
 	return p, d.finish("prepare")
 }
 
 // WriteAction writes a as one frame.
 func WriteAction(w io.Writer, a *Action) error {
+	frame, err := EncodeAction(a)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(frame)
+	return err
+}
+
+// EncodeAction returns a as one frame, or why it cannot be sent.
+func EncodeAction(a *Action) ([]byte, error) {
 	var e wireEncoder
 	e.uint(uint64(len(a.Mounts)))
 	for _, m := range a.Mounts {
@@ -103,9 +116,12 @@ func WriteAction(w io.Writer, a *Action) error {
 	e.strs(a.Argv)
 	e.strs(a.Env)
 	e.str(a.WorkingDirectory)
-	e.uint(a.MaxProcesses)
+	e.bool(a.ExecRootIsRoot)
 	e.int(a.DiskBytes)
-	return e.writeFrame(w)
+	if err := e.checkSize(); err != nil {
+		return nil, err
+	}
+	return e.frame(), nil
 }
 
 // ReadAction reads one frame written by WriteAction; io.EOF when the
@@ -126,7 +142,7 @@ func ReadAction(r *bufio.Reader) (*Action, error) {
 	a.Argv = d.strs()
 	a.Env = d.strs()
 	a.WorkingDirectory = d.str()
-	a.MaxProcesses = d.uint()
+	a.ExecRootIsRoot = d.bool()
 	a.DiskBytes = d.int()
 	return a, d.finish("action")
 }
@@ -143,6 +159,7 @@ func EncodeStatus(s *Status) []byte {
 	e.int(s.SystemTimeNanos)
 	e.int(s.MaxRSSBytes)
 	e.int(s.SetupNanos)
+	e.bool(s.Retire)
 	return e.frame()
 }
 
@@ -166,6 +183,7 @@ func DecodeStatus(data []byte) (*Status, error) {
 		SystemTimeNanos: d.int(),
 		MaxRSSBytes:     d.int(),
 		SetupNanos:      d.int(),
+		Retire:          d.bool(),
 	}
 	if err := d.finish("status"); err != nil {
 		return nil, err
@@ -210,11 +228,18 @@ func (e *wireEncoder) frame() []byte {
 // writeFrame writes the frame in one call: a pipe takes it whole (up
 // to its buffer) whether or not PID 1 reads yet.
 func (e *wireEncoder) writeFrame(w io.Writer) error {
-	if len(e.body) > maxFrameBytes {
-		return fmt.Errorf("sandbox message of %d bytes is larger than %d", len(e.body), maxFrameBytes)
+	if err := e.checkSize(); err != nil {
+		return err
 	}
 	_, err := w.Write(e.frame())
 	return err
+}
+
+func (e *wireEncoder) checkSize() error {
+	if len(e.body) > maxFrameBytes {
+		return fmt.Errorf("sandbox message of %d bytes is larger than %d", len(e.body), maxFrameBytes)
+	}
+	return nil
 }
 
 // wireDecoder reads fields from a frame's body. The first short or
