@@ -13,11 +13,14 @@ import (
 // and see PID 1 in their pid namespace. Without any capability that
 // lets them (CAP_SYS_RESOURCE, CAP_SYS_NICE, CAP_SYS_PTRACE are not in
 // an action's set), a process may still make another of its uid worse
-// off: lower its resource limits (prlimit), its scheduling (nice,
-// policy, CPU affinity, I/O priority) or raise its OOM score. PID 1
-// could not undo that (raising them back needs those capabilities in
-// the initial user namespace), and every later action of the slot
-// would inherit it. So PID 1 notes these attributes when it is ready,
+// off: lower its resource limits (prlimit) or raise its OOM score.
+// Its scheduling (nice, policy, CPU affinity, I/O priority) the kernel
+// lets it change only if PID 1's capabilities are a subset of its own
+// (cap_safe_nice), which they are not, unless it is the root of a user
+// namespace it made (allowed with --seccomp=allow-user-namespaces),
+// whose capability mask is full. PID 1 could not undo any of it
+// (raising them back needs those capabilities in the initial user
+// namespace), and every later action of the slot would inherit it. So PID 1 notes these attributes when it is ready,
 // and after each action compares: if anything differs, it retires and
 // the worker starts a new PID 1 for the slot. Its memory, descriptors
 // and credentials are out of reach (not dumpable: no ptrace, no
