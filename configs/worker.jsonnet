@@ -31,7 +31,10 @@ local index = std.parseInt(std.extVar('BITZEL_WORKER_INDEX'));
   maximumMessageSizeBytes: 16 * 1024 * 1024,
 
   // bb_scheduler's worker endpoint. TLS ('tls'), added metadata and
-  // OAuth2 work as for any Buildbarn gRPC client.
+  // OAuth2 work as for any Buildbarn gRPC client. This connection and
+  // the blobstore's use static 16 MiB flow-control windows unless
+  // initialWindowSizeBytes or initialConnWindowSizeBytes is set
+  // (grpc-go's dynamic windows cost a ping per call).
   scheduler: { address: cluster.schedulerWorkerAddress },
 
   executor: {

@@ -161,17 +161,15 @@ func resetDirectory(dir string) error {
 	if err := unix.Chmod(dir, 0o755); err != nil {
 		return err
 	}
-	f, err := os.Open(dir)
+	// os.ReadDir rather than os.Open: a directory opened with os.Open
+	// is offered to the runtime's poller, which costs four fcntl and
+	// an epoll_ctl that fails, twice per action.
+	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return err
 	}
-	names, err := f.Readdirnames(-1)
-	f.Close()
-	if err != nil {
-		return err
-	}
-	for _, name := range names {
-		if err := fsutil.RemoveAll(filepath.Join(dir, name)); err != nil {
+	for _, entry := range entries {
+		if err := fsutil.RemoveAll(filepath.Join(dir, entry.Name())); err != nil {
 			return err
 		}
 	}

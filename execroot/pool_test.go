@@ -97,3 +97,20 @@ func TestPoolKeepsABoundedSpareSet(t *testing.T) {
 		t.Errorf("a discarded directory is still there: %v", err)
 	}
 }
+
+// BenchmarkPoolPutGet is the directory's round trip between two
+// actions that wrote nothing on the host side (a trivial action with a
+// disk budget): what every action costs the pool.
+func BenchmarkPoolPutGet(b *testing.B) {
+	d := NewPool(b.TempDir())
+	a, err := d.get(1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		d.put(a)
+		if a, err = d.get(1); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

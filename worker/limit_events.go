@@ -7,7 +7,6 @@ import (
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/bitzel/bitzel-worker/sandbox"
 	"google.golang.org/protobuf/types/known/anypb"
-	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // A command can exit 0 although the kernel killed one of its processes
@@ -44,11 +43,7 @@ func notCachedMetadata(reason string) *anypb.Any {
 // notCachedReason returns what notCachedMetadata recorded, if any.
 func notCachedReason(result *remoteexecution.ActionResult) (string, bool) {
 	for _, a := range result.GetExecutionMetadata().GetAuxiliaryMetadata() {
-		var s structpb.Struct
-		if a.UnmarshalTo(&s) != nil {
-			continue
-		}
-		if v, ok := s.Fields[notCachedField]; ok {
+		if v, ok := structField(a, notCachedField); ok {
 			return v.GetStringValue(), true
 		}
 	}

@@ -27,9 +27,11 @@ import (
 	bb_grpc "github.com/buildbarn/bb-storage/pkg/grpc"
 	"github.com/buildbarn/bb-storage/pkg/program"
 	blobstorepb "github.com/buildbarn/bb-storage/pkg/proto/configuration/blobstore"
+	grpcpb "github.com/buildbarn/bb-storage/pkg/proto/configuration/grpc"
 	"github.com/buildbarn/bb-storage/pkg/util"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 func workerCommand(args []string) int {
@@ -118,7 +120,7 @@ func runWorker(ctx context.Context, siblingsGroup, dependenciesGroup program.Gro
 	}
 
 	// Scheduler connection.
-	schedulerConnection, err := grpcClientFactory.NewClientFromConfiguration(c.Scheduler, dependenciesGroup)
+	schedulerConnection, err := grpcClientFactory.NewClientFromConfiguration(clusterClientConfiguration(c.Scheduler), dependenciesGroup)
 	if err != nil {
 		return util.StatusWrap(err, "Failed to create scheduler RPC client")
 	}
@@ -269,11 +271,11 @@ func newStorageFromConfiguration(group program.Group, c *blobstorepb.BlobstoreCo
 	if err != nil {
 		return nil, err
 	}
-	casConnection, err := grpcClientFactory.NewClientFromConfiguration(casGRPC.Client, group)
+	casConnection, err := grpcClientFactory.NewClientFromConfiguration(clusterClientConfiguration(casGRPC.Client), group)
 	if err != nil {
 		return nil, util.StatusWrap(err, "Failed to create Content Addressable Storage RPC client")
 	}
-	acConnection, err := grpcClientFactory.NewClientFromConfiguration(acGRPC.Client, group)
+	acConnection, err := grpcClientFactory.NewClientFromConfiguration(clusterClientConfiguration(acGRPC.Client), group)
 	if err != nil {
 		return nil, util.StatusWrap(err, "Failed to create Action Cache RPC client")
 	}
@@ -286,6 +288,33 @@ func newStorageFromConfiguration(group program.Group, c *blobstorepb.BlobstoreCo
 	storage.ContentAddressableStorage = blobstore.NewEmptyBlobInjectingBlobAccess(storage.ContentAddressableStorage)
 	logger.Printf("storage: CAS at %s, Action Cache at %s", casGRPC.Client.GetAddress(), acGRPC.Client.GetAddress())
 	return storage, nil
+}
+
+// clusterFlowControlWindowBytes is the static HTTP/2 flow-control
+// window (per stream and per connection) of the worker's connections
+// to the scheduler and the storage, where the configuration sets none:
+// the most grpc-go's dynamic windows ever grow to (its BDP estimator's
+// limit), so no transfer is slower than with them.
+const clusterFlowControlWindowBytes = 16 << 20
+
+// clusterClientConfiguration is c with static flow-control windows
+// unless it sets either window itself. With grpc-go's default dynamic
+// windows, the first DATA frame of every response that arrives while
+// no estimate is under way makes the client send a WINDOW_UPDATE and a
+// BDP PING, which the server must read and answer; a worker's calls
+// are small and spaced out (one Synchronize, one Command read and one
+// Action Cache write per trivial action), so that is nearly every
+// call: a write and two reads more in this process and a read and a
+// write more in bb_scheduler or bb_storage per call, to tune a window
+// that such calls never fill. c is not modified.
+func clusterClientConfiguration(c *grpcpb.ClientConfiguration) *grpcpb.ClientConfiguration {
+	if c == nil || c.InitialWindowSizeBytes != 0 || c.InitialConnWindowSizeBytes != 0 {
+		return c
+	}
+	c = proto.Clone(c).(*grpcpb.ClientConfiguration)
+	c.InitialWindowSizeBytes = clusterFlowControlWindowBytes
+	c.InitialConnWindowSizeBytes = clusterFlowControlWindowBytes
+	return c
 }
 
 // grpcBackend returns the gRPC backend a BlobAccessConfiguration names.

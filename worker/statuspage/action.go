@@ -103,7 +103,7 @@ func (h *handler) serveAction(w http.ResponseWriter, r *http.Request) {
 	base := fmt.Sprintf("%sactions/%d/", Prefix, record.ID)
 	p.Stdout = h.logTail(ctx, record, record.Stdout, base+"stdout")
 	p.Stderr = h.logTail(ctx, record, record.Stderr, base+"stderr")
-	for name, value := range record.Usage {
+	for name, value := range record.Usage() {
 		// The unit is in the value: "peak rss" 3.0 MiB.
 		label := strings.TrimSuffix(strings.TrimSuffix(name, "_seconds"), "_bytes")
 		p.Usage = append(p.Usage, usageItem{Name: strings.ReplaceAll(label, "_", " "), Value: usageValue(name, value)})

@@ -1,6 +1,7 @@
 package statuspage
 
 import (
+	"maps"
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
@@ -9,6 +10,7 @@ import (
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -50,9 +52,11 @@ type Record struct {
 	ExitCode       int32
 	Stdout, Stderr *remoteexecution.Digest
 	Metadata       *remoteexecution.ExecutedActionMetadata
-	Usage          map[string]any
-	Outputs        []string
-	OutputCount    int
+	// OOMKilled and TimedOut are what the worker's resource usage
+	// in Metadata says of the run.
+	OOMKilled, TimedOut bool
+	Outputs             []string
+	OutputCount         int
 }
 
 // Outcome classes the filter offers.
@@ -71,9 +75,9 @@ func (r *Record) Outcome() string {
 	switch {
 	case !r.Done:
 		return OutcomeRunning
-	case r.Usage["oom_killed"] == true:
+	case r.OOMKilled:
 		return OutcomeOOM
-	case r.Code == codes.DeadlineExceeded || r.Usage["timed_out"] == true:
+	case r.Code == codes.DeadlineExceeded || r.TimedOut:
 		return OutcomeTimeout
 	case r.Code != codes.OK:
 		return OutcomeError
@@ -140,12 +144,11 @@ func (r *Record) complete(response *remoteexecution.ExecuteResponse, now time.Ti
 	r.ExitCode = result.ExitCode
 	r.Stdout, r.Stderr = result.StdoutDigest, result.StderrDigest
 	r.Metadata = result.ExecutionMetadata
-	for _, a := range r.Metadata.GetAuxiliaryMetadata() {
-		var s structpb.Struct
-		if a.MessageIs(&s) && a.UnmarshalTo(&s) == nil {
-			r.Usage = s.AsMap()
-		}
-	}
+	// Only the two fields the outcome needs: the rest is decoded when
+	// a page shows it (Usage), not at every action's completion.
+	aux := r.Metadata.GetAuxiliaryMetadata()
+	r.OOMKilled = structBool(aux, "oom_killed")
+	r.TimedOut = structBool(aux, "timed_out")
 	add := func(p string) {
 		r.OutputCount++
 		if len(r.Outputs) < maximumOutputsKept {
@@ -167,4 +170,27 @@ func (r *Record) complete(response *remoteexecution.ExecuteResponse, now time.Ti
 	for _, s := range result.OutputDirectorySymlinks {
 		add(s.Path + "/ -> " + s.Target)
 	}
+}
+
+func structBool(aux []*anypb.Any, name string) bool {
+	v, ok := worker.StructMetadataField(aux, name)
+	return ok && v.GetBoolValue()
+}
+
+// Usage is the worker's Struct metadata of the action as the page
+// lists it: the fields of every Struct in Metadata (resource usage,
+// and why the result was not cached when it was not), later ones
+// winning.
+func (r *Record) Usage() map[string]any {
+	var usage map[string]any
+	for _, a := range r.Metadata.GetAuxiliaryMetadata() {
+		var s structpb.Struct
+		if a.MessageIs(&s) && a.UnmarshalTo(&s) == nil {
+			if usage == nil {
+				usage = map[string]any{}
+			}
+			maps.Copy(usage, s.AsMap())
+		}
+	}
+	return usage
 }

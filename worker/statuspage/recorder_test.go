@@ -8,6 +8,8 @@ import (
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/bitzel/bitzel-worker/worker"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 func TestRingKeepsTheNewestAndDoesNotGrowOver10000Actions(t *testing.T) {
@@ -76,11 +78,40 @@ func TestOutcomesAreClassifiedMostSpecificFirst(t *testing.T) {
 		{Record{Done: true, ExitCode: 2}, OutcomeFailed},
 		{Record{Done: true, Code: 9}, OutcomeError},
 		{Record{Done: true, Code: 4, ExitCode: 137}, OutcomeTimeout},
-		{Record{Done: true, ExitCode: 137, Usage: map[string]any{"oom_killed": true}}, OutcomeOOM},
+		{Record{Done: true, ExitCode: 137, OOMKilled: true}, OutcomeOOM},
+		{Record{Done: true, Code: 0, TimedOut: true}, OutcomeTimeout},
 	} {
 		if got := c.record.Outcome(); got != c.want {
 			t.Errorf("%+v: outcome %q, want %q", c.record, got, c.want)
 		}
+	}
+}
+
+// An action the kernel OOM-killed is an OOM on the page even though
+// its result was not cached for that reason: the worker then adds a
+// second Struct (why not cached) after the resource usage, and both
+// show.
+func TestAnOOMKilledActionShowsAsOOMWithItsWholeUsage(t *testing.T) {
+	recorder := NewRecorder(10)
+	cas := newMemoryCAS()
+	request := testRequest(t, cas.put([]byte("action")), nil)
+	usage, _ := structpb.NewStruct(map[string]any{"oom_killed": true, "timed_out": false, "peak_rss_bytes": float64(1 << 20)})
+	notCached, _ := structpb.NewStruct(map[string]any{"not_cached_because": "the kernel killed a process of the action"})
+	metadata := metadataTaking(time.Now(), 0, time.Millisecond, time.Millisecond, time.Millisecond)
+	for _, s := range []*structpb.Struct{usage, notCached} {
+		a, _ := anypb.New(s)
+		metadata.AuxiliaryMetadata = append(metadata.AuxiliaryMetadata, a)
+	}
+	recorder.ActionStarted(request).ActionCompleted(&remoteexecution.ExecuteResponse{Result: &remoteexecution.ActionResult{ExitCode: 137, ExecutionMetadata: metadata}})
+	record, ok := recorder.Lookup(1)
+	if !ok {
+		t.Fatal("the action is not recorded")
+	}
+	if got := record.Outcome(); got != OutcomeOOM {
+		t.Errorf("outcome %q, want %q", got, OutcomeOOM)
+	}
+	if u := record.Usage(); u["peak_rss_bytes"] != float64(1<<20) || u["not_cached_because"] == nil {
+		t.Errorf("usage %v lacks the resource usage or the reason", u)
 	}
 }
 
