@@ -79,7 +79,7 @@ type bazelMeasurement struct {
 	side              string // local, remote, rebuild
 	wall              time.Duration
 	bazelCPU          time.Duration // Bazel server + client
-	workerCPU         time.Duration // serve + launcher + reaped sandboxes
+	workerCPU         time.Duration // serve + launcher + the sandboxes
 	workerSplit       string        // workerCPU by process, seconds
 	summary           processSummary
 	load              string
@@ -543,7 +543,7 @@ func bazelMarkdown(results []bazelMeasurement, o *bazelOptions) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## bitzel-bench bazel, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "- workspace: %d C libraries, seed %d; `bazel test //...`; remote --jobs=%d %s, local Bazel's default\n", o.libs, o.seed, o.jobs, o.remoteFlags)
-	b.WriteString("- ratio = the build's figure / that round's local linux-sandbox build's; CPU = Bazel server + client (+ serve, its launcher and the sandboxes they reaped)\n\n")
+	b.WriteString("- ratio = the build's figure / that round's local linux-sandbox build's; CPU = Bazel server + client (+ serve, its launcher and the sandboxes)\n\n")
 	b.WriteString("| round | build | wall s | x local | Bazel CPU s | worker CPU s | total CPU s | x local | processes | load |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	walls, cpus := map[string][]float64{}, map[string][]float64{}
 	var sides []string

@@ -29,7 +29,6 @@ import (
 	"time"
 
 	remoteexecution "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"github.com/bitzel/bitzel-worker/internal/procfs"
 	"github.com/bitzel/bitzel-worker/internal/testsupport"
 	"github.com/buildbarn/bb-storage/pkg/digest"
 	"google.golang.org/grpc/codes"
@@ -262,15 +261,6 @@ func (s *benchSide) actions(n int) ([]digest.Digest, error) {
 // bb_scheduler, as configs/bb_storage.jsonnet and bb_scheduler.jsonnet
 // place them (cluster.diagnosticsListenAddress).
 var clusterDiagnostics = map[string]string{"bb_storage": "127.0.0.1:9980", "bb_scheduler": "127.0.0.1:9982"}
-
-// withLauncher adds the bitzel sandbox launcher (a child) to pids.
-func withLauncher(pids ...int) []int {
-	out := append([]int{}, pids...)
-	for _, p := range pids {
-		out = append(out, procfs.Children(p, "bitzel-sandbox-launcher")...)
-	}
-	return out
-}
 
 type bbMeasurement struct {
 	round, clients int
@@ -509,7 +499,7 @@ func startClusterSides(o *bbOptions, procs *peerSet, bin, work string, missing [
 			return err
 		}
 		sides = append(sides, &benchSide{name: name, ep: ep, platform: sidePlatform(platform),
-			pids:       func() []int { return append(append([]int{}, shared...), withLauncher(p.cmd.Process.Pid)...) },
+			pids:       func() []int { return append(append([]int{}, shared...), withSandboxes(p.cmd.Process.Pid)...) },
 			rpcServers: clusterDiagnostics})
 		return nil
 	}
@@ -592,8 +582,7 @@ func measureRounds(sides []*benchSide, rounds int, clients []int, perLevel int) 
 				if err != nil {
 					return nil, fmt.Errorf("%s: %w", s.name, err)
 				}
-				// Let the last sandboxes be reaped: their CPU
-				// lands in the launcher's cstime then.
+				// Let the last actions' sandboxes be released.
 				time.Sleep(300 * time.Millisecond)
 				cpu := cpuTime(s.pids()) - cpu0
 				split := readCPUSplit(s.pids()).perAction(split0, n)

@@ -33,7 +33,6 @@ import (
 	"time"
 
 	"github.com/bitzel/bitzel-worker/internal/fsutil"
-	"github.com/bitzel/bitzel-worker/internal/procfs"
 )
 
 type harness struct {
@@ -193,15 +192,9 @@ func (h *harness) connect(o *mainOptions, work string) (*server, string, error) 
 	if *o.remote != "" {
 		h.metrics = *o.metricsAddress
 		watched := intList(*o.watch)
-		// bitzel-worker's sandbox launcher is its child; count it as
-		// serve's is counted.
-		h.pids = func() []int {
-			pids := append([]int{}, watched...)
-			for _, p := range watched {
-				pids = append(pids, procfs.Children(p, "bitzel-sandbox-launcher")...)
-			}
-			return pids
-		}
+		// bitzel-worker's sandbox launcher is its child; count it
+		// and the sandboxes as serve's are counted.
+		h.pids = func() []int { return withSandboxes(watched...) }
 		if h.report.label == "" {
 			h.report.label = *o.remote
 		}

@@ -104,12 +104,27 @@ func (s *server) stop() {
 	fsutil.RemoveAll(s.dataDir)
 }
 
-// processes are the server and its sandbox launcher: what the issue
-// counts as the worker's memory and CPU. The warm sandboxes' PID 1s
-// (bitzel-sandbox-init, a few MB each) are not counted.
+// processes are the server, its sandbox launcher and the sandboxes'
+// PID 1s: what the issue counts as the worker's memory and CPU.
 func (s *server) processes() []int {
-	pid := s.cmd.Process.Pid
-	return append([]int{pid}, procfs.Children(pid, "bitzel-sandbox-launcher")...)
+	return withSandboxes(s.cmd.Process.Pid)
+}
+
+// withSandboxes adds to pids their sandbox launchers (children named
+// bitzel-sandbox-launcher) and the launchers' children, the sandboxes'
+// PID 1s. A PID 1 serves one action after another and is reaped only
+// when it retires: its CPU (and that of the commands it reaped) is
+// counted while it lives, and lands in the launcher's reaped time
+// when it exits, so a difference of two readings counts it once.
+func withSandboxes(pids ...int) []int {
+	out := append([]int{}, pids...)
+	for _, p := range pids {
+		for _, launcher := range procfs.Children(p, "bitzel-sandbox-launcher") {
+			out = append(out, launcher)
+			out = append(out, procfs.Children(launcher, "bitzel-sandbox-init")...)
+		}
+	}
+	return out
 }
 
 // rss is the resident memory of a set of processes, from
