@@ -54,6 +54,8 @@ func newBenchEnv(b *testing.B, warm int, configure ...func(*Config)) *benchEnv {
 		StateDir:      filepath.Join(base, "state"),
 		InitPath:      initBinary(b, base),
 		WarmSandboxes: warm,
+		// As the worker names its data directory.
+		DataRoots: []string{base},
 	}
 	for _, c := range configure {
 		c(&config)

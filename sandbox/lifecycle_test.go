@@ -262,3 +262,18 @@ exit 7`)
 		t.Errorf("a process of the action survived SIGTERM (an ignored disposition leaked from PID 1): stdout %q", o.stdout)
 	}
 }
+
+// TestAnyPathWithTheDefaultDataRoot: without DataRoots a sandbox binds
+// the whole host tree and serves layers anywhere; with them, a layer
+// outside is refused up front, naming the path and the roots.
+func TestAnyPathWithTheDefaultDataRoot(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.DataRoots = nil })
+	e.shell(`echo ok`, e.layer("anywhere", map[string]string{"f": "x"})).expectExit(t, 0)
+	outside := t.TempDir()
+	os.Chmod(outside, 0o755)
+	restricted := newEnv(t)
+	_, err := restricted.tryRun(&Spec{Mounts: []Mount{restricted.mount("", outside)}, Argv: []string{"/bin/true"}})
+	if err == nil || !strings.Contains(err.Error(), outside) || !strings.Contains(err.Error(), "data directories") {
+		t.Errorf("a layer outside the data roots: %v", err)
+	}
+}

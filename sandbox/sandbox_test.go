@@ -133,9 +133,11 @@ func newEnv(t *testing.T, configure ...func(*Config)) *env {
 			t.Errorf("remove test dir: %v", err)
 		}
 	})
-	// Like the worker, keep sandboxes warm; tests of the cold path
-	// configure 0.
-	config := Config{StateDir: filepath.Join(base, "state"), WarmSandboxes: 2}
+	// Like the worker, keep sandboxes warm (tests of the cold path
+	// configure 0) and name the directory all layers and upper
+	// directories are in (TestAnyPathWithTheDefaultDataRoot leaves it
+	// out).
+	config := Config{StateDir: filepath.Join(base, "state"), WarmSandboxes: 2, DataRoots: []string{base}}
 	for _, c := range configure {
 		c(&config)
 	}
