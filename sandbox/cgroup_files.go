@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -34,11 +33,12 @@ func readKeyedValue(path, key string) (int64, bool) {
 	if err != nil {
 		return 0, false
 	}
-	scanner := bufio.NewScanner(bytes.NewReader(data))
-	for scanner.Scan() {
-		fields := strings.Fields(scanner.Text())
-		if len(fields) == 2 && fields[0] == key {
-			n, err := strconv.ParseInt(fields[1], 10, 64)
+	for len(data) > 0 {
+		var line []byte
+		line, data, _ = bytes.Cut(data, []byte{'\n'})
+		name, value, ok := bytes.Cut(bytes.TrimSpace(line), []byte{' '})
+		if ok && string(name) == key {
+			n, err := strconv.ParseInt(string(bytes.TrimSpace(value)), 10, 64)
 			return n, err == nil
 		}
 	}

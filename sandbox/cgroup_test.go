@@ -307,3 +307,19 @@ true`
 		t.Errorf("memory groups %v: the second action did not reuse the first one's", groups["memory"])
 	}
 }
+
+// TestReadKeyedValue reads a key's value from "key value" lines as
+// memory.oom_control and pids.events have them, and no other key's
+// (oom_kill_disable is not oom_kill).
+func TestReadKeyedValue(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "memory.oom_control")
+	os.WriteFile(path, []byte("oom_kill_disable 0\nunder_oom 1\noom_kill 7\n"), 0o644)
+	for key, want := range map[string]int64{"oom_kill": 7, "under_oom": 1, "oom_kill_disable": 0} {
+		if got, ok := readKeyedValue(path, key); !ok || got != want {
+			t.Errorf("%s: %d, %v; want %d", key, got, ok, want)
+		}
+	}
+	if _, ok := readKeyedValue(path, "oom"); ok {
+		t.Error("a key that is only a prefix was found")
+	}
+}
