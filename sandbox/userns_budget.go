@@ -18,12 +18,14 @@ import (
 // between the slots.
 const HostReserveDivisor = 4
 
-// ownNamespaceTypes are created by every PID 1 in its own user
-// namespace before its limits are written, and so already count
-// against them.
-var ownNamespaceTypes = map[string]bool{
-	"max_mnt_namespaces": true, "max_pid_namespaces": true, "max_net_namespaces": true,
-	"max_ipc_namespaces": true, "max_uts_namespaces": true,
+// ownNamespaces are the namespaces a slot's PID 1 holds in its own user
+// namespace besides what its actions may create, counted against the
+// slot's share: PID 1's own, and (but the pid namespace) the next
+// action's, which PID 1 makes ahead of it (child/action_thread.go)
+// while those of the last action may still be being freed.
+var ownNamespaces = map[string]int64{
+	"max_mnt_namespaces": 2, "max_pid_namespaces": 1, "max_net_namespaces": 2,
+	"max_ipc_namespaces": 2, "max_uts_namespaces": 2,
 }
 
 // UserNamespaceBudget is how the worker splits the kernel's
@@ -63,9 +65,7 @@ func NewUserNamespaceBudget(slots int) (*UserNamespaceBudget, error) {
 			return nil, fmt.Errorf("sandbox: /proc/sys/user/%s: %w", name, err)
 		}
 		all, share := split(limit, slots)
-		if ownNamespaceTypes[name] {
-			share++
-		}
+		share += ownNamespaces[name]
 		b.All.Sysctls[name], b.PerAction.Sysctls[name] = all, share
 	}
 	var msgqueue unix.Rlimit

@@ -64,49 +64,6 @@ func ignoreSignal(sig unix.Signal) {
 	unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&action)), 0, unsafe.Sizeof(action.mask), 0, 0)
 }
 
-// spawnResult is what an action's thread hands back: the pid of the
-// command it started, or the Status of an action that did not start;
-// the thread's id, whose exit PID 1 awaits; and a descriptor of the
-// action's mount namespace (-1 if it has none), which PID 1 holds until
-// it has reported, so that unmounting the action's tree is not paid
-// for on the action's path (serve).
-type spawnResult struct {
-	pid, tid int
-	status   *Status
-	mountNS  int
-}
-
-// startAction runs on a thread of its own, locked to its goroutine for
-// good: it gives the thread the action's mount, network, IPC and UTS
-// namespaces, mounts the action's root, isolates the thread and starts
-// the command from it, which inherits all of that. The Go runtime
-// creates no other thread from a locked one, and ends this one with
-// its goroutine.
-func (z *zygote) startAction(action *Action, files actionFiles) spawnResult {
-	r := spawnResult{tid: unix.Gettid(), mountNS: -1}
-	if err := unix.Unshare(unix.CLONE_NEWNS | unix.CLONE_NEWNET | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS); err != nil {
-		r.status = failure("namespaces", fmt.Errorf("unshare: %w", err))
-		return r
-	}
-	mountNS, err := unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		r.status = failure("namespaces", fmt.Errorf("hold the action's mount namespace: %w", err))
-		return r
-	}
-	r.mountNS = mountNS
-	execRoot, err := mountActionRoot(z.prepare, action)
-	if err != nil {
-		r.status = failure("mount", err)
-		return r
-	}
-	if err := isolateAction(z.prepare); err != nil {
-		r.status = failure("isolate", err)
-		return r
-	}
-	r.pid, r.status = startCommand(execRoot, action, files)
-	return r
-}
-
 // startCommand starts the command: PID 1 reaps it and everything it
 // starts (reap).
 func startCommand(execRoot string, action *Action, files actionFiles) (int, *Status) {

@@ -49,13 +49,12 @@ func prepareSlot(prepare *Prepare) error {
 	return nil
 }
 
-// isolateAction makes the calling thread, the one that forks the
-// command, what the command inherits: its own hostname and loopback,
-// a fresh session keyring, Docker's capabilities, no_new_privs and the
-// seccomp filter. All of it is per thread (the namespaces were made by
-// this thread's unshare): PID 1's other threads keep what they need to
-// serve the next action.
-func isolateAction(prepare *Prepare) error {
+// prepareIsolation gives the calling thread, in its new namespaces,
+// what does not depend on the action: hostname and loopback, a fresh
+// session keyring, no_new_privs (which mounting does not need). All of
+// it is per thread or per namespace: PID 1's other threads keep what
+// they need to serve the next action.
+func prepareIsolation(prepare *Prepare) error {
 	if err := unix.Sethostname([]byte(prepare.Hostname)); err != nil {
 		return fmt.Errorf("set hostname: %w", err)
 	}
@@ -68,13 +67,20 @@ func isolateAction(prepare *Prepare) error {
 	if err := joinFreshSessionKeyring(); err != nil {
 		return err
 	}
-	if err := dropCapabilities(); err != nil {
-		return err
-	}
-	// Set last: no_new_privs also stops setuid binaries of the host
-	// userland from gaining anything.
+	// no_new_privs also stops setuid binaries of the host userland
+	// from gaining anything.
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("set no_new_privs: %w", err)
+	}
+	return nil
+}
+
+// isolateAction finishes isolating the thread once the action's mounts
+// are made: Docker's capabilities and the seccomp filter (which denies
+// mounting), which the command inherits.
+func isolateAction(prepare *Prepare) error {
+	if err := dropCapabilities(); err != nil {
+		return err
 	}
 	return installSeccomp(prepare.SeccompFilter)
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"strconv"
 	"time"
 
@@ -53,6 +52,7 @@ func serve() {
 		z.failEveryAction(config, failure("prepare", err))
 		return
 	}
+	z.next = z.startActionThread()
 	for {
 		action, err := ReadAction(config)
 		if errors.Is(err, io.EOF) {
@@ -78,7 +78,14 @@ func serve() {
 				status.Retire = true
 			}
 		}
-		if !report(status) || !release(mountNS) || status.Retire {
+		if !report(status) {
+			return
+		}
+		if !status.Retire {
+			// Made while the last action's mounts are released.
+			z.next = z.startActionThread()
+		}
+		if !release(mountNS) || status.Retire {
 			return
 		}
 	}
@@ -87,6 +94,8 @@ func serve() {
 type zygote struct {
 	prepare  *Prepare
 	baseline *health
+	// next is the thread that starts the next action.
+	next *actionThread
 }
 
 // failEveryAction reports a PID 1 that cannot serve: to the first
@@ -143,27 +152,22 @@ func (z *zygote) run(action *Action, files actionFiles) (*Status, int) {
 		files.close()
 		return failure("config", errors.New("action has no exec root overlay or no command")), -1
 	}
-	started := make(chan spawnResult, 1)
-	go func() {
-		// Never unlocked: Go ends the thread with the goroutine,
-		// and with it the action's namespaces, seccomp filter and
-		// credentials, which no other goroutine may inherit.
-		runtime.LockOSThread()
-		started <- z.startAction(action, files)
-	}()
-	r := <-started
+	thread := z.next
+	z.next = nil
+	r := thread.run(action, files)
 	// The command has its own copies, and the worker sees the end of
 	// its output once every process of the action is gone.
 	files.close()
+	<-thread.prepared
 	if r.status != nil {
-		r.status.Retire = !awaitThreadExit(r.tid)
-		return r.status, r.mountNS
+		r.status.Retire = !awaitThreadExit(thread.tid)
+		return r.status, thread.mountNS
 	}
 	setup := time.Since(start)
 	status := reap(r.pid)
 	status.SetupNanos = setup.Nanoseconds()
-	status.Retire = !awaitThreadExit(r.tid)
-	return status, r.mountNS
+	status.Retire = !awaitThreadExit(thread.tid)
+	return status, thread.mountNS
 }
 
 // release drops PID 1's reference to an action's mount namespace,
