@@ -95,7 +95,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.hermetic, "hermetic", d.hermetic, "use the input root as the whole root file system (no host userland)")
 	fs.StringVar(&f.workerName, "worker-name", hostname, "name reported in ExecutedActionMetadata")
 	fs.StringVar(&f.cgroups, "cgroups", d.cgroups, "cgroup hierarchy for limits: auto, v1, v2 or none")
-	fs.IntVar(&f.warmSandboxes, "warm-sandboxes", d.warmSandboxes, "sandboxes kept started ahead of need")
+	fs.IntVar(&f.warmSandboxes, "warm-sandboxes", d.warmSandboxes, "sandboxes started with the worker rather than by the first actions (each serves one action after another)")
 	fs.StringVar(&f.seccomp, "seccomp", d.seccomp, "system-call filter of actions: default, allow-user-namespaces (actions may unshare -r and mount inside) or off")
 	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long running actions may finish before they are cancelled (a second signal cancels them at once)")
 	fs.BoolVar(&f.actionCacheReadOnly, "action-cache-read-only", false, "refuse UpdateActionResult from clients (the worker's own results still go in); default: any client may write any action's result")
