@@ -294,8 +294,12 @@ func (r *namespaceRunner) setUpPool(slots int) {
 			prepare.MaxProcesses = key.maxProcesses
 			return startZygote(r.launcher, &prepare, r.devNull)
 		},
-		retire:  r.retire,
-		maxIdle: max(slots, r.config.WarmSandboxes),
+		retire: r.retire,
+		// A PID 1 is back in the pool only once it has released its
+		// last action's mounts, after the action's result: a slot
+		// that goes on at once takes another meanwhile. Two per slot
+		// keep that from starting and retiring PID 1s all the time.
+		maxIdle: max(2*slots, r.config.WarmSandboxes),
 		maxAge:  zygoteMaxAge,
 	}
 	if r.config.WarmSandboxes > 0 {

@@ -13,7 +13,7 @@ type zygotePool struct {
 	start func(zygoteKey) (*zygote, error)
 	// retire ends a PID 1 the pool does not keep.
 	retire func(*zygote)
-	// maxIdle bounds the PID 1s kept between actions: one per slot.
+	// maxIdle bounds the PID 1s kept between actions.
 	maxIdle int
 	// maxAge bounds how long a PID 1 serves. Its host views are
 	// overlays made when it started, and overlayfs does not notice
