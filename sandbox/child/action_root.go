@@ -27,11 +27,11 @@ func mountActionRoot(p *Prepare, action *Action) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	budget, err := mountDiskBudget(filepath.Join(TemplateDir, "rw"), mounts, action.DiskBytes)
+	budget, err := mountDiskBudget(filepath.Join(DataRootDir, stagingBudget), mounts, action.DiskBytes)
 	if err != nil {
 		return "", err
 	}
-	mounter := &overlayMounter{legacy: p.LegacyOverlay, linkDir: filepath.Join(TemplateDir, "links")}
+	mounter := &overlayMounter{legacy: p.LegacyOverlay, linkDir: filepath.Join(DataRootDir, stagingLinks)}
 	if err := mounter.mount(&mounts[0], execRoot); err != nil {
 		return "", fmt.Errorf("exec root: %w", err)
 	}
@@ -48,17 +48,16 @@ func mountActionRoot(p *Prepare, action *Action) (string, error) {
 			return "", fmt.Errorf("overlay at %q: %w", overlay.Path, err)
 		}
 	}
-	if err := mounter.cleanup(); err != nil {
-		return "", err
-	}
 	if err := budget.handOver(); err != nil {
 		return "", err
 	}
-	if err := unix.Unmount(DataRootDir, unix.MNT_DETACH); err != nil {
-		return "", fmt.Errorf("detach the data roots: %w", err)
-	}
 	shm := p.ShmSizeBytes
 	if !wholeRoot {
+		// The data roots, the disk budget's tmpfs and the layer
+		// links: the overlays hold what they need of them.
+		if err := unix.Unmount(DataRootDir, unix.MNT_DETACH); err != nil {
+			return "", fmt.Errorf("detach the data roots: %w", err)
+		}
 		if err := mountDevOfAction("/dev", shm); err != nil {
 			return "", err
 		}
@@ -80,6 +79,7 @@ func mountActionRoot(p *Prepare, action *Action) (string, error) {
 	if err := mountTmp(filepath.Join(execRoot, "tmp"), action.TmpSizeBytes); err != nil {
 		return "", err
 	}
+	// Detaching the old root detaches the data roots with it.
 	return "/", pivotRoot(execRoot, false)
 }
 

@@ -100,6 +100,10 @@ type Prepare struct {
 const (
 	TemplateDir = "/.bitzel"
 	DataRootDir = TemplateDir + "/data"
+	// stagingBudget and stagingLinks, in DataRootDir, are where an
+	// action's disk budget and layer links are mounted.
+	stagingBudget = "rw"
+	stagingLinks  = "links"
 )
 
 // Action is one action's part of the sandbox and its command.

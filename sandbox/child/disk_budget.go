@@ -19,7 +19,8 @@ import (
 // The worker reads the outputs after the sandbox is gone, so the tmpfs
 // must outlive the action's mount namespace: the thread sends a
 // descriptor of its root to the worker over the control socket
-// (SCM_RIGHTS) before the command starts, and detaches it from the tree so that the action
+// (SCM_RIGHTS) before the command starts, and detaches it from the tree
+// (with the data roots) so that the action
 // cannot reach the upper directories except through the overlays. The
 // overlays hold their own references; the worker's descriptor keeps
 // the tmpfs alive until it has captured the outputs and closes it.
@@ -95,8 +96,9 @@ func copyDirectories(src, dst string) error {
 	})
 }
 
-// handOver sends the tmpfs to the worker, then detaches it from the
-// action's tree. Called once every overlay is mounted.
+// handOver sends the tmpfs to the worker. Called once every overlay is
+// mounted; the tmpfs is detached from the action's tree with the data
+// roots (action_root.go).
 func (b *diskBudget) handOver() error {
 	if b == nil {
 		return nil
@@ -104,9 +106,6 @@ func (b *diskBudget) handOver() error {
 	defer unix.Close(b.fd)
 	if err := unix.Sendmsg(ControlFD, []byte{DiskBudgetMessage}, unix.UnixRights(b.fd), nil, 0); err != nil {
 		return fmt.Errorf("disk budget: send tmpfs to the worker: %w", err)
-	}
-	if err := unix.Unmount(b.stage, unix.MNT_DETACH); err != nil {
-		return fmt.Errorf("disk budget: detach tmpfs: %w", err)
 	}
 	return nil
 }

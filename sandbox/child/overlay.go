@@ -26,9 +26,9 @@ var errNoLowerdirPlus = errors.New("overlayfs does not support lowerdir+")
 // the mount namespace is gone.
 type overlayMounter struct {
 	legacy bool
-	// linkDir, a mount point of the template, gets a tmpfs of short
-	// names for the layers of a legacy mount whose option string would
-	// not fit.
+	// linkDir, a mount point in the data roots' tmpfs, gets a tmpfs
+	// of short names for the layers of a legacy mount whose option
+	// string would not fit; it is detached with the data roots.
 	linkDir string
 	links   int
 }
@@ -52,18 +52,6 @@ func (m *overlayMounter) mount(overlay *Mount, target string) error {
 		}
 	}
 	return m.mountLegacy(overlay, names, target)
-}
-
-// cleanup detaches the layer links: the mounts hold their layers by
-// reference, and the links would dangle inside the sandbox.
-func (m *overlayMounter) cleanup() error {
-	if m.links == 0 {
-		return nil
-	}
-	if err := unix.Unmount(m.linkDir, unix.MNT_DETACH); err != nil {
-		return fmt.Errorf("detach the layer links: %w", err)
-	}
-	return nil
 }
 
 // mountOverlayWithFsopen passes each lower layer as its own

@@ -31,7 +31,7 @@ func buildTemplate(p *Prepare) error {
 	if err := unix.Mount("tmpfs", newRoot, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=1m,nr_inodes=4096"); err != nil {
 		return fmt.Errorf("mount root tmpfs on %q: %w", newRoot, err)
 	}
-	for _, dir := range []string{"data", "rw", "root", "links"} {
+	for _, dir := range []string{"data", "root"} {
 		if err := os.MkdirAll(filepath.Join(newRoot, TemplateDir, dir), 0o755); err != nil {
 			return fmt.Errorf("create %s/%s: %w", TemplateDir, dir, err)
 		}
@@ -77,13 +77,21 @@ func buildTemplate(p *Prepare) error {
 }
 
 // bindDataRoots mounts a tmpfs at dir and binds each data root, with
-// its submounts, at dir/<index>: detaching dir detaches them all.
+// its submounts, at dir/<index>; the tmpfs also holds the mount points
+// of an action's disk budget and layer links. Detaching dir detaches
+// them all at once: every unmount waits for an RCU grace period, a
+// fifth of a millisecond here, on the action's path.
 func bindDataRoots(roots []string, dir string) error {
 	if len(roots) == 0 {
 		return fmt.Errorf("no data roots: the sandbox could reach no layer")
 	}
 	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0700,size=64k"); err != nil {
 		return fmt.Errorf("mount the data roots' tmpfs: %w", err)
+	}
+	for _, staging := range []string{stagingBudget, stagingLinks} {
+		if err := os.Mkdir(filepath.Join(dir, staging), 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", staging, err)
+		}
 	}
 	for i, root := range roots {
 		target := filepath.Join(dir, strconv.Itoa(i))
