@@ -73,17 +73,17 @@ var namespaceSyscalls = []string{
 }
 
 // compileSeccomp assembles the filter of a mode once per runner into
-// the struct sock_filter array PID 1 installs, so that PID 1 (a small
-// binary started per action) links no BPF assembler.
-// github.com/elastic/go-seccomp-bpf builds it from syscall names with
-// argument conditions, pure Go, no libseccomp (cgo) and no
-// hand-assembled jumps.
+// the struct sock_filter array PID 1 installs, so that PID 1 links no
+// BPF assembler. The rules are github.com/elastic/go-seccomp-bpf's
+// SyscallGroups (syscall names with argument conditions, its syscall
+// tables per ABI, pure Go, no libseccomp and cgo); the dispatch on the
+// number is a search tree (seccomp_tree.go).
 //
-// The program dispatches on seccomp_data.arch: the native ABI gets the
-// library's program, i386 (int 0x80 and sysenter on amd64, which a
-// 32-bit binary uses) a section with the same rules by its own
-// numbers, and any other ABI ENOSYS. x32 shares the native arch value;
-// the library's program refuses its numbers (bit 30 set) with ENOSYS.
+// The program dispatches on seccomp_data.arch: the native ABI gets its
+// section, i386 (int 0x80 and sysenter on amd64, which a 32-bit binary
+// uses) one with the same rules by its own numbers, and any other ABI
+// ENOSYS. x32 shares the native arch value; its numbers (bit 30 set)
+// get ENOSYS.
 func compileSeccomp(mode SeccompMode) ([]byte, error) {
 	if mode == SeccompOff {
 		return nil, nil
@@ -92,36 +92,26 @@ func compileSeccomp(mode SeccompMode) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("seccomp: %w", err)
 	}
-	policy := seccomp.Policy{DefaultAction: seccomp.ActionAllow, Syscalls: seccompRules(native, mode)}
-	nativeProgram, err := policy.Assemble()
+	nativeSection, err := abiSection(native, seccompRules(native, mode))
 	if err != nil {
-		return nil, fmt.Errorf("seccomp: assemble policy: %w", err)
+		return nil, fmt.Errorf("seccomp: %w", err)
 	}
-	refuse := bpf.RetConstant{Val: uint32(seccomp.ActionErrno) | uint32(unix.ENOSYS)}
-	var program []bpf.Instruction
+	program := []bpf.Instruction{bpf.LoadAbsolute{Off: 4, Size: 4}} // seccomp_data.arch
 	if compat := compatABI(native); compat != nil {
-		compatProgram, err := assembleForeignRules(compat, seccompRules(compat, mode))
+		compatSection, err := abiSection(compat, seccompRules(compat, mode))
 		if err != nil {
-			return nil, fmt.Errorf("seccomp: assemble %s rules: %w", compat.Name, err)
+			return nil, fmt.Errorf("seccomp: %s rules: %w", compat.Name, err)
 		}
-		program = []bpf.Instruction{
-			bpf.LoadAbsolute{Off: 4, Size: 4}, // seccomp_data.arch
+		program = append(program,
 			bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(native.ID), SkipTrue: 3},
 			bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(compat.ID), SkipTrue: 1},
-			refuse,
-			bpf.Jump{Skip: uint32(len(nativeProgram))},
-		}
-		program = append(append(program, nativeProgram...), compatProgram...)
+			refuseForeign,
+			bpf.Jump{Skip: uint32(len(nativeSection))},
+		)
+		program = append(append(program, nativeSection...), compatSection...)
 	} else {
-		// The library's program allows every call of a foreign ABI,
-		// which would reach keyctl by another number: refuse those
-		// first.
-		program = []bpf.Instruction{
-			bpf.LoadAbsolute{Off: 4, Size: 4}, // seccomp_data.arch
-			bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(native.ID), SkipTrue: 1},
-			refuse,
-		}
-		program = append(program, nativeProgram...)
+		program = append(program, bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(native.ID), SkipTrue: 1}, refuseForeign)
+		program = append(program, nativeSection...)
 	}
 	raw, err := bpf.Assemble(program)
 	if err != nil {
@@ -135,6 +125,9 @@ func compileSeccomp(mode SeccompMode) ([]byte, error) {
 	}
 	return encoded, nil
 }
+
+// refuseForeign answers a call of an ABI the filter does not cover.
+var refuseForeign = bpf.RetConstant{Val: uint32(seccomp.ActionErrno) | uint32(unix.ENOSYS)}
 
 // compatABI is the 32-bit ABI a native process can also call, which the
 // filter covers rather than refuses: i386 on amd64, so that 32-bit
@@ -157,45 +150,6 @@ func seccompRules(abi *arch.Info, mode SeccompMode) []seccomp.SyscallGroup {
 		groups = append(groups, userNamespaceRules(abi)...)
 	}
 	return groups
-}
-
-// assembleForeignRules is the library's SyscallGroup.Assemble for an
-// ABI other than the running one (its Policy always assembles for
-// runtime.GOARCH), from the library's own pieces: that ABI's syscall
-// table, SyscallWithConditions and the label-resolving Program. The
-// section starts by loading the syscall number and ends allowing
-// what no rule matched.
-func assembleForeignRules(abi *arch.Info, groups []seccomp.SyscallGroup) ([]bpf.Instruction, error) {
-	p := seccomp.NewProgram()
-	for _, group := range groups {
-		var calls []seccomp.SyscallWithConditions
-		for _, name := range group.Names {
-			calls = append(calls, seccomp.SyscallWithConditions{Num: uint32(abi.SyscallNames[name] | abi.SeccompMask)})
-		}
-		for _, nc := range group.NamesWithCondtions {
-			number, ok := abi.SyscallNames[nc.Name]
-			if !ok {
-				return nil, fmt.Errorf("%s has no system call %s", abi.Name, nc.Name)
-			}
-			calls = append(calls, seccomp.SyscallWithConditions{Num: uint32(number | abi.SeccompMask), Conditions: []seccomp.ArgumentConditions{nc.Conditions}})
-		}
-		if len(calls) == 0 {
-			continue
-		}
-		match, next := p.NewLabel(), p.NewLabel()
-		for i, call := range calls {
-			call.Assemble(&p, i < len(calls)-1, match, next)
-		}
-		p.SetLabel(match)
-		p.Ret(group.Action)
-		p.SetLabel(next)
-	}
-	p.Ret(seccomp.ActionAllow)
-	instructions, err := p.Assemble()
-	if err != nil {
-		return nil, err
-	}
-	return append([]bpf.Instruction{bpf.LoadAbsolute{Off: 0, Size: 4}}, instructions...), nil // seccomp_data.nr
 }
 
 // userNamespaceRules refuse new user namespaces as Docker does:
