@@ -40,24 +40,19 @@ func executeOnce(b *testing.B, c *client, d *remoteexecution.Digest) {
 	}
 }
 
-// serverCPU is the CPU time the server, its sandbox launcher and the
-// sandboxes they reaped have used: utime+stime+cutime+cstime of
-// /proc/PID/stat for the server and the launcher (which is alive, so
-// its time is not yet in the server's cutime).
+// serverCPU is the CPU time the server, its sandbox launcher, the
+// sandboxes' PID 1s and what they reaped have used:
+// utime+stime+cutime+cstime of /proc/PID/stat for each (alive, so none
+// is yet in its parent's cutime; a PID 1 that retires lands in the
+// launcher's).
 func serverCPU(b *testing.B, s *server) time.Duration {
-	total := processCPU(b, s.cmd.Process.Pid)
-	for _, launcher := range procfs.Children(s.cmd.Process.Pid, "bitzel-sandbox-launcher") {
-		total += processCPU(b, launcher)
+	var total time.Duration
+	for _, pid := range append([]int{s.cmd.Process.Pid}, sandboxProcesses(b, s.cmd.Process.Pid)...) {
+		if cpu, err := procfs.CPUTime(pid); err == nil {
+			total += cpu
+		}
 	}
 	return total
-}
-
-func processCPU(b *testing.B, pid int) time.Duration {
-	cpu, err := procfs.CPUTime(pid)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return cpu
 }
 
 func forkExecTrue(b *testing.B) {
