@@ -50,6 +50,9 @@ type actionRun struct {
 	joined, reaped, done bool
 	// released is the Result's Released.
 	released chan struct{}
+	// untouched: PID 1 was sent nothing (the Action could not be
+	// encoded) and waits for an action as before.
+	untouched bool
 	// copies drain the action's stdout and stderr pipes into the
 	// outputs.
 	copies sync.WaitGroup
@@ -114,6 +117,7 @@ func (a *actionRun) supervise(ctx context.Context) (*Result, error) {
 	if !sent {
 		// Nothing was sent: PID 1 waits for an action as before.
 		w.stop()
+		a.untouched = true
 		a.finish(false, !w.fired())
 		return nil, fmt.Errorf("sandbox: send the action to init: %w", err)
 	}
@@ -151,64 +155,85 @@ func (a *actionRun) startCopies() ([2]*os.File, error) {
 }
 
 // finish gives PID 1 back to the pool, or retires it, and releases
-// the cgroup. Every process of the action is gone by then. reported:
-// PID 1 sent a Status, and then sends ReleasedMessage once the
-// action's mounts are gone; reusable: it also asked for no retirement
-// and was not killed. Result.Released is closed once no process and
-// no mount of the action is left: when that message arrives, or PID 1
-// has been reaped.
+// the cgroup; every process of the action is gone by then. reported:
+// PID 1 sent a Status, and sends ReleasedMessage once the action's
+// mounts are gone; reusable: it also asked for no retirement and was
+// not killed (or was sent nothing: untouched). Result.Released is
+// closed once no process and no mount of the action is left.
 func (a *actionRun) finish(reported, reusable bool) {
 	if a.done {
 		return
 	}
 	a.done = true
-	r := a.runner
+	r, z := a.runner, a.zygote
 	if reusable && a.joined {
 		// Out of the action's cgroup before another action uses the
 		// PID 1 or the cgroup.
-		if err := a.cgroup.Leave(a.zygote.process.pid); err != nil {
+		if err := a.cgroup.Leave(z.process.pid); err != nil {
 			reusable = false
 		}
 	}
-	z, cgroup, reaped, released := a.zygote, a.cgroup, a.reaped, a.released
-	if reusable && cgroup != nil {
-		r.exiting.Add(1)
-		go func() {
-			defer r.exiting.Done()
-			cgroup.Remove()
-		}()
+	if reusable && a.cgroup != nil {
+		a.removeCgroup()
 	}
+	switch {
+	case reusable && a.untouched:
+		// Nothing was sent, nothing mounted: no Released follows.
+		close(a.released)
+		r.pool.put(z)
+	case reusable && reported:
+		r.background(func() {
+			released := awaitReleased(z.control)
+			if !released {
+				r.end(z)
+			}
+			close(a.released)
+			if released {
+				r.pool.put(z)
+			}
+		})
+	default:
+		r.background(func() {
+			if !a.reaped {
+				r.end(z)
+			}
+			close(a.released)
+			// PID 1 is gone: nothing of the action is left in the
+			// cgroup.
+			if a.cgroup != nil {
+				a.cgroup.Remove()
+			}
+		})
+	}
+}
+
+// removeCgroup removes the action's cgroup, which PID 1 has left, in
+// the background.
+func (a *actionRun) removeCgroup() {
+	cgroup := a.cgroup
+	a.runner.background(func() { cgroup.Remove() })
+}
+
+// background runs f in a goroutine Close waits for.
+func (r *namespaceRunner) background(f func()) {
 	r.exiting.Add(1)
 	go func() {
 		defer r.exiting.Done()
-		if reported && awaitReleased(z.control) && reusable {
-			close(released)
-			r.pool.put(z)
-			return
-		}
-		if !reaped {
-			z.close()
-			z.process.kill()
-			z.process.wait()
-		}
-		close(released)
-		// PID 1 is gone: nothing of the action is left in the cgroup.
-		if cgroup != nil && !reusable {
-			cgroup.Remove()
-		}
+		f()
 	}()
+}
+
+// end kills a PID 1 and waits until it is reaped.
+func (r *namespaceRunner) end(z *zygote) {
+	z.close()
+	z.process.kill()
+	z.process.wait()
 }
 
 // retire ends a PID 1 that is not in use, in the background (Close
 // waits for it).
 func (r *namespaceRunner) retire(z *zygote) {
-	r.exiting.Add(1)
-	go func() {
-		defer r.exiting.Done()
-		z.close()
-		z.process.kill()
-		z.process.wait()
-	}()
+	r.background(func() { r.end(z) })
 }
 
 // close ends the run: a PID 1 that never got its action (joining the

@@ -122,16 +122,7 @@ func TestAnActionCannotChangeWhatItsPID1PassesOn(t *testing.T) {
 			// user namespace the action makes.
 			argv = append([]string{"/usr/bin/unshare", "-r"}, argv...)
 		}
-		o := e.run(&Spec{Mounts: []Mount{e.mount("", helper)}, Argv: argv, Env: []string{"PATH=/usr/bin:/bin", helperEnv + "=" + mode}})
-		o.expectExit(t, 0)
-		// The next action takes this PID 1 only once it is back in
-		// the pool.
-		select {
-		case <-o.Released:
-		case <-time.After(10 * time.Second):
-			t.Fatal("Released was not closed")
-		}
-		return o
+		return runReleased(t, e, &Spec{Mounts: []Mount{e.mount("", helper)}, Argv: argv, Env: []string{"PATH=/usr/bin:/bin", helperEnv + "=" + mode}})
 	}
 	clean := run(t, "observe")
 	for _, attack := range []string{"none", "rlimit", "nice", "affinity", "ioprio", "oom_score_adj"} {
@@ -164,14 +155,7 @@ func TestAnActionLeavesNothingForTheNext(t *testing.T) {
 	helper := e.helperLayer()
 	run := func(script string) outcome {
 		t.Helper()
-		o := e.run(&Spec{Mounts: []Mount{e.mount("", helper)}, Argv: []string{"/bin/sh", "-c", script}})
-		o.expectExit(t, 0)
-		select {
-		case <-o.Released:
-		case <-time.After(10 * time.Second):
-			t.Fatal("Released was not closed")
-		}
-		return o
+		return runReleased(t, e, &Spec{Mounts: []Mount{e.mount("", helper)}, Argv: []string{"/bin/sh", "-c", script}})
 	}
 	first := run(`SANDBOX_TEST_HELPER=shm-create ./helper >/dev/null && echo left >/tmp/left && echo left >/dev/shm/left &&
 (touch /dev/left 2>/dev/null && echo dev writable; touch /left 2>/dev/null && echo root writable;
@@ -205,6 +189,24 @@ func init() {
 		fmt.Println("shm: found a segment left by an earlier action")
 		return 0
 	}
+}
+
+// runReleased runs spec, expects exit 0 and waits for the sandbox to
+// release it: the next action takes this PID 1 only once it is back in
+// the pool.
+func runReleased(t *testing.T, e *env, spec *Spec) outcome {
+	t.Helper()
+	o, err := e.tryRun(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.expectExit(t, 0)
+	select {
+	case <-o.Released:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Released was not closed")
+	}
+	return o
 }
 
 func lastLine(s string) string {

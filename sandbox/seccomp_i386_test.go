@@ -105,16 +105,7 @@ func TestSeccompFilterByABI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw := make([]bpf.RawInstruction, len(encoded)/8)
-	for i := range raw {
-		b := encoded[8*i:]
-		raw[i] = bpf.RawInstruction{Op: binary.NativeEndian.Uint16(b), Jt: b[2], Jf: b[3], K: binary.NativeEndian.Uint32(b[4:])}
-	}
-	instructions, ok := bpf.Disassemble(raw)
-	if !ok {
-		t.Fatal("the filter does not disassemble")
-	}
-	vm, err := bpf.NewVM(instructions)
+	vm, err := bpf.NewVM(decodeFilter(t, encoded))
 	if err != nil {
 		t.Fatal(err)
 	}
