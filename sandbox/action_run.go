@@ -179,18 +179,18 @@ func (a *actionRun) finish(reported, reusable bool) {
 	switch {
 	case reusable && a.untouched:
 		// Nothing was sent, nothing mounted: no Released follows.
-		close(a.released)
 		r.pool.put(z)
+		close(a.released)
 	case reusable && reported:
 		r.background(func() {
-			released := awaitReleased(z.control)
-			if !released {
+			// Back in the pool before Released is closed: whoever
+			// waits for it and goes on finds this PID 1 there.
+			if awaitReleased(z.control) {
+				r.pool.put(z)
+			} else {
 				r.end(z)
 			}
 			close(a.released)
-			if released {
-				r.pool.put(z)
-			}
 		})
 	default:
 		r.background(func() {
