@@ -219,3 +219,29 @@ func cpuCount() int {
 	unix.SchedGetaffinity(0, &cpus)
 	return cpus.Count()
 }
+
+// TestPID1IsOutOfReach: an action sees its slot's PID 1 in /proc, and
+// PID 1's mount namespace still binds the worker's data directories.
+// Through /proc/1 the action must reach none of it: not PID 1's root or
+// working directory, its descriptors, environment, memory or
+// namespaces, for any of its threads. Two things refuse it, each
+// enough: PID 1 is not dumpable, and the kernel lets a process of the
+// same uid into another only if it holds every capability that one
+// has (cap_ptrace_access_check), or CAP_SYS_PTRACE, which an action
+// never has (kept, it fails this test). The numbers of PID 1's
+// descriptors can be listed, as when PID 1 served a single action.
+func TestPID1IsOutOfReach(t *testing.T) {
+	e := newEnv(t)
+	e.layer("secret", map[string]string{"key": "data root contents"})
+	o := e.shell(`for t in /proc/1 /proc/1/task/*; do
+  cat $t/root/.bitzel/data/0/layers/secret/key 2>/dev/null
+  ls $t/root/ >/dev/null 2>&1 && echo "listed $t/root"
+  ls $t/cwd/ >/dev/null 2>&1 && echo "listed $t/cwd"
+  for f in environ maps mem auxv stack; do head -c1 $t/$f >/dev/null 2>&1 && echo "read $t/$f"; done
+  for l in fd/0 fd/3 fd/4 ns/mnt ns/net ns/user exe; do readlink $t/$l >/dev/null 2>&1 && echo "followed $t/$l"; done
+done; echo checked`)
+	o.expectExit(t, 0)
+	if o.stdout != "checked\n" {
+		t.Errorf("through /proc/1 the action reached:\n%s", o.stdout)
+	}
+}
