@@ -77,7 +77,7 @@ func BenchmarkHostTreeWithSubmounts(b *testing.B) {
 			time.Sleep(50 * time.Millisecond)
 			cpuBefore := map[*benchEnv]time.Duration{}
 			for e, pid := range launcher {
-				cpuBefore[e] = processCPU(b, pid)
+				cpuBefore[e] = sandboxesCPU(pid)
 			}
 			var overlaidTime, rebuiltTime time.Duration
 			b.ResetTimer()
@@ -87,7 +87,7 @@ func BenchmarkHostTreeWithSubmounts(b *testing.B) {
 			}
 			b.StopTimer()
 			time.Sleep(100 * time.Millisecond)
-			cpu := func(e *benchEnv) time.Duration { return processCPU(b, launcher[e]) - cpuBefore[e] }
+			cpu := func(e *benchEnv) time.Duration { return sandboxesCPU(launcher[e]) - cpuBefore[e] }
 			perOp := func(d time.Duration) float64 { return float64(d) / float64(b.N) / 1e6 }
 			b.ReportMetric(float64(len(entries)), "etc-entries")
 			b.ReportMetric(perOp(overlaidTime), "overlaid-ms")

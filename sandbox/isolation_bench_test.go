@@ -52,7 +52,7 @@ func BenchmarkSandboxIsolation(b *testing.B) {
 			time.Sleep(50 * time.Millisecond)
 			cpuBefore := map[*benchEnv]time.Duration{}
 			for e, pid := range launcher {
-				cpuBefore[e] = processCPU(b, pid)
+				cpuBefore[e] = sandboxesCPU(pid)
 			}
 			var on, off, old time.Duration
 			b.ResetTimer()
@@ -70,7 +70,7 @@ func BenchmarkSandboxIsolation(b *testing.B) {
 				if !ok {
 					b.Fatal("no launcher found for a runner")
 				}
-				return processCPU(b, pid) - cpuBefore[e]
+				return sandboxesCPU(pid) - cpuBefore[e]
 			}
 			perOp := func(d time.Duration) float64 { return float64(d) / float64(b.N) / 1e6 }
 			b.ReportMetric(perOp(cpu(filtered)), "seccomp-cpu-ms")

@@ -114,10 +114,15 @@ type ExitNotice struct {
 	MaxRSSBytes     int64  `json:"max_rss_bytes"`
 }
 
-// initEnvironment is PID 1's whole environment. PID 1 mostly waits:
-// one P spares the runtime its idle threads and their spinning. It
-// keeps its collector: it serves many actions.
-var initEnvironment = []string{EnvMarker + "=1", "GOMAXPROCS=1"}
+// initEnvironment is PID 1's whole environment. PID 1 mostly waits,
+// in wait4 while a command runs: with a single P, the runtime's monitor
+// thread takes that P back from the blocked system call every 20
+// microseconds (there is no idle P to leave it be) and keeps waking
+// itself that often. A second P stays idle, and the runtime then
+// leaves a blocked P alone for 10 ms: 0.93x PID 1's and the launcher's
+// CPU per action (BenchmarkSandboxAgainstBaseline). More would only
+// add idle threads. PID 1 keeps its collector: it serves many actions.
+var initEnvironment = []string{EnvMarker + "=1", "GOMAXPROCS=2"}
 
 // LauncherMain runs the launcher until the worker closes the socket.
 func LauncherMain() {
