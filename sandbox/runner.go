@@ -1,6 +1,9 @@
-// Package sandbox runs one command in fresh user, mount, pid, network,
-// IPC and UTS namespaces on an exec root that is an overlay of
-// read-only layer directories, and reports what happened.
+// Package sandbox runs commands, one per action, in sandboxes whose
+// PID 1 serves one action after another (child/zygote.go): each action
+// gets fresh mount, network, IPC and UTS namespaces on an exec root
+// that is an overlay of read-only layer directories, in the user and
+// pid namespaces of its slot's sandbox, and the runner reports what
+// happened.
 package sandbox
 
 import (
@@ -18,8 +21,8 @@ import (
 // did (non-zero exit, signal, timeout, OOM kill) is in the Result.
 type Runner interface {
 	Run(ctx context.Context, spec *Spec) (*Result, error)
-	// Close releases what the runner keeps between runs (sandboxes
-	// started ahead of need).
+	// Close releases what the runner keeps between runs (the
+	// sandboxes' PID 1s waiting for their next action).
 	Close() error
 }
 
@@ -107,8 +110,9 @@ type Result struct {
 	// caller closes it once it has read the outputs, which frees the
 	// tmpfs.
 	DiskBudget *os.File
-	// Released is closed once the sandbox's PID 1 has been reaped:
-	// then no process and no mount of the action remains, and its
-	// upper and work directories may be used again. Nil means at once.
+	// Released is closed once no process and no mount of the action
+	// remains (the sandbox's PID 1 has released the action's mount
+	// namespace, or has been reaped), and its upper and work
+	// directories may be used again. Nil means at once.
 	Released <-chan struct{}
 }
