@@ -245,3 +245,128 @@ done; echo checked`)
 		t.Errorf("through /proc/1 the action reached:\n%s", o.stdout)
 	}
 }
+
+const leftPort = 40123
+
+func init() {
+	// net-hold leaves what a network namespace keeps after a process:
+	// a connection to a listener on leftPort that the server side
+	// closed first (TIME_WAIT on that port), then holds the listener,
+	// a UDP socket and an abstract Unix socket until it is killed.
+	moreHelpers["net-hold"] = func([]string) int {
+		listener, err := boundSocket(unix.SOCK_STREAM, leftPort)
+		if err == nil {
+			err = unix.Listen(listener, 1)
+		}
+		client, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+		if err == nil {
+			err = unix.Connect(client, &unix.SockaddrInet4{Port: leftPort, Addr: [4]byte{127, 0, 0, 1}})
+		}
+		if err != nil {
+			fmt.Println("net-hold:", err)
+			return 1
+		}
+		server, _, err := unix.Accept(listener)
+		if err != nil {
+			fmt.Println("accept:", err)
+			return 1
+		}
+		unix.Close(server)
+		time.Sleep(10 * time.Millisecond)
+		unix.Close(client)
+		udp, _ := boundSocket(unix.SOCK_DGRAM, leftPort+1)
+		abstract, _ := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+		unix.Bind(abstract, &unix.SockaddrUnix{Name: "@bitzel-left"})
+		fmt.Println("holding", listener, udp, abstract)
+		os.Stdout.Sync()
+		for {
+			unix.Pause()
+		}
+	}
+	// net-check prints the sockets of the namespace, then binds what
+	// net-hold held, without SO_REUSEADDR.
+	moreHelpers["net-check"] = func([]string) int {
+		sockstat, _ := os.ReadFile("/proc/self/net/sockstat")
+		fmt.Println(strings.SplitN(string(sockstat), "\n", 2)[0])
+		for _, kind := range []int{unix.SOCK_STREAM, unix.SOCK_DGRAM} {
+			port := leftPort
+			if kind == unix.SOCK_DGRAM {
+				port++
+			}
+			if _, err := boundSocket(kind, port); err != nil {
+				fmt.Printf("bind %d/%d: %v\n", kind, port, err)
+			}
+		}
+		abstract, _ := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+		if err := unix.Bind(abstract, &unix.SockaddrUnix{Name: "@bitzel-left"}); err != nil {
+			fmt.Println("bind @bitzel-left:", err)
+		}
+		printPIDNamespace()
+		return 0
+	}
+	// net-reconfigure tries what CAP_NET_ADMIN in the namespace's
+	// owner would allow, and prints what succeeded.
+	moreHelpers["net-reconfigure"] = func([]string) int {
+		if err := os.WriteFile("/proc/sys/net/ipv4/tcp_max_tw_buckets", []byte("1000"), 0); err == nil {
+			fmt.Println("changed tcp_max_tw_buckets")
+		}
+		if err := os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte("40000 40001"), 0); err == nil {
+			fmt.Println("changed ip_local_port_range")
+		}
+		fd, _ := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+		ifreq, _ := unix.NewIfreq("lo")
+		if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifreq); err == nil {
+			ifreq.SetUint16(ifreq.Uint16() &^ unix.IFF_UP)
+			if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifreq); err == nil {
+				fmt.Println("took lo down")
+			}
+		}
+		fmt.Println("done")
+		return 0
+	}
+}
+
+// boundSocket is a socket of kind bound to 127.0.0.1:port, without
+// SO_REUSEADDR (which Go's net package sets).
+func boundSocket(kind, port int) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, kind, 0)
+	if err != nil {
+		return -1, err
+	}
+	return fd, unix.Bind(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}})
+}
+
+// TestAnActionLeavesNoSocketsForTheNext: the actions of a slot share
+// its PID 1's network namespace (child/network.go). One leaves a
+// listener, a UDP socket and an abstract Unix socket in a process the
+// end of the action kills, and a TIME_WAIT connection on its listening
+// port; the next action of the same PID 1 finds no socket and binds
+// all three names without SO_REUSEADDR.
+func TestAnActionLeavesNoSocketsForTheNext(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.Slots, c.WarmSandboxes = 1, 0 })
+	helper := e.helperLayer()
+	first := runReleased(t, e, &Spec{Mounts: []Mount{e.mount("", helper)},
+		Argv: []string{"/bin/sh", "-c", `SANDBOX_TEST_HELPER=net-hold ./helper & sleep 0.3; readlink /proc/self/ns/pid`}})
+	if !strings.Contains(first.stdout, "holding") {
+		t.Fatalf("the first action did not leave its sockets: %q (stderr %q)", first.stdout, first.stderr)
+	}
+	second := runReleased(t, e, &Spec{Mounts: []Mount{e.mount("", helper)}, Argv: []string{"./helper"}, Env: []string{helperEnv + "=net-check"}})
+	if ns := strings.TrimPrefix(lastLine(second.stdout), "pidns "); ns != lastLine(first.stdout) {
+		t.Fatalf("the next action ran in another sandbox (%s, then %s): nothing was tested", lastLine(first.stdout), ns)
+	}
+	if want := "sockets: used 0\n" + lastLine(second.stdout) + "\n"; second.stdout != want {
+		t.Errorf("the next action of the same PID 1 found:\n%s", second.stdout)
+	}
+}
+
+// TestAnActionCannotReconfigureTheNetwork: an action may not change
+// the network namespace it shares with the later actions of its slot:
+// not its sysctls, not its interface.
+func TestAnActionCannotReconfigureTheNetwork(t *testing.T) {
+	e := newEnv(t)
+	o := e.run(&Spec{Mounts: []Mount{e.mount("", e.helperLayer())}, Argv: []string{"./helper"}, Env: []string{helperEnv + "=net-reconfigure"}})
+	o.expectExit(t, 0)
+	if o.stdout != "done\n" {
+		t.Errorf("an action reconfigured its slot's network namespace:\n%s", o.stdout)
+	}
+}

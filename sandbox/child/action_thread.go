@@ -9,8 +9,9 @@ import (
 
 // actionThread is the thread that starts PID 1's next action. It is
 // made while PID 1 waits for that action, and does then what does not
-// depend on it: new mount, network, IPC and UTS namespaces, hostname
-// and loopback, a fresh session keyring, no_new_privs. What does
+// depend on it: new mount, IPC and UTS namespaces (the network
+// namespace is the slot's: network.go), hostname, a fresh session
+// keyring, no_new_privs. What does
 // depend on the action (its mounts, then the capabilities and the
 // seccomp filter, which forbid mounting) waits for it. A trivial
 // action's critical path is then its own mounts and its command.
@@ -59,7 +60,7 @@ func (z *zygote) startActionThread() *actionThread {
 }
 
 func (t *actionThread) prepare(prepare *Prepare) error {
-	if err := unix.Unshare(unix.CLONE_NEWNS | unix.CLONE_NEWNET | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS); err != nil {
+	if err := unix.Unshare(unix.CLONE_NEWNS | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS); err != nil {
 		return fmt.Errorf("unshare: %w", err)
 	}
 	mountNS, err := unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)

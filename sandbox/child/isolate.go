@@ -33,9 +33,13 @@ var keptCapabilities = map[int]bool{
 // prepareSlot sets what the slot's actions share and cannot change:
 // the slot's share of the per-user-namespace budgets (PID 1 has every
 // capability in its namespace; an action has not CAP_SYS_RESOURCE to
-// raise them) and, without a pids cgroup, the process limit.
+// raise them), the network namespace (network.go) and, without a pids
+// cgroup, the process limit.
 func prepareSlot(prepare *Prepare) error {
 	if err := prepare.UserNamespaceLimits.apply("/proc"); err != nil {
+		return err
+	}
+	if err := prepareNetwork(); err != nil {
 		return err
 	}
 	if n := prepare.MaxProcesses; n > 0 {
@@ -50,8 +54,8 @@ func prepareSlot(prepare *Prepare) error {
 }
 
 // prepareIsolation gives the calling thread, in its new namespaces,
-// what does not depend on the action: hostname and loopback, a fresh
-// session keyring, no_new_privs (which mounting does not need). All of
+// what does not depend on the action: its hostname, a fresh session
+// keyring, no_new_privs (which mounting does not need). All of
 // it is per thread or per namespace: PID 1's other threads keep what
 // they need to serve the next action.
 func prepareIsolation(prepare *Prepare) error {
@@ -60,9 +64,6 @@ func prepareIsolation(prepare *Prepare) error {
 	}
 	if err := unix.Setdomainname([]byte("localdomain")); err != nil {
 		return fmt.Errorf("set domain name: %w", err)
-	}
-	if err := bringUpLoopback(); err != nil {
-		return err
 	}
 	if err := joinFreshSessionKeyring(); err != nil {
 		return err
@@ -83,29 +84,6 @@ func isolateAction(prepare *Prepare) error {
 		return err
 	}
 	return installSeccomp(prepare.SeccompFilter)
-}
-
-// bringUpLoopback sets IFF_UP on lo, the only interface of a new
-// network namespace, so builds that talk to themselves over 127.0.0.1
-// work while nothing else is reachable.
-func bringUpLoopback() error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("loopback: socket: %w", err)
-	}
-	defer unix.Close(fd)
-	ifreq, err := unix.NewIfreq("lo")
-	if err != nil {
-		return fmt.Errorf("loopback: %w", err)
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifreq); err != nil {
-		return fmt.Errorf("loopback: get flags: %w", err)
-	}
-	ifreq.SetUint16(ifreq.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifreq); err != nil {
-		return fmt.Errorf("loopback: set up: %w", err)
-	}
-	return nil
 }
 
 // dropCapabilities removes everything outside keptCapabilities from

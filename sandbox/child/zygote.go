@@ -78,6 +78,11 @@ func serve() {
 				status.Retire = true
 			}
 		}
+		if !status.Retire && networkIsEmpty() != nil {
+			// Sockets outlived the action's processes: the
+			// next action gets a new network namespace.
+			status.Retire = true
+		}
 		if !report(status) {
 			return
 		}
