@@ -20,11 +20,12 @@ const HostReserveDivisor = 4
 
 // ownNamespaces are the namespaces a slot's PID 1 holds in its own user
 // namespace besides what its actions may create, counted against the
-// slot's share: PID 1's own, and (but the pid namespace) the next
-// action's, which PID 1 makes ahead of it (child/action_thread.go)
-// while those of the last action may still be being freed.
+// slot's share: PID 1's own, and (but the pid and network namespaces,
+// which are the slot's) the next action's, which PID 1 makes ahead of
+// it (child/action_thread.go) while those of the last action may still
+// be being freed.
 var ownNamespaces = map[string]int64{
-	"max_mnt_namespaces": 2, "max_pid_namespaces": 1, "max_net_namespaces": 2,
+	"max_mnt_namespaces": 2, "max_pid_namespaces": 1, "max_net_namespaces": 1,
 	"max_ipc_namespaces": 2, "max_uts_namespaces": 2,
 }
 
