@@ -16,10 +16,11 @@ import (
 // one slot of the worker, never two at once. What the actions share is
 // built once (the template root, the user namespace's limits, PID 1's
 // own start-up); what one action could change for the next is made
-// anew for each (mount, network, IPC and UTS namespaces, by the
-// action's thread: action.go), killed (every process but PID 1) or
-// checked (PID 1's own attributes: health.go). A PID 1 that cannot
-// vouch for its state retires instead of taking another action.
+// anew for each (mount, IPC and UTS namespaces, by the action's thread:
+// action_thread.go), killed (every process but PID 1), cleaned (the
+// network namespace's sockets: network.go) or checked (PID 1's own
+// attributes: health.go). A PID 1 that cannot vouch for its state
+// retires instead of taking another action.
 
 // serve reads the Prepare, builds the template and runs Actions until
 // the config pipe ends.
