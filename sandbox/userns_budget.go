@@ -95,7 +95,7 @@ func split(limit int64, slots int) (all, share int64) {
 
 // String is for the worker's start-up line.
 func (b *UserNamespaceBudget) String() string {
-	return fmt.Sprintf("per action: %d inotify instances, %d watches, %d message-queue bytes; all actions: %d, %d, %d",
+	return fmt.Sprintf("per slot (its actions one after another): %d inotify instances, %d watches, %d message-queue bytes; all slots: %d, %d, %d",
 		b.PerAction.Sysctls["max_inotify_instances"], b.PerAction.Sysctls["max_inotify_watches"], b.PerAction.MessageQueueBytes,
 		b.All.Sysctls["max_inotify_instances"], b.All.Sysctls["max_inotify_watches"], b.All.MessageQueueBytes)
 }
