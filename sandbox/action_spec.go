@@ -52,7 +52,7 @@ func (r *namespaceRunner) validate(spec *Spec) error {
 			if !filepath.IsAbs(dir) {
 				return fmt.Errorf("sandbox: mount %q: %q is not an absolute path", m.Path, dir)
 			}
-			if !r.inDataRoots(dir) {
+			if child.DataRootOf(r.config.DataRoots, filepath.Clean(dir)) < 0 {
 				return fmt.Errorf("sandbox: mount %q: %q is in none of the runner's data directories %q", m.Path, dir, r.config.DataRoots)
 			}
 			var st unix.Stat_t
@@ -65,16 +65,6 @@ func (r *namespaceRunner) validate(spec *Spec) error {
 		}
 	}
 	return nil
-}
-
-// inDataRoots: PID 1 reaches path through its binds of the data roots.
-func (r *namespaceRunner) inDataRoots(path string) bool {
-	for _, root := range r.config.DataRoots {
-		if within(path, root) || root == "/" {
-			return true
-		}
-	}
-	return false
 }
 
 // chownUppers hands the upper and work directories (and whatever the

@@ -83,22 +83,28 @@ func mountActionRoot(p *Prepare, action *Action) (string, error) {
 	return "/", pivotRoot(execRoot, false)
 }
 
+// DataRootOf returns the index of the longest of roots that holds
+// path (a clean absolute path), or -1.
+func DataRootOf(roots []string, path string) int {
+	best := -1
+	for i, root := range roots {
+		if (path == root || root == "/" || strings.HasPrefix(path, root+"/")) && (best < 0 || len(root) > len(roots[best])) {
+			best = i
+		}
+	}
+	return best
+}
+
 // inDataRoots names the directories of mounts (host paths) through
-// the template's binds of the data roots, the longest root that holds
-// each.
+// the template's binds of the data roots.
 func inDataRoots(roots []string, mounts []Mount) ([]Mount, error) {
 	name := func(path string) (string, error) {
 		path = filepath.Clean(path)
-		best := -1
-		for i, root := range roots {
-			if (path == root || root == "/" || strings.HasPrefix(path, root+"/")) && (best < 0 || len(root) > len(roots[best])) {
-				best = i
-			}
-		}
-		if best < 0 {
+		i := DataRootOf(roots, path)
+		if i < 0 {
 			return "", fmt.Errorf("%q lies in none of the sandbox's data directories %q", path, roots)
 		}
-		return filepath.Join(DataRootDir, strconv.Itoa(best), strings.TrimPrefix(path, roots[best])), nil
+		return filepath.Join(DataRootDir, strconv.Itoa(i), strings.TrimPrefix(path, roots[i])), nil
 	}
 	named := make([]Mount, len(mounts))
 	for i, m := range mounts {
