@@ -13,29 +13,14 @@ import (
 // budget's tmpfs if PID 1 sent one, then the Status. It returns at the
 // Status, or with no status when PID 1 closed the socket (it died).
 func readReport(f *os.File) (status []byte, diskBudget *os.File) {
-	conn, err := f.SyscallConn()
-	if err != nil {
-		return nil, nil
-	}
 	buf := make([]byte, 64<<10)
 	oob := make([]byte, unix.CmsgSpace(4))
 	for {
-		var n, oobn int
-		var recvErr error
-		// The descriptor is blocking (os.NewFile of a socketpair end
-		// the worker made blocking): each call reads one message.
-		err := conn.Read(func(fd uintptr) bool {
-			for {
-				n, oobn, _, _, recvErr = unix.Recvmsg(int(fd), buf, oob, unix.MSG_CMSG_CLOEXEC)
-				if recvErr != unix.EINTR {
-					return recvErr != unix.EAGAIN
-				}
-			}
-		})
-		if err != nil || recvErr != nil || (n == 0 && oobn == 0) {
+		n, oobn, err := receive(f, buf, oob)
+		if err != nil || (n == 0 && oobn == 0) {
 			return nil, diskBudget
 		}
-		if fds := parseRights(oob[:oobn]); len(fds) > 0 {
+		if fds, _ := child.ParseRights(oob[:oobn]); len(fds) > 0 {
 			for _, extra := range fds[1:] {
 				unix.Close(extra)
 			}
@@ -53,36 +38,21 @@ func readReport(f *os.File) (status []byte, diskBudget *os.File) {
 // awaitReleased reads the message PID 1 sends once the action's
 // mounts are gone; false if anything else comes (PID 1 died).
 func awaitReleased(f *os.File) bool {
-	conn, err := f.SyscallConn()
-	if err != nil {
-		return false
-	}
 	buf := make([]byte, 16)
-	var n int
-	var recvErr error
-	err = conn.Read(func(fd uintptr) bool {
-		for {
-			n, _, _, _, recvErr = unix.Recvmsg(int(fd), buf, nil, 0)
-			if recvErr != unix.EINTR {
-				return recvErr != unix.EAGAIN
-			}
-		}
-	})
-	return err == nil && recvErr == nil && n == 1 && buf[0] == child.ReleasedMessage
+	n, _, err := receive(f, buf, nil)
+	return err == nil && n == 1 && buf[0] == child.ReleasedMessage
 }
 
-func parseRights(oob []byte) []int {
-	messages, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return nil
-	}
-	var fds []int
-	for _, m := range messages {
-		if rights, err := unix.ParseUnixRights(&m); err == nil {
-			fds = append(fds, rights...)
+// receive reads one message of the control socket, waiting for it: the
+// descriptor is blocking (a socketpair end, which os.NewFile does not
+// give to the poller).
+func receive(f *os.File, buf, oob []byte) (n, oobn int, err error) {
+	for {
+		n, oobn, _, _, err = unix.Recvmsg(int(f.Fd()), buf, oob, unix.MSG_CMSG_CLOEXEC)
+		if err != unix.EINTR {
+			return n, oobn, err
 		}
 	}
-	return fds
 }
 
 // budgetFull: the action's writes reached its disk budget (tmpfs
