@@ -21,16 +21,16 @@ import (
 // credentials, which no other goroutine may inherit. The Go runtime
 // creates no other thread from a locked one.
 type actionThread struct {
-	// tid and mountNS are set before prepared is closed.
+	// tid, mountNS and err are the thread's to write; PID 1 reads
+	// them once it has received from done.
 	tid int
 	// mountNS is a descriptor of the thread's mount namespace, which
 	// PID 1 holds until it has reported the action (release).
 	mountNS int
 	// err is why the preparation failed, reported with the action.
-	err      error
-	prepared chan struct{}
-	work     chan actionWork
-	done     chan spawnResult
+	err  error
+	work chan actionWork
+	done chan spawnResult
 }
 
 type actionWork struct {
@@ -47,12 +47,11 @@ type spawnResult struct {
 
 // startActionThread starts the next action's thread.
 func (z *zygote) startActionThread() *actionThread {
-	t := &actionThread{mountNS: -1, prepared: make(chan struct{}), work: make(chan actionWork, 1), done: make(chan spawnResult, 1)}
+	t := &actionThread{mountNS: -1, work: make(chan actionWork, 1), done: make(chan spawnResult, 1)}
 	go func() {
 		runtime.LockOSThread()
 		t.tid = unix.Gettid()
 		t.err = t.prepare(z.prepare)
-		close(t.prepared)
 		w := <-t.work
 		t.done <- t.start(z.prepare, w.action, w.files)
 	}()

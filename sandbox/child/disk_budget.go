@@ -27,8 +27,7 @@ import (
 
 // diskBudget is the tmpfs of one action, nil without a budget.
 type diskBudget struct {
-	stage string
-	fd    int
+	fd int
 }
 
 // path names p inside the tmpfs through its descriptor: once the exec
@@ -38,24 +37,23 @@ func (b *diskBudget) path(p string) string {
 	return fmt.Sprintf("/proc/self/fd/%d/%s", b.fd, p)
 }
 
-// mountDiskBudget mounts the tmpfs at stage, a mount point of the
-// template, and moves the overlays' upper and work directories into
+// mountDiskBudget mounts the tmpfs at stage, a mount point in the data
+// roots' tmpfs, and moves the overlays' upper and work directories into
 // it: the worker prepared the uppers (parents of outputs) on the host,
 // so their directory skeleton is copied.
 func mountDiskBudget(stage string, mounts []Mount, diskBytes int64) (*diskBudget, error) {
 	if diskBytes <= 0 {
 		return nil, nil
 	}
-	b := &diskBudget{stage: stage, fd: -1}
 	options := fmt.Sprintf("mode=0755,size=%d", diskBytes)
-	if err := unix.Mount("tmpfs", b.stage, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, options); err != nil {
+	if err := unix.Mount("tmpfs", stage, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, options); err != nil {
 		return nil, fmt.Errorf("disk budget: mount tmpfs of %d bytes: %w", diskBytes, err)
 	}
-	fd, err := unix.Open(b.stage, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(stage, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("disk budget: open tmpfs: %w", err)
 	}
-	b.fd = fd
+	b := &diskBudget{fd: fd}
 	for i := range mounts {
 		o := &mounts[i]
 		upper, work := b.path(fmt.Sprintf("u%d", i)), b.path(fmt.Sprintf("w%d", i))

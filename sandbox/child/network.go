@@ -58,17 +58,18 @@ func prepareNetwork() error {
 // in the background).
 func networkIsEmpty() error {
 	var used int
-	deadline := time.Now().Add(100 * time.Millisecond)
-	for delay := 50 * time.Microsecond; ; delay = min(2*delay, 10*time.Millisecond) {
-		var err error
-		if used, err = socketsInUse(); err != nil || used == 0 {
-			return err
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d sockets are left in the network namespace", used)
-		}
-		time.Sleep(delay)
+	var err error
+	empty := waitUntil(100*time.Millisecond, func() bool {
+		used, err = socketsInUse()
+		return err != nil || used == 0
+	})
+	if err != nil {
+		return err
 	}
+	if !empty {
+		return fmt.Errorf("%d sockets are left in the network namespace", used)
+	}
+	return nil
 }
 
 // socketsInUse counts, from /proc/net/sockstat, the sockets of the

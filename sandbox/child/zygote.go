@@ -164,7 +164,6 @@ func (z *zygote) run(action *Action, files actionFiles) (*Status, int) {
 	// The command has its own copies, and the worker sees the end of
 	// its output once every process of the action is gone.
 	files.close()
-	<-thread.prepared
 	if r.status != nil {
 		r.status.Retire = !awaitThreadExit(thread.tid)
 		return r.status, thread.mountNS
@@ -188,26 +187,30 @@ func release(mountNS int) bool {
 	if mountNS >= 0 {
 		unix.Close(mountNS)
 	}
-	for {
-		err := unix.Sendmsg(ControlFD, []byte{ReleasedMessage}, nil, nil, 0)
-		if err == unix.EINTR {
-			continue
-		}
-		return err == nil
-	}
+	return send([]byte{ReleasedMessage})
 }
 
 // awaitThreadExit waits for an action's thread to have exited: its
 // exit drops what it held of the action's mount namespace (the
-// overlays) and network namespace. It reports false if the thread is
-// still there after a second, which would leave the action's overlays
-// mounted: PID 1 then retires, and its death unmounts them.
+// overlays). It reports false if the thread is still there after a
+// second, which would leave the action's overlays mounted: PID 1 then
+// retires, and its death unmounts them.
 func awaitThreadExit(tid int) bool {
 	path := "/proc/self/task/" + strconv.Itoa(tid)
-	deadline := time.Now().Add(time.Second)
-	for delay := 20 * time.Microsecond; ; delay = min(2*delay, 10*time.Millisecond) {
+	return waitUntil(time.Second, func() bool {
 		var st unix.Stat_t
-		if err := unix.Stat(path, &st); errors.Is(err, unix.ENOENT) {
+		return errors.Is(unix.Stat(path, &st), unix.ENOENT)
+	})
+}
+
+// waitUntil calls done, with pauses growing from 20 us to 10 ms, until
+// it returns true (waitUntil then does) or limit has passed (false).
+// What PID 1 waits for after an action (its thread's exit, the kernel
+// closing the last sockets) is nearly always done at the first call.
+func waitUntil(limit time.Duration, done func() bool) bool {
+	deadline := time.Now().Add(limit)
+	for delay := 20 * time.Microsecond; ; delay = min(2*delay, 10*time.Millisecond) {
+		if done() {
 			return true
 		}
 		if time.Now().After(deadline) {
@@ -220,12 +223,16 @@ func awaitThreadExit(tid int) bool {
 // report sends status over the control socket; false when the worker
 // is gone.
 func report(status *Status) bool {
-	data := EncodeStatus(status)
+	return send(EncodeStatus(status))
+}
+
+// send sends one message over the control socket; false when the
+// worker is gone.
+func send(message []byte) bool {
 	for {
-		err := unix.Sendmsg(ControlFD, data, nil, nil, 0)
-		if err == unix.EINTR {
-			continue
+		err := unix.Sendmsg(ControlFD, message, nil, nil, 0)
+		if err != unix.EINTR {
+			return err == nil
 		}
-		return err == nil
 	}
 }
