@@ -1,8 +1,8 @@
 // Package sandbox runs commands, one per action, in sandboxes whose
 // PID 1 serves one action after another (child/zygote.go): each action
-// gets fresh mount, network, IPC and UTS namespaces on an exec root
-// that is an overlay of read-only layer directories, in the user and
-// pid namespaces of its slot's sandbox, and the runner reports what
+// gets fresh mount, IPC and UTS namespaces on an exec root that is an
+// overlay of read-only layer directories, in the user, pid and network
+// namespaces of its slot's sandbox, and the runner reports what
 // happened.
 package sandbox
 

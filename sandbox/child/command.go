@@ -75,8 +75,8 @@ func startCommand(execRoot string, action *Action, files actionFiles) (int, *Sta
 	if err != nil {
 		return 0, notFound(files.stderr, err)
 	}
-	// Not os.Open: a character device can be polled, and PID 1
-	// starts no poller for files it never reads (direct_file.go).
+	// Not os.Open: a character device can be polled, and os would
+	// register with the poller a file nothing reads (direct_file.go).
 	devNull, err := openDirect("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return 0, failure("start", err)

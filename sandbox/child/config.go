@@ -9,12 +9,14 @@
 // (zygote.go). Started once, it builds from a Prepare message what
 // every action shares, a read-only template root (host views, /proc,
 // /dev, the worker's data directories bound where it can reach them)
-// and pivots into it. Each Action then gets mount, network, IPC and
-// UTS namespaces of its own, made by a thread of PID 1 that mounts the
+// and pivots into it. Each Action then gets mount, IPC and UTS
+// namespaces of its own, made by a thread of PID 1 that mounts the
 // action's overlays and /tmp, isolates itself and starts the command
-// (action.go). The user and pid namespaces are the slot's: creating
-// them, starting a Go process and building the template are paid once
-// per slot rather than once per action.
+// (action_thread.go, action_root.go). The user, pid and network
+// namespaces are the slot's: creating them, starting a Go process and
+// building the template are paid once per slot rather than once per
+// action, and PID 1 checks after each action that the network it
+// shares holds nothing the next could see (network.go).
 package child
 
 // The file descriptors the parent passes to the child, after stdin,
@@ -96,7 +98,7 @@ type Prepare struct {
 }
 
 // DataRootDir is where the template holds the binds of the data roots
-// (and, below TemplateDir, the action's staging mount points).
+// and the action's staging mount points.
 const (
 	TemplateDir = "/.bitzel"
 	DataRootDir = TemplateDir + "/data"

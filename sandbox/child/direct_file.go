@@ -15,7 +15,7 @@ import (
 // and an epoll_ctl to add it, another to remove it, and on the first
 // one the poller itself) for a read or a write that never blocks. The
 // worker's cgroup code does a dozen per action (BenchmarkCgroupFileRead),
-// and PID 1, which opens no other file, so never starts the poller.
+// and PID 1 as many in its checks between actions (health.go).
 
 // WriteFileDirect is os.WriteFile(path, data, 0o644) without os.File.
 func WriteFileDirect(path string, data []byte) error {

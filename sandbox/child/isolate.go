@@ -43,7 +43,7 @@ func prepareSlot(prepare *Prepare) error {
 		return err
 	}
 	if n := prepare.MaxProcesses; n > 0 {
-		// PID 1's own threads (a handful with GOMAXPROCS=1, none
+		// PID 1's own threads (a handful with GOMAXPROCS=2, none
 		// made while a command runs) count as the action's processes
 		// do, as a pids cgroup counts them.
 		if err := unix.Setrlimit(unix.RLIMIT_NPROC, &unix.Rlimit{Cur: n, Max: n}); err != nil {

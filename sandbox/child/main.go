@@ -44,7 +44,7 @@ func Dispatch() {
 // slot's actions (zygote.go) until the worker closes the config pipe.
 func Main() {
 	// The main goroutine keeps the main thread, so that no action's
-	// thread (action.go), whose namespaces and credentials are
+	// thread (action_thread.go), whose namespaces and credentials are
 	// changed for good, is ever the main thread: Go can end any other
 	// thread with its goroutine, not that one.
 	runtime.LockOSThread()
